@@ -1,0 +1,23 @@
+# recur: early recurrence of HCC after thermal ablation from longitudinal MRI.
+# Run:  snakemake --cores all           (the whole study; see README.md)
+#       snakemake --cores all --report results/report.html
+
+
+configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/cohort.smk"
+include: "rules/convert.smk"
+include: "rules/preprocess.smk"
+include: "rules/models.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        FINAL_TARGETS,

@@ -1,0 +1,103 @@
+# Shared set-up: config validation, the patient list and input functions.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The package lives in src/: make `python -m recur` work in every job (local or cluster)
+# even when the package is not installed into the running interpreter.
+_SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
+)
+
+from recur import contract, synth  # noqa: E402
+from recur.errors import RecurError  # noqa: E402
+
+# Unknown keys, wrong types and out-of-range values stop here, before any job runs;
+# defaults fill every key a user's config leaves out.
+validate(config, "../schemas/config.schema.yaml", set_default=True)
+
+RESULTS = "results"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+RECUR = "python -m recur"
+TIMEPOINTS = list(contract.TIMEPOINTS)
+PHASES = list(contract.PHASES)
+
+# Targets the default `all` rule collects; each rules file appends what it delivers.
+FINAL_TARGETS = []
+
+if config["cohort"]["source"] == "synthetic":
+    COHORT_DIR = f"{RESULTS}/synthetic/cohort"
+    TRUTH_CSV = f"{RESULTS}/synthetic/truth.csv"
+    PATIENT_TABLE = synth.planned_patients(
+        config["synthetic"]["n_train"], config["synthetic"]["n_test"]
+    )
+    COHORT = None
+else:
+    if not config["cohort"]["dir"]:
+        raise WorkflowError("config: cohort.source is 'directory' but cohort.dir is not set")
+    COHORT_DIR = str(Path(config["cohort"]["dir"]).expanduser())
+    try:
+        COHORT = contract.load_cohort(
+            COHORT_DIR,
+            config["cohort"]["clinical"],
+            config["cohort"]["series"],
+            config["cohort"]["rois"],
+        )
+    except RecurError as exc:
+        raise WorkflowError(f"cohort {COHORT_DIR}: {exc}") from None
+    PATIENT_TABLE = contract.cohort_summary(COHORT)
+
+PATIENTS = list(PATIENT_TABLE["patient_id"])
+
+wildcard_constraints:
+    patient="[^/]+",
+    timepoint="|".join(TIMEPOINTS),
+    phase="|".join(PHASES),
+
+
+def cohort_input(*names):
+    """The cohort tables as inputs: generated files (synthetic) or the user's (directory)."""
+    if config["cohort"]["source"] == "synthetic":
+        return [COHORT_DIR]
+    return [str(Path(COHORT_DIR) / config["cohort"][n]) for n in names]
+
+
+def series_dirs(wildcards):
+    """The DICOM folders of one patient and time point (directory source), else the cohort."""
+    if COHORT is None:
+        return [COHORT_DIR]
+    rows = COHORT.series[
+        (COHORT.series["patient_id"] == wildcards.patient)
+        & (COHORT.series["timepoint"] == wildcards.timepoint)
+    ]
+    return sorted({str(Path(COHORT_DIR) / d) for d in rows["dicom_dir"]})
+
+
+def roi_mask(wildcards):
+    """The ROI mask of one patient and time point (directory source), else the cohort."""
+    if COHORT is None:
+        return [COHORT_DIR]
+    return [str(contract.roi_path(COHORT.rois, Path(COHORT_DIR), wildcards.patient,
+                                  wildcards.timepoint))]
+
+
+def cohort_args():
+    """Command-line arguments that tell a job where the cohort tables are."""
+    c = config["cohort"]
+    return (
+        f"--cohort-dir {shlex_quote(COHORT_DIR)} --series-table {shlex_quote(c['series'])} "
+        f"--rois-table {shlex_quote(c['rois'])}"
+    )
+
+
+def shlex_quote(s):
+    import shlex
+
+    return shlex.quote(str(s))

@@ -1,0 +1,1 @@
+# Tuning split, Pre and PrePost deep-learning models, signatures, Grad-CAM (issue 4)

@@ -1,0 +1,5 @@
+"""``python -m recur`` is the same as the ``recur`` console script."""
+
+from recur.cli import main
+
+raise SystemExit(main())
