@@ -3,7 +3,7 @@
 #       snakemake --cores all --report results/report.html
 
 
-configfile: "config.yaml"
+configfile: f"{workflow.basedir}/config.yaml"
 
 
 report: "report/workflow.rst"

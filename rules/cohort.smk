@@ -12,6 +12,8 @@ if config["cohort"]["source"] == "synthetic":
             n_test=" ".join(str(n) for n in config["synthetic"]["n_test"]),
             seed=config["synthetic"]["seed"],
         threads: 2
+        conda:
+            "../envs/imaging.yaml"
         resources:
             mem_mb=2000,
             runtime=30,
@@ -20,7 +22,7 @@ if config["cohort"]["source"] == "synthetic":
         benchmark:
             f"{BENCH}/synth_cohort/synth_cohort.tsv"
         shell:
-            "{RECUR} --threads {threads} synth {output.cohort:q} --n-train {params.n_train}"
+            "python -m recur --threads {threads} synth {output.cohort:q} --n-train {params.n_train}"
             " --n-test {params.n_test} --seed {params.seed} --truth {output.truth:q} > {log:q} 2>&1"
 
 
@@ -30,16 +32,18 @@ rule validate_cohort:
     output:
         f"{RESULTS}/cohort/patients.csv",
     params:
-        cohort_dir=COHORT_DIR,
+        cohort_dir=lambda w, input: cohort_dir_of(input),
         clinical=config["cohort"]["clinical"] if COHORT is not None else "clinical.csv",
         series=config["cohort"]["series"] if COHORT is not None else "series.csv",
         rois=config["cohort"]["rois"] if COHORT is not None else "rois.csv",
+    conda:
+        "../envs/imaging.yaml"
     log:
         f"{LOGS}/validate_cohort/validate_cohort.log",
     benchmark:
         f"{BENCH}/validate_cohort/validate_cohort.tsv"
     shell:
-        "{RECUR} validate-cohort {params.cohort_dir:q} --clinical {params.clinical:q}"
+        "python -m recur validate-cohort {params.cohort_dir:q} --clinical {params.clinical:q}"
         " --series {params.series:q} --rois {params.rois:q} --out {output:q} > {log:q} 2>&1"
 
 

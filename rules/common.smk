@@ -1,6 +1,7 @@
 # Shared set-up: config validation, the patient list and input functions.
 import os
 import sys
+from os import environ as _environ
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -11,15 +12,18 @@ min_version("9.0")
 # even when the package is not installed into the running interpreter.
 _SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, _SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (_SRC, os.environ.get("PYTHONPATH", "")) if p
-)
+_environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, _environ.get("PYTHONPATH")) if p)
 
 from recur import contract, synth  # noqa: E402
+from recur.config import check_config  # noqa: E402
 from recur.errors import RecurError  # noqa: E402
 
-# Unknown keys, wrong types and out-of-range values stop here, before any job runs;
-# defaults fill every key a user's config leaves out.
+# Unknown keys, wrong types and out-of-range values stop here, before any job runs (one line
+# per problem); then snakemake's validate fills every key a user's config leaves out.
+try:
+    check_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+except RecurError as exc:
+    raise WorkflowError(str(exc)) from None
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
 RESULTS = "results"
@@ -86,6 +90,12 @@ def roi_mask(wildcards):
         return [COHORT_DIR]
     return [str(contract.roi_path(COHORT.rois, Path(COHORT_DIR), wildcards.patient,
                                   wildcards.timepoint))]
+
+
+def cohort_dir_of(input):
+    """The cohort directory given a rule's `cohort_input(...)` files."""
+    first = Path(str(input[0]))
+    return str(first if COHORT is None else first.parent)
 
 
 def cohort_args():

@@ -1,0 +1,74 @@
+"""Configuration: concise messages for a config that breaks ``schemas/config.schema.yaml``.
+
+The workflow validates with ``snakemake.utils.validate`` (which also fills defaults); this
+module runs the same JSON schema first so that a typo reads as one line per problem
+("config: unknown key 'sourc' in cohort (allowed: source, dir, ...)") instead of a dump of the
+whole schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from recur.errors import RecurError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _location(error: ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _subschema(schema: dict[str, Any], path: list[Any]) -> dict[str, Any]:
+    node = schema
+    for key in path:
+        node = node.get("properties", {}).get(key, {}) if isinstance(key, str) else node
+    return node
+
+
+def describe_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """One human-readable line per schema violation of ``config`` (empty list: valid)."""
+    problems = []
+    validator = Draft202012Validator(schema)
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+        where = _location(err)
+        if err.validator == "additionalProperties":
+            allowed = sorted(_subschema(schema, list(err.absolute_path)).get("properties", {}))
+            extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+            for key in extra:
+                scope = f"in '{where}'" if err.absolute_path else "at the top level"
+                problems.append(
+                    f"config: unknown key '{key}' {scope} (allowed: {', '.join(allowed)})"
+                )
+        else:
+            problems.append(f"config: '{where}' = {err.instance!r}: {err.message}")
+    return problems
+
+
+def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
+    """Raise :class:`RecurError` listing every problem of ``config``."""
+    problems = describe_errors(config, load_schema(schema_path))
+    if problems:
+        raise RecurError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def defaults(schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The full default configuration implied by the schema."""
+    schema = schema or load_schema()
+
+    def fill(node: dict[str, Any]) -> Any:
+        if node.get("type") == "object" and "properties" in node:
+            return {k: fill(v) for k, v in node["properties"].items()}
+        return node.get("default")
+
+    return fill(schema)
