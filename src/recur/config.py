@@ -72,3 +72,31 @@ def defaults(schema: dict[str, Any] | None = None) -> dict[str, Any]:
         return node.get("default")
 
     return fill(schema)
+
+
+def reference_rows(schema: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:
+    """``(key path, default, description)`` for every leaf key of the schema, in order."""
+    schema = schema or load_schema()
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if node.get("type") == "object" and "properties" in node:
+            for key, sub in node["properties"].items():
+                walk(sub, f"{path}.{key}" if path else key)
+        else:
+            default = yaml.safe_dump(node.get("default"), default_flow_style=True).strip()
+            default = default.removesuffix("...").strip()
+            desc = " ".join(str(node.get("description", "")).split())
+            rows.append((path, default, desc))
+
+    walk(schema, "")
+    return rows
+
+
+def reference_markdown(schema: dict[str, Any] | None = None) -> str:
+    """The configuration reference as a Markdown table (README's 'Configuration' section)."""
+    lines = ["| key | default | what it does |", "|---|---|---|"]
+    for key, default, desc in reference_rows(schema):
+        cell, text = default.replace("|", "\\|"), desc.replace("|", "\\|")
+        lines.append(f"| `{key}` | `{cell}` | {text} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,51 @@
+"""Unit tests of the configuration helpers (schema messages, defaults, README reference)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from recur import config
+from recur.errors import RecurError
+
+from .conftest import REPO
+
+
+def test_defaults_validate_and_fill_every_section():
+    d = config.defaults()
+    assert d["cohort"]["source"] == "synthetic"
+    assert d["synthetic"]["n_test"] == [20, 15]
+    assert config.describe_errors(d, config.load_schema()) == []
+
+
+def test_unknown_nested_key_message_lists_allowed_keys():
+    problems = config.describe_errors({"cohort": {"sauce": "x"}}, config.load_schema())
+    assert problems == [
+        "config: unknown key 'sauce' in 'cohort' (allowed: clinical, dir, rois, series, source)"
+    ]
+
+
+def test_type_and_enum_errors():
+    problems = config.describe_errors(
+        {"synthetic": {"n_train": "many"}, "device": "gpu"}, config.load_schema()
+    )
+    assert any(p.startswith("config: 'synthetic.n_train' = 'many'") for p in problems)
+    assert any(p.startswith("config: 'device' = 'gpu'") for p in problems)
+
+
+def test_check_config_raises_user_error():
+    with pytest.raises(RecurError, match="unknown key 'x' at the top level"):
+        config.check_config({"x": 1})
+
+
+def test_readme_config_reference_is_current():
+    """README's configuration table is exactly what `recur config-doc` prints."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    m = re.search(
+        r"<!-- config-reference:start -->\n(.*?)<!-- config-reference:end -->", text, re.S
+    )
+    assert m, "README.md lost its config-reference markers"
+    assert m.group(1) == config.reference_markdown(), (
+        "README config table is stale: run  python -m recur config-doc  and paste it"
+    )
