@@ -15,6 +15,9 @@ include: "rules/convert.smk"
 include: "rules/preprocess.smk"
 include: "rules/models.smk"
 include: "rules/evaluate.smk"
+include: "rules/margin.smk"
+include: "rules/reporting.smk"
+include: "rules/bundle.smk"
 
 
 rule all:

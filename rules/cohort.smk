@@ -7,20 +7,20 @@ if config["cohort"]["source"] == "synthetic":
         output:
             cohort=directory(COHORT_DIR),
             truth=TRUTH_CSV,
-        params:
-            n_train=config["synthetic"]["n_train"],
-            n_test=" ".join(str(n) for n in config["synthetic"]["n_test"]),
-            seed=config["synthetic"]["seed"],
-        threads: 2
-        conda:
-            "../envs/imaging.yaml"
-        resources:
-            mem_mb=2000,
-            runtime=30,
         log:
             f"{LOGS}/synth_cohort/synth_cohort.log",
         benchmark:
             f"{BENCH}/synth_cohort/synth_cohort.tsv"
+        conda:
+            "../envs/imaging.yaml"
+        threads: 2
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        params:
+            n_train=config["synthetic"]["n_train"],
+            n_test=" ".join(str(n) for n in config["synthetic"]["n_test"]),
+            seed=config["synthetic"]["seed"],
         shell:
             "python -m recur --threads {threads} synth {output.cohort:q} --n-train {params.n_train}"
             " --n-test {params.n_test} --seed {params.seed} --truth {output.truth:q} > {log:q} 2>&1"
@@ -31,17 +31,17 @@ rule validate_cohort:
         cohort_input("clinical", "series", "rois"),
     output:
         f"{RESULTS}/cohort/patients.csv",
+    log:
+        f"{LOGS}/validate_cohort/validate_cohort.log",
+    benchmark:
+        f"{BENCH}/validate_cohort/validate_cohort.tsv"
+    conda:
+        "../envs/imaging.yaml"
     params:
         cohort_dir=lambda w, input: cohort_dir_of(input),
         clinical=config["cohort"]["clinical"] if COHORT is not None else "clinical.csv",
         series=config["cohort"]["series"] if COHORT is not None else "series.csv",
         rois=config["cohort"]["rois"] if COHORT is not None else "rois.csv",
-    conda:
-        "../envs/imaging.yaml"
-    log:
-        f"{LOGS}/validate_cohort/validate_cohort.log",
-    benchmark:
-        f"{BENCH}/validate_cohort/validate_cohort.tsv"
     shell:
         "python -m recur validate-cohort {params.cohort_dir:q} --clinical {params.clinical:q}"
         " --series {params.series:q} --rois {params.rois:q} --out {output:q} > {log:q} 2>&1"

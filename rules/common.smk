@@ -12,7 +12,9 @@ min_version("9.0")
 # even when the package is not installed into the running interpreter.
 _SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, _SRC)
-_environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, _environ.get("PYTHONPATH")) if p)
+_environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, _environ.get("PYTHONPATH")) if p
+)
 
 from recur import contract, synth  # noqa: E402
 from recur.config import check_config  # noqa: E402
@@ -45,7 +47,9 @@ if config["cohort"]["source"] == "synthetic":
     COHORT = None
 else:
     if not config["cohort"]["dir"]:
-        raise WorkflowError("config: cohort.source is 'directory' but cohort.dir is not set")
+        raise WorkflowError(
+            "config: cohort.source is 'directory' but cohort.dir is not set"
+        )
     COHORT_DIR = str(Path(config["cohort"]["dir"]).expanduser())
     try:
         COHORT = contract.load_cohort(
@@ -58,7 +62,34 @@ else:
         raise WorkflowError(f"cohort {COHORT_DIR}: {exc}") from None
     PATIENT_TABLE = contract.cohort_summary(COHORT)
 
-PATIENTS = list(PATIENT_TABLE["patient_id"])
+# Exclusions (docs/reporting.md): config-excluded patients leave the DAG here (Figure 1
+# still counts them); with qc.on_failure 'exclude' a refused patient is recorded by the
+# per-patient steps and dropped by the split (QC_EXCLUSIONS lists them).
+from recur import exclusions  # noqa: E402
+
+try:
+    CONFIG_EXCLUDED = exclusions.config_exclusions(
+        config["exclude"], PATIENT_TABLE["patient_id"]
+    )
+except RecurError as exc:
+    raise WorkflowError(str(exc)) from None
+ON_FAILURE = config["qc"]["on_failure"]
+QC_EXCLUSIONS = f"{RESULTS}/qc/exclusions.csv"
+PATIENTS = exclusions.remaining_patients(
+    list(PATIENT_TABLE["patient_id"]), CONFIG_EXCLUDED["patient_id"]
+)
+
+
+def included_patients(wildcards=None):
+    """The patients that reach the models: PATIENTS, less the QC-excluded ones when
+    qc.on_failure is 'exclude' (then known only after the qc_exclusions checkpoint)."""
+    if ON_FAILURE != "exclude":
+        return PATIENTS
+    import pandas as pd
+
+    table = pd.read_csv(checkpoints.qc_exclusions.get().output[0], dtype=str)
+    return exclusions.remaining_patients(PATIENTS, set(table["patient_id"]))
+
 
 wildcard_constraints:
     patient="[^/]+",
@@ -88,14 +119,37 @@ def roi_mask(wildcards):
     """The ROI mask of one patient and time point (directory source), else the cohort."""
     if COHORT is None:
         return [COHORT_DIR]
-    return [str(contract.roi_path(COHORT.rois, Path(COHORT_DIR), wildcards.patient,
-                                  wildcards.timepoint))]
+    return [
+        str(
+            contract.roi_path(
+                COHORT.rois, Path(COHORT_DIR), wildcards.patient, wildcards.timepoint
+            )
+        )
+    ]
 
 
 def cohort_dir_of(input):
     """The cohort directory given a rule's `cohort_input(...)` files."""
     first = Path(str(input[0]))
     return str(first if COHORT is None else first.parent)
+
+
+# File name of the clinical table inside the cohort directory.
+CLINICAL_NAME = config["cohort"]["clinical"] if COHORT is not None else "clinical.csv"
+
+
+def clinical_csv(wildcards, input):
+    """clinical.csv given a rule whose `cohort` input is `cohort_input("clinical")`."""
+    return str(Path(cohort_dir_of(input.cohort)) / CLINICAL_NAME)
+
+
+def tree_args(c):
+    """ExtraTrees hyper-parameters of a config section as command-line options."""
+    return (
+        f"--n-estimators {c['n_estimators']} --max-depth {c['max_depth']} "
+        f"--min-samples-leaf {c['min_samples_leaf']} --max-features {c['max_features']} "
+        f"--class-weight {c['class_weight']} --impute {c['impute']} --seed {c['seed']}"
+    )
 
 
 def cohort_args():

@@ -1,1 +1,222 @@
 # Tuning split, Pre and PrePost deep-learning models, signatures, Grad-CAM (issue 4)
+#
+# One train_dl job per (model, fold): fold "full" trains on the whole train split and scores
+# every patient; folds 0..K-1 train without their fold and score it (cross-fitting), so the
+# DL_Clinical stacking model can be fitted on out-of-fold signatures. All jobs select their
+# epoch on the same tuning split.
+
+DL_MODELS = ["Pre", "PrePost"]
+CROSSFIT_K = config["train"]["crossfit_folds"]
+DL_FOLDS = ["full"] + [str(k) for k in range(CROSSFIT_K)]
+CROPS_DIR = f"{RESULTS}/crops"
+MODELS_DIR = f"{RESULTS}/models"
+
+all_crops = lambda wildcards: expand(
+    f"{CROPS_DIR}/{{patient}}.npz", patient=included_patients(wildcards)
+)
+
+
+rule split:
+    input:
+        patients=f"{RESULTS}/cohort/patients.csv",
+        cohort=cohort_input("clinical"),
+        # qc.on_failure 'exclude': the patients refused by a per-patient step
+        qc_exclusions=QC_EXCLUSIONS if ON_FAILURE == "exclude" else [],
+    output:
+        f"{RESULTS}/splits/split.csv",
+    log:
+        f"{LOGS}/split/split.log",
+    benchmark:
+        f"{BENCH}/split/split.tsv"
+    conda:
+        "../envs/dl.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        clinical=clinical_csv,
+        fraction=config["split"]["tune_fraction"],
+        seed=config["split"]["seed"],
+        exclude=" ".join(shlex_quote(p) for p in CONFIG_EXCLUDED["patient_id"]),
+        qc=f"--qc-exclusions {QC_EXCLUSIONS}" if ON_FAILURE == "exclude" else "",
+    shell:
+        "python -m recur --threads {threads} split --patients {input.patients:q}"
+        " --clinical {params.clinical:q} --fraction {params.fraction} --seed {params.seed}"
+        " --exclude {params.exclude} {params.qc} --out {output:q} > {log:q} 2>&1"
+
+
+rule train_dl:
+    input:
+        split=rules.split.output[0],
+        cohort=cohort_input("clinical"),
+        crops=all_crops,
+    output:
+        weights=f"{MODELS_DIR}/{{model}}/{{fold}}/weights.pt",
+        meta=f"{MODELS_DIR}/{{model}}/{{fold}}/model.json",
+        training_log=f"{MODELS_DIR}/{{model}}/{{fold}}/training_log.csv",
+        scores=f"{MODELS_DIR}/{{model}}/{{fold}}/scores.csv",
+    log:
+        f"{LOGS}/train_dl/{{model}}/{{fold}}.log",
+    benchmark:
+        f"{BENCH}/train_dl/{{model}}/{{fold}}.tsv"
+    wildcard_constraints:
+        model="Pre|PrePost",
+        fold=r"full|\d+",
+    conda:
+        "../envs/dl.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        clinical=clinical_csv,
+        crops_dir=CROPS_DIR,
+        outdir=lambda wc: f"{MODELS_DIR}/{wc.model}/{wc.fold}",
+        folds=CROSSFIT_K,
+        device=config["device"],
+        epochs=config["train"]["epochs"],
+        patience=config["train"]["patience"],
+        batch_size=config["train"]["batch_size"],
+        learning_rate=config["train"]["learning_rate"],
+        weight_decay=config["train"]["weight_decay"],
+        seed=config["train"]["seed"],
+        widths=" ".join(str(w) for w in config["train"]["widths"]),
+        blocks=" ".join(str(b) for b in config["train"]["blocks"]),
+        hidden=config["train"]["gru_hidden"],
+        dropout=config["train"]["dropout"],
+        max_pool="" if config["train"]["max_pool"] else "--no-max-pool",
+        augment=(
+            f"--rotate-deg {config['train']['augment']['rotate_deg']}"
+            f" --intensity-scale {config['train']['augment']['intensity_scale']}"
+            f" --intensity-shift {config['train']['augment']['intensity_shift']}"
+            f" --augment-prob {config['train']['augment']['prob']}"
+            + ("" if config["train"]["augment"]["flip"] else " --no-flip")
+        ),
+    shell:
+        "python -m recur --threads {threads} train-dl --model {wildcards.model}"
+        " --fold {wildcards.fold} --folds {params.folds} --split {input.split:q}"
+        " --clinical {params.clinical:q} --crops-dir {params.crops_dir:q}"
+        " --outdir {params.outdir:q} --device {params.device} --epochs {params.epochs}"
+        " --patience {params.patience} --batch-size {params.batch_size}"
+        " --learning-rate {params.learning_rate} --weight-decay {params.weight_decay}"
+        " --seed {params.seed} --widths {params.widths} --blocks {params.blocks}"
+        " --hidden {params.hidden} --dropout {params.dropout} {params.max_pool}"
+        " {params.augment}"
+        " > {log:q} 2>&1"
+
+
+rule signature_dl:
+    input:
+        weights=f"{MODELS_DIR}/{{model}}/full/weights.pt",
+        meta=f"{MODELS_DIR}/{{model}}/full/model.json",
+        training_log=f"{MODELS_DIR}/{{model}}/full/training_log.csv",
+        scores=f"{MODELS_DIR}/{{model}}/full/scores.csv",
+    output:
+        predictions=f"{RESULTS}/predictions/{{model}}.csv",
+        figure=report(
+            f"{RESULTS}/figures/training/{{model}}.png",
+            caption="../report/models_training.rst",
+            category="Deep-learning models",
+            subcategory="Training curves",
+        ),
+    log:
+        f"{LOGS}/signature_dl/{{model}}.log",
+    benchmark:
+        f"{BENCH}/signature_dl/{{model}}.tsv"
+    wildcard_constraints:
+        model="Pre|PrePost",
+    conda:
+        "../envs/dl.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        model_dir=lambda wc: f"{MODELS_DIR}/{wc.model}/full",
+    shell:
+        "python -m recur --threads {threads} signature-dl {params.model_dir:q}"
+        " --out {output.predictions:q} --figure {output.figure:q} > {log:q} 2>&1"
+
+
+rule crossfit_dl:
+    input:
+        full=f"{MODELS_DIR}/{{model}}/full/scores.csv",
+        folds=expand(
+            f"{MODELS_DIR}/{{model}}/{{fold}}/scores.csv",
+            fold=DL_FOLDS[1:],
+            allow_missing=True,
+        ),
+    output:
+        f"{RESULTS}/predictions/oof/{{model}}.csv",
+    log:
+        f"{LOGS}/crossfit_dl/{{model}}.log",
+    benchmark:
+        f"{BENCH}/crossfit_dl/{{model}}.tsv"
+    wildcard_constraints:
+        model="Pre|PrePost",
+    conda:
+        "../envs/dl.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        full=lambda wc: f"{MODELS_DIR}/{wc.model}/full",
+        folds=lambda wc: " ".join(
+            shlex_quote(f"{MODELS_DIR}/{wc.model}/{k}") for k in DL_FOLDS[1:]
+        ),
+    shell:
+        "python -m recur --threads {threads} crossfit-dl --full {params.full:q}"
+        " --folds {params.folds} --out {output:q} > {log:q} 2>&1"
+
+
+rule gradcam:
+    input:
+        weights=f"{MODELS_DIR}/PrePost/full/weights.pt",
+        meta=f"{MODELS_DIR}/PrePost/full/model.json",
+        predictions=f"{RESULTS}/predictions/PrePost.csv",
+        cohort=cohort_input("clinical"),
+        crops=all_crops,
+    output:
+        report(
+            directory(f"{RESULTS}/figures/gradcam"),
+            patterns=["{name}.png"],
+            caption="../report/models_gradcam.rst",
+            category="Deep-learning models",
+            subcategory="Grad-CAM",
+        ),
+    log:
+        f"{LOGS}/gradcam/gradcam.log",
+    benchmark:
+        f"{BENCH}/gradcam/gradcam.tsv"
+    conda:
+        "../envs/dl.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        model_dir=lambda wc, input: str(Path(input.weights).parent),
+        clinical=clinical_csv,
+        crops_dir=CROPS_DIR,
+        device=config["device"],
+        patients=" ".join(shlex_quote(p) for p in config["gradcam"]["patients"]),
+        n_per_group=config["gradcam"]["n_per_group"],
+        cutoff=(
+            ""
+            if config["gradcam"]["cutoff"] is None
+            else f"--cutoff {config['gradcam']['cutoff']}"
+        ),
+    shell:
+        "python -m recur --threads {threads} gradcam --model-dir {params.model_dir:q}"
+        " --predictions {input.predictions:q} --clinical {params.clinical:q}"
+        " --crops-dir {params.crops_dir:q} --outdir {output:q} --device {params.device}"
+        " --n-per-group {params.n_per_group} {params.cutoff} --patients {params.patients}"
+        " > {log:q} 2>&1"
+
+
+FINAL_TARGETS += expand(f"{RESULTS}/predictions/{{model}}.csv", model=DL_MODELS)
+FINAL_TARGETS += expand(f"{RESULTS}/predictions/oof/{{model}}.csv", model=DL_MODELS)
+FINAL_TARGETS += expand(f"{RESULTS}/figures/training/{{model}}.png", model=DL_MODELS)
+FINAL_TARGETS.append(rules.gradcam.output[0])

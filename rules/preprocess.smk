@@ -1,1 +1,174 @@
 # Registration of PS/AP/PVP onto DP, mask checks, 3-slice 128x128 crops, QC (issue 3)
+
+REG = config["registration"]
+CROP = config["crop"]
+
+
+rule check_mask:
+    input:
+        dp=f"{RESULTS}/nifti/{{patient}}/{{timepoint}}/DP.nii.gz",
+        roi=roi_mask,
+    output:
+        f"{RESULTS}/masks/{{patient}}/{{timepoint}}.nii.gz",
+    log:
+        f"{LOGS}/check_mask/{{patient}}/{{timepoint}}.log",
+    benchmark:
+        f"{BENCH}/check_mask/{{patient}}/{{timepoint}}.tsv"
+    conda:
+        "../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        cohort=cohort_args(),
+        on_failure=ON_FAILURE,
+    shell:
+        "python -m recur --threads {threads} check-mask {params.cohort}"
+        " --patient {wildcards.patient:q} --timepoint {wildcards.timepoint}"
+        " --dp {input.dp:q} --out {output:q} --on-failure {params.on_failure}"
+        " > {log:q} 2>&1"
+
+
+rule register:
+    input:
+        nifti=expand(
+            f"{RESULTS}/nifti/{{patient}}/{{timepoint}}/{{phase}}.nii.gz",
+            phase=PHASES,
+            allow_missing=True,
+        ),
+        mask=f"{RESULTS}/masks/{{patient}}/{{timepoint}}.nii.gz",
+    output:
+        images=expand(
+            f"{RESULTS}/registered/{{patient}}/{{timepoint}}/{{phase}}.nii.gz",
+            phase=PHASES,
+            allow_missing=True,
+        ),
+        transforms=expand(
+            f"{RESULTS}/registered/{{patient}}/{{timepoint}}/{{phase}}.tfm",
+            phase=[p for p in PHASES if p != "DP"],
+            allow_missing=True,
+        ),
+        qc=f"{RESULTS}/registered/{{patient}}/{{timepoint}}/qc.csv",
+    log:
+        f"{LOGS}/register/{{patient}}/{{timepoint}}.log",
+    benchmark:
+        f"{BENCH}/register/{{patient}}/{{timepoint}}.tsv"
+    conda:
+        "../envs/imaging.yaml"
+    threads: REG["threads"]
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    params:
+        indir=lambda wc: f"{RESULTS}/nifti/{wc.patient}/{wc.timepoint}",
+        outdir=lambda wc: f"{RESULTS}/registered/{wc.patient}/{wc.timepoint}",
+        transform=REG["transform"],
+        shrink=" ".join(str(x) for x in REG["shrink_factors"]),
+        sigmas=" ".join(str(x) for x in REG["smoothing_sigmas_mm"]),
+        bins=REG["histogram_bins"],
+        fraction=REG["sampling_fraction"],
+        min_samples=REG["min_samples"],
+        iterations=REG["iterations"],
+        learning_rate=REG["learning_rate"],
+        min_step=REG["min_step"],
+        seed=REG["seed"],
+        margin=REG["mask_margin_mm"],
+        on_failure=ON_FAILURE,
+    shell:
+        "python -m recur --threads {threads} register --indir {params.indir:q}"
+        " --mask {input.mask:q} --outdir {params.outdir:q} --transform {params.transform}"
+        " --shrink-factors {params.shrink} --smoothing-sigmas-mm {params.sigmas}"
+        " --histogram-bins {params.bins} --sampling-fraction {params.fraction}"
+        " --min-samples {params.min_samples} --iterations {params.iterations}"
+        " --learning-rate {params.learning_rate} --min-step {params.min_step}"
+        " --seed {params.seed} --mask-margin-mm {params.margin}"
+        " --on-failure {params.on_failure} > {log:q} 2>&1"
+
+
+rule crop:
+    input:
+        pre=expand(
+            f"{RESULTS}/registered/{{patient}}/pre/{{phase}}.nii.gz",
+            phase=PHASES,
+            allow_missing=True,
+        ),
+        post=expand(
+            f"{RESULTS}/registered/{{patient}}/post/{{phase}}.nii.gz",
+            phase=PHASES,
+            allow_missing=True,
+        ),
+        mask_pre=f"{RESULTS}/masks/{{patient}}/pre.nii.gz",
+        mask_post=f"{RESULTS}/masks/{{patient}}/post.nii.gz",
+    output:
+        npz=f"{RESULTS}/crops/{{patient}}.npz",
+        qc=report(
+            f"{RESULTS}/qc/crops/{{patient}}.png",
+            caption="../report/preprocess_crop_montage.rst",
+            category="QC",
+            subcategory="Crops",
+            labels={"patient": "{patient}", "figure": "crops"},
+        ),
+    log:
+        f"{LOGS}/crop/{{patient}}.log",
+    benchmark:
+        f"{BENCH}/crop/{{patient}}.tsv"
+    conda:
+        "../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        pre=lambda wc: f"{RESULTS}/registered/{wc.patient}/pre",
+        post=lambda wc: f"{RESULTS}/registered/{wc.patient}/post",
+        size=CROP["size"],
+        spacing=CROP["spacing_mm"],
+        normalisation=CROP["normalisation"],
+        region=CROP["region"],
+        on_failure=ON_FAILURE,
+    shell:
+        "python -m recur --threads {threads} crop --patient {wildcards.patient:q}"
+        " --registered-pre {params.pre:q} --registered-post {params.post:q}"
+        " --mask-pre {input.mask_pre:q} --mask-post {input.mask_post:q}"
+        " --out {output.npz:q} --qc {output.qc:q} --size {params.size}"
+        " --spacing-mm {params.spacing} --normalisation {params.normalisation}"
+        " --region {params.region} --on-failure {params.on_failure} > {log:q} 2>&1"
+
+
+rule crop_qc:
+    input:
+        # patients excluded by QC (qc.on_failure: exclude) are left out
+        crops=lambda wc: expand(
+            f"{RESULTS}/crops/{{patient}}.npz", patient=included_patients(wc)
+        ),
+        registration=lambda wc: expand(
+            f"{RESULTS}/registered/{{patient}}/{{timepoint}}/qc.csv",
+            patient=included_patients(wc),
+            timepoint=TIMEPOINTS,
+        ),
+    output:
+        report(
+            f"{RESULTS}/qc/crops.csv",
+            caption="../report/preprocess_crop_qc.rst",
+            category="QC",
+            subcategory="Crops",
+            labels={"table": "crop and registration QC"},
+        ),
+    log:
+        f"{LOGS}/crop_qc/crop_qc.log",
+    benchmark:
+        f"{BENCH}/crop_qc/crop_qc.tsv"
+    conda:
+        "../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "python -m recur --threads {threads} crop-qc --crops {input.crops:q}"
+        " --registration-qc {input.registration:q} --out {output:q} > {log:q} 2>&1"
+
+
+FINAL_TARGETS.extend(expand(f"{RESULTS}/crops/{{patient}}.npz", patient=PATIENTS))
+FINAL_TARGETS.append(f"{RESULTS}/qc/crops.csv")

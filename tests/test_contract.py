@@ -71,7 +71,7 @@ def test_every_problem_is_listed_with_row_and_patient():
     assert "probably given in mm" in msg
     assert "row 4 (patient P003): column 'afp_ng_ml' = '-3' is outside" in msg
     assert "row 5 (patient P004): column 'hbv' = 'yes' is not a number" in msg
-    assert exc.value.problems and len(exc.value.problems) == 3
+    assert len(exc.value.problems) == 3
 
 
 def test_duplicate_and_both_cohorts():

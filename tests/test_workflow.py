@@ -27,9 +27,7 @@ PER_PATIENT = ("crop",)
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
-    return subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, timeout=300, check=False
-    )
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, check=False)
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -81,9 +79,7 @@ def test_dry_run_cohort_directory_config(tmp_path: Path):
     cohort = tmp_path / "my cohort é"  # spaces and non-ASCII in the path
     cohort.mkdir()
     patients = write_cohort_tables(cohort, n_train=4, n_test=2)
-    cfg = write_config(
-        tmp_path / "user.yaml", f"cohort: {{source: directory, dir: '{cohort}'}}\n"
-    )
+    cfg = write_config(tmp_path / "user.yaml", f"cohort: {{source: directory, dir: '{cohort}'}}\n")
     work = tmp_path / "work"
     work.mkdir()
     res = snakemake(work, "-n", "--configfile", str(cfg))

@@ -44,7 +44,8 @@ def describe_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]
         where = _location(err)
         if err.validator == "additionalProperties":
             allowed = sorted(_subschema(schema, list(err.absolute_path)).get("properties", {}))
-            extra = sorted(set(err.instance) - set(allowed)) if isinstance(err.instance, dict) else []
+            keys = set(err.instance) if isinstance(err.instance, dict) else set()
+            extra = sorted(keys - set(allowed))
             for key in extra:
                 scope = f"in '{where}'" if err.absolute_path else "at the top level"
                 problems.append(

@@ -70,7 +70,8 @@ class ContractError(RecurError, ValueError):
         self.table = table
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{table}: {len(self.problems)} problem(s) in the input contract:\n{lines}")
+        n = len(self.problems)
+        super().__init__(f"{table}: {n} problem(s) in the input contract:\n{lines}")
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def check_clinical(df: pd.DataFrame, *, require_outcome: bool = True) -> pd.Data
     if problems:
         raise ContractError(table, problems)
 
-    for col in BINARY_COLUMNS + ("tumor_number",):
+    for col in (*BINARY_COLUMNS, "tumor_number"):
         if col in out and out[col].notna().all():
             out[col] = out[col].astype(int)
     return out.reset_index(drop=True)
@@ -308,9 +309,7 @@ def _check_keys(
         problems.append(f"{desc} is listed more than once (rows {rows})")
 
 
-def check_series(
-    df: pd.DataFrame, patients: list[str], root: Path | None = None
-) -> pd.DataFrame:
+def check_series(df: pd.DataFrame, patients: list[str], root: Path | None = None) -> pd.DataFrame:
     """Validate a series table: every patient has the 4 phases at both time points."""
     table = "series.csv"
     problems = _missing_columns(df, ("patient_id", "timepoint", "phase", "dicom_dir"))
@@ -348,8 +347,9 @@ def check_rois(df: pd.DataFrame, patients: list[str], root: Path | None = None) 
         raise ContractError(table, problems)
     out = df.copy()
     _check_ids(out, problems)
-    _check_keys(out, table, ("patient_id", "timepoint"), {"timepoint": TIMEPOINTS}, patients,
-                problems)
+    _check_keys(
+        out, table, ("patient_id", "timepoint"), {"timepoint": TIMEPOINTS}, patients, problems
+    )
     _check_paths(out, table, "mask", root, problems, kind="file")
     have = set(zip(out["patient_id"], out["timepoint"], strict=True))
     for pid in patients:
@@ -366,8 +366,9 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise ContractError(path.name, [f"file not found: {path}"])
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
-                         skipinitialspace=True)
+        df = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True
+        )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ContractError(path.name, [f"cannot be read as CSV: {exc}"]) from None
     df.columns = [str(c).strip() for c in df.columns]
@@ -404,8 +405,8 @@ def series_row(series: pd.DataFrame, patient: str, timepoint: str, phase: str) -
     ]
     if len(sel) != 1:
         raise ContractError(
-            "series.csv", [f"patient {patient}: expected one row for {timepoint}/{phase}, "
-                           f"found {len(sel)}"]
+            "series.csv",
+            [f"patient {patient}: expected one row for {timepoint}/{phase}, found {len(sel)}"],
         )
     return sel.iloc[0]
 

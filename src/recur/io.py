@@ -31,13 +31,58 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            # mkstemp creates owner-only files; give the result the usual umask permissions
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_image(
+    path: str | Path,
+    *,
+    who: str,
+    what: str,
+    shown: str | None = None,
+    context: str = "",
+    volume: bool = True,
+):
+    """Read a medical image with SimpleITK, turning every failure into one clear RecurError.
+
+    ``who`` names the patient (pseudonym), ``what`` the role of the file ("pre DP", "ROI
+    mask"), ``shown`` how the path is printed (default: as given; pass a path relative to the
+    cohort directory for user files) and ``context`` is appended to the message. With
+    ``volume`` the image must be a 3-D scalar volume.
+    """
+    import SimpleITK as sitk
+
+    from recur.errors import RecurError
+
+    p = Path(path)
+    shown = str(p) if shown is None else shown
+    prefix = f"{who}: {what} {shown}" if what else f"{who}: {shown}"
+    if not p.is_file():
+        raise RecurError(f"{prefix}: file not found{context}")
+    try:
+        img = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        detail = lines[-1].strip() if lines else "unreadable"
+        raise RecurError(f"{prefix}: cannot read as an image ({detail}){context}") from None
+    if volume and (img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1):
+        raise RecurError(f"{prefix}: not a 3-D scalar volume{context}")
+    return img

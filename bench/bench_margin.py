@@ -1,0 +1,185 @@
+"""Benchmark of the ablative margin against the synthetic generator's true minimal margin.
+
+For every patient of a synthetic cohort (``results/synthetic/`` by default: ``cohort/`` and
+``truth.csv``; or a small one generated into a temporary folder with ``--generate N``) this
+reads the pre and post DP series (``recur.convert.SeriesReader`` when available, else
+SimpleITK's ImageSeriesReader) and the ROI masks, registers post onto pre
+(:class:`recur.margin.CrossTimeRegistration`), computes the margin
+(:class:`recur.margin.MarginMetrics`) and compares the minimal margin with ``margin_mm`` of
+``truth.csv``. The table gives per variant the median absolute error (MAE), the median
+signed error (bias), the largest absolute error, the median seconds per patient
+(registration + metric, median of ``--repeats``) and both ratioed to the reference variant
+measured in the same run (nearest-neighbour zone transfer on the native grid), when run.
+
+    python bench/bench_margin.py                      # results/synthetic/
+    python bench/bench_margin.py --generate 8 --csv bench_margin.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from recur import margin
+
+
+def read_dp(folder: Path) -> sitk.Image:
+    """The DP series of ``folder`` as a SimpleITK image."""
+    try:
+        from recur.convert import SeriesReader
+
+        return SeriesReader()(folder).image
+    except ImportError:
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+        return reader.Execute()
+
+
+def load(cohort: Path, patient: str) -> dict[str, sitk.Image]:
+    series = pd.read_csv(cohort / "series.csv")
+    rois = pd.read_csv(cohort / "rois.csv")
+    out = {}
+    for tp in ("pre", "post"):
+        row = series[(series.patient_id == patient) & (series.timepoint == tp)]
+        row = row[row.phase == "DP"].iloc[0]
+        out[f"{tp}_dp"] = read_dp(cohort / row.dicom_dir)
+        m = rois[(rois.patient_id == patient) & (rois.timepoint == tp)].iloc[0]
+        mask = sitk.ReadImage(str(cohort / m["mask"]))
+        out[f"{tp}_mask"] = sitk.Cast(mask > 0, sitk.sitkUInt8)
+    return out
+
+
+#: name -> (registration settings, metric settings, zone carried via the transform?)
+VARIANTS = {
+    "rigid, iso 0.5 mm, smooth 0.5": (
+        margin.CrossTimeSettings(),
+        margin.MarginMetrics("auto", 0.5, 0.5),
+        True,
+    ),
+    "rigid, nearest zone, native grid": (
+        margin.CrossTimeSettings(zone_interpolation="nearest"),
+        margin.MarginMetrics("auto", None),
+        False,
+    ),
+    "rigid+bspline, iso 0.5 mm, smooth 0.5": (
+        margin.CrossTimeSettings(deformable=True),
+        margin.MarginMetrics("auto", 0.5, 0.5),
+        True,
+    ),
+}
+
+
+REFERENCE = "rigid, nearest zone, native grid"
+
+
+def run(root: Path, repeats: int, limit: int | None, variants: list[str]) -> pd.DataFrame:
+    from recur import synth
+
+    cohort = root / "cohort"
+    patients, _ = synth.load_truth(root / "truth.csv")
+    truth = patients.set_index("patient_id")["margin_mm"]
+    ids = list(truth.index)[: limit or None]
+    rows = []
+    for pid in ids:
+        imgs = load(cohort, pid)
+        for name in variants:
+            settings, metrics, direct = VARIANTS[name]
+            reg = margin.CrossTimeRegistration(settings)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                res = reg(imgs["pre_dp"], imgs["post_dp"], imgs["pre_mask"], imgs["post_mask"])
+                if direct:
+                    sm = metrics(imgs["pre_mask"], imgs["post_mask"], res.transform)
+                else:
+                    zone = margin.zone_on_pre(
+                        imgs["post_mask"],
+                        imgs["pre_mask"],
+                        res.transform,
+                        settings.zone_interpolation,
+                    )
+                    sm = metrics(imgs["pre_mask"], zone)
+                times.append(time.perf_counter() - t0)
+            s = sm.summary()
+            rows.append(
+                {
+                    "patient_id": pid,
+                    "variant": name,
+                    "true_mm": float(truth[pid]),
+                    "min_margin_mm": s["min_margin_mm"],
+                    "error_mm": s["min_margin_mm"] - float(truth[pid]),
+                    "mode": s["mode"],
+                    "seconds": statistics.median(times),
+                }
+            )
+            print(
+                f"  {pid} {name:<30} true {truth[pid]:6.2f}  est {s['min_margin_mm']:6.2f}  "
+                f"{statistics.median(times):5.2f} s",
+                file=sys.stderr,
+            )
+    return pd.DataFrame(rows)
+
+
+def summarise(per: pd.DataFrame) -> pd.DataFrame:
+    g = per.groupby("variant", sort=False)
+    out = pd.DataFrame(
+        {
+            "n": g.size(),
+            "mae_mm": g["error_mm"].apply(lambda e: float(np.median(np.abs(e)))),
+            "bias_mm": g["error_mm"].median(),
+            "max_abs_mm": g["error_mm"].apply(lambda e: float(np.max(np.abs(e)))),
+            "s_per_patient": g["seconds"].median(),
+        }
+    ).reset_index()
+    ref = out[out["variant"] == REFERENCE]
+    if len(ref):
+        out["mae_vs_ref"] = out["mae_mm"] / float(ref["mae_mm"].iloc[0])
+        out["time_vs_ref"] = out["s_per_patient"] / float(ref["s_per_patient"].iloc[0])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="results/synthetic", help="holds cohort/ and truth.csv")
+    ap.add_argument("--generate", type=int, default=0, help="generate N patients in a temp dir")
+    ap.add_argument("--limit", type=int, default=None, help="first N patients only")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS)[:2], choices=list(VARIANTS))
+    ap.add_argument("--csv", help="write the summary table here")
+    ap.add_argument("--per-patient-csv", help="write the per-patient table here")
+    a = ap.parse_args(argv)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(a.threads)
+    root = Path(a.root)
+    tmp = None
+    if a.generate or not (root / "truth.csv").is_file():
+        from recur import synth
+
+        n = a.generate or 6
+        tmp = tempfile.TemporaryDirectory(prefix="bench_margin_")
+        root = Path(tmp.name)
+        print(f"generating {n} synthetic patients in {root}", file=sys.stderr)
+        synth.write_cohort(root / "cohort", n_train=max(n - 2, 1), n_test=[2], seed=11)
+    per = run(root, a.repeats, a.limit, a.variants)
+    summ = summarise(per)
+    with pd.option_context("display.width", 120, "display.precision", 3):
+        print(summ.to_string(index=False))
+    if a.csv:
+        summ.to_csv(a.csv, index=False)
+    if a.per_patient_csv:
+        per.to_csv(a.per_patient_csv, index=False)
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

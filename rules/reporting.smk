@@ -1,0 +1,150 @@
+# Study reporting: QC exclusions, Figure 1 (enrolment flow), Table S1 (MRI acquisition),
+# TRIPOD+AI checklist (issue 10; docs/reporting.md).
+
+REPORTING_CAT = "Study reporting"
+
+
+# Every patient's crops file is real data or an exclusion placeholder (qc.on_failure
+# 'exclude'); this checkpoint lists the placeholders so that the split and every cohort-level
+# rule leave those patients out.
+checkpoint qc_exclusions:
+    input:
+        expand(f"{RESULTS}/crops/{{patient}}.npz", patient=PATIENTS),
+    output:
+        report(
+            QC_EXCLUSIONS,
+            caption="../report/reporting_exclusions.rst",
+            category="QC",
+            subcategory="Exclusions",
+            labels={"table": "patients excluded by QC"},
+        ),
+    log:
+        f"{LOGS}/qc_exclusions/qc_exclusions.log",
+    benchmark:
+        f"{BENCH}/qc_exclusions/qc_exclusions.tsv"
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        "python -m recur --threads {threads} qc-exclusions --crops {input:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+rule figure1:
+    input:
+        patients=f"{RESULTS}/cohort/patients.csv",
+        split=f"{RESULTS}/splits/split.csv",
+        qc=QC_EXCLUSIONS,
+    output:
+        csv=f"{RESULTS}/tables/figure1_flow.csv",
+        png=report(
+            f"{RESULTS}/figures/figure1.png",
+            caption="../report/reporting_figure1.rst",
+            category=REPORTING_CAT,
+            labels={"figure": "Figure 1: enrolment flow"},
+        ),
+        pdf=f"{RESULTS}/figures/figure1.pdf",
+    log:
+        f"{LOGS}/figure1/figure1.log",
+    benchmark:
+        f"{BENCH}/figure1/figure1.tsv"
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        excluded=" ".join(
+            shlex_quote(f"{r.patient_id}={r.reason}")
+            for r in CONFIG_EXCLUDED.itertuples()
+        ),
+    shell:
+        "python -m recur --threads {threads} figure1 --patients {input.patients:q}"
+        " --config-exclusion {params.excluded} --qc-exclusions {input.qc:q}"
+        " --split {input.split:q} --csv {output.csv:q} --png {output.png:q}"
+        " --pdf {output.pdf:q} > {log:q} 2>&1"
+
+
+rule table_s1:
+    input:
+        patients=f"{RESULTS}/cohort/patients.csv",
+        acquisition=expand(
+            f"{RESULTS}/nifti/{{patient}}/{{timepoint}}/acquisition.json",
+            patient=PATIENTS,
+            timepoint=TIMEPOINTS,
+        ),
+    output:
+        csv=f"{RESULTS}/tables/table_s1.csv",
+        md=f"{RESULTS}/tables/table_s1.md",
+        html=report(
+            f"{RESULTS}/tables/table_s1.html",
+            caption="../report/reporting_table_s1.rst",
+            category=REPORTING_CAT,
+            labels={"table": "Table S1: MRI acquisition parameters"},
+        ),
+    log:
+        f"{LOGS}/table_s1/table_s1.log",
+    benchmark:
+        f"{BENCH}/table_s1/table_s1.tsv"
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "python -m recur --threads {threads} table-s1 --patients {input.patients:q}"
+        " --acquisition {input.acquisition:q} --csv {output.csv:q} --md {output.md:q}"
+        " --html {output.html:q} > {log:q} 2>&1"
+
+
+rule tripod:
+    input:
+        cohort=cohort_input("clinical"),
+        split=f"{RESULTS}/splits/split.csv",
+        flow=rules.figure1.output.csv,
+        table2=f"{RESULTS}/tables/table2.csv",
+        calibration=f"{RESULTS}/tables/calibration.csv",
+    output:
+        md=f"{RESULTS}/tables/tripod_ai.md",
+        html=report(
+            f"{RESULTS}/tables/tripod_ai.html",
+            caption="../report/reporting_tripod.rst",
+            category=REPORTING_CAT,
+            labels={"table": "TRIPOD+AI checklist"},
+        ),
+    log:
+        f"{LOGS}/tripod/tripod.log",
+    benchmark:
+        f"{BENCH}/tripod/tripod.tsv"
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        clinical=clinical_csv,
+        tune_fraction=config["split"]["tune_fraction"],
+        impute=config["clinical"]["impute"],
+        on_failure=ON_FAILURE,
+    shell:
+        "python -m recur --threads {threads} tripod --clinical {params.clinical:q}"
+        " --split {input.split:q} --flow {input.flow:q} --table2 {input.table2:q}"
+        " --calibration {input.calibration:q} --tune-fraction {params.tune_fraction}"
+        " --impute {params.impute} --on-failure {params.on_failure}"
+        " --md {output.md:q} --html {output.html:q} > {log:q} 2>&1"
+
+
+FINAL_TARGETS.extend(
+    [
+        QC_EXCLUSIONS,
+        *rules.figure1.output,
+        *rules.table_s1.output,
+        *rules.tripod.output,
+    ]
+)

@@ -1,0 +1,431 @@
+"""Registration of the PS, AP and PVP phases onto the delayed phase (DP) of one time point.
+
+Each moving phase is registered to DP with SimpleITK's ``ImageRegistrationMethod``: Mattes
+mutual information on a fixed random sample of voxels (seeded, so reruns are identical),
+a multi-resolution pyramid, a rigid (``Euler3DTransform``) or affine transform initialised on
+the image centres (geometry), regular-step gradient descent with scales from the physical-shift
+estimator. The moving phase is then resampled onto the DP grid with linear interpolation; DP
+itself is only cast to float32.
+
+Convention (SimpleITK's): the returned transform maps points of the DP (fixed) physical
+space to points of the moving phase's physical space, so ``Resample(moving, dp, tx)`` puts
+the moving phase on the DP grid.
+
+Only :func:`register_timepoint_dir` touches files; :class:`PhaseRegistration` and the helpers
+work on ``SimpleITK.Image`` objects.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from recur.errors import RecurError
+from recur.io import atomic_path, read_image
+
+#: The phases registered onto DP, and the fixed phase.
+MOVING_PHASES: tuple[str, ...] = ("PS", "AP", "PVP")
+FIXED_PHASE = "DP"
+ALL_PHASES: tuple[str, ...] = (*MOVING_PHASES, FIXED_PHASE)
+TRANSFORMS: tuple[str, ...] = ("rigid", "affine")
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    """Settings of one phase-to-DP registration (the ``registration:`` config section).
+
+    ``shrink_factors`` and ``smoothing_sigmas_mm`` give one entry per pyramid level, coarse to
+    fine; the sigmas are in millimetres. ``sampling_fraction`` is the fraction of fixed-image
+    voxels (random, seeded with ``seed``) on which the metric is evaluated at each level, but
+    never fewer than ``min_samples`` voxels (or all of them) so coarse levels stay stable.
+    ``mask_margin_mm``: when set and an ROI mask is given, the metric is evaluated only inside
+    the ROI's bounding box grown by this margin (in mm) on every side; ``None`` uses the whole
+    image.
+    """
+
+    transform: str = "rigid"
+    shrink_factors: tuple[int, ...] = (4, 2, 1)
+    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
+    histogram_bins: int = 32
+    sampling_fraction: float = 0.005
+    min_samples: int = 5000
+    iterations: int = 100
+    learning_rate: float = 2.0
+    min_step: float = 0.005
+    relaxation: float = 0.5
+    seed: int = 2025
+    mask_margin_mm: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.transform not in TRANSFORMS:
+            raise RecurError(
+                f"registration.transform must be one of {', '.join(TRANSFORMS)}, "
+                f"not {self.transform!r}"
+            )
+        if len(self.shrink_factors) != len(self.smoothing_sigmas_mm) or not self.shrink_factors:
+            raise RecurError(
+                "registration: shrink_factors and smoothing_sigmas_mm need the same, non-zero "
+                f"number of levels (got {len(self.shrink_factors)} and "
+                f"{len(self.smoothing_sigmas_mm)})"
+            )
+        if not 0.0 < self.sampling_fraction <= 1.0:
+            raise RecurError("registration.sampling_fraction must be in (0, 1]")
+
+
+@dataclass
+class PhaseResult:
+    """The outcome of registering one moving phase onto DP."""
+
+    phase: str
+    transform: sitk.Transform
+    registered: sitk.Image
+    qc: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def as_float32(image: sitk.Image) -> sitk.Image:
+    """A float32 copy of ``image`` carrying only its geometry (no header metadata)."""
+    arr = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    if arr.ndim != 3:
+        raise ValueError(f"expected a 3-D scalar volume, got array shape {arr.shape}")
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(image)
+    return out
+
+
+def roi_box_mask(mask: sitk.Image, margin_mm: float) -> sitk.Image:
+    """A uint8 mask on ``mask``'s grid: the ROI's bounding box grown by ``margin_mm`` per side."""
+    arr = sitk.GetArrayViewFromImage(mask) > 0
+    if not arr.any():
+        raise ValueError("the ROI mask is empty")
+    box = np.zeros(arr.shape, dtype=np.uint8)
+    spacing_zyx = np.array(mask.GetSpacing()[::-1])
+    grow = np.ceil(margin_mm / spacing_zyx).astype(int)
+    sl = []
+    for ax, g in enumerate(grow):
+        other = tuple(i for i in range(3) if i != ax)
+        idx = np.flatnonzero(arr.any(axis=other))
+        lo = max(int(idx[0]) - int(g), 0)
+        hi = min(int(idx[-1]) + int(g) + 1, arr.shape[ax])
+        sl.append(slice(lo, hi))
+    box[tuple(sl)] = 1
+    out = sitk.GetImageFromArray(box)
+    out.CopyInformation(mask)
+    return out
+
+
+def level_shrink_factors(spacing: Sequence[float], factor: int) -> list[int]:
+    """Per-axis shrink factors of one pyramid level.
+
+    ``factor`` applies to the finest axis; coarser axes are shrunk less so that the level's
+    voxels become as near isotropic as whole factors allow (e.g. spacing (1.5, 1.5, 3) mm and
+    factor 4 give (4, 4, 2)). Never below 1.
+    """
+    finest = min(spacing)
+    return [max(1, round(factor * finest / sp)) for sp in spacing]
+
+
+def pyramid_level(image: sitk.Image, factor: int, sigma_mm: float) -> sitk.Image:
+    """One pyramid level: block-average by :func:`level_shrink_factors`, then Gaussian blur.
+
+    Block averaging (``BinShrink``) is itself the anti-aliasing step, and smoothing the small
+    image is cheap, so each level costs a fraction of blurring the full-resolution volume.
+    """
+    out = image
+    shrink = level_shrink_factors(image.GetSpacing(), factor)
+    if any(f > 1 for f in shrink):
+        out = sitk.BinShrink(out, shrink)
+    if sigma_mm > 0:
+        out = sitk.SmoothingRecursiveGaussian(out, sigma_mm)
+    return out
+
+
+def normalised_cross_correlation(
+    a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None
+) -> float:
+    """Pearson correlation of two equally shaped arrays (over ``where`` if given).
+
+    Returns NaN when fewer than two voxels are selected or either image is constant there.
+    """
+    a, b = np.asarray(a), np.asarray(b)
+    if where is not None:
+        a, b = a[where], b[where]
+    else:
+        a, b = a.ravel(), b.ravel()
+    if a.size < 2:
+        return float("nan")
+    a = a.astype(np.float64)  # a copy: centred in place below
+    b = b.astype(np.float64)
+    a -= a.mean()
+    b -= b.mean()
+    den = math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b)))
+    return float(np.dot(a, b) / den) if den > 0 else float("nan")
+
+
+def transform_summary(tx: sitk.Transform) -> dict[str, float]:
+    """Translation (mm) and, for rigid transforms, rotation angles (degrees) of ``tx``."""
+    params = tx.GetParameters()
+    out: dict[str, float] = {}
+    if isinstance(tx, sitk.Euler3DTransform) or tx.GetName() == "Euler3DTransform":
+        ax, ay, az, tx_, ty, tz = params
+        out.update(
+            rot_x_deg=math.degrees(ax),
+            rot_y_deg=math.degrees(ay),
+            rot_z_deg=math.degrees(az),
+            tx_mm=tx_,
+            ty_mm=ty,
+            tz_mm=tz,
+        )
+    else:
+        t = params[-3:]
+        out.update(tx_mm=t[0], ty_mm=t[1], tz_mm=t[2])
+    out["translation_mm"] = float(
+        math.sqrt(out["tx_mm"] ** 2 + out["ty_mm"] ** 2 + out["tz_mm"] ** 2)
+    )
+    return out
+
+
+def _covered(moving: sitk.Image, fixed: sitk.Image, tx: sitk.Transform) -> np.ndarray:
+    """Boolean array on the fixed grid: voxels whose ``tx`` image lies inside ``moving``."""
+    ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(moving)
+    out = sitk.Resample(ones, fixed, tx, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(out) > 0
+
+
+class PhaseRegistration:
+    """Register a moving phase onto the fixed DP volume (MONAI style: settings, then call).
+
+    >>> reg = PhaseRegistration(RegistrationSettings())          # doctest: +SKIP
+    >>> result = reg(dp, ap, phase="AP", roi_mask=mask)          # doctest: +SKIP
+    """
+
+    def __init__(self, settings: RegistrationSettings | None = None):
+        self.settings = settings or RegistrationSettings()
+
+    def _method(
+        self, fixed: sitk.Image, fixed_mask: sitk.Image | None
+    ) -> sitk.ImageRegistrationMethod:
+        s = self.settings
+        reg = sitk.ImageRegistrationMethod()
+        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=s.histogram_bins)
+        reg.SetMetricSamplingStrategy(reg.RANDOM)
+        n_vox = (
+            int(np.count_nonzero(sitk.GetArrayViewFromImage(fixed_mask)))
+            if fixed_mask is not None
+            else int(np.prod(fixed.GetSize()))
+        )
+        fraction = min(1.0, max(s.sampling_fraction, s.min_samples / max(n_vox, 1)))
+        reg.SetMetricSamplingPercentage(fraction, s.seed)
+        if fixed_mask is not None:
+            reg.SetMetricFixedMask(fixed_mask)
+        reg.SetInterpolator(sitk.sitkLinear)
+        # Gradients by central differences at the sampled points only: building full gradient
+        # images at every pyramid level costs more than the optimisation itself.
+        reg.MetricUseFixedImageGradientFilterOff()
+        reg.MetricUseMovingImageGradientFilterOff()
+        return reg
+
+    def initial_transform(self, fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
+        """Rigid or affine transform centred on the fixed image (geometry initialisation)."""
+        base = (
+            sitk.Euler3DTransform()
+            if self.settings.transform == "rigid"
+            else sitk.AffineTransform(3)
+        )
+        return sitk.CenteredTransformInitializer(
+            fixed, moving, base, sitk.CenteredTransformInitializerFilter.GEOMETRY
+        )
+
+    def metric(
+        self,
+        fixed: sitk.Image,
+        moving: sitk.Image,
+        tx: sitk.Transform,
+        fixed_mask: sitk.Image | None = None,
+    ) -> float:
+        """Mattes MI (SimpleITK's sign: lower = better) of ``moving`` under ``tx`` vs ``fixed``.
+
+        Evaluated on the x2 pyramid level (block-averaged, not blurred) with the seeded random
+        sample of the registration: evaluating at full resolution would cost as much as the
+        registration itself, and the x2 level ranks transforms the same way.
+        """
+        fixed = pyramid_level(fixed, 2, 0.0)
+        moving = pyramid_level(moving, 2, 0.0)
+        if fixed_mask is not None:
+            fixed_mask = sitk.Resample(
+                fixed_mask,
+                fixed,
+                sitk.Euler3DTransform(),
+                sitk.sitkNearestNeighbor,
+                0,
+                sitk.sitkUInt8,
+            )
+        reg = self._method(fixed, fixed_mask)
+        reg.SetInitialTransform(tx, inPlace=False)
+        return float(reg.MetricEvaluate(fixed, moving))
+
+    def __call__(
+        self,
+        fixed: sitk.Image,
+        moving: sitk.Image,
+        *,
+        phase: str = "moving",
+        roi_mask: sitk.Image | None = None,
+    ) -> PhaseResult:
+        s = self.settings
+        t0 = time.perf_counter()
+        fixed = sitk.Cast(fixed, sitk.sitkFloat32)
+        moving = sitk.Cast(moving, sitk.sitkFloat32)
+        fixed_mask = None
+        if roi_mask is not None and s.mask_margin_mm is not None:
+            fixed_mask = roi_box_mask(roi_mask, s.mask_margin_mm)
+        identity = sitk.Euler3DTransform()
+
+        tx = self.initial_transform(fixed, moving)
+        iterations = 0
+        stops = []
+        for factor, sigma in zip(s.shrink_factors, s.smoothing_sigmas_mm, strict=True):
+            f_lvl = pyramid_level(fixed, factor, sigma)
+            m_lvl = pyramid_level(moving, factor, sigma)
+            mask_lvl = None
+            if fixed_mask is not None:
+                mask_lvl = sitk.Resample(
+                    fixed_mask, f_lvl, identity, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+                )
+            reg = self._method(f_lvl, mask_lvl)
+            reg.SetOptimizerAsRegularStepGradientDescent(
+                learningRate=s.learning_rate,
+                minStep=s.min_step,
+                numberOfIterations=s.iterations,
+                relaxationFactor=s.relaxation,
+                gradientMagnitudeTolerance=1e-8,
+            )
+            reg.SetOptimizerScalesFromPhysicalShift()
+            reg.SetInitialTransform(tx, inPlace=True)
+            reg.Execute(f_lvl, m_lvl)
+            iterations += int(reg.GetOptimizerIteration())
+            stops.append(f"x{factor}: {reg.GetOptimizerStopConditionDescription()}")
+        seconds = time.perf_counter() - t0
+
+        registered = sitk.Resample(moving, fixed, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        before = sitk.Resample(moving, fixed, identity, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        # correlations over the voxels the moving phase covers both before and after (voxels
+        # outside its field of view are resampled as 0 and would bias the comparison)
+        overlap = _covered(moving, fixed, identity) & _covered(moving, fixed, tx)
+        region = None
+        if fixed_mask is not None:
+            region = sitk.GetArrayViewFromImage(fixed_mask) > 0
+        elif roi_mask is not None:
+            region = sitk.GetArrayViewFromImage(roi_box_mask(roi_mask, 20.0)) > 0
+        f_arr = sitk.GetArrayViewFromImage(fixed)
+        b_arr = sitk.GetArrayViewFromImage(before)
+        r_arr = sitk.GetArrayViewFromImage(registered)
+        qc: dict[str, float | int | str] = {
+            "phase": phase,
+            "transform": s.transform,
+            "mi_before": self.metric(fixed, moving, identity, fixed_mask),
+            "mi_after": self.metric(fixed, moving, tx, fixed_mask),
+            "ncc_before": normalised_cross_correlation(f_arr, b_arr, overlap),
+            "ncc_after": normalised_cross_correlation(f_arr, r_arr, overlap),
+            "ncc_roi_before": float("nan"),
+            "ncc_roi_after": float("nan"),
+        }
+        if region is not None:
+            qc["ncc_roi_before"] = normalised_cross_correlation(f_arr, b_arr, region & overlap)
+            qc["ncc_roi_after"] = normalised_cross_correlation(f_arr, r_arr, region & overlap)
+        qc.update(transform_summary(tx))
+        qc.update(
+            iterations=iterations,
+            stop_condition=" | ".join(stops),
+            seconds=round(seconds, 3),
+            parameters=" ".join(f"{p:.6g}" for p in tx.GetParameters()),
+            fixed_parameters=" ".join(f"{p:.6g}" for p in tx.GetFixedParameters()),
+        )
+        return PhaseResult(phase=phase, transform=tx, registered=registered, qc=qc)
+
+
+def register_timepoint(
+    phases: Mapping[str, sitk.Image],
+    settings: RegistrationSettings | None = None,
+    roi_mask: sitk.Image | None = None,
+) -> tuple[dict[str, sitk.Image], dict[str, sitk.Transform], pd.DataFrame]:
+    """Register PS, AP and PVP onto DP; return (images on the DP grid, transforms, QC table)."""
+    reg = PhaseRegistration(settings)
+    dp = as_float32(phases[FIXED_PHASE])
+    images: dict[str, sitk.Image] = {}
+    transforms: dict[str, sitk.Transform] = {}
+    rows = []
+    for ph in MOVING_PHASES:
+        res = reg(dp, phases[ph], phase=ph, roi_mask=roi_mask)
+        images[ph] = as_float32(res.registered)
+        transforms[ph] = res.transform
+        rows.append(res.qc)
+    images[FIXED_PHASE] = dp
+    return images, transforms, pd.DataFrame(rows)
+
+
+def _read(path: Path, what: str) -> sitk.Image:
+    return read_image(path, who=what, what="")
+
+
+def register_timepoint_dir(
+    indir: str | Path,
+    outdir: str | Path,
+    settings: RegistrationSettings | None = None,
+    mask: str | Path | None = None,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """Read ``indir/{PS,AP,PVP,DP}.nii.gz``, register, and write the outputs to ``outdir``.
+
+    Writes ``{PS,AP,PVP,DP}.nii.gz`` (float32, DP grid), ``{PS,AP,PVP}.tfm`` and ``qc.csv``,
+    each atomically and only after every registration succeeded.
+    """
+    if threads:
+        sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(int(threads))
+    indir, outdir = Path(indir), Path(outdir)
+    phases = {ph: _read(indir / f"{ph}.nii.gz", f"phase {ph}") for ph in ALL_PHASES}
+    roi = _read(Path(mask), "ROI mask") if mask else None
+    dp = phases[FIXED_PHASE]
+    if roi is not None and (
+        roi.GetSize() != dp.GetSize()
+        or not np.allclose(roi.GetOrigin(), dp.GetOrigin(), atol=1e-3)
+        or not np.allclose(roi.GetSpacing(), dp.GetSpacing(), rtol=1e-4)
+    ):
+        raise RecurError(f"ROI mask {mask} is not on the grid of {indir / 'DP.nii.gz'}")
+    try:
+        images, transforms, qc = register_timepoint(phases, settings, roi)
+    except RuntimeError as exc:
+        msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed"
+        raise RecurError(f"registration of {indir} failed: {msg}") from None
+    outdir.mkdir(parents=True, exist_ok=True)
+    for ph, img in images.items():
+        with atomic_path(outdir / f"{ph}.nii.gz") as tmp:
+            sitk.WriteImage(img, str(tmp), useCompression=True)
+    for ph, tx in transforms.items():
+        with atomic_path(outdir / f"{ph}.tfm") as tmp:
+            sitk.WriteTransform(tx, str(tmp))
+    with atomic_path(outdir / "qc.csv") as tmp:
+        qc.to_csv(tmp, index=False)
+    return qc
+
+
+def settings_from_args(
+    transform: str,
+    shrink_factors: Sequence[int],
+    smoothing_sigmas_mm: Sequence[float],
+    **kw: object,
+) -> RegistrationSettings:
+    """Build :class:`RegistrationSettings` from CLI values (lists become tuples)."""
+    return RegistrationSettings(
+        transform=transform,
+        shrink_factors=tuple(int(x) for x in shrink_factors),
+        smoothing_sigmas_mm=tuple(float(x) for x in smoothing_sigmas_mm),
+        **kw,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,406 @@
+"""Training, model selection and scoring of the Pre and PrePost models; the signatures.
+
+One training job (:func:`run_training`) trains one model on one set of patients:
+
+* fold ``full``: every ``train``-split patient; it scores every patient of every cohort;
+* fold ``k`` (0..K-1): the ``train`` split without cross-fitting fold ``k``; it scores the
+  patients of fold ``k`` only (they are out-of-fold for it).
+
+Both select the epoch with the best AUC on the ``tune`` split (early stopping after
+``patience`` epochs without improvement) and keep that epoch's weights. The imbalance of ER is
+handled by ``pos_weight = n_negative / n_positive`` in ``BCEWithLogitsLoss``.
+:func:`signature_table` and :func:`crossfit_table` assemble the prediction CSVs.
+
+Same seed and settings -> identical weights and scores on the CPU: every generator is seeded,
+``torch.use_deterministic_algorithms(True)``, MONAI ``set_determinism``, ``num_workers=0``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import DataLoader
+from monai.utils import set_determinism
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from recur.dl_data import Augmentation, make_dataset, make_items
+from recur.errors import RecurError
+from recur.io import atomic_path
+from recur.networks import MODEL_TIMEPOINTS, build_model
+from recur.split import crossfit_folds, read_outcome, read_split
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS: list[str] = ["patient_id", "cohort", "split", "score"]
+LOG_COLUMNS: list[str] = ["epoch", "train_loss", "tune_loss", "tune_auc", "seconds"]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Network settings (saved beside the weights as ``model.json``)."""
+
+    model: str = "PrePost"
+    widths: tuple[int, ...] = (16, 32, 64, 64)
+    blocks: tuple[int, ...] = (1, 1, 1, 1)
+    hidden: int = 32
+    dropout: float = 0.3
+    max_pool: bool = True
+
+    def build(self) -> nn.Module:
+        return build_model(
+            self.model, self.widths, self.blocks, self.hidden, self.dropout, self.max_pool
+        )
+
+    @property
+    def timepoints(self) -> int:
+        return MODEL_TIMEPOINTS[self.model]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of one training job."""
+
+    epochs: int = 30
+    patience: int = 10
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 42
+    augment: Augmentation = field(default_factory=Augmentation)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RecurError("device: 'cuda' requested but no CUDA GPU is available")
+    if name not in ("cpu", "cuda"):
+        raise RecurError(f"device: unknown device {name!r} (auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def configure_torch(seed: int, threads: int | None = None) -> None:
+    """Seed everything and make torch deterministic (on the CPU); use ``threads`` CPU threads.
+
+    ``threads=None`` reads ``RECUR_THREADS`` (set by the CLI's ``--threads``), default 1.
+    """
+    if threads is None:
+        threads = int(os.environ.get("RECUR_THREADS", "1"))
+    torch.set_num_threads(max(1, threads))
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    set_determinism(seed=seed)
+    # On a GPU some backward kernels (adaptive average pooling) have no deterministic
+    # version: warn there instead of failing; the CPU is fully deterministic.
+    torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+    torch.backends.cudnn.benchmark = False
+
+
+def pos_weight(labels: Sequence[float]) -> float:
+    """``n_negative / n_positive`` of 0/1 labels (the BCE weight of the positive class)."""
+    y = np.asarray(labels, dtype=float)
+    n_pos = float((y == 1).sum())
+    n_neg = float((y == 0).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise RecurError(
+            f"training set needs patients with and without ER (has {int(n_pos)} with, "
+            f"{int(n_neg)} without)"
+        )
+    return n_neg / n_pos
+
+
+def safe_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC, NaN when ``y`` has a single class."""
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, score))
+
+
+def _loader(dataset, batch_size: int, shuffle: bool, seed: int, drop_last: bool) -> DataLoader:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=0,
+        generator=g,
+        drop_last=drop_last,
+    )
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, dataset, device: torch.device, batch_size: int = 32
+) -> np.ndarray:
+    """Logits of every sample of ``dataset`` (eval mode, dataset order)."""
+    model.eval()
+    out = []
+    for batch in _loader(dataset, batch_size, shuffle=False, seed=0, drop_last=False):
+        out.append(model(batch["image"].to(device)).reshape(-1).cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def _bce(logits: np.ndarray, y: np.ndarray, pw: float) -> float:
+    """Mean BCE-with-logits (positive class weighted by ``pw``), as the training loss."""
+    loss = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pw], dtype=torch.float64))
+    return float(loss(torch.as_tensor(logits), torch.as_tensor(y, dtype=torch.float64)))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function (the ER probability of a logit)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def train_model(
+    arch: Architecture,
+    train_items: Sequence[dict],
+    tune_items: Sequence[dict],
+    settings: TrainSettings,
+    device: torch.device | str = "cpu",
+) -> tuple[nn.Module, pd.DataFrame, int]:
+    """Train ``arch`` on ``train_items``; select the epoch with the best tune AUC.
+
+    Returns the model holding the selected epoch's weights (in eval mode), the training log
+    (``epoch, train_loss, tune_loss, tune_auc, seconds``; one row per epoch run) and the
+    selected epoch. Ties in tune AUC go to the lower tune loss, then the earlier epoch; when
+    the tune set has a single class the tune loss alone decides.
+    """
+    device = torch.device(device)
+    configure_torch(settings.seed, threads=torch.get_num_threads())
+    t = arch.timepoints
+    y_train = np.array([float(i["label"]) for i in train_items])
+    y_tune = np.array([float(i["label"]) for i in tune_items])
+    if np.isnan(y_train).any() or np.isnan(y_tune).any():
+        raise RecurError("training and tuning patients all need an ER label")
+    pw = pos_weight(y_train)
+    train_ds = make_dataset(train_items, t, settings.augment, seed=settings.seed)
+    tune_ds = make_dataset(tune_items, t, None)
+
+    model = arch.build().to(device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pw], device=device))
+    drop_last = len(train_items) > settings.batch_size  # no BatchNorm batch of size 1
+    loader = _loader(train_ds, settings.batch_size, True, settings.seed, drop_last)
+    use_auc = len(np.unique(y_tune)) == 2
+    best_key, best_state, best_epoch, since_best, rows = None, None, 0, 0, []
+    for epoch in range(1, settings.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        losses, sizes = [], []
+        for batch in loader:
+            x = batch["image"].to(device)
+            y = batch["label"].to(device).reshape(-1, 1)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            sizes.append(len(x))
+        tune_logits = predict_logits(model, tune_ds, device)
+        tune_loss = _bce(tune_logits, y_tune, pw)
+        tune_auc = safe_auc(y_tune, tune_logits)
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.average(losses, weights=sizes)),
+                "tune_loss": tune_loss,
+                "tune_auc": tune_auc,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        log.info(
+            "epoch %d: train loss %.4f, tune loss %.4f, tune AUC %.3f (%.1f s)",
+            *(rows[-1][c] for c in LOG_COLUMNS),
+        )
+        key = (tune_auc, -tune_loss) if use_auc else (-tune_loss,)
+        if best_key is None or key > best_key:
+            best_key, best_epoch, since_best = key, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+            if since_best >= settings.patience:
+                log.info("early stop: no tune improvement for %d epochs", settings.patience)
+                break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, pd.DataFrame(rows, columns=LOG_COLUMNS), best_epoch
+
+
+def job_patients(
+    split_df: pd.DataFrame, er: pd.Series, fold: str, k: int, seed: int
+) -> tuple[list[str], list[str], list[str]]:
+    """(train ids, tune ids, ids to score) of training job ``fold`` (``full`` or ``0..k-1``)."""
+    tune = list(split_df.loc[split_df["split"] == "tune", "patient_id"])
+    train = list(split_df.loc[split_df["split"] == "train", "patient_id"])
+    if fold == "full":
+        return train, tune, list(split_df["patient_id"])
+    if not fold.isdigit() or int(fold) >= k:
+        raise RecurError(f"train-dl: fold must be 'full' or 0..{k - 1}, got {fold!r}")
+    folds = crossfit_folds(split_df, er, k, seed)
+    held = set(folds.index[folds == int(fold)])
+    return [p for p in train if p not in held], tune, [p for p in train if p in held]
+
+
+def run_training(
+    arch: Architecture,
+    settings: TrainSettings,
+    *,
+    fold: str,
+    crossfit_k: int,
+    split_csv: str | Path,
+    clinical_csv: str | Path,
+    crops_dir: str | Path,
+    outdir: str | Path,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Train one (model, fold) job and write ``weights.pt``, ``model.json``,
+    ``training_log.csv`` and ``scores.csv`` (patient_id, cohort, split, score) into ``outdir``.
+
+    The folds are drawn with ``settings.seed``. Returns the scores table.
+    """
+    split_df = read_split(split_csv)
+    er = read_outcome(clinical_csv)
+    train_ids, tune_ids, score_ids = job_patients(split_df, er, fold, crossfit_k, settings.seed)
+    labels = er.to_dict()
+    dev = resolve_device(device)
+    log.info(
+        "%s fold %s: %d train, %d tune patients, scoring %d, device %s",
+        arch.model,
+        fold,
+        len(train_ids),
+        len(tune_ids),
+        len(score_ids),
+        dev,
+    )
+    model, train_log, best_epoch = train_model(
+        arch,
+        make_items(train_ids, crops_dir, labels),
+        make_items(tune_ids, crops_dir, labels),
+        settings,
+        dev,
+    )
+    score_ds = make_dataset(make_items(score_ids, crops_dir), arch.timepoints, None)
+    scores = split_df.set_index("patient_id").loc[score_ids, ["cohort", "split"]].reset_index()
+    scores["score"] = sigmoid(predict_logits(model, score_ds, dev))
+    scores = scores[PREDICTION_COLUMNS]
+
+    outdir = Path(outdir)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(outdir / "weights.pt") as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)  # a file object: the archive name inside is fixed, not tmp's
+    meta = {**asdict(arch), "selected_epoch": best_epoch}
+    with atomic_path(outdir / "model.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_path(outdir / "training_log.csv") as tmp:
+        train_log.to_csv(tmp, index=False)
+    with atomic_path(outdir / "scores.csv") as tmp:
+        scores.to_csv(tmp, index=False, float_format="%.8g")
+    return scores
+
+
+def load_model(
+    model_dir: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, Architecture]:
+    """Rebuild a trained network from ``model.json`` and ``weights.pt`` (weights only)."""
+    model_dir = Path(model_dir)
+    try:
+        meta = json.loads((model_dir / "model.json").read_text())
+        arch = Architecture(
+            model=meta["model"],
+            widths=tuple(meta["widths"]),
+            blocks=tuple(meta["blocks"]),
+            hidden=int(meta["hidden"]),
+            dropout=float(meta["dropout"]),
+            max_pool=bool(meta.get("max_pool", True)),
+        )
+        state = torch.load(model_dir / "weights.pt", map_location=device, weights_only=True)
+        model = arch.build()
+        model.load_state_dict(state)
+    except pickle.UnpicklingError as exc:  # weights_only refused a non-tensor object
+        why = str(exc).strip().splitlines()[-1]
+        raise RecurError(
+            f"{model_dir}: cannot load the trained model (weights.pt holds objects other "
+            f"than tensors; refusing to unpickle them: {why})"
+        ) from None
+    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+        raise RecurError(f"{model_dir}: cannot load the trained model ({exc})") from None
+    return model.to(device).eval(), arch
+
+
+def signature_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """The signature CSV of a full model: exactly ``patient_id, cohort, split, score``."""
+    missing = [c for c in PREDICTION_COLUMNS if c not in scores.columns]
+    if missing:
+        raise RecurError(f"scores table: missing column(s) {', '.join(missing)}")
+    if scores["score"].isna().any() or scores["patient_id"].duplicated().any():
+        raise RecurError("scores table: missing scores or duplicated patients")
+    return scores[PREDICTION_COLUMNS].reset_index(drop=True)
+
+
+def crossfit_table(full: pd.DataFrame, folds: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Out-of-fold signature: train-split patients from the fold models that did not see them,
+    tune and test patients from the full model; rows in the order of ``full``.
+    """
+    full = signature_table(full)
+    oof = pd.concat([signature_table(f) for f in folds], ignore_index=True)
+    if oof["patient_id"].duplicated().any():
+        dup = oof.loc[oof["patient_id"].duplicated(), "patient_id"].iloc[0]
+        raise RecurError(f"crossfit: patient {dup} is scored by more than one fold")
+    train_ids = set(full.loc[full["split"] == "train", "patient_id"])
+    if set(oof["patient_id"]) != train_ids or (oof["split"] != "train").any():
+        raise RecurError("crossfit: the folds do not cover exactly the train-split patients")
+    by_id = oof.set_index("patient_id")["score"]
+    out = full.copy()
+    is_train = out["split"] == "train"
+    out.loc[is_train, "score"] = out.loc[is_train, "patient_id"].map(by_id).to_numpy()
+    return out
+
+
+def plot_training(
+    train_log: pd.DataFrame, title: str, path: str | Path, selected_epoch: int | None = None
+) -> None:
+    """Training curve PNG: train/tune loss and tune AUC per epoch, the kept epoch marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax1 = plt.subplots(figsize=(6, 3.6), dpi=120)
+    ax1.plot(train_log["epoch"], train_log["train_loss"], label="train loss", color="tab:blue")
+    ax1.plot(train_log["epoch"], train_log["tune_loss"], label="tune loss", color="tab:orange")
+    ax1.set_xlabel("epoch")
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax1.set_ylabel("BCE loss (ER weighted)")
+    ax2 = ax1.twinx()
+    ax2.plot(train_log["epoch"], train_log["tune_auc"], label="tune AUC", color="tab:green")
+    ax2.set_ylabel("tune AUC")
+    ax2.set_ylim(0, 1)
+    if selected_epoch is not None and (train_log["epoch"] == selected_epoch).any():
+        best = train_log.loc[train_log["epoch"] == selected_epoch].iloc[0]
+        ax2.axvline(best["epoch"], color="grey", ls="--", lw=0.8)
+        title = f"{title} (kept epoch {int(best['epoch'])}, tune AUC {best['tune_auc']:.3f})"
+    h1, l1 = ax1.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax1.legend(h1 + h2, l1 + l2, loc="lower left", fontsize=8)
+    ax1.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,291 @@
+"""Faults: refused imaging input, killed runs, concurrent runs (issue 6, items 2 and 4).
+
+``broken_run``: a copy of the canary cohort with one refused DICOM series and four bad ROI
+masks, run once with ``--keep-going``: every refusal names the patient pseudonym and the
+path relative to the cohort dir, leaves nothing half-written, and nothing downstream runs.
+
+``killed_run``: the workflow (up to the DL signatures) is SIGKILLed, process group and all,
+while converting; a second snakemake started meanwhile in the same directory is refused by
+the lock without harming the first; the rerun with ``--rerun-incomplete`` is SIGKILLed while
+training; the final rerun completes and its crops and signatures equal those of the
+uninterrupted canary run (same config, same cohort).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from ..conftest import failed_logs
+from .conftest import (
+    crops_digest,
+    directory_config,
+    kill_group,
+    snakemake_cmd,
+    snakemake_env,
+    start_snakemake,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+DL_TARGETS = [
+    f"results/predictions/{name}.csv" for name in ("Pre", "PrePost", "oof/Pre", "oof/PrePost")
+]
+
+
+def run(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        snakemake_cmd(workdir, *args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=snakemake_env(),
+        check=False,
+    )
+
+
+# ============================================================== refused imaging input
+def _rows(cohort: Path, table: str, patient: str, timepoint: str) -> pd.DataFrame:
+    df = pd.read_csv(cohort / table, dtype=str)
+    return df[(df["patient_id"] == patient) & (df["timepoint"] == timepoint)]
+
+
+def _drop_middle_slice(cohort: Path, patient: str) -> str:
+    """Delete the middle slice of the AP series of ``patient`` (pre); returns its folder."""
+    import pydicom
+
+    rows = _rows(cohort, "series.csv", patient, "pre")
+    rel = rows.loc[rows["phase"] == "AP", "dicom_dir"].iloc[0]
+    files = sorted(
+        (cohort / rel).iterdir(), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2])
+    )
+    files[len(files) // 2].unlink()
+    return rel
+
+
+def _rewrite_mask(cohort: Path, patient: str, change) -> str:
+    rel = _rows(cohort, "rois.csv", patient, "pre")["mask"].iloc[0]
+    img = sitk.ReadImage(str(cohort / rel))
+    out = change(img)
+    sitk.WriteImage(out, str(cohort / rel), True)
+    return rel
+
+
+def _with_array(img: sitk.Image, arr: np.ndarray) -> sitk.Image:
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(img)
+    return out
+
+
+def _shifted(img: sitk.Image) -> sitk.Image:
+    img = sitk.Image(img)
+    o = img.GetOrigin()
+    img.SetOrigin((o[0] + 7.0, o[1], o[2]))
+    return img
+
+
+def _empty(img: sitk.Image) -> sitk.Image:
+    return _with_array(img, np.zeros_like(sitk.GetArrayFromImage(img)))
+
+
+def _nan(img: sitk.Image) -> sitk.Image:
+    arr = sitk.GetArrayFromImage(img).astype(np.float32)
+    arr[np.nonzero(arr)[0][0], np.nonzero(arr)[1][0], np.nonzero(arr)[2][0]] = np.nan
+    return _with_array(img, arr)
+
+
+def _fractional(img: sitk.Image) -> sitk.Image:
+    arr = sitk.GetArrayFromImage(img).astype(np.float32)
+    arr[arr > 0] = 0.5
+    return _with_array(img, arr)
+
+
+#: patient -> (how the pre mask is broken, words the refusal must contain)
+MASK_CASES = {
+    "P0003": (_shifted, "origin"),
+    "P0004": (_empty, "the mask is empty"),
+    "P0005": (_nan, "NaN"),
+    "P0006": (_fractional, "non-integer labels"),
+}
+BROKEN_SERIES_PATIENT = "P0002"
+
+
+@pytest.fixture(scope="module")
+def broken_run(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path):
+    root = tmp_path_factory.mktemp("broken")
+    cohort = root / "cohort with spaces ü"
+    shutil.copytree(canary_cohort, cohort)
+    series_rel = _drop_middle_slice(cohort, BROKEN_SERIES_PATIENT)
+    masks = {p: _rewrite_mask(cohort, p, change) for p, (change, _) in MASK_CASES.items()}
+    work = root / "work"
+    work.mkdir()
+    (work / "run.yaml").write_text(directory_config(cohort), encoding="utf-8")
+    targets = [f"results/crops/{BROKEN_SERIES_PATIENT}.npz"]
+    targets += [f"results/masks/{p}/pre.nii.gz" for p in MASK_CASES]
+    res = run(work, "--cores", "2", "--keep-going", *targets)
+    return work, res, series_rel, masks
+
+
+def test_refused_series_names_patient_and_relative_path(broken_run):
+    work, res, series_rel, _ = broken_run
+    assert res.returncode != 0
+    log = (work / "results/logs/convert" / BROKEN_SERIES_PATIENT / "pre.log").read_text()
+    assert BROKEN_SERIES_PATIENT in log
+    assert series_rel in log, log  # relative to the cohort dir, not absolute
+    assert "missing" in log.lower() or "gap" in log.lower(), log
+    assert "Traceback" not in log, log
+
+
+def test_refused_series_leaves_nothing_and_runs_nothing_downstream(broken_run):
+    work, _, _, _ = broken_run
+    p = BROKEN_SERIES_PATIENT
+    out = work / "results" / "nifti" / p / "pre"
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+    for path in (
+        f"results/masks/{p}/pre.nii.gz",
+        f"results/registered/{p}/pre",
+        f"results/crops/{p}.npz",
+        f"results/logs/register/{p}/pre.log",
+        f"results/logs/crop/{p}.log",
+    ):
+        assert not (work / path).exists(), path
+
+
+@pytest.mark.parametrize("patient", sorted(MASK_CASES))
+def test_bad_mask_is_refused_and_leaves_nothing(broken_run, patient: str):
+    work, _, _, masks = broken_run
+    problem = MASK_CASES[patient][1]
+    log = (work / "results/logs/check_mask" / patient / "pre.log").read_text()
+    assert f"patient {patient} (pre)" in log, log
+    assert masks[patient] in log, log  # the mask path relative to the cohort dir
+    assert problem in log, log
+    assert "Traceback" not in log, log
+    folder = work / "results" / "masks" / patient
+    assert not folder.exists() or not any(folder.iterdir()), list(folder.iterdir())
+    # the DP image it was checked against was converted fine (the refusal is the mask's)
+    assert (work / "results" / "nifti" / patient / "pre" / "DP.nii.gz").is_file()
+
+
+def test_spaces_and_non_ascii_paths_and_names_work(canary_study: Path, canary_cohort: Path):
+    """The canary cohort's dir and folders hold spaces and non-ASCII characters and its DICOM
+    patient names are non-ASCII (UTF-8): the uninterrupted run completed on it."""
+    import pydicom
+
+    assert " " in canary_cohort.name
+    assert not canary_cohort.name.isascii()
+    series = pd.read_csv(canary_cohort / "series.csv")
+    first = next((canary_cohort / series["dicom_dir"].iloc[0]).iterdir())
+    ds = pydicom.dcmread(first)
+    assert not str(ds.PatientName).isascii()
+    assert all(not d.isascii() and " " in d for d in series["dicom_dir"])
+    patients = pd.read_csv(canary_study / "results/cohort/patients.csv")["patient_id"]
+    for p in patients:
+        assert (canary_study / "results" / "crops" / f"{p}.npz").is_file()
+
+
+# ============================================================== kills, locks, reruns
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path):
+    work = tmp_path_factory.mktemp("killed")
+    (work / "run.yaml").write_text(directory_config(canary_cohort), encoding="utf-8")
+    events: dict[str, object] = {}
+
+    # 1. start, wait until conversions are running, try a second run, then SIGKILL
+    first = start_snakemake(work, "--cores", "2", *DL_TARGETS, log=work / "first.out")
+    convert_logs = work / "results" / "logs" / "convert"
+    wait_for(
+        lambda: convert_logs.is_dir() and len(list(convert_logs.rglob("*.log"))) >= 3,
+        first,
+        600,
+        "conversion to start",
+    )
+    second = run(work, "--cores", "1", *DL_TARGETS, timeout=300)
+    events["second"] = second
+    events["first_alive_after_second"] = first.poll() is None
+    kill_group(first)
+    events["incomplete_after_convert_kill"] = sorted(
+        p.name for p in (work / ".snakemake" / "incomplete").glob("*")
+    )
+    events["nifti_after_kill"] = sorted(
+        p.relative_to(work).as_posix()
+        for p in (work / "results" / "nifti").rglob("*")
+        if p.is_file()
+    )
+
+    # 2. a plain rerun refuses to trust the incomplete outputs
+    unlock = run(work, "--unlock", timeout=300)
+    assert unlock.returncode == 0, unlock.stderr
+    events["plain_rerun"] = run(work, "--cores", "1", "-n", *DL_TARGETS, timeout=300)
+
+    # 3. rerun with --rerun-incomplete, SIGKILL again while training
+    again = start_snakemake(
+        work, "--cores", "2", "--rerun-incomplete", *DL_TARGETS, log=work / "again.out"
+    )
+    train_logs = work / "results" / "logs" / "train_dl"
+    wait_for(
+        lambda: train_logs.is_dir() and any(train_logs.rglob("*.log")),
+        again,
+        1500,
+        "training to start",
+    )
+    time.sleep(2)
+    kill_group(again)
+    events["incomplete_after_train_kill"] = sorted(
+        p.name for p in (work / ".snakemake" / "incomplete").glob("*")
+    )
+    # 4. final rerun to completion
+    assert run(work, "--unlock", timeout=300).returncode == 0
+    final = run(work, "--cores", "2", "--rerun-incomplete", *DL_TARGETS)
+    if final.returncode != 0:
+        pytest.fail(f"rerun failed:\n{final.stderr[-5000:]}\n{failed_logs(work)[-5000:]}")
+    events["final"] = final
+    return work, events
+
+
+def test_second_concurrent_run_is_refused_without_harming_the_first(killed_run):
+    _, events = killed_run
+    second = events["second"]
+    assert second.returncode != 0
+    assert "LockException" in second.stderr + second.stdout or "cannot be locked" in (
+        second.stderr + second.stdout
+    ), second.stderr
+    assert events["first_alive_after_second"], "the first run died when the second started"
+
+
+def test_kill_during_conversion_leaves_incomplete_markers_not_trusted(killed_run):
+    _, events = killed_run
+    assert events["incomplete_after_convert_kill"], "the kill hit no running job"
+    plain = events["plain_rerun"]
+    # snakemake sees the jobs cut short and plans to redo them (or asks for --rerun-incomplete)
+    text = plain.stdout + plain.stderr
+    assert "incomplete" in text.lower(), text[-3000:]
+
+
+def test_kill_during_training_left_incomplete_markers(killed_run):
+    _, events = killed_run
+    assert events["incomplete_after_train_kill"], "the kill hit no running job"
+
+
+def test_rerun_after_kills_equals_uninterrupted_run(killed_run, canary_study: Path):
+    work, _ = killed_run
+    ref_crops = sorted((canary_study / "results" / "crops").glob("*.npz"))
+    crops = sorted((work / "results" / "crops").glob("*.npz"))
+    assert [p.name for p in crops] == [p.name for p in ref_crops]
+    for a, b in zip(crops, ref_crops, strict=True):
+        assert crops_digest(a) == crops_digest(b), a.name
+    for target in DL_TARGETS:
+        got = pd.read_csv(work / target)
+        ref = pd.read_csv(canary_study / target)
+        pd.testing.assert_frame_equal(got, ref, check_exact=False, rtol=1e-6)
+    assert not list((work / ".snakemake" / "incomplete").glob("*"))
+    # nothing left to do
+    res = run(work, "-n", *DL_TARGETS, timeout=300)
+    assert "Nothing to be done" in res.stdout + res.stderr, res.stdout[-2000:]

@@ -1,0 +1,110 @@
+"""Grad-CAM of the PrePost model (recur.gradcam)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recur.dl_data import make_items, write_toy_cohort
+from recur.errors import RecurError
+from recur.gradcam import (
+    PrePostGradCAM,
+    prediction_groups,
+    run_gradcam,
+    select_patients,
+    youden_cutoff,
+)
+from recur.networks import PreNet, PrePostNet
+from recur.split import read_outcome
+from recur.train import Architecture, TrainSettings, configure_torch, train_model
+
+
+def test_youden_and_groups_by_hand():
+    assert youden_cutoff([0, 0, 1, 1], [0.1, 0.2, 0.6, 0.9]) == 0.6
+    assert youden_cutoff([0, 1, 0, 1], [0.1, 0.3, 0.5, 0.9]) == 0.9  # J ties: first (strictest)
+    with pytest.raises(RecurError, match="with and without ER"):
+        youden_cutoff([1, 1], [0.2, 0.3])
+    groups = prediction_groups(np.array([1, 1, 0, 0]), np.array([0.7, 0.2, 0.5, 0.1]), 0.5)
+    assert list(groups) == ["TP", "FN", "FP", "TN"]
+
+
+def test_select_patients_most_confident_per_cohort_and_group():
+    pred = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c", "d", "e", "f"],
+            "cohort": ["train", "train", "train", "test", "test", "test"],
+            "split": ["train", "tune", "train", "test", "test", "test"],
+            "score": [0.9, 0.6, 0.2, 0.8, 0.3, 0.45],
+        }
+    )
+    er = pd.Series([1, 1, 1, 0, 0, 0], index=list("abcdef"))
+    sel = select_patients(pred, er, 0.5, n_per_group=1)
+    got = set(zip(sel["cohort"], sel["group"], sel["patient_id"], strict=True))
+    # train TP: a (0.9) beats b (0.6); train FN: c; test FP: d; test TN: e (0.3) beats f (0.45)
+    assert got == {("train", "TP", "a"), ("train", "FN", "c"), ("test", "FP", "d"),
+                   ("test", "TN", "e")}  # fmt: skip
+    two = select_patients(pred, er, 0.5, n_per_group=2)
+    assert sorted(two["patient_id"]) == list("abcdef")
+    chosen = select_patients(pred, er, 0.5, patients=["f", "b"])
+    assert list(chosen["patient_id"]) == ["f", "b"]
+    assert list(chosen["group"]) == ["TN", "TP"]
+    with pytest.raises(RecurError, match="zz"):
+        select_patients(pred, er, 0.5, patients=["zz"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A PrePost model trained briefly on a toy cohort (64x64 crops), and the cohort."""
+    root = tmp_path_factory.mktemp("gc")
+    paths = write_toy_cohort(root, n_train=16, n_test=4, size=64, seed=2, signal=1.5)
+    configure_torch(0, threads=1)
+    labels = read_outcome(paths["clinical"]).to_dict()
+    ids = sorted(labels)
+    items = make_items(ids, paths["crops"], labels)
+    arch = Architecture("PrePost", widths=(8, 8, 16, 16), hidden=8)
+    settings = TrainSettings(epochs=2, batch_size=8, learning_rate=3e-3, seed=0)
+    model, _, _ = train_model(arch, items[:12], items[12:], settings)
+    return model, paths, labels
+
+
+def test_gradcam_map_per_timepoint(trained):
+    model, paths, _ = trained
+    x = torch.from_numpy(
+        np.stack([np.load(paths["crops"] / f"T000{i}.npz")["crops"] for i in (1, 2)])
+    ).reshape(2, 2, 12, 64, 64)
+    maps = PrePostGradCAM(model)(x)
+    assert maps.shape == (2, 2, 64, 64)  # (patients, time points, crop size)
+    assert maps.min() >= 0
+    assert np.isclose(maps.max(axis=(1, 2, 3)), 1).all()  # joint scale per patient
+    assert (maps.reshape(2, 2, -1).var(axis=2) > 0).all()  # informative for pre AND post
+    assert not model.training
+    with pytest.raises(TypeError):
+        PrePostGradCAM(PreNet())
+    with torch.no_grad():  # works even when called inside no_grad
+        assert PrePostGradCAM(PrePostNet().eval())(x[:1]).shape == (1, 2, 64, 64)
+
+
+def test_run_gradcam_writes_pngs_and_index(trained, tmp_path):
+    model, paths, labels = trained
+    ids = sorted(labels)
+    pred = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "cohort": ["train"] * 16 + ["test"] * 4,
+            "split": ["tune"] * 4 + ["train"] * 12 + ["test"] * 4,  # T0001-4: ER 1, 1, 0, 0
+            "score": np.linspace(0.05, 0.95, 20),
+        }
+    )
+    out = tmp_path / "gradcam"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    index = run_gradcam(model, pred, pd.Series(labels), paths["crops"], out, n_per_group=1)
+    files = sorted(p.name for p in out.iterdir())
+    assert files == sorted([*index["file"], "index.csv"])
+    assert 1 <= len(index) <= 8
+    assert (out / index["file"].iloc[0]).read_bytes()[:4] == b"\x89PNG"
+    table = pd.read_csv(out / "index.csv")
+    assert {"patient_id", "score", "er", "group", "cutoff", "file"} <= set(table.columns)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp dir left

@@ -1,0 +1,120 @@
+"""Pre and PrePost networks (recur.networks) and the crop dataset (recur.dl_data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recur.dl_data import (
+    Augmentation,
+    LoadCropsd,
+    load_crops,
+    make_items,
+    make_transform,
+    stack_channels,
+)
+from recur.errors import RecurError
+from recur.networks import PreNet, PrePostNet, build_model, make_encoder
+
+
+def test_forward_shapes():
+    torch.manual_seed(0)
+    pre, prepost = build_model("Pre").eval(), build_model("PrePost").eval()
+    assert pre(torch.randn(2, 12, 64, 64)).shape == (2, 1)
+    assert prepost(torch.randn(2, 2, 12, 64, 64)).shape == (2, 1)
+    assert prepost(torch.randn(2, 2, 12, 128, 128)).shape == (2, 1)
+    with pytest.raises(ValueError, match="B, T, 12"):
+        prepost(torch.randn(2, 12, 64, 64))
+    with pytest.raises(ValueError, match="B, 12"):
+        pre(torch.randn(2, 2, 12, 64, 64))
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("Post")
+
+
+def test_prepost_shares_one_encoder_and_reads_time_order():
+    torch.manual_seed(0)
+    pre, prepost = PreNet(), PrePostNet()
+    n_enc = sum(p.numel() for p in prepost.encoder.parameters())
+    assert n_enc == sum(p.numel() for p in pre.encoder.parameters())
+    n_rest = sum(p.numel() for n, p in prepost.named_parameters() if not n.startswith("encoder"))
+    assert n_rest == 3 * (64 * 32 + 32 * 32 + 2 * 32) + 32 + 1  # GRU (3 gates) + head
+    prepost.eval()
+    x = torch.randn(2, 2, 12, 64, 64)
+    with torch.no_grad():
+        y = prepost(x)
+        y_swapped = prepost(x.flip(1))  # (post, pre): the GRU sees a different sequence
+        y_single = prepost(x[1:])  # batch items are independent in eval mode
+    assert not torch.allclose(y, y_swapped)
+    torch.testing.assert_close(y[1:], y_single)
+
+
+def test_stack_channels_order_phase_major():
+    crops = np.zeros((2, 4, 3, 4, 4), dtype=np.float32)
+    for t in range(2):
+        for p in range(4):
+            for s in range(3):
+                crops[t, p, s] = 100 * t + 10 * p + s
+    one = stack_channels(crops, 1)
+    both = stack_channels(crops, 2)
+    assert one.shape == (12, 4, 4)
+    assert both.shape == (24, 4, 4)
+    assert one[10, 0, 0] == 31  # DP (phase 3), middle slice (1)
+    assert both[12 + 10, 0, 0] == 131  # post DP middle slice
+
+
+def _write(path, crops, masks=None):
+    arrays = {"crops": crops}
+    if masks is not None:
+        arrays["masks"] = masks
+    np.savez(path, **arrays)
+    return path
+
+
+def test_load_crops_errors_name_patient_and_file(tmp_path):
+    good = np.zeros((2, 4, 3, 8, 8), np.float32)
+    crops, masks = load_crops(_write(tmp_path / "A.npz", good), "A")
+    assert crops.shape == (2, 4, 3, 8, 8)
+    assert masks.shape == (2, 3, 8, 8)
+    with pytest.raises(RecurError, match=r"patient B: crops/B\.npz.*expected \(2, 4, 3, S, S\)"):
+        load_crops(_write(tmp_path / "B.npz", np.zeros((2, 4, 8, 8), np.float32)), "B")
+    bad = good.copy()
+    bad[0, 0, 0, 0, 0] = np.nan
+    with pytest.raises(RecurError, match=r"patient C.*NaN"):
+        load_crops(_write(tmp_path / "C.npz", bad), "C")
+    (tmp_path / "D.npz").write_bytes(b"not a zip")
+    with pytest.raises(RecurError, match=r"patient D: crops/D\.npz: cannot read"):
+        load_crops(tmp_path / "D.npz", "D")
+    with pytest.raises(RecurError, match=r"patient E: crop file crops/E\.npz not found"):
+        make_items(["A", "E"], tmp_path)
+    with pytest.raises(RecurError, match="patient B"):
+        LoadCropsd(2)({"patient_id": "B", "path": str(tmp_path / "B.npz")})
+
+
+def test_augmentation_identical_for_both_timepoints(tmp_path):
+    rng = np.random.default_rng(0)
+    pre = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    crops = np.stack([pre, pre])  # post == pre
+    _write(tmp_path / "X.npz", crops)
+    item = make_items(["X"], tmp_path, {"X": 1.0})[0]
+    aug = Augmentation(rotate_deg=30, flip=True, intensity_scale=0.2, intensity_shift=0.2, prob=1)
+    out = make_transform(2, aug, seed=3)(item)["image"]
+    assert out.shape == (2, 12, 32, 32)
+    assert isinstance(out, torch.Tensor)
+    assert out.dtype == torch.float32
+    assert not torch.allclose(out[0], torch.from_numpy(pre.reshape(12, 32, 32)))  # changed
+    torch.testing.assert_close(out[0], out[1])  # ... identically for pre and post
+    plain = make_transform(1, None)(item)["image"]
+    torch.testing.assert_close(plain, torch.from_numpy(pre.reshape(12, 32, 32)))
+
+
+def test_encoder_resolution_with_and_without_max_pool():
+    sizes = {}
+    for max_pool in (True, False):
+        enc = make_encoder(max_pool=max_pool).eval()
+        enc.layer4.register_forward_hook(lambda m, i, o, k=max_pool: sizes.__setitem__(k, o.shape))
+        with torch.no_grad():
+            assert enc(torch.randn(1, 12, 128, 128)).shape == (1, 64)
+    assert sizes[True][-2:] == (4, 4)  # 128 / (2 stem * 2 pool * 2 * 2 * 2)
+    assert sizes[False][-2:] == (8, 8)
+    assert build_model("PrePost", max_pool=False)(torch.randn(2, 2, 12, 64, 64)).shape == (2, 1)

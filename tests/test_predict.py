@@ -1,0 +1,364 @@
+"""Tests of the model bundle (recur.bundle) and `recur predict` (recur.predict)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recur import bundle as rb
+from recur import predict as rp
+from recur.config import defaults
+from recur.crops import CropSettings
+from recur.errors import RecurError
+from recur.register import RegistrationSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- helpers
+def _settings(cfg: dict | None = None) -> dict:
+    """The settings sections exactly as rules/bundle.smk builds them from a config."""
+    c = cfg or defaults()
+    return {
+        "convert": c["convert"],
+        "registration": c["registration"],
+        "crop": c["crop"],
+        "architecture": {
+            k: c["train"][k] for k in ("widths", "blocks", "gru_hidden", "dropout", "max_pool")
+        },
+        "clinical": c["clinical"],
+        "dl_clinical": c["dl_clinical"],
+    }
+
+
+def _fake_sources(root: Path) -> dict:
+    """Stand-in model files (bytes only: the bundle copies and hashes, never reads them)."""
+    for m in ("Pre", "PrePost"):
+        d = root / m
+        d.mkdir(parents=True)
+        (d / "weights.pt").write_bytes(bytes(range(256)) * 4)
+        (d / "model.json").write_text(json.dumps({"model": m}))
+    tab = {}
+    for m in ("Clinical", "DL_Clinical"):
+        (root / f"{m}.skops").write_bytes(b"skops" + m.encode())
+        (root / f"{m}.json").write_text("{}")
+        tab[m] = (root / f"{m}.skops", root / f"{m}.json")
+    (root / "choice.json").write_text(json.dumps({"signature": "PrePost"}))
+    pd.DataFrame(
+        {
+            "model": ["Clinical", "Pre", "PrePost", "DL_Clinical"],
+            "cutoff": [0.4, 0.5, 0.25, 0.6],
+            "youden_j": [0.1, 0.2, 0.3, 0.4],
+            "n_tune": [6] * 4,
+            "n_events_tune": [3] * 4,
+        }
+    ).to_csv(root / "cutoffs.csv", index=False)
+    return {
+        "dl_models": {"Pre": root / "Pre", "PrePost": root / "PrePost"},
+        "tabular_models": tab,
+        "choice": root / "choice.json",
+        "cutoffs": root / "cutoffs.csv",
+    }
+
+
+@pytest.fixture
+def toy_bundle(tmp_path: Path) -> Path:
+    out = tmp_path / "bundle"
+    rb.write_bundle(out, settings=_settings(), **_fake_sources(tmp_path / "src"))
+    return out
+
+
+# --------------------------------------------------------------------------- bundle
+def test_write_bundle_lists_every_file_with_its_sha256(toy_bundle: Path) -> None:
+    manifest = json.loads((toy_bundle / "manifest.json").read_text())
+    files = sorted(
+        p.relative_to(toy_bundle).as_posix()
+        for p in toy_bundle.rglob("*")
+        if p.is_file() and p != toy_bundle / "manifest.json"
+    )
+    assert sorted(manifest["files"]) == rb.required_files() == files
+    assert manifest["files"]["models/Pre/weights.pt"] == rb.sha256(
+        toy_bundle / "models/Pre/weights.pt"
+    )
+    assert manifest["recur_version"]
+    b = rb.load_bundle(toy_bundle)
+    assert b.signature == "PrePost"
+    assert b.cutoffs == {"Pre": 0.5, "PrePost": 0.25, "Clinical": 0.4, "DL_Clinical": 0.6}
+
+
+def test_sha256_of_known_bytes(tmp_path: Path) -> None:
+    p = tmp_path / "abc"
+    p.write_bytes(b"abc")
+    assert rb.sha256(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda b: _flip(b / "models/PrePost/weights.pt"), "models/PrePost/weights.pt"),
+        (lambda b: (b / "settings.json").write_text("{}"), "settings.json"),
+        (lambda b: (b / "models/Pre/model.json").unlink(), "models/Pre/model.json is missing"),
+        (lambda b: (b / "notes.txt").write_text("x"), "notes.txt is not in manifest.json"),
+        (lambda b: (b / "manifest.json").unlink(), "manifest.json not found"),
+        (lambda b: (b / "manifest.json").write_text("{"), "manifest.json cannot be read"),
+    ],
+)
+def test_tampered_bundle_is_refused_naming_the_file(toy_bundle: Path, tamper, message) -> None:
+    tamper(toy_bundle)
+    with pytest.raises(RecurError, match=message.replace(".", r"\.")):
+        rb.load_bundle(toy_bundle)
+
+
+def _flip(path: Path, offset: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_bundle_refuses_missing_settings_section_and_cutoff(tmp_path: Path) -> None:
+    src = _fake_sources(tmp_path / "src")
+    s = _settings()
+    del s["crop"]
+    with pytest.raises(RecurError, match="crop"):
+        rb.write_bundle(tmp_path / "b1", settings=s, **src)
+    pd.DataFrame({"model": ["Pre"], "cutoff": [0.5]}).to_csv(src["cutoffs"], index=False)
+    with pytest.raises(RecurError, match="PrePost, Clinical, DL_Clinical"):
+        rb.write_bundle(tmp_path / "b2", settings=_settings(), **src)
+    assert not (tmp_path / "b1").exists()
+    assert not (tmp_path / "b2").exists()
+
+
+def test_bundle_settings_rebuild_the_workflow_settings(tmp_path: Path) -> None:
+    cfg = defaults()
+    cfg["registration"]["mask_margin_mm"] = 20.0
+    cfg["registration"]["threads"] = 3
+    cfg["crop"]["spacing_mm"] = None
+    out = tmp_path / "b"
+    rb.write_bundle(out, settings=_settings(cfg), **_fake_sources(tmp_path / "src"))
+    b = rb.load_bundle(out)
+    assert b.registration_settings() == RegistrationSettings(mask_margin_mm=20.0)
+    assert b.registration_threads() == 3
+    assert b.crop_settings() == CropSettings(size=128, spacing_mm=None)
+    assert b.convert_settings().min_slices == cfg["convert"]["min_slices"]
+
+
+# --------------------------------------------------------------------------- predict units
+def test_predictions_table_risk_group_at_cutoff() -> None:
+    scores = {
+        "Pre": np.array([0.5, 0.49]),
+        "PrePost": np.array([0.1, 0.9]),
+        "Clinical": np.array([0.4, 0.0]),
+        "DL_Clinical": np.array([0.7, 0.6]),
+    }
+    cut = {"Pre": 0.5, "PrePost": 0.25, "Clinical": 0.4, "DL_Clinical": 0.65}
+    t = rp.predictions_table(["A", "B"], scores, cut)
+    assert list(t.columns) == rp.PREDICTION_COLUMNS
+    # score == cutoff counts as high risk (the workflow's `score >= cutoff`)
+    assert list(t["Pre_risk"]) == ["high", "low"]
+    assert list(t["PrePost_risk"]) == ["low", "high"]
+    assert list(t["Clinical_risk"]) == ["high", "low"]
+    assert list(t["DL_Clinical_risk"]) == ["high", "low"]
+    assert t.loc[1, "PrePost"] == 0.9
+
+
+def test_new_clinical_needs_no_outcome_site_or_cohort() -> None:
+    t = pd.DataFrame(
+        {
+            "patient_id": ["N1", "N2"],
+            "tumor_size_cm": ["2.5", ""],
+            "tumor_number": ["1", "2"],
+            "hbv": ["1", "0"],
+            "tp_g_l": ["70", "65.5"],
+            "afp_ng_ml": ["12", "400"],
+        }
+    )
+    out = rp.check_new_clinical(t)
+    assert list(out["patient_id"]) == ["N1", "N2"]
+    assert out["tumor_size_cm"].isna().tolist() == [False, True]
+    assert out.loc[1, "tp_g_l"] == 65.5
+    # site / cohort are ignored, whatever they hold
+    t["cohort"] = ["validation", ""]
+    assert list(rp.check_new_clinical(t)["cohort"]) == ["test", "test"]
+    t.loc[1, "tumor_size_cm"] = "25"  # mm, not cm
+    with pytest.raises(RecurError, match=r"N2.*tumor_size_cm"):
+        rp.check_new_clinical(t)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal_and_log_lines_otherwise(caplog) -> None:
+    tty = _Tty()
+    p = rp.Progress(4, tty, width=8)
+    p.step("one")
+    p.step("two")
+    assert p.line("x").startswith("[####----] 2/4")
+    p.close("end")
+    text = tty.getvalue()
+    assert "\r" in text
+    assert "one" in text
+    assert text.endswith("end\n")
+    assert "[########] 4/4" in text
+
+    plain = io.StringIO()
+    with caplog.at_level(logging.INFO, logger="recur.predict"):
+        q = rp.Progress(2, plain)
+        q.step("convert")
+        q.close()
+    assert plain.getvalue() == ""
+    assert "[1/2] convert" in caplog.text
+
+
+def test_summary_html_embeds_images_and_warns(tmp_path: Path) -> None:
+    png = tmp_path / "a.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    row = pd.Series(
+        {
+            "patient_id": "<P1>",
+            **{m: 0.5 for m in rb.MODELS},
+            **{m + "_risk": "high" for m in rb.MODELS},
+        }
+    )
+    page = rp.summary_html(row, dict.fromkeys(rb.MODELS, 0.3), png, png, {"recur": "0.1"})
+    assert "&lt;P1&gt;" in page
+    assert "<P1>" not in page
+    assert page.count("data:image/png;base64,iVBORw0KGgpmYWtl") == 2
+    assert "NOT FOR CLINICAL USE" in page
+    assert page.count("high risk") == 4
+
+
+def test_predict_refuses_a_tampered_bundle_before_reading_inputs(toy_bundle: Path) -> None:
+    _flip(toy_bundle / "models/Pre/weights.pt")
+    with pytest.raises(RecurError, match=r"models/Pre/weights\.pt does not match its sha256"):
+        rp.predict(toy_bundle, "no.csv", "no.csv", "no.csv", toy_bundle.parent / "out")
+    assert not (toy_bundle.parent / "out").exists()
+
+
+# --------------------------------------------------------------------------- on the tiny study
+def _recur(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recur", "--threads", "2", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1200,
+    )
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`recur predict` on the tiny study's external test patients, from their DICOM."""
+    cohort = tiny_study / "results" / "synthetic" / "cohort"
+    clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+    test = clinical[clinical["cohort"] == "test"]
+    # one patient per external site keeps the test short; both sites are covered
+    ids = list(test.groupby("site")["patient_id"].first())
+    work = tmp_path_factory.mktemp("predict")
+    tables = work / "tables"
+    tables.mkdir()
+    # a new patient's table: no outcome, site or cohort columns
+    keep = ["patient_id", "tumor_size_cm", "tumor_number", "hbv", "tp_g_l", "afp_ng_ml"]
+    test[test["patient_id"].isin(ids)][keep].to_csv(tables / "clinical.csv", index=False)
+    for name in ("series.csv", "rois.csv"):
+        t = pd.read_csv(cohort / name, dtype=str)
+        t[t["patient_id"].isin(ids)].to_csv(tables / name, index=False)
+    out = work / "out"
+    res = _recur(
+        "predict",
+        "--bundle",
+        str(tiny_study / "results" / "bundle"),
+        "--series",
+        str(tables / "series.csv"),
+        "--rois",
+        str(tables / "rois.csv"),
+        "--clinical",
+        str(tables / "clinical.csv"),
+        "--cohort-dir",
+        str(cohort),
+        "--out",
+        str(out),
+    )
+    assert res.returncode == 0, res.stderr[-4000:]
+    return {"ids": ids, "out": out, "study": tiny_study, "stderr": res.stderr}
+
+
+@pytest.mark.slow
+def test_bundle_holds_no_patient_id(tiny_study: Path) -> None:
+    root = tiny_study / "results" / "bundle"
+    rb.verify_manifest(root)
+    ids = pd.read_csv(tiny_study / "results" / "cohort" / "patients.csv", dtype=str)["patient_id"]
+    assert len(ids) == 26
+    hits = [
+        (p.relative_to(root).as_posix(), pid)
+        for p in root.rglob("*")
+        if p.is_file()
+        for pid in ids
+        if pid.encode() in p.read_bytes()
+    ]
+    assert hits == []
+    assert not any("predictions" in p.name for p in root.rglob("*"))
+
+
+@pytest.mark.slow
+def test_predict_reproduces_the_workflow_scores(scored: dict) -> None:
+    out, ids = scored["out"], scored["ids"]
+    got = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str})
+    assert list(got["patient_id"]) == ids
+    assert list(got.columns) == rp.PREDICTION_COLUMNS
+    cut = pd.read_csv(scored["study"] / "results" / "tables" / "cutoffs.csv")
+    cut = dict(zip(cut["model"], cut["cutoff"], strict=True))
+    for model in rb.MODELS:
+        want = pd.read_csv(
+            scored["study"] / "results" / "predictions" / f"{model}.csv",
+            dtype={"patient_id": str},
+        ).set_index("patient_id")
+        np.testing.assert_allclose(
+            got[model], want.loc[ids, "score"], rtol=0, atol=1e-5, err_msg=model
+        )
+        high = want.loc[ids, "score"].to_numpy() >= cut[model]
+        assert list(got[f"{model}_risk"]) == ["high" if h else "low" for h in high]
+    for pid in ids:
+        for name in ("crops.png", "gradcam.png", "summary.html"):
+            assert (out / pid / name).stat().st_size > 1000, (pid, name)
+        assert "base64," in (out / pid / "summary.html").read_text()
+        assert (out / "crops" / f"{pid}.npz").is_file()
+    assert not (out / "work").exists()
+    # not a terminal: plain log lines per step
+    assert "register pre PS/AP/PVP onto DP" in scored["stderr"]
+
+
+@pytest.mark.slow
+def test_predict_cli_refuses_a_tampered_weights_file(tiny_study: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_study / "results" / "bundle", bundle)
+    _flip(bundle / "models" / "PrePost" / "weights.pt", offset=2000)
+    cohort = tiny_study / "results" / "synthetic" / "cohort"
+    res = _recur(
+        "predict",
+        "--bundle",
+        str(bundle),
+        "--series",
+        str(cohort / "series.csv"),
+        "--rois",
+        str(cohort / "rois.csv"),
+        "--clinical",
+        str(cohort / "clinical.csv"),
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert res.returncode == 2
+    assert "models/PrePost/weights.pt does not match its sha256" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,258 @@
+"""recur.tabular (Clinical / DL_Clinical ExtraTrees) and the evaluation CLI on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recur import cli, tabular
+from recur.errors import RecurError
+
+SMALL = tabular.TreeSettings(n_estimators=40, min_samples_leaf=2, seed=1)
+
+
+def _cohort(n_train=40, n_tune=12, n_test=14, seed=0):
+    """A tiny clinical table + split (er depends on tumour size) and two DL predictions."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_tune + n_test
+    split = np.array(["train"] * n_train + ["tune"] * n_tune + ["test"] * n_test)
+    er = np.tile([1, 0, 0], n // 3 + 1)[:n]
+    site = np.where(split == "test", np.where(np.arange(n) % 2, "B", "C"), "A")
+    ids = [f"P{i:03d}" for i in range(n)]
+    clinical = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "site": site,
+            "cohort": np.where(split == "test", "test", "train"),
+            "er": er,
+            "rfs_months": np.where(er == 1, rng.uniform(2, 23, n), rng.uniform(25, 50, n)),
+            "rfs_event": er,
+            "tumor_size_cm": np.round(np.clip(1.5 + 1.5 * er + rng.normal(0, 0.5, n), 0.5, 9), 1),
+            "tumor_number": rng.integers(1, 3, n),
+            "hbv": rng.integers(0, 2, n),
+            "tp_g_l": np.round(rng.normal(70, 5, n), 1),
+            "afp_ng_ml": np.round(rng.lognormal(3, 1, n), 1),
+        }
+    )
+    clinical.loc[1, "tp_g_l"] = np.nan  # a missing predictor of a training patient
+    spl = pd.DataFrame(
+        {"patient_id": ids, "site": site, "cohort": clinical["cohort"], "split": split}
+    )
+    full = {}
+    for m, strength in (("Pre", 0.1), ("PrePost", 0.6)):
+        s = np.clip(strength * er + rng.uniform(0.1, 0.5, n), 0, 1)
+        full[m] = spl[["patient_id", "cohort", "split"]].assign(score=s)
+    return clinical, spl, full
+
+
+def test_clinical_model_fits_on_train_only_and_scores_everyone():
+    clinical, split, _ = _cohort()
+    # test patients with absurd values: they must not move the imputer's medians
+    clinical.loc[split["split"] == "test", "tp_g_l"] = 119.0
+    model, pred = tabular.clinical_model(clinical, split, SMALL)
+    assert list(pred.columns) == ["patient_id", "cohort", "split", "score"]
+    assert list(pred["patient_id"]) == list(split["patient_id"])
+    assert pred["score"].between(0, 1).all()
+    imputer = model.named_steps["impute"]
+    train = clinical[split["split"] == "train"]
+    assert imputer.statistics_[3] == pytest.approx(train["tp_g_l"].median())
+    assert model.named_steps["trees"].n_features_in_ == 5
+    # ER depends on tumour size: the training fit separates the classes well
+    tr = pred[pred["split"] == "train"].merge(clinical[["patient_id", "er"]])
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(tr["er"], tr["score"]) > 0.9
+
+
+def test_clinical_model_refuses_single_class_train():
+    clinical, split, _ = _cohort()
+    clinical.loc[split["split"] == "train", "er"] = 0
+    with pytest.raises(RecurError, match="single outcome class"):
+        tabular.clinical_model(clinical, split, SMALL)
+
+
+def test_choose_signature_by_tune_auc_and_tie_rule():
+    clinical, _, full = _cohort()
+    best, aucs = tabular.choose_signature(full, clinical)
+    assert best == "PrePost"
+    assert aucs["PrePost"] > aucs["Pre"]
+    swapped = {"Pre": full["PrePost"], "PrePost": full["Pre"]}
+    assert tabular.choose_signature(swapped, clinical)[0] == "Pre"
+    same = {"Pre": full["Pre"], "PrePost": full["Pre"]}
+    assert tabular.choose_signature(same, clinical)[0] == "PrePost"
+
+
+def test_crossfit_uses_oof_for_train_and_full_elsewhere():
+    clinical, split, full = _cohort()
+    oof = full["PrePost"].assign(score=0.123)
+    cf = tabular.signature_values(full["PrePost"], oof, split, "crossfit")
+    ins = tabular.signature_values(full["PrePost"], oof, split, "in_sample")
+    is_train = (split["split"] == "train").to_numpy()
+    assert (cf[is_train] == 0.123).all()
+    np.testing.assert_array_equal(
+        cf[~is_train].to_numpy(), full["PrePost"]["score"].to_numpy()[~is_train]
+    )
+    np.testing.assert_array_equal(ins.to_numpy(), full["PrePost"]["score"].to_numpy())
+    # different inputs -> different fitted models and predictions
+    _, p_cf, feats = tabular.dl_clinical_model(clinical, split, cf, "PrePost_signature", SMALL)
+    _, p_in, _ = tabular.dl_clinical_model(clinical, split, ins, "PrePost_signature", SMALL)
+    assert feats[-1] == "PrePost_signature"
+    assert len(feats) == 6
+    assert not np.allclose(p_cf["score"], p_in["score"])
+    with pytest.raises(RecurError, match="out-of-fold"):
+        tabular.signature_values(full["PrePost"], oof.iloc[1:], split, "crossfit")
+
+
+@pytest.mark.slow
+def test_feature_importance_and_safe_storage(tmp_path):
+    clinical, split, full = _cohort()
+    sig = tabular.signature_values(full["PrePost"], None, split, "in_sample")
+    model, _, feats = tabular.dl_clinical_model(clinical, split, sig, "sig", SMALL)
+    imp = tabular.feature_importance(model, feats)
+    assert set(imp["feature"]) == set(feats)
+    assert imp["importance"].sum() == pytest.approx(1.0)
+    assert imp["importance"].is_monotonic_decreasing
+    path, man = tmp_path / "m.skops", tmp_path / "manifest.json"
+    tabular.save_model(model, path, man, features=feats, settings=SMALL)
+    info = json.loads(man.read_text())
+    assert info["features"] == feats
+    assert len(info["sha256"]) == 64
+    back = tabular.load_model(path, man)
+    x = pd.DataFrame({f: [1.0, 2.0] for f in feats}).to_numpy()
+    np.testing.assert_array_equal(back.predict_proba(x), model.predict_proba(x))
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(RecurError, match="sha256"):
+        tabular.load_model(path, man)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    """Every evaluation command on tiny CSVs, as the rules call them."""
+    clinical, split, full = _cohort(n_train=60, n_tune=21, n_test=24)
+    d = tmp_path
+    clinical.to_csv(d / "clinical.csv", index=False)
+    split.to_csv(d / "split.csv", index=False)
+    (d / "oof").mkdir()
+    for m, p in full.items():
+        p.to_csv(d / f"{m}.csv", index=False)
+        p.assign(score=np.clip(p["score"] + 0.05, 0, 1)).to_csv(d / "oof" / f"{m}.csv", index=False)
+    common = ["--clinical", str(d / "clinical.csv"), "--split", str(d / "split.csv")]
+    trees = ["--n-estimators", "30", "--max-depth", "None", "--class-weight", "None"]
+
+    def run(*args):
+        assert cli.main([*args]) == 0
+
+    run(
+        "clinical-model",
+        *common,
+        *trees,
+        "--out",
+        str(d / "Clinical.csv"),
+        "--model",
+        str(d / "c.skops"),
+        "--manifest",
+        str(d / "c.json"),
+    )
+    run(
+        "dl-clinical-model",
+        *common,
+        *trees,
+        "--pre",
+        str(d / "Pre.csv"),
+        "--prepost",
+        str(d / "PrePost.csv"),
+        "--pre-oof",
+        str(d / "oof/Pre.csv"),
+        "--prepost-oof",
+        str(d / "oof/PrePost.csv"),
+        "--out",
+        str(d / "DL_Clinical.csv"),
+        "--model",
+        str(d / "d.skops"),
+        "--manifest",
+        str(d / "d.json"),
+        "--choice",
+        str(d / "choice.json"),
+        "--importance",
+        str(d / "imp.csv"),
+    )
+    choice = json.loads((d / "choice.json").read_text())
+    assert choice["signature"] == "PrePost"
+    assert choice["stacking"] == "crossfit"
+    preds = ["--predictions"] + [
+        f"{m}={d / m}.csv" for m in ("Clinical", "Pre", "PrePost", "DL_Clinical")
+    ]
+    run("cutoffs", *common, *preds, "--out", str(d / "cutoffs.csv"))
+    run(
+        "table2",
+        *common,
+        *preds,
+        "--cutoffs",
+        str(d / "cutoffs.csv"),
+        "--bootstrap",
+        "200",
+        "--out",
+        str(d / "t2.csv"),
+        "--md",
+        str(d / "t2.md"),
+        "--html",
+        str(d / "t2.html"),
+    )
+    t2 = pd.read_csv(d / "t2.csv")
+    assert set(t2["cohort"]) == {"training", "tuning", "external", "B", "C"}
+    assert len(t2) == 5 * 4 * 7
+    assert "[" in (d / "t2.md").read_text()
+    run("delong", *common, *preds, "--out", str(d / "delong.csv"))
+    assert len(pd.read_csv(d / "delong.csv")) == 5 * 6
+    run("calibration", *common, *preds, "--out", str(d / "cal.csv"), "--figdir", str(d / "cal"))
+    run(
+        "table1",
+        "--clinical",
+        str(d / "clinical.csv"),
+        "--out",
+        str(d / "t1.csv"),
+        "--md",
+        str(d / "t1.md"),
+    )
+    run(
+        "figures",
+        *common,
+        *preds,
+        "--kind",
+        "km",
+        "--cutoffs",
+        str(d / "cutoffs.csv"),
+        "--outdir",
+        str(d / "km"),
+        "--table",
+        str(d / "km.csv"),
+    )
+    assert sorted(p.name for p in (d / "km").iterdir()) == sorted(
+        f"{c}.{e}" for c in ("training", "tuning", "external", "B", "C") for e in ("png", "pdf")
+    )
+    run(
+        "importance-figure",
+        "--importance",
+        str(d / "imp.csv"),
+        "--png",
+        str(d / "i.png"),
+        "--pdf",
+        str(d / "i.pdf"),
+    )
+    # a bad input gives exit status 2 and one message, not a traceback
+    assert (
+        cli.main(
+            [
+                "cutoffs",
+                *common,
+                "--predictions",
+                f"Pre={d / 'nope.csv'}",
+                "--out",
+                str(d / "x.csv"),
+            ]
+        )
+        == 2
+    )

@@ -1,0 +1,201 @@
+"""Training, model selection, signatures and cross-fitting (recur.train)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from recur.cli import main
+from recur.dl_data import Augmentation, make_dataset, make_items, write_toy_cohort
+from recur.errors import RecurError
+from recur.split import make_split, read_outcome, write_split
+from recur.train import (
+    PREDICTION_COLUMNS,
+    Architecture,
+    TrainSettings,
+    configure_torch,
+    crossfit_table,
+    job_patients,
+    load_model,
+    pos_weight,
+    predict_logits,
+    resolve_device,
+    safe_auc,
+    sigmoid,
+    train_model,
+)
+
+SMALL = dict(widths=(8, 8, 16, 16), hidden=8)
+
+
+def test_pos_weight_auc_sigmoid_by_hand():
+    assert pos_weight([0, 0, 0, 1]) == 3.0
+    assert pos_weight([1, 1, 0]) == 0.5
+    with pytest.raises(RecurError, match="with and without ER"):
+        pos_weight([0, 0])
+    assert safe_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
+    assert np.isnan(safe_auc(np.array([1, 1]), np.array([0.1, 0.2])))
+    np.testing.assert_allclose(sigmoid(np.array([0.0, np.log(3.0)])), [0.5, 0.75])
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(RecurError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def _split_table():
+    ids = [f"P{i}" for i in range(12)]
+    split = ["train"] * 8 + ["tune"] * 2 + ["test"] * 2
+    cohort = ["train"] * 10 + ["test"] * 2
+    df = pd.DataFrame({"patient_id": ids, "site": "A", "cohort": cohort, "split": split})
+    er = pd.Series([1, 0] * 6, index=ids, dtype=float)
+    return df, er
+
+
+def test_job_patients_full_and_folds():
+    df, er = _split_table()
+    train, tune, score = job_patients(df, er, "full", 2, seed=0)
+    assert train == [f"P{i}" for i in range(8)]
+    assert tune == ["P8", "P9"]
+    assert score == list(df["patient_id"])
+    held_all = []
+    for k in ("0", "1"):
+        tr, tu, held = job_patients(df, er, k, 2, seed=0)
+        assert tu == tune
+        assert set(tr).isdisjoint(held)
+        assert set(tr) | set(held) == set(train)
+        assert sum(er[held]) == 2  # 4 ER of 8 train patients: 2 per fold
+        held_all += held
+    assert sorted(held_all) == sorted(train)
+    with pytest.raises(RecurError, match="fold must be"):
+        job_patients(df, er, "2", 2, seed=0)
+
+
+def test_crossfit_table_by_hand():
+    df, _ = _split_table()
+    full = df[["patient_id", "cohort", "split"]].assign(score=0.5)
+    fold0 = full[full["patient_id"].isin(["P0", "P2", "P4", "P6"])].assign(score=0.1)
+    fold1 = full[full["patient_id"].isin(["P1", "P3", "P5", "P7"])].assign(score=0.9)
+    oof = crossfit_table(full, [fold1, fold0])
+    assert list(oof.columns) == PREDICTION_COLUMNS
+    assert list(oof["patient_id"]) == list(full["patient_id"])
+    expected = [0.1, 0.9] * 4 + [0.5] * 4  # train from folds; tune, test from the full model
+    np.testing.assert_allclose(oof["score"], expected)
+    with pytest.raises(RecurError, match="exactly the train-split"):
+        crossfit_table(full, [fold0])
+    with pytest.raises(RecurError, match="more than one fold"):
+        crossfit_table(full, [fold0, fold0])
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A toy cohort of 28 + 8 patients (64x64 crops) and its split."""
+    root = tmp_path_factory.mktemp("toy")
+    paths = write_toy_cohort(root, n_train=28, n_test=8, size=64, seed=1, signal=1.5)
+    patients = pd.read_csv(paths["patients"])
+    er = read_outcome(paths["clinical"])
+    paths["split"] = root / "split.csv"
+    write_split(make_split(patients, er, 0.25, seed=0), paths["split"])
+    return paths
+
+
+@pytest.mark.slow
+def test_training_lowers_loss(toy):
+    configure_torch(0, threads=1)
+    labels = read_outcome(toy["clinical"]).to_dict()
+    split = pd.read_csv(toy["split"])
+    ids = list(split.loc[split["split"] != "test", "patient_id"])
+    items = make_items(ids, toy["crops"], labels)
+    settings = TrainSettings(epochs=8, patience=8, batch_size=8, learning_rate=3e-3, seed=0)
+    for name in ("Pre", "PrePost"):
+        _, log, best = train_model(Architecture(name, **SMALL), items, items[:8], settings)
+        assert list(log.columns) == ["epoch", "train_loss", "tune_loss", "tune_auc", "seconds"]
+        assert len(log) == 8
+        assert 1 <= best <= 8
+        assert log["train_loss"].iloc[-2:].mean() < 0.85 * log["train_loss"].iloc[0], name
+
+
+def _train_cli(toy, outdir, fold="full", epochs=2):
+    """`recur train-dl` in-process (the CLI parsing and file edges, without torch start-up)."""
+    cmd = ["--threads", "1", "train-dl", "--model", "PrePost"]
+    cmd += ["--fold", fold, "--folds", "2", "--split", str(toy["split"])]
+    cmd += ["--clinical", str(toy["clinical"]), "--crops-dir", str(toy["crops"])]
+    cmd += ["--outdir", str(outdir), "--epochs", str(epochs), "--batch-size", "8"]
+    cmd += ["--widths", "8", "8", "16", "16", "--hidden", "8", "--device", "cpu"]
+    assert main(cmd) == 0
+    return pd.read_csv(outdir / "scores.csv", dtype={"patient_id": str})
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_and_writes_outputs(toy, tmp_path):
+    a = _train_cli(toy, tmp_path / "a")
+    b = _train_cli(toy, tmp_path / "b")
+    pd.testing.assert_frame_equal(a, b)  # same seed and config -> identical signature
+    assert list(a.columns) == PREDICTION_COLUMNS
+    assert len(a) == 36
+    assert a["score"].between(0, 1).all()
+    assert a["score"].nunique() > 1
+    weights = (tmp_path / "a" / "weights.pt").read_bytes()
+    assert weights == (tmp_path / "b" / "weights.pt").read_bytes()  # byte-identical
+    assert b"T0001" not in weights  # no patient ids inside the weights
+    state = torch.load(tmp_path / "a" / "weights.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    model, arch = load_model(tmp_path / "a")
+    assert arch.model == "PrePost"
+    assert arch.widths == (8, 8, 16, 16)
+    ds = make_dataset(make_items(list(a["patient_id"]), toy["crops"]), 2, None)
+    reloaded = sigmoid(predict_logits(model, ds, torch.device("cpu")))
+    np.testing.assert_allclose(reloaded, a["score"], rtol=1e-5)  # weights reproduce scores
+    meta = json.loads((tmp_path / "a" / "model.json").read_text())
+    log = pd.read_csv(tmp_path / "a" / "training_log.csv")
+    assert meta["selected_epoch"] in set(log["epoch"])
+
+
+@pytest.mark.slow
+def test_fold_jobs_and_signature_cli(toy, tmp_path):
+    full = tmp_path / "full"
+    _train_cli(toy, full, epochs=1)
+    for k in ("0", "1"):
+        s = _train_cli(toy, tmp_path / k, fold=k, epochs=1)
+        assert (s["split"] == "train").all()
+    oof = tmp_path / "oof.csv"
+    cmd = ["crossfit-dl", "--full", str(full)]
+    cmd += ["--folds", str(tmp_path / "0"), str(tmp_path / "1"), "--out", str(oof)]
+    assert main(cmd) == 0
+    pred, fig = tmp_path / "pred.csv", tmp_path / "curve.png"
+    cmd = ["signature-dl", str(full), "--out", str(pred), "--figure", str(fig)]
+    assert main(cmd) == 0
+    pred_df = pd.read_csv(pred, dtype={"patient_id": str})
+    oof_df = pd.read_csv(oof, dtype={"patient_id": str})
+    assert list(pred_df.columns) == list(oof_df.columns) == PREDICTION_COLUMNS
+    assert fig.read_bytes()[:4] == b"\x89PNG"
+    same = oof_df["split"] != "train"
+    np.testing.assert_allclose(oof_df.loc[same, "score"], pred_df.loc[same, "score"])
+    assert not np.allclose(oof_df.loc[~same, "score"], pred_df.loc[~same, "score"])
+
+
+def test_cli_error_names_patient(toy, tmp_path, capsys):
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for f in toy["crops"].glob("*.npz"):
+        (crops / f.name).symlink_to(f)
+    (crops / "T0003.npz").unlink()
+    cmd = ["train-dl", "--model", "Pre", "--split", str(toy["split"])]
+    cmd += ["--clinical", str(toy["clinical"]), "--crops-dir", str(crops)]
+    assert main([*cmd, "--outdir", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "patient T0003: crop file crops/T0003.npz not found" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_augmentation_settings_reach_transforms():
+    aug = Augmentation(rotate_deg=0, flip=False, intensity_scale=0, intensity_shift=0.2)
+    names = [type(t).__name__ for t in aug.transforms()]
+    assert names == ["RandShiftIntensityd"]
+    names = [type(t).__name__ for t in Augmentation().transforms()]
+    assert names == ["RandRotated", "RandFlipd", "RandScaleIntensityd", "RandShiftIntensityd"]
