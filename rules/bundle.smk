@@ -2,7 +2,10 @@
 # No patient data: no ids, no predictions tables.
 import json
 
+from recur.bundle import MANIFEST, required_files
+
 BUNDLE_DIR = f"{RESULTS}/bundle"
+BUNDLE_FILES = [f"{BUNDLE_DIR}/{name}" for name in [MANIFEST, *required_files()]]
 # The settings `recur predict` must reuse, exactly as this run used them (JSON).
 BUNDLE_SETTINGS = json.dumps(
     {
@@ -36,7 +39,7 @@ rule bundle:
         choice=f"{RESULTS}/models/DL_Clinical/choice.json",
         cutoffs=f"{RESULTS}/tables/cutoffs.csv",
     output:
-        directory(BUNDLE_DIR),
+        BUNDLE_FILES,
     log:
         f"{LOGS}/bundle/bundle.log",
     benchmark:
@@ -51,14 +54,15 @@ rule bundle:
         pre=lambda wc, input: str(Path(input.pre[0]).parent),
         prepost=lambda wc, input: str(Path(input.prepost[0]).parent),
         settings=BUNDLE_SETTINGS,
+        outdir=lambda wc, output: str(Path(output[0]).parent),
     shell:
         "python -m recur --threads {threads} bundle --pre {params.pre:q}"
         " --prepost {params.prepost:q} --clinical-model {input.clinical_model:q}"
         " --clinical-manifest {input.clinical_manifest:q}"
         " --dl-clinical-model {input.dl_clinical_model:q}"
         " --dl-clinical-manifest {input.dl_clinical_manifest:q} --choice {input.choice:q}"
-        " --cutoffs {input.cutoffs:q} --settings {params.settings:q} --out {output:q}"
+        " --cutoffs {input.cutoffs:q} --settings {params.settings:q} --out {params.outdir:q}"
         " > {log:q} 2>&1"
 
 
-FINAL_TARGETS.append(BUNDLE_DIR)
+FINAL_TARGETS.extend(BUNDLE_FILES)

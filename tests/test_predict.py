@@ -261,8 +261,7 @@ def scored(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     cohort = tiny_study / "results" / "synthetic" / "cohort"
     clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
     test = clinical[clinical["cohort"] == "test"]
-    # one patient per external site keeps the test short; both sites are covered
-    ids = list(test.groupby("site")["patient_id"].first())
+    ids = list(test["patient_id"])  # every external test patient (10), both sites
     work = tmp_path_factory.mktemp("predict")
     tables = work / "tables"
     tables.mkdir()
@@ -362,3 +361,32 @@ def test_predict_cli_refuses_a_tampered_weights_file(tiny_study: Path, tmp_path:
     assert "models/PrePost/weights.pt does not match its sha256" in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_checks_the_tables_before_any_image_step(toy_bundle: Path, tmp_path: Path) -> None:
+    new = tmp_path / "new"
+    rows = []
+    for t in ("pre", "post"):
+        for ph in ("PS", "AP", "PVP", "DP"):
+            (new / "dicom" / t / ph).mkdir(parents=True)
+            rows.append(("N1", t, ph, f"dicom/{t}/{ph}"))
+    pd.DataFrame(rows, columns=["patient_id", "timepoint", "phase", "dicom_dir"]).to_csv(
+        new / "series.csv", index=False
+    )
+    (new / "rois").mkdir()
+    (new / "rois" / "pre.nii.gz").write_bytes(b"")
+    pd.DataFrame(
+        {"patient_id": ["N1", "N1"], "timepoint": ["pre", "post"], "mask": ["rois/pre.nii.gz",
+         "rois/post.nii.gz"]}
+    ).to_csv(new / "rois.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {"patient_id": ["N1"], "tumor_size_cm": [2.0], "tumor_number": [1], "hbv": [1],
+         "tp_g_l": [70], "afp_ng_ml": [10]}
+    ).to_csv(new / "clinical.csv", index=False)  # fmt: skip
+    with pytest.raises(
+        RecurError, match=r"(?s)rois\.csv.*N1.*'rois/post\.nii\.gz'.*does not exist"
+    ):
+        rp.predict(
+            toy_bundle, new / "series.csv", new / "rois.csv", new / "clinical.csv", tmp_path / "o"
+        )
+    assert not (tmp_path / "o").exists()

@@ -204,7 +204,8 @@ train:
   batch_size: 8
   widths: [8, 8, 16, 16]
 evaluate: {{bootstrap: 200}}
-margin: {{figure_patients: 2}}
+registration: {{iterations: 30}}
+margin: {{figure_patients: 1, iterations: 30}}
 gradcam: {{n_per_group: 1}}
 exclude:
   - {{patient_id: {config_out}, reason: "lost to follow-up"}}

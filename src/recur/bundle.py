@@ -140,9 +140,10 @@ def write_bundle(
         for rel, src in sources.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, tmp / rel)
-        # only the columns a user needs: model and cutoff (+ how it was found), no ids
-        keep = [c for c in ("model", "cutoff", "youden_j", "n_tune", "n_events_tune")]
-        cut_table[[c for c in keep if c in cut_table.columns]].to_csv(
+        # the bundle's models only, and only model, cutoff and how it was found (no ids)
+        keep = ("model", "cutoff", "youden_j", "n_tune", "n_events_tune")
+        rows = cut_table[cut_table["model"].astype(str).isin(MODELS)]
+        rows[[c for c in keep if c in rows.columns]].to_csv(
             tmp / CUTOFFS, index=False, lineterminator="\n"
         )
         (tmp / SETTINGS).write_text(

@@ -1295,6 +1295,7 @@ def _cmd_predict(a: argparse.Namespace) -> None:
         patients=a.patients,
         device=a.device,
         keep_work=a.keep_work,
+        threads=a.threads,
     )
     log.info("scored %d patient(s): %s", len(table), Path(a.out) / "predictions.csv")
 

@@ -222,12 +222,9 @@ def _relative(path: Path, root: Path) -> str:
 
 
 # --------------------------------------------------------------------------- model steps
-def dl_scores(
-    bundle: Bundle, patients: Sequence[str], crops_dir: Path, device: str = "cpu"
-) -> dict[str, np.ndarray]:
-    """Pre and PrePost ER probabilities of ``patients`` (crop files ``crops_dir/{id}.npz``)."""
+def load_dl_models(bundle: Bundle, device: str = "cpu") -> dict:
+    """``{model: (network, architecture)}`` of Pre and PrePost (:func:`recur.train.load_model`)."""
     from recur import train
-    from recur.dl_data import make_dataset, make_items
 
     dev = train.resolve_device(device)
     out = {}
@@ -235,38 +232,71 @@ def dl_scores(
         model, arch = train.load_model(bundle.dl_model_dir(m), dev)
         if arch.model != m:
             raise RecurError(f"bundle {bundle.root}: models/{m}/model.json describes {arch.model}")
+        out[m] = (model, arch)
+    return out
+
+
+def load_tabular_models(bundle: Bundle) -> dict:
+    """``{model: (pipeline, features)}`` of Clinical and DL_Clinical
+    (:func:`recur.tabular.load_model`: sha256 and trusted types checked)."""
+    import json
+
+    from recur import tabular
+
+    out = {}
+    name = f"{bundle.signature}_signature"
+    for m in ("Clinical", "DL_Clinical"):
+        model_path, manifest_path = bundle.tabular_paths(m)
+        model = tabular.load_model(model_path, manifest_path)
+        features = list(json.loads(manifest_path.read_text(encoding="utf-8"))["features"])
+        if m == "DL_Clinical" and name not in features:
+            raise RecurError(
+                f"bundle {bundle.root}: DL_Clinical features {features} lack {name} "
+                "(choice.json and the model disagree)"
+            )
+        out[m] = (model, features)
+    return out
+
+
+def dl_scores(
+    bundle: Bundle,
+    patients: Sequence[str],
+    crops_dir: Path,
+    device: str = "cpu",
+    models: dict | None = None,
+) -> dict[str, np.ndarray]:
+    """Pre and PrePost ER probabilities of ``patients`` (crop files ``crops_dir/{id}.npz``),
+    as the workflow scores them (:func:`recur.train.predict_logits`, evaluation transform)."""
+    from recur import train
+    from recur.dl_data import make_dataset, make_items
+
+    dev = train.resolve_device(device)
+    models = models or load_dl_models(bundle, device)
+    out = {}
+    for m in DL_MODELS:
+        model, arch = models[m]
         ds = make_dataset(make_items(list(patients), crops_dir), arch.timepoints, None)
         out[m] = train.sigmoid(train.predict_logits(model, ds, dev))
     return out
 
 
 def tabular_scores(
-    bundle: Bundle, clinical: pd.DataFrame, signatures: dict[str, np.ndarray]
+    bundle: Bundle,
+    clinical: pd.DataFrame,
+    signatures: dict[str, np.ndarray],
+    models: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Clinical and DL_Clinical ER probabilities of the rows of ``clinical``.
 
     DL_Clinical reads the bundle's chosen signature (the full model's score, as the workflow
     gives its tuning and test patients).
     """
-    import json
-
     from recur import tabular
 
-    out = {}
+    models = models or load_tabular_models(bundle)
     data = clinical.reset_index(drop=True).copy()
-    name = f"{bundle.signature}_signature"
-    data[name] = np.asarray(signatures[bundle.signature], dtype=float)
-    for m in ("Clinical", "DL_Clinical"):
-        model_path, manifest_path = bundle.tabular_paths(m)
-        model = tabular.load_model(model_path, manifest_path)
-        features = json.loads(manifest_path.read_text(encoding="utf-8"))["features"]
-        if m == "DL_Clinical" and name not in features:
-            raise RecurError(
-                f"bundle {bundle.root}: DL_Clinical features {features} lack {name} "
-                "(choice.json and the model disagree)"
-            )
-        out[m] = tabular.predict_scores(model, data, list(features))
-    return out
+    data[f"{bundle.signature}_signature"] = np.asarray(signatures[bundle.signature], dtype=float)
+    return {m: tabular.predict_scores(model, data, feats) for m, (model, feats) in models.items()}
 
 
 def predictions_table(
@@ -333,6 +363,40 @@ AFP; DL_Clinical: Clinical + the {e(bundle_info.get("signature", ""))} signature
 
 
 # --------------------------------------------------------------------------- driver
+def _child_logging(level: int) -> None:
+    """Logging of the image-preparation process (same format as the CLI)."""
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _prepare_child(
+    patient: str,
+    inputs: NewPatients,
+    bundle: Bundle,
+    workdir: Path,
+    crops_out: Path,
+    qc_png: Path,
+    log_steps: bool,
+) -> Path:
+    """:func:`prepare_patient` in the child process (log lines per step, no bar)."""
+    steps = Progress(2 * len(PREPARE_STEPS) + 1, _NoTty()) if log_steps else None
+    return prepare_patient(patient, inputs, bundle, workdir, crops_out, qc_png, steps)
+
+
+class _NoTty:
+    """A stream that is not a terminal (so :class:`Progress` logs its steps)."""
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:  # pragma: no cover - never called when not a TTY
+        return len(text)
+
+    def flush(self) -> None:  # pragma: no cover
+        pass
+
+
 def predict(
     bundle_dir: str | Path,
     series_csv: str | Path,
@@ -344,23 +408,30 @@ def predict(
     patients: Sequence[str] = (),
     device: str = "cpu",
     keep_work: bool = False,
+    threads: int | None = None,
     progress_stream: TextIO | None = None,
 ) -> pd.DataFrame:
     """Score new patients end to end; write the outputs into ``outdir``; return the table.
 
     The bundle is verified first (a bundle whose manifest does not verify is refused), then
     the inputs; any refusal stops with a :class:`RecurError` naming the patient and file.
-    ``predictions.csv`` is written only once every patient was scored.
+    ``predictions.csv`` is written only once every patient was scored. With ``threads >= 2``
+    (default: ``RECUR_THREADS``) the image steps run in a second process while this one
+    loads torch and the models; the results are the same.
     """
-    from recur import gradcam, train
+    import os
 
     bundle = load_bundle(bundle_dir)
     inputs = read_inputs(series_csv, rois_csv, clinical_csv, cohort_dir, patients)
     ids = inputs.patients
     out = Path(outdir)
     crops_dir, work = out / "crops", out / "work"
-    n_prep = 2 * len(PREPARE_STEPS) + 1
-    progress = Progress(len(ids) * (n_prep + 2) + 2, progress_stream)
+    # a predictions.csv of an earlier run must not pass for this run's if this one fails
+    (out / "predictions.csv").unlink(missing_ok=True)
+    threads = threads or int(os.environ.get("RECUR_THREADS", "1"))
+    parallel = threads >= 2
+    n_prep = 1 if parallel else 2 * len(PREPARE_STEPS) + 1
+    progress = Progress(len(ids) * (n_prep + 2) + 3, progress_stream)
     log.info(
         "bundle %s verified (recur %s, signature %s); %d patient(s)",
         bundle.root,
@@ -368,26 +439,51 @@ def predict(
         bundle.signature,
         len(ids),
     )
-    train.configure_torch(0)
-    for pid in ids:
-        prepare_patient(
-            pid,
-            inputs,
-            bundle,
-            work / pid,
-            crops_dir / f"{pid}.npz",
-            out / pid / "crops.png",
-            progress,
+
+    def job(pid: str) -> tuple:
+        return (pid, inputs, bundle, work / pid, crops_dir / f"{pid}.npz", out / pid / "crops.png")
+
+    executor, futures = None, []
+    if parallel:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_child_logging,
+            initargs=(logging.getLogger("recur").getEffectiveLevel(),),
         )
+        futures = [executor.submit(_prepare_child, *job(pid), not progress.tty) for pid in ids]
+    try:
+        progress.step("loading the models")
+        from recur import gradcam, train  # torch: imported once the inputs are known good
+
+        train.configure_torch(0, threads)
+        dev = train.resolve_device(device)
+        dl_models = load_dl_models(bundle, device)
+        tab_models = load_tabular_models(bundle)
+        cam = gradcam.PrePostGradCAM(load_dl_models(bundle, device)["PrePost"][0])
+        if parallel:
+            for pid, fut in zip(ids, futures, strict=True):
+                fut.result()
+                progress.step(f"{pid}: images ready (DICOM, masks, registration, crops)")
+        else:
+            for pid in ids:
+                prepare_patient(*job(pid), progress)
+    except BaseException:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    if executor is not None:
+        executor.shutdown()
+
     progress.step("Pre and PrePost networks")
-    scores: dict[str, np.ndarray] = dict(dl_scores(bundle, ids, crops_dir, device))
+    scores: dict[str, np.ndarray] = dict(dl_scores(bundle, ids, crops_dir, device, dl_models))
     progress.step("Clinical and DL_Clinical models")
-    scores.update(tabular_scores(bundle, inputs.clinical, scores))
+    scores.update(tabular_scores(bundle, inputs.clinical, scores, tab_models))
     table = predictions_table(ids, scores, bundle.cutoffs)
 
-    dev = train.resolve_device(device)
-    prepost, _ = train.load_model(bundle.dl_model_dir("PrePost"), dev)
-    cam = gradcam.PrePostGradCAM(prepost)
     info = {
         "recur": str(bundle.manifest.get("recur_version")),
         "format": str(bundle.manifest.get("bundle_format")),

@@ -378,6 +378,7 @@ def tripod_items(
         f"{n_cohort} patients in the cohort files; {n_cfg} excluded by configuration and "
         f"{n_qc} by image QC (reasons in Figure 1); {len(split)} analysed."
     )
+    excluding = settings.get("on_failure") == "exclude"
     feats = [f for f in settings.get("clinical_features", []) if f in c.columns]
     miss = []
     for f in feats:
@@ -389,8 +390,12 @@ def tripod_items(
         + ("; ".join(miss) if miss else "none")
         + f". Handled by {settings.get('impute', 'median')} imputation (SimpleImputer) inside "
         "the model pipeline, fitted on the training split only; no patient is dropped for a "
-        "missing predictor. Missing or unreadable images exclude the patient (recorded, "
-        "Figure 1)."
+        "missing predictor. Unreadable or inconsistent images "
+        + (
+            "exclude the patient (recorded, Figure 1)."
+            if excluding
+            else "stop the run (qc.on_failure: stop)."
+        )
     )
     perf = []
     for r in table2[table2["metric"] == "auc"].itertuples():
@@ -407,7 +412,8 @@ def tripod_items(
         )
     calib = "; ".join(cal) + ". Calibration plots in the report (Evaluation)."
     spec = (
-        f"Deep-learning models Pre and PrePost ({settings.get('dl', 'ResNet-style 2D CNN')}) on "
+        f"Deep-learning models Pre and PrePost (MONAI 2D ResNet encoder; PrePost: shared "
+        "encoder + GRU over pre and post) on "
         "3-slice crops of the 4 T1 phases (PS, AP, PVP, DP), pre and 1-month post ablation; "
         "Clinical model: ExtraTrees on "
         f"{', '.join(feats) if feats else 'the clinical variables'}; DL_Clinical: ExtraTrees "
@@ -419,7 +425,6 @@ def tripod_items(
         "Early recurrence (ER): recurrence within 24 months of ablation (clinical.csv 'er'), "
         "binary; recurrence-free survival (rfs_months, rfs_event) for Kaplan–Meier analysis."
     )
-    excluding = settings.get("on_failure") == "exclude"
     A = "filled by the workflow"
     items = [
         ("Title and abstract", "1", "Title", AUTHORS, ""),
@@ -445,7 +450,8 @@ def tripod_items(
             "7",
             "Data preparation (pre-processing, quality checks)",
             A,
-            "DICOM converted to NIfTI with geometry checks; PS/AP/PVP registered rigidly onto DP; "
+            "DICOM converted to NIfTI with geometry checks; PS/AP/PVP registered onto DP "
+            "(registration.transform); "
             "ROI masks checked against the DP grid; 3 axial slices around the largest ROI "
             "cross-section cropped and normalised per phase. Refused inputs are "
             f"{'recorded as exclusions' if excluding else 'stopping errors'}"

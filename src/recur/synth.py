@@ -1321,9 +1321,7 @@ def write_series(
         ds.file_meta.MediaStorageSOPInstanceUID = sop
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.PixelData = arr.tobytes()
-        ds.compress(
-            RLELossless, arr, encoding_plugin=RLE_PLUGIN, generate_instance_uid=False
-        )
+        ds.compress(RLELossless, arr, encoding_plugin=RLE_PLUGIN, generate_instance_uid=False)
         ds.save_as(folder / fname, enforce_file_format=True)
     return series_uid
 
@@ -1402,7 +1400,17 @@ def write_patient(job: tuple[dict, int, int, str]) -> dict:
     """Simulate one patient and write its DICOM series and ROI masks under ``root``.
 
     Returns the rows of ``series.csv``, ``rois.csv`` and the motion part of ``truth.csv``.
+    BLAS runs single-threaded here: multi-threaded BLAS may sum in another order, and the last
+    bits of a float can move a voxel across a rounding boundary, so the same seed would give
+    other bytes on a machine (or in a process) with another thread count.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _write_patient(job)
+
+
+def _write_patient(job: tuple[dict, int, int, str]) -> dict:
     import SimpleITK as sitk
 
     row, seed, number, root_s = job

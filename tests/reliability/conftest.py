@@ -157,15 +157,33 @@ def directory_config(cohort: Path, extra: str = "") -> str:
     return f"cohort: {{source: directory, dir: '{cohort}'}}\n{TRAIN_CONFIG}{extra}"
 
 
+#: Developer shortcut: point these at finished runs to skip rebuilding them (never set in CI).
+REUSE_CANARY_COHORT = "RECUR_TEST_CANARY_COHORT"
+REUSE_CANARY_STUDY = "RECUR_TEST_CANARY_STUDY"
+REUSE_TINY_STUDY = "RECUR_TEST_TINY_STUDY"
+
+
 @pytest.fixture(scope="session")
 def canary_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The canary cohort directory (read-only for tests: copy it before breaking it)."""
+    if os.environ.get(REUSE_CANARY_COHORT):
+        return Path(os.environ[REUSE_CANARY_COHORT])
     return write_canary_cohort(tmp_path_factory.mktemp("canary_input"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(request: pytest.FixtureRequest) -> Path:
+    """The shared ``tiny_study`` working dir (read-only)."""
+    if os.environ.get(REUSE_TINY_STUDY):
+        return Path(os.environ[REUSE_TINY_STUDY])
+    return request.getfixturevalue("tiny_study")
 
 
 @pytest.fixture(scope="session")
 def canary_study(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path) -> Path:
     """Working dir where the whole workflow ran once, uninterrupted, on the canary cohort."""
+    if os.environ.get(REUSE_CANARY_STUDY):
+        return Path(os.environ[REUSE_CANARY_STUDY])
     work = tmp_path_factory.mktemp("canary_run")
     (work / "run.yaml").write_text(directory_config(canary_cohort), encoding="utf-8")
     res = run_snakemake(work, "--cores", "2", configfile="run.yaml")

@@ -146,12 +146,12 @@ def test_skops_file_with_untrusted_type_is_refused_and_never_runs(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_model_files_hold_no_patient_ids(canary_study: Path):
+def test_model_files_hold_no_patient_ids(tiny_run: Path):
     """Weights, skops models and their JSON side files never contain a patient id."""
     from .test_deidentification import member_blobs
 
-    patients = pd.read_csv(canary_study / "results" / "cohort" / "patients.csv")["patient_id"]
-    models = canary_study / "results" / "models"
+    patients = pd.read_csv(tiny_run / "results" / "cohort" / "patients.csv")["patient_id"]
+    models = tiny_run / "results" / "models"
     files = [
         p
         for p in models.rglob("*")
@@ -165,5 +165,5 @@ def test_model_files_hold_no_patient_ids(canary_study: Path):
         for label, blob in member_blobs(f):
             for pid in patients:
                 if pid.encode() in blob:
-                    hits.append(f"{f.relative_to(canary_study)}[{label}]: {pid}")
+                    hits.append(f"{f.relative_to(tiny_run)}[{label}]: {pid}")
     assert not hits, hits

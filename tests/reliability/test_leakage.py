@@ -24,8 +24,8 @@ MODELS = ("Pre", "PrePost")
 
 
 @pytest.fixture(scope="module")
-def study(tiny_study: Path) -> Path:
-    return tiny_study
+def study(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 def _split(study: Path) -> pd.DataFrame:
