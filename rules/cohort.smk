@@ -37,6 +37,10 @@ rule validate_cohort:
         f"{BENCH}/validate_cohort/validate_cohort.tsv"
     conda:
         "../envs/imaging.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         cohort_dir=lambda w, input: cohort_dir_of(input),
         clinical=config["cohort"]["clinical"] if COHORT is not None else "clinical.csv",

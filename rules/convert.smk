@@ -26,18 +26,9 @@ rule convert:
         cohort_dir=COHORT_DIR,
         series_table=config["cohort"]["series"] if COHORT is not None else "series.csv",
         outdir=lambda wc: f"{RESULTS}/nifti/{wc.patient}/{wc.timepoint}",
-        # this job's rows of series.csv: editing one row reruns this job only
-        rows=lambda wc: (
-            "synthetic"
-            if COHORT is None
-            else COHORT.series.loc[
-                (COHORT.series["patient_id"] == wc.patient)
-                & (COHORT.series["timepoint"] == wc.timepoint),
-                ["phase", "dicom_dir", "series_uid"],
-            ]
-            .sort_values("phase")
-            .to_csv(index=False)
-        ),
+        # editing this job's rows of series.csv reruns this job only: a changed dicom_dir
+        # replaces its input link (newer than the outputs), a changed series_uid this digest
+        series_uids=series_uid_digest,
         spacing_tolerance=config["convert"]["spacing_tolerance"],
         orientation_tolerance=config["convert"]["orientation_tolerance"],
         stack_tolerance_mm=config["convert"]["stack_tolerance_mm"],
@@ -56,11 +47,6 @@ rule convert:
         " --on-failure {params.on_failure} > {log:q} 2>&1"
 
 
-FINAL_TARGETS.extend(
-    expand(
-        f"{RESULTS}/nifti/{{patient}}/{{timepoint}}/{{name}}",
-        patient=PATIENTS,
-        timepoint=TIMEPOINTS,
-        name=[f"{phase}.nii.gz" for phase in PHASES] + ["acquisition.json"],
-    )
-)
+# No per-file targets here: every NIfTI is an input of a registration (and every
+# acquisition.json of Table S1), which the final targets need anyway; listing 10 files per
+# patient again in `all` costs DAG-building time for nothing (docs/cluster.md, Scale).

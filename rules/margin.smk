@@ -43,14 +43,11 @@ rule margin_register:
         sigmas=" ".join(str(v) for v in MARGIN["smoothing_sigmas_mm"]),
         bins=MARGIN["histogram_bins"],
         fraction=MARGIN["sampling_fraction"],
+        min_samples=MARGIN["min_samples"],
         iterations=MARGIN["iterations"],
         lr=MARGIN["learning_rate"],
         min_step=MARGIN["min_step"],
-        rigid_region=(
-            ""
-            if MARGIN["rigid_region_mm"] is None
-            else f"--rigid-region-mm {MARGIN['rigid_region_mm']}"
-        ),
+        rigid_region=MARGIN["rigid_region_mm"],
         deformable="--deformable" if MARGIN["deformable"] else "",
         region=MARGIN["region_mm"],
         bspline_spacing=MARGIN["bspline_spacing_mm"],
@@ -66,8 +63,9 @@ rule margin_register:
         " --out-tfm {output.tfm:q} --out-mask {output.zone:q} --qc {output.qc:q}"
         " --qc-json {output.qc_json:q} --shrink-factors {params.shrink}"
         " --smoothing-sigmas-mm {params.sigmas} --histogram-bins {params.bins}"
-        " --sampling-fraction {params.fraction} --iterations {params.iterations}"
-        " --learning-rate {params.lr} --min-step {params.min_step} {params.rigid_region}"
+        " --sampling-fraction {params.fraction} --min-samples {params.min_samples}"
+        " --iterations {params.iterations} --learning-rate {params.lr}"
+        " --min-step {params.min_step} --rigid-region-mm {params.rigid_region}"
         " {params.deformable} --region-mm {params.region}"
         " --bspline-spacing-mm {params.bspline_spacing}"
         " --bspline-iterations {params.bspline_iterations}"

@@ -77,6 +77,11 @@ rule train_dl:
         device=config["device"],
         epochs=config["train"]["epochs"],
         patience=config["train"]["patience"],
+        selection=(
+            f"--min-epochs {config['train']['min_epochs']}"
+            f" --smooth-epochs {config['train']['smooth_epochs']}"
+            f" --scheduler {config['train']['scheduler']}"
+        ),
         batch_size=config["train"]["batch_size"],
         learning_rate=config["train"]["learning_rate"],
         weight_decay=config["train"]["weight_decay"],
@@ -92,13 +97,18 @@ rule train_dl:
             f" --intensity-shift {config['train']['augment']['intensity_shift']}"
             f" --augment-prob {config['train']['augment']['prob']}"
             + ("" if config["train"]["augment"]["flip"] else " --no-flip")
+            + (
+                ""
+                if config["train"]["augment"]["flip_vertical"]
+                else " --no-flip-vertical"
+            )
         ),
     shell:
         "python -m recur --threads {threads} train-dl --model {wildcards.model}"
         " --fold {wildcards.fold} --folds {params.folds} --split {input.split:q}"
         " --clinical {params.clinical:q} --crops-dir {params.crops_dir:q}"
         " --outdir {params.outdir:q} --device {params.device} --epochs {params.epochs}"
-        " --patience {params.patience} --batch-size {params.batch_size}"
+        " --patience {params.patience} {params.selection} --batch-size {params.batch_size}"
         " --learning-rate {params.learning_rate} --weight-decay {params.weight_decay}"
         " --seed {params.seed} --widths {params.widths} --blocks {params.blocks}"
         " --hidden {params.hidden} --dropout {params.dropout} {params.max_pool}"

@@ -1,33 +1,14 @@
 # Registration of PS/AP/PVP onto DP, mask checks, 3-slice 128x128 crops, QC (issue 3)
+#
+# One `register` job per patient and time point first checks the ROI mask against DP (as
+# `check-mask` does; its messages also in logs/check_mask/) and then registers, in one
+# process: the registration reads the checked mask, so any change that reruns the check
+# reruns the registration anyway, and one job instead of two per patient and time point saves
+# Snakemake 2 of its 9 jobs per patient (DAG building, scheduling) and an interpreter start-up
+# (~0.5 CPU s) per job (docs/cluster.md).
 
 REG = config["registration"]
 CROP = config["crop"]
-
-
-rule check_mask:
-    input:
-        dp=f"{RESULTS}/nifti/{{patient}}/{{timepoint}}/DP.nii.gz",
-        roi=roi_mask,
-    output:
-        f"{RESULTS}/masks/{{patient}}/{{timepoint}}.nii.gz",
-    log:
-        f"{LOGS}/check_mask/{{patient}}/{{timepoint}}.log",
-    benchmark:
-        f"{BENCH}/check_mask/{{patient}}/{{timepoint}}.tsv"
-    conda:
-        "../envs/imaging.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
-    params:
-        cohort=cohort_args(),
-        on_failure=ON_FAILURE,
-    shell:
-        "python -m recur --threads {threads} check-mask {params.cohort}"
-        " --patient {wildcards.patient:q} --timepoint {wildcards.timepoint}"
-        " --dp {input.dp:q} --out {output:q} --on-failure {params.on_failure}"
-        " > {log:q} 2>&1"
 
 
 rule register:
@@ -37,8 +18,10 @@ rule register:
             phase=PHASES,
             allow_missing=True,
         ),
-        mask=f"{RESULTS}/masks/{{patient}}/{{timepoint}}.nii.gz",
+        roi=roi_mask,
     output:
+        # the checked, de-identified ROI mask (check-mask) and the registration
+        mask=f"{RESULTS}/masks/{{patient}}/{{timepoint}}.nii.gz",
         images=expand(
             f"{RESULTS}/registered/{{patient}}/{{timepoint}}/{{phase}}.nii.gz",
             phase=PHASES,
@@ -51,7 +34,8 @@ rule register:
         ),
         qc=f"{RESULTS}/registered/{{patient}}/{{timepoint}}/qc.csv",
     log:
-        f"{LOGS}/register/{{patient}}/{{timepoint}}.log",
+        check_mask=f"{LOGS}/check_mask/{{patient}}/{{timepoint}}.log",
+        register=f"{LOGS}/register/{{patient}}/{{timepoint}}.log",
     benchmark:
         f"{BENCH}/register/{{patient}}/{{timepoint}}.tsv"
     conda:
@@ -63,6 +47,7 @@ rule register:
     params:
         indir=lambda wc: f"{RESULTS}/nifti/{wc.patient}/{wc.timepoint}",
         outdir=lambda wc: f"{RESULTS}/registered/{wc.patient}/{wc.timepoint}",
+        cohort=cohort_args(),
         transform=REG["transform"],
         shrink=" ".join(str(x) for x in REG["shrink_factors"]),
         sigmas=" ".join(str(x) for x in REG["smoothing_sigmas_mm"]),
@@ -76,14 +61,16 @@ rule register:
         margin=REG["mask_margin_mm"],
         on_failure=ON_FAILURE,
     shell:
-        "python -m recur --threads {threads} register --indir {params.indir:q}"
-        " --mask {input.mask:q} --outdir {params.outdir:q} --transform {params.transform}"
+        "python -m recur --threads {threads} register --check-roi {params.cohort}"
+        " --patient {wildcards.patient:q} --timepoint {wildcards.timepoint}"
+        " --check-log {log.check_mask:q} --indir {params.indir:q}"
+        " --mask {output.mask:q} --outdir {params.outdir:q} --transform {params.transform}"
         " --shrink-factors {params.shrink} --smoothing-sigmas-mm {params.sigmas}"
         " --histogram-bins {params.bins} --sampling-fraction {params.fraction}"
         " --min-samples {params.min_samples} --iterations {params.iterations}"
         " --learning-rate {params.learning_rate} --min-step {params.min_step}"
         " --seed {params.seed} --mask-margin-mm {params.margin}"
-        " --on-failure {params.on_failure} > {log:q} 2>&1"
+        " --on-failure {params.on_failure} > {log.register:q} 2>&1"
 
 
 rule crop:

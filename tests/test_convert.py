@@ -512,7 +512,12 @@ def test_convert_timepoint_writes_all_files(tmp_path, caplog):
         _assert_deidentified(out / f"{ph}.nii.gz")
     acq = json.loads((out / "acquisition.json").read_text())
     assert list(acq) == ["PS", "AP", "PVP", "DP"]
-    assert set(acq["AP"]) == set(convert.ACQUISITION_FIELDS) | {"n_slices", "slice_spacing_mm"}
+    assert set(acq["AP"]) == set(convert.ACQUISITION_FIELDS) | {
+        "n_slices",
+        "slice_spacing_mm",
+        "days_from_pre",
+    }
+    assert acq["AP"]["days_from_pre"] == 0  # same StudyDate as the pre DP: an offset, no date
     assert acq["AP"]["field_strength_t"] == 3.0
     assert acq["AP"]["pixel_spacing_mm"] == [0.5, 0.75]
     assert acq["AP"]["slice_spacing_mm"] == pytest.approx(2.0)

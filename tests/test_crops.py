@@ -340,8 +340,9 @@ def test_crop_qc_table_without_registration():
 # --------------------------------------------------------------------------- rules
 @pytest.mark.slow
 def test_rules_check_mask_register_crop_and_param_change(tmp_path: Path):
-    """check_mask -> register -> crop on a tiny directory cohort with NIfTIs already converted;
-    then changing crop.size reruns only the crop (dry run), registration settings more."""
+    """register (mask check + registration) -> crop on a tiny directory cohort with NIfTIs
+    already converted; then changing crop.size reruns only the crop (dry run), registration
+    settings more."""
     import os
     import subprocess
     import sys
@@ -378,7 +379,6 @@ def test_rules_check_mask_register_crop_and_param_change(tmp_path: Path):
         "--configfile",
         str(base),
         "--allowed-rules",
-        "check_mask",
         "register",
         "crop",
         "--cores",

@@ -251,9 +251,52 @@ def test_deformable_stage_runs_and_keeps_the_rigid_solution(tmp_path):
 
 def test_settings_are_checked():
     with pytest.raises(RecurError, match="same, non-zero"):
-        margin.CrossTimeSettings(shrink_factors=(2, 1), smoothing_sigmas_mm=(1.0,))
+        margin.CrossTimeSettings(
+            rigid=margin.default_rigid(shrink_factors=(2, 1), smoothing_sigmas_mm=(1.0,))
+        )
+    with pytest.raises(RecurError, match="rigid, not 'affine'"):
+        margin.CrossTimeSettings(rigid=margin.default_rigid(transform="affine"))
     with pytest.raises(RecurError, match="zone_interpolation"):
         margin.CrossTimeSettings(zone_interpolation="cubic")
+
+
+def test_region_mask_is_exact_on_the_cropped_box():
+    t = ball((60, 50, 20), (1.5, 1.5, 4.0), (30.0, 40.0, 10.0), 6.0)
+    full = sitk.SignedMaurerDistanceMap(
+        t, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
+    )
+    for d in (3.0, 10.0, 30.0):
+        got = margin.region_mask(t, d)
+        assert got.GetSize() == t.GetSize()
+        assert got.GetOrigin() == t.GetOrigin()
+        ref = sitk.GetArrayFromImage(full <= d)
+        assert np.array_equal(sitk.GetArrayFromImage(got), ref)
+    # row z = 8 mm, y = 39 mm (2.24 mm off the centre): the ball covers x = 25.5..34.5 mm
+    # (indices 17..23, 1.5 mm voxels); within 3 mm of those voxel centres: indices 15..25
+    arr = sitk.GetArrayFromImage(margin.region_mask(t, 3.0))
+    assert arr[2, 26, :].nonzero()[0].tolist() == list(range(15, 26))
+
+
+def test_rigid_defaults_agree_in_package_cli_and_schema():
+    """The rigid stage is recur.register's settings object with one set of margin defaults."""
+    from recur import config, register
+    from recur.cli import _registration_settings, build_parser
+
+    req = ["--pre-dp", "a", "--post-dp", "b", "--pre-mask", "c", "--post-mask", "d"]
+    args = build_parser().parse_args(["margin-register", *req, "--out-tfm", "t", "--out-mask", "m"])
+    rigid = margin.default_rigid()
+    assert isinstance(rigid, register.RegistrationSettings)
+    assert _registration_settings(args) == rigid
+    assert margin.CrossTimeSettings().rigid == rigid
+    schema = config.defaults()["margin"]
+    assert rigid.mask_margin_mm == schema["rigid_region_mm"] == 60.0
+    for key in ("histogram_bins", "sampling_fraction", "min_samples", "iterations", "seed"):
+        assert getattr(rigid, key) == schema[key], key
+    assert list(rigid.shrink_factors) == schema["shrink_factors"]
+    assert list(rigid.smoothing_sigmas_mm) == schema["smoothing_sigmas_mm"]
+    # the phase registration keeps its own defaults through the same option helper
+    args = build_parser().parse_args(["register", "--indir", "i", "--outdir", "o"])
+    assert _registration_settings(args) == register.RegistrationSettings()
 
 
 # --------------------------------------------------------------------------- files and CLI
@@ -368,18 +411,9 @@ def test_cli_errors_name_the_patient_and_file(tmp_path, capsys):
     empty.CopyInformation(tumour)
     t = _write(tumour, tmp_path / "pre.nii.gz")
     z = _write(empty, tmp_path / "post.nii.gz")
+    out = str(tmp_path / "m.json")
     rc = cli_main(
-        [
-            "margin-metrics",
-            "--patient",
-            "P0042",
-            "--tumour",
-            t,
-            "--zone",
-            z,
-            "--out",
-            str(tmp_path / "m.json"),
-        ]
+        ["margin-metrics", "--patient", "P0042", "--tumour", t, "--zone", z, "--out", out]
     )
     assert rc == 2
     err = capsys.readouterr().err
@@ -387,18 +421,9 @@ def test_cli_errors_name_the_patient_and_file(tmp_path, capsys):
     assert "post.nii.gz" in err
     assert "empty" in err
     assert not (tmp_path / "m.json").exists()
+    missing = str(tmp_path / "missing.nii.gz")
     rc = cli_main(
-        [
-            "margin-metrics",
-            "--patient",
-            "P0042",
-            "--tumour",
-            t,
-            "--zone",
-            str(tmp_path / "missing.nii.gz"),
-            "--out",
-            str(tmp_path / "m.json"),
-        ]
+        ["margin-metrics", "--patient", "P0042", "--tumour", t, "--zone", missing, "--out", out]
     )
     assert rc == 2
     assert "file not found" in capsys.readouterr().err

@@ -37,10 +37,10 @@ TARGETS: tuple[str, ...] = ("results/cohort/patients.csv",)
 CONFIG_YAML = "synthetic: {n_train: 4, n_test: [2, 2]}\n"
 # Extra snakemake arguments of the SLURM run only. Per-patient targets (conversion,
 # registration, crops) make dozens of short jobs, each a SLURM job plus a status-check delay
-# that the executor plugin lengthens by 10 s per check that finds nothing finished; group each
-# patient's chain into one SLURM job to keep the run short, e.g.
-#   ("--groups", "convert=patient", "check_mask=patient", "register=patient", "crop=patient",
-#    "--group-components", "patient=1")
+# that the executor plugin lengthens by 10 s per check that finds nothing finished; the
+# profile groups each patient's chain (group "patient", 10 patients per SLURM job); one
+# patient per SLURM job would be
+#   ("--group-components", "patient=1")
 # with CONFIG_YAML = "synthetic: {n_train: 4, n_test: [2]}\n" and TARGETS the crops of one
 # training and one test patient, "results/crops/P0001.npz", "results/crops/P0005.npz"
 # (measured: local 56-74 s, SLURM 113-147 s on 2 cores; docs/cluster.md).

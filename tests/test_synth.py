@@ -154,6 +154,18 @@ def test_ceilings_are_ordered(latent2000: pd.DataFrame):
     assert ceil["all"] < 0.95
 
 
+def test_information_ceilings_grow_with_information(latent2000: pd.DataFrame):
+    tr = latent2000[latent2000["cohort"] == "train"]
+    c = synth.information_ceilings(tr, n_mc=30, seed=0)
+    # more information, higher ceiling; everything = the AUC of p itself
+    assert c["Clinical"] < c["Clinical+Pre"] < c["Clinical+PrePost"] <= c["all"] + 0.01
+    assert c["Pre"] < c["PrePost"] - 0.03
+    assert c["Pre"] < c["Clinical+Pre"]
+    assert abs(c["Clinical+PrePost"] - c["all"]) < 1e-9  # nothing left to integrate out
+    with pytest.raises(ValueError, match="lacks"):
+        synth.information_ceilings(tr.drop(columns=["margin_mm"]))
+
+
 def test_blank_cells_rate():
     clin = synth.sample_clinical(np.random.default_rng(0), 4000, synth.SITE_PROFILES["siteA"])
     out = synth.blank_cells(np.random.default_rng(1), clin)

@@ -14,6 +14,7 @@ from recur.dl_data import Augmentation, make_dataset, make_items, write_toy_coho
 from recur.errors import RecurError
 from recur.split import make_split, read_outcome, write_split
 from recur.train import (
+    LOG_COLUMNS,
     PREDICTION_COLUMNS,
     Architecture,
     TrainSettings,
@@ -25,7 +26,9 @@ from recur.train import (
     predict_logits,
     resolve_device,
     safe_auc,
+    select_epoch,
     sigmoid,
+    smoothed_auc,
     train_model,
 )
 
@@ -103,6 +106,44 @@ def toy(tmp_path_factory):
     return paths
 
 
+def _log(aucs, losses=None):
+    losses = losses or [1.0] * len(aucs)
+    return pd.DataFrame({"epoch": range(1, len(aucs) + 1), "tune_auc": aucs, "tune_loss": losses})
+
+
+def test_smoothed_auc_by_hand():
+    assert smoothed_auc([0.5, 0.7, 0.6], 2) == pytest.approx(0.65)
+    assert smoothed_auc([0.5, 0.7, 0.6], 3) == pytest.approx(0.6)
+    assert smoothed_auc([0.9], 3) == pytest.approx(0.9)  # shorter history: what there is
+    assert smoothed_auc([0.6, float("nan")], 2) == pytest.approx(0.6)
+    assert np.isnan(smoothed_auc([float("nan")], 1))
+    with pytest.raises(ValueError, match="window"):
+        smoothed_auc([0.5], 0)
+
+
+def test_select_epoch_ignores_a_lucky_early_epoch_and_smooths():
+    # epoch 1 has the best single AUC (0.9) but lies before min_epochs=3. From epoch 3 on, the
+    # 2-epoch means are e3 (0.5+0.6)/2=0.55, e4 0.65, e5 (0.7+0.7)/2=0.70, e6 0.60 -> epoch 5.
+    aucs = [0.9, 0.5, 0.6, 0.7, 0.7, 0.5]
+    assert select_epoch(_log(aucs), min_epochs=3, smooth_epochs=2) == 5
+    # no smoothing, no warm-up: the lucky epoch 1
+    assert select_epoch(_log(aucs), min_epochs=1, smooth_epochs=1) == 1
+    # no smoothing from epoch 3: e4 and e5 tie at 0.7 with equal loss -> the earlier, 4
+    assert select_epoch(_log(aucs), min_epochs=3, smooth_epochs=1) == 4
+
+
+def test_select_epoch_ties_and_fallbacks():
+    # equal smoothed AUC: the lower tuning loss wins
+    assert select_epoch(_log([0.6, 0.6], [0.9, 0.8]), min_epochs=1, smooth_epochs=1) == 2
+    # single-class tuning split (all NaN): the tuning loss alone decides
+    nan = float("nan")
+    assert select_epoch(_log([nan] * 3, [0.9, 0.7, 0.8]), min_epochs=1, smooth_epochs=2) == 2
+    # fewer epochs than min_epochs: the last epoch is kept
+    assert select_epoch(_log([0.9, 0.5]), min_epochs=10, smooth_epochs=3) == 2
+    with pytest.raises(ValueError, match="empty"):
+        select_epoch(_log([]), 1, 1)
+
+
 @pytest.mark.slow
 def test_training_lowers_loss(toy):
     configure_torch(0, threads=1)
@@ -110,10 +151,12 @@ def test_training_lowers_loss(toy):
     split = pd.read_csv(toy["split"])
     ids = list(split.loc[split["split"] != "test", "patient_id"])
     items = make_items(ids, toy["crops"], labels)
-    settings = TrainSettings(epochs=8, patience=8, batch_size=8, learning_rate=3e-3, seed=0)
+    settings = TrainSettings(
+        epochs=8, patience=8, batch_size=8, learning_rate=3e-3, seed=0, scheduler="constant"
+    )
     for name in ("Pre", "PrePost"):
         _, log, best = train_model(Architecture(name, **SMALL), items, items[:8], settings)
-        assert list(log.columns) == ["epoch", "train_loss", "tune_loss", "tune_auc", "seconds"]
+        assert list(log.columns) == LOG_COLUMNS
         assert len(log) == 8
         assert 1 <= best <= 8
         assert log["train_loss"].iloc[-2:].mean() < 0.85 * log["train_loss"].iloc[0], name
@@ -194,8 +237,18 @@ def test_cli_error_names_patient(toy, tmp_path, capsys):
 
 
 def test_augmentation_settings_reach_transforms():
-    aug = Augmentation(rotate_deg=0, flip=False, intensity_scale=0, intensity_shift=0.2)
+    aug = Augmentation(
+        rotate_deg=0, flip=False, flip_vertical=False, intensity_scale=0, intensity_shift=0.2
+    )
     names = [type(t).__name__ for t in aug.transforms()]
     assert names == ["RandShiftIntensityd"]
-    names = [type(t).__name__ for t in Augmentation().transforms()]
-    assert names == ["RandRotated", "RandFlipd", "RandScaleIntensityd", "RandShiftIntensityd"]
+    tfs = Augmentation().transforms()
+    names = [type(t).__name__ for t in tfs]
+    assert names == [
+        "RandRotated",
+        "RandFlipd",
+        "RandFlipd",
+        "RandScaleIntensityd",
+        "RandShiftIntensityd",
+    ]
+    assert [t.flipper.spatial_axis for t in tfs[1:3]] == [1, 0]  # left-right, then up-down

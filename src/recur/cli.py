@@ -264,11 +264,61 @@ def _cmd_check_mask(a: argparse.Namespace) -> None:
     log.info("mask accepted: %s", summary)
 
 
-def _cmd_register(a: argparse.Namespace) -> None:
+#: Defaults of the registration options (recur.register.RegistrationSettings's).
+_REGISTRATION_DEFAULTS: dict[str, object] = {
+    "shrink_factors": [4, 2, 1],
+    "smoothing_sigmas_mm": [2.0, 1.0, 0.0],
+    "histogram_bins": 32,
+    "sampling_fraction": 0.005,
+    "min_samples": 5000,
+    "iterations": 100,
+    "learning_rate": 2.0,
+    "min_step": 0.005,
+    "seed": 2025,
+    "mask_margin_mm": None,
+}
+
+
+def _add_registration_settings(
+    p: argparse.ArgumentParser,
+    region_flag: str = "--mask-margin-mm",
+    region_help: str = "metric only in the ROI box grown by this margin (default: whole image)",
+    **defaults: object,
+) -> None:
+    """Options of a ``recur.register.RegistrationSettings`` (``register``, ``margin-register``).
+
+    ``defaults`` override :data:`_REGISTRATION_DEFAULTS`; ``region_flag`` names the option of
+    ``mask_margin_mm`` (the metric's region around the ROI).
+    """
+    d = {**_REGISTRATION_DEFAULTS, **defaults}
+    p.add_argument("--shrink-factors", type=int, nargs="+", default=d["shrink_factors"])
+    p.add_argument("--smoothing-sigmas-mm", type=float, nargs="+", default=d["smoothing_sigmas_mm"])
+    for name, kind in (
+        ("histogram_bins", int),
+        ("sampling_fraction", float),
+        ("min_samples", int),
+        ("iterations", int),
+        ("learning_rate", float),
+        ("min_step", float),
+        ("seed", int),
+    ):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name])
+    p.add_argument(
+        region_flag,
+        dest="mask_margin_mm",
+        metavar="MM",
+        type=_optional_float,
+        default=d["mask_margin_mm"],
+        help=region_help,
+    )
+
+
+def _registration_settings(a: argparse.Namespace):  # -> recur.register.RegistrationSettings
+    """The ``RegistrationSettings`` of the options added by :func:`_add_registration_settings`."""
     from recur import register
 
-    settings = register.settings_from_args(
-        a.transform,
+    return register.settings_from_args(
+        getattr(a, "transform", "rigid"),
         a.shrink_factors,
         a.smoothing_sigmas_mm,
         histogram_bins=a.histogram_bins,
@@ -280,10 +330,54 @@ def _cmd_register(a: argparse.Namespace) -> None:
         seed=a.seed,
         mask_margin_mm=a.mask_margin_mm,
     )
+
+
+def _cmd_register(a: argparse.Namespace) -> None:
+    from recur import register
+
+    settings = _registration_settings(a)
     qc = register.register_timepoint_dir(
         a.indir, a.outdir, settings, mask=a.mask, threads=a.threads or 1
     )
     log.info("registered onto DP:\n%s", qc.drop(columns=["parameters", "fixed_parameters"]))
+
+
+def _cmd_check_mask_and_register(a: argparse.Namespace) -> None:
+    """``register --check-roi``: check the ROI mask (as ``check-mask``, writing ``--mask``),
+    then register, in one process (one job, one interpreter start-up instead of two).
+
+    The check's messages, and its refusal, also go to ``--check-log``; with
+    ``--on-failure exclude`` a refused mask is recorded under the stage ``check_mask`` as
+    before, and the registration then records the patient as excluded too.
+    """
+    if a.check_roi:
+        check = argparse.Namespace(
+            cohort_dir=a.cohort_dir,
+            rois_table=a.rois_table,
+            series_table=a.series_table,
+            patient=a.patient,
+            timepoint=a.timepoint,
+            dp=str(Path(a.indir) / "DP.nii.gz"),
+            out=a.mask,
+            on_failure=a.on_failure,
+            threads=a.threads,
+        )
+        handler = logging.FileHandler(a.check_log, mode="w") if a.check_log else None
+        if handler is not None:
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            log.addHandler(handler)
+        try:
+            _excludable(_cmd_check_mask, "check_mask")(check)
+        except RecurError as exc:
+            log.error("recur check-mask: error: %s", exc)
+            raise
+        finally:
+            if handler is not None:
+                log.removeHandler(handler)
+                handler.close()
+    _excludable(_cmd_register, "register")(a)
 
 
 def _cmd_crop(a: argparse.Namespace) -> None:
@@ -334,23 +428,19 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", default=None, help="checked ROI mask (QC region, optional)")
     p.add_argument("--outdir", required=True)
     p.add_argument("--transform", choices=["rigid", "affine"], default="rigid")
-    p.add_argument("--shrink-factors", type=int, nargs="+", default=[4, 2, 1])
-    p.add_argument("--smoothing-sigmas-mm", type=float, nargs="+", default=[2.0, 1.0, 0.0])
-    p.add_argument("--histogram-bins", type=int, default=32)
-    p.add_argument("--sampling-fraction", type=float, default=0.005)
-    p.add_argument("--min-samples", type=int, default=5000)
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--learning-rate", type=float, default=2.0)
-    p.add_argument("--min-step", type=float, default=0.005)
-    p.add_argument("--seed", type=int, default=2025)
-    p.add_argument(
-        "--mask-margin-mm",
-        type=_optional_float,
-        default=None,
-        help="metric only in the ROI box grown by this margin (default: whole image)",
-    )
+    _add_registration_settings(p)
     _add_on_failure(p)
-    p.set_defaults(func=_excludable(_cmd_register, "register"))
+    g = p.add_argument_group(
+        "mask check first (as check-mask; then --mask is the checked copy to write)"
+    )
+    g.add_argument("--check-roi", action="store_true", help="check the cohort's ROI mask first")
+    g.add_argument("--cohort-dir", default=None)
+    g.add_argument("--rois-table", default="rois.csv")
+    g.add_argument("--series-table", default=None, help="to name the DP series in messages")
+    g.add_argument("--patient", default=None)
+    g.add_argument("--timepoint", default=None, choices=["pre", "post"])
+    g.add_argument("--check-log", default=None, help="also log the check (and refusal) here")
+    p.set_defaults(func=_cmd_check_mask_and_register)
 
     p = sub.add_parser("crop", help="3-slice crops of both time points of one patient")
     p.add_argument("--patient", required=True)
@@ -420,10 +510,14 @@ def _cmd_train_dl(a: argparse.Namespace) -> None:
         augment=Augmentation(
             rotate_deg=a.rotate_deg,
             flip=not a.no_flip,
+            flip_vertical=not a.no_flip_vertical,
             intensity_scale=a.intensity_scale,
             intensity_shift=a.intensity_shift,
             prob=a.augment_prob,
         ),
+        min_epochs=a.min_epochs,
+        smooth_epochs=a.smooth_epochs,
+        scheduler=a.scheduler,
     )
     train.configure_torch(a.seed, a.threads)
     train.run_training(
@@ -513,22 +607,27 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crops-dir", required=True, help="folder of {patient}.npz crops")
     p.add_argument("--outdir", required=True, help="where weights.pt etc. go")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--patience", type=int, default=10)
+    # defaults = recur.train.TrainSettings / recur.dl_data.Augmentation (= the schema's)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--patience", type=int, default=15)
+    p.add_argument("--min-epochs", type=int, default=10, help="no epoch kept before this one")
+    p.add_argument("--smooth-epochs", type=int, default=3, help="tuning-AUC window (epochs)")
+    p.add_argument("--scheduler", default="onecycle", choices=["onecycle", "constant"])
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 64])
     p.add_argument("--blocks", type=int, nargs=4, default=[1, 1, 1, 1])
     p.add_argument("--hidden", type=int, default=32, help="GRU hidden size (PrePost)")
-    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--no-max-pool", action="store_true", help="no max-pool in the stem")
-    p.add_argument("--rotate-deg", type=float, default=15.0)
+    p.add_argument("--rotate-deg", type=float, default=180.0)
     p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--no-flip-vertical", action="store_true")
     p.add_argument("--intensity-scale", type=float, default=0.1)
     p.add_argument("--intensity-shift", type=float, default=0.1)
-    p.add_argument("--augment-prob", type=float, default=0.5)
+    p.add_argument("--augment-prob", type=float, default=0.8)
     p.set_defaults(func=_cmd_train_dl)
 
     p = sub.add_parser("signature-dl", help="signature CSV + training curve of a full model")
@@ -872,14 +971,7 @@ def _cmd_margin_register(a: argparse.Namespace) -> None:
 
     _sitk_threads(a.threads)
     settings = margin.CrossTimeSettings(
-        shrink_factors=tuple(a.shrink_factors),
-        smoothing_sigmas_mm=tuple(a.smoothing_sigmas_mm),
-        histogram_bins=a.histogram_bins,
-        sampling_fraction=a.sampling_fraction,
-        iterations=a.iterations,
-        learning_rate=a.learning_rate,
-        min_step=a.min_step,
-        rigid_region_mm=a.rigid_region_mm,
+        rigid=_registration_settings(a),
         deformable=a.deformable,
         region_mm=a.region_mm,
         bspline_spacing_mm=a.bspline_spacing_mm,
@@ -887,7 +979,6 @@ def _cmd_margin_register(a: argparse.Namespace) -> None:
         max_displacement_mm=a.max_displacement_mm,
         exclude_mm=a.exclude_mm,
         zone_interpolation=a.zone_interpolation,
-        seed=a.seed,
     )
     qc = margin.register_files(
         a.pre_dp,
@@ -997,18 +1088,13 @@ def _add_margin(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qc", help="QC overlay PNG")
     p.add_argument("--qc-json", help="registration QC values (JSON)")
     p.add_argument("--patient", default="?", help="pseudonym for messages and QC")
-    p.add_argument("--shrink-factors", type=int, nargs="+", default=[4, 2, 1])
-    p.add_argument("--smoothing-sigmas-mm", type=float, nargs="+", default=[4.0, 2.0, 0.0])
-    p.add_argument("--histogram-bins", type=int, default=32)
-    p.add_argument("--sampling-fraction", type=float, default=0.05)
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--learning-rate", type=float, default=2.0)
-    p.add_argument("--min-step", type=float, default=0.005)
-    p.add_argument(
+    _add_registration_settings(
+        p,
         "--rigid-region-mm",
-        type=float,
-        default=None,
-        help="restrict the rigid metric to this distance of the tumour (default: whole image)",
+        "rigid metric only in the tumour's bounding box grown by this (mm); null: whole image",
+        smoothing_sigmas_mm=[4.0, 2.0, 0.0],
+        sampling_fraction=0.05,
+        mask_margin_mm=60.0,
     )
     p.add_argument("--deformable", action="store_true", help="add the B-spline stage")
     p.add_argument("--region-mm", type=float, default=30.0)
@@ -1017,7 +1103,6 @@ def _add_margin(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-displacement-mm", type=float, default=10.0)
     p.add_argument("--exclude-mm", type=float, default=3.0)
     p.add_argument("--zone-interpolation", default="sdm", choices=["sdm", "nearest", "linear"])
-    p.add_argument("--seed", type=int, default=2025)
     p.set_defaults(func=_cmd_margin_register)
 
     p = sub.add_parser("margin-metrics", help="ablative margin of one patient (JSON)")

@@ -23,6 +23,7 @@ tested by hand; :class:`SeriesReader` is the file edge.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gzip
 import json
 import logging
@@ -33,7 +34,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
@@ -42,6 +43,9 @@ from pydicom.errors import InvalidDicomError
 
 from recur.errors import RecurError
 from recur.io import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,10 @@ ACQUISITION_FIELDS: dict[str, str] = {
     "columns": "Columns",
     "pixel_spacing_mm": "PixelSpacing",
 }
+
+#: Dates tried, in order, for a series' examination day. Only the day *offset* between the
+#: time points is kept (``days_from_pre`` in acquisition.json); a date is never written.
+DATE_KEYWORDS: tuple[str, ...] = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 
 #: Attributes that tell volumes apart when several slices share one position.
 VOLUME_KEYS: tuple[str, ...] = (
@@ -256,6 +264,8 @@ class ConvertedSeries:
     n_duplicates_dropped: int = 0
     n_files_skipped: int = 0
     notes: list[str] = field(default_factory=list)
+    #: examination day (for day offsets only; never written)
+    study_date: datetime.date | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -291,6 +301,51 @@ def _plain(v: Any) -> Any:
 def acquisition_parameters(ds: pydicom.Dataset) -> dict[str, Any]:
     """The non-identifying acquisition parameters of a slice (see :data:`ACQUISITION_FIELDS`)."""
     return {key: _number(ds, kw) for key, kw in ACQUISITION_FIELDS.items()}
+
+
+def dicom_date(ds: pydicom.Dataset) -> datetime.date | None:
+    """The examination day of a slice: the first valid DA of :data:`DATE_KEYWORDS`, else None."""
+    for kw in DATE_KEYWORDS:
+        v = str(ds.get(kw) or "").strip()
+        if len(v) == 8 and v.isdigit():
+            with contextlib.suppress(ValueError):
+                return datetime.date(int(v[:4]), int(v[4:6]), int(v[6:]))
+    return None
+
+
+def day_offset(day: datetime.date | None, reference: datetime.date | None) -> int | None:
+    """Whole days from ``reference`` to ``day`` (positive: later); None when either is unknown.
+
+    >>> day_offset(datetime.date(2017, 4, 12), datetime.date(2017, 3, 13))
+    30
+    """
+    if day is None or reference is None:
+        return None
+    return (day - reference).days
+
+
+def series_date(folder: str | Path, series_uid: str | None = None) -> datetime.date | None:
+    """The examination day of a DICOM series folder, read from file headers only.
+
+    The first file (by name) that is DICOM, belongs to ``series_uid`` when one is given, and
+    holds a date decides; None when no file does (the caller keeps no offset then).
+    """
+    tags = [*DATE_KEYWORDS, "SeriesInstanceUID"]
+    try:
+        entries = [e for e in os.scandir(folder) if e.is_file() and e.name[:1] != "."]
+    except OSError:
+        return None
+    for e in sorted(entries, key=lambda e: e.name):
+        try:
+            ds = pydicom.dcmread(e.path, stop_before_pixels=True, specific_tags=tags)
+        except Exception:
+            continue
+        if series_uid and str(ds.get("SeriesInstanceUID", "")) != series_uid:
+            continue
+        day = dicom_date(ds)
+        if day is not None:
+            return day
+    return None
 
 
 # --------------------------------------------------------------------------- reading
@@ -625,6 +680,7 @@ class SeriesReader:
         image.SetSpacing((col_sp, row_sp, step))
         image.SetDirection(tuple(float(x) for x in direction.ravel()))
 
+        study_date = dicom_date(slices[keep[0]].ds)
         acq = acquisition_parameters(slices[keep[0]].ds)
         acq["n_slices"] = n
         acq["slice_spacing_mm"] = round(step, 6)
@@ -633,7 +689,7 @@ class SeriesReader:
             notes.append(f"dropped {dropped} duplicate slice(s) with identical pixels")
         if skipped:
             notes.append(f"skipped {skipped} non-image file(s)")
-        return ConvertedSeries(image, acq, n, dropped, skipped, notes)
+        return ConvertedSeries(image, acq, n, dropped, skipped, notes, study_date=study_date)
 
 
 # --------------------------------------------------------------------------- writing
@@ -691,6 +747,26 @@ def convert_series(
     return result
 
 
+def _pre_dp_date(
+    table: pd.DataFrame,
+    cohort_dir: Path,
+    patient: str,
+    timepoint: str,
+    results: dict[str, ConvertedSeries],
+) -> datetime.date | None:
+    """The examination day of the patient's pre DP series: from ``results`` when this job
+    converted it, else from that folder's headers (None when unknown)."""
+    from recur import contract
+
+    if timepoint == "pre" and "DP" in results:
+        return results["DP"].study_date
+    try:
+        row = contract.series_row(table, patient, "pre", "DP")
+    except RecurError:
+        return None
+    return series_date(cohort_dir / str(row["dicom_dir"]), row["series_uid"] or None)
+
+
 def convert_timepoint(
     cohort_dir: str | Path,
     series_table: str | Path,
@@ -707,6 +783,11 @@ def convert_timepoint(
     :mod:`recur.contract`, converts each phase, and writes ``{phase}.nii.gz`` plus
     ``acquisition.json`` into ``outdir``. Files are first written to temporary names and
     renamed only once every phase converted, so a refusal leaves no output behind.
+
+    Each phase of ``acquisition.json`` also gets ``days_from_pre``: whole days from the
+    pre-ablation DP series' examination day to this series' (0 on the pre time point; on the
+    post time point the pre DP folder's headers are read for it; null when a date is missing).
+    The dates themselves are never written.
     """
     from recur import contract
 
@@ -749,7 +830,17 @@ def convert_timepoint(
                 res.acquisition["slice_spacing_mm"],
                 ("; " + "; ".join(res.notes)) if res.notes else "",
             )
-        acq = {phase: results[phase].acquisition for phase in phases}
+        reference = _pre_dp_date(table, cohort_dir, patient, timepoint, results)
+        acq = {}
+        for phase in phases:
+            acq[phase] = dict(results[phase].acquisition)
+            acq[phase]["days_from_pre"] = day_offset(results[phase].study_date, reference)
+        if reference is None:
+            log.warning(
+                "patient %s %s: no pre DP examination date: days_from_pre is null",
+                patient,
+                timepoint,
+            )
         tmp = stack.enter_context(atomic_path(outdir / "acquisition.json"))
         tmp.write_text(json.dumps(acq, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return results

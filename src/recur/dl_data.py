@@ -108,14 +108,16 @@ class SplitTimepointsd(MapTransform):
 class Augmentation:
     """Training-time augmentation settings (all applied with probability ``prob`` each)."""
 
-    rotate_deg: float = 15.0
+    rotate_deg: float = 180.0
     flip: bool = True
     intensity_scale: float = 0.1
     intensity_shift: float = 0.1
-    prob: float = 0.5
+    prob: float = 0.8
+    flip_vertical: bool = True
 
     def transforms(self, key: str = "image") -> list:
-        """The MONAI random dictionary transforms, in order (rotate, flip, scale, shift)."""
+        """The MONAI random dictionary transforms, in order (rotate, flip, vertical flip, scale,
+        shift)."""
         out: list = []
         if self.rotate_deg > 0:
             out.append(
@@ -131,6 +133,10 @@ class Augmentation:
         if self.flip:
             # axis 1 of (C, H, W) spatial dims (H, W) is W: a left-right (horizontal) flip
             out.append(RandFlipd(keys=key, prob=self.prob, spatial_axis=1))
+        if self.flip_vertical:
+            # axis 0 of (H, W): an anterior-posterior flip (the crops' content -- tumour,
+            # capsule, rim, satellites, ablation zone -- has no preferred orientation)
+            out.append(RandFlipd(keys=key, prob=self.prob, spatial_axis=0))
         if self.intensity_scale > 0:
             out.append(RandScaleIntensityd(keys=key, factors=self.intensity_scale, prob=self.prob))
         if self.intensity_shift > 0:

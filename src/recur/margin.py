@@ -3,8 +3,10 @@
 Three steps (see ``docs/margin.md`` for the definitions and their biases):
 
 1. :class:`CrossTimeRegistration` registers the post-ablation delayed phase (DP) onto the
-   pre-ablation DP (rigid: Mattes MI, multi-resolution, centred initialisation; optionally a
-   B-spline refinement restricted to the region within ``region_mm`` of the tumour) and
+   pre-ablation DP (rigid: :class:`recur.register.PhaseRegistration`, the phase
+   registration's engine and settings object, on a liver region around the tumour;
+   optionally a B-spline refinement restricted to the region within ``region_mm`` of the
+   tumour) and
    :func:`zone_on_pre` carries the post ablation-zone mask onto the pre grid.
 2. :class:`MarginMetrics` computes, for every element of the tumour surface, the signed
    distance to the ablation-zone boundary (``sitk.SignedMaurerDistanceMap``, inside the zone
@@ -35,6 +37,8 @@ import SimpleITK as sitk
 
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, write_text_atomic
+from recur.register import PhaseRegistration, RegistrationSettings
+from recur.register import normalised_cross_correlation as ncc
 
 #: Margin thresholds (mm) of the summary: < 0 (tumour outside the zone), < 5, >= 5.
 SAFE_MARGIN_MM = 5.0
@@ -55,31 +59,44 @@ MODES: tuple[str, ...] = ("auto", "3d", "2d")
 INTERPOLATIONS: tuple[str, ...] = ("sdm", "nearest", "linear")
 #: Traffic-light colours of the figures (red < 0, amber < 5, green >= 5 mm).
 COLOURS: dict[str, str] = {"lt0": "#d62728", "lt5": "#ff9f1c", "ge5": "#2ca02c"}
+#: Default liver region of the rigid stage: the tumour's bounding box grown by this (mm).
+RIGID_REGION_MM: float | None = 60.0
 
 
 # --------------------------------------------------------------------------- registration
+def default_rigid(**overrides: object) -> RegistrationSettings:
+    """Rigid-stage settings of the cross-time registration (a ``RegistrationSettings``).
+
+    The same settings object and machinery as the phase-to-DP registration
+    (:class:`recur.register.PhaseRegistration`); only the defaults differ: heavier pyramid
+    smoothing (the post image differs from the pre image around the lesion by design), a
+    larger voxel sample, and the metric restricted to the liver region around the tumour
+    (``mask_margin_mm``: the tumour's bounding box grown by that many mm per side).
+    """
+    values: dict[str, object] = {
+        "smoothing_sigmas_mm": (4.0, 2.0, 0.0),
+        "sampling_fraction": 0.05,
+        "mask_margin_mm": RIGID_REGION_MM,
+    }
+    values.update(overrides)
+    return RegistrationSettings(**values)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class CrossTimeSettings:
     """Settings of the post-to-pre registration (the ``margin:`` config section).
 
-    ``shrink_factors`` / ``smoothing_sigmas_mm``: one entry per pyramid level, coarse to fine.
-    ``sampling_fraction``: fraction of the fixed voxels (seeded random sample) on which Mattes
-    MI is evaluated. ``rigid_region_mm``: ``None`` registers the whole image rigidly; a number
-    restricts the rigid metric to voxels within that distance (mm) of the pre tumour.
-    ``deformable``: add a B-spline stage (control points every ``bspline_spacing_mm``, each
-    displaced at most ``max_displacement_mm``) supported on the region within ``region_mm``
-    of the tumour; its metric leaves out the tumour and ablation zone grown by ``exclude_mm``.
+    ``rigid``: the rigid stage, a :class:`recur.register.RegistrationSettings` run by
+    :class:`recur.register.PhaseRegistration` with the pre DP as fixed and the post DP as
+    moving image; its ``mask_margin_mm`` restricts the metric to the tumour's bounding box
+    grown by that distance (``None``: whole image). ``deformable``: add a B-spline stage
+    (control points every ``bspline_spacing_mm``, each displaced at most
+    ``max_displacement_mm``) supported on the region within ``region_mm`` of the tumour; its
+    metric (same MI / sampling settings) leaves out the tumour and ablation zone grown by
+    ``exclude_mm``.
     """
 
-    shrink_factors: tuple[int, ...] = (4, 2, 1)
-    smoothing_sigmas_mm: tuple[float, ...] = (4.0, 2.0, 0.0)
-    histogram_bins: int = 32
-    sampling_fraction: float = 0.1
-    iterations: int = 100
-    learning_rate: float = 2.0
-    min_step: float = 0.005
-    relaxation: float = 0.5
-    rigid_region_mm: float | None = None
+    rigid: RegistrationSettings = field(default_factory=default_rigid)
     deformable: bool = False
     region_mm: float = 30.0
     bspline_spacing_mm: float = 25.0
@@ -87,16 +104,12 @@ class CrossTimeSettings:
     max_displacement_mm: float = 10.0
     exclude_mm: float = 3.0
     zone_interpolation: str = "sdm"
-    seed: int = 2025
 
     def __post_init__(self) -> None:
-        if len(self.shrink_factors) != len(self.smoothing_sigmas_mm) or not self.shrink_factors:
+        if self.rigid.transform != "rigid":
             raise RecurError(
-                "margin: shrink_factors and smoothing_sigmas_mm need the same, non-zero number "
-                f"of levels (got {len(self.shrink_factors)} and {len(self.smoothing_sigmas_mm)})"
+                f"margin: the cross-time registration is rigid, not {self.rigid.transform!r}"
             )
-        if not 0.0 < self.sampling_fraction <= 1.0:
-            raise RecurError("margin.sampling_fraction must be in (0, 1]")
         if self.zone_interpolation not in INTERPOLATIONS:
             raise RecurError(
                 f"margin.zone_interpolation must be one of {', '.join(INTERPOLATIONS)}, "
@@ -108,10 +121,11 @@ class CrossTimeSettings:
 
 @dataclass
 class CrossTimeResult:
-    """The post-to-pre transform and its QC values."""
+    """The post-to-pre transform, its QC values and the post DP resampled onto the pre grid."""
 
     transform: sitk.Transform
     qc: dict[str, float | int | str] = field(default_factory=dict)
+    post_on_pre: sitk.Image | None = None
 
 
 def _binary(mask: sitk.Image) -> sitk.Image:
@@ -120,53 +134,44 @@ def _binary(mask: sitk.Image) -> sitk.Image:
 
 
 def region_mask(tumour: sitk.Image, distance_mm: float) -> sitk.Image:
-    """uint8 mask of the voxels within ``distance_mm`` (physical, 3-D) of the tumour."""
+    """uint8 mask of the voxels within ``distance_mm`` (physical, 3-D) of the tumour.
+
+    The distance map is computed on the tumour's bounding box grown by the distance only
+    (exact: every voxel outside that box is farther away), then pasted into the full grid.
+    """
+    t = _binary(tumour)
+    out = sitk.Image(t.GetSize(), sitk.sitkUInt8)
+    out.CopyInformation(t)
+    arr = sitk.GetArrayViewFromImage(t) > 0
+    if not arr.any():
+        return out
+    pad = [math.ceil(float(distance_mm) / sp) + 1 for sp in t.GetSpacing()[::-1]]
+    box = _bbox(arr, pad)
+    index = [b.start for b in box][::-1]  # numpy z,y,x -> sitk x,y,z
+    size = [b.stop - b.start for b in box][::-1]
     sdm = sitk.SignedMaurerDistanceMap(
-        _binary(tumour), insideIsPositive=False, squaredDistance=False, useImageSpacing=True
+        sitk.RegionOfInterest(t, size, index),
+        insideIsPositive=False,
+        squaredDistance=False,
+        useImageSpacing=True,
     )
-    return sitk.Cast(sdm <= float(distance_mm), sitk.sitkUInt8)
+    near = sitk.Cast(sdm <= float(distance_mm), sitk.sitkUInt8)
+    return sitk.Paste(out, near, near.GetSize(), [0] * near.GetDimension(), index)
 
 
 def _bbox_image(mask: sitk.Image, image: sitk.Image) -> sitk.Image:
-    """``image`` cropped to the bounding box of ``mask`` (same grid)."""
-    arr = sitk.GetArrayViewFromImage(mask) > 0
-    lo_hi = []
-    for ax in range(3):
-        other = tuple(i for i in range(3) if i != ax)
-        idx = np.flatnonzero(arr.any(axis=other))
-        lo_hi.append((int(idx[0]), int(idx[-1]) + 1))
-    lo_hi = lo_hi[::-1]  # numpy z,y,x -> sitk x,y,z
-    index = [lo for lo, _ in lo_hi]
-    size = [max(hi - lo, 2) for lo, hi in lo_hi]
-    size = [min(s, image.GetSize()[i] - index[i]) for i, s in enumerate(size)]
+    """``image`` cropped to the bounding box of ``mask`` (same grid; at least 2 voxels wide)."""
+    box = _bbox(sitk.GetArrayViewFromImage(mask) > 0, 0)[::-1]  # sitk x,y,z order
+    index = [b.start for b in box]
+    size = [min(max(b.stop - b.start, 2), image.GetSize()[i] - index[i]) for i, b in enumerate(box)]
     return sitk.RegionOfInterest(image, size, index)
-
-
-def rigid_summary(tx: sitk.Transform) -> dict[str, float]:
-    """Rotation angles (degrees) and translation (mm) of a rigid (Euler 3-D) transform."""
-    ax, ay, az, tx_, ty, tz = tx.GetParameters()
-    return {
-        "rot_x_deg": math.degrees(ax),
-        "rot_y_deg": math.degrees(ay),
-        "rot_z_deg": math.degrees(az),
-        "tx_mm": tx_,
-        "ty_mm": ty,
-        "tz_mm": tz,
-        "translation_mm": math.sqrt(tx_**2 + ty**2 + tz**2),
-    }
-
-
-def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two arrays (NaN if either is constant)."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    if a.size < 2 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 class CrossTimeRegistration:
     """Register the post-ablation DP onto the pre-ablation DP (settings, then call).
+
+    The rigid stage is :class:`recur.register.PhaseRegistration` (pre DP fixed, post DP
+    moving, the tumour as ROI); the optional B-spline stage is built on the same metric.
 
     >>> reg = CrossTimeRegistration(CrossTimeSettings())     # doctest: +SKIP
     >>> result = reg(pre_dp, post_dp, tumour)               # doctest: +SKIP
@@ -174,46 +179,7 @@ class CrossTimeRegistration:
 
     def __init__(self, settings: CrossTimeSettings | None = None):
         self.settings = settings or CrossTimeSettings()
-
-    def _method(self, fixed_mask: sitk.Image | None) -> sitk.ImageRegistrationMethod:
-        s = self.settings
-        reg = sitk.ImageRegistrationMethod()
-        reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=s.histogram_bins)
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(s.sampling_fraction, s.seed)
-        if fixed_mask is not None:
-            reg.SetMetricFixedMask(fixed_mask)
-        reg.SetInterpolator(sitk.sitkLinear)
-        return reg
-
-    def rigid(
-        self, fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image | None = None
-    ) -> tuple[sitk.Euler3DTransform, int, str]:
-        """Rigid stage: returns the transform, the number of iterations and the stop reason."""
-        s = self.settings
-        tx = sitk.CenteredTransformInitializer(
-            fixed,
-            moving,
-            sitk.Euler3DTransform(),
-            sitk.CenteredTransformInitializerFilter.GEOMETRY,
-        )
-        reg = self._method(fixed_mask)
-        reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=s.learning_rate,
-            minStep=s.min_step,
-            numberOfIterations=s.iterations,
-            relaxationFactor=s.relaxation,
-            gradientMagnitudeTolerance=1e-8,
-        )
-        reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel(list(s.shrink_factors))
-        reg.SetSmoothingSigmasPerLevel(list(s.smoothing_sigmas_mm))
-        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-        reg.SetInitialTransform(tx, inPlace=True)
-        count = [0]
-        reg.AddCommand(sitk.sitkIterationEvent, lambda: count.__setitem__(0, count[0] + 1))
-        reg.Execute(fixed, moving)
-        return sitk.Euler3DTransform(tx), count[0], reg.GetOptimizerStopConditionDescription()
+        self.phase_registration = PhaseRegistration(self.settings.rigid)
 
     def bspline(
         self,
@@ -225,15 +191,23 @@ class CrossTimeRegistration:
     ) -> tuple[sitk.BSplineTransform, int]:
         """Deformable stage on top of ``rigid``, supported on the bounding box of ``region``.
 
-        The metric is evaluated inside ``metric_mask`` (default ``region``); control-point
-        displacements are bounded by ``max_displacement_mm``.
+        The metric (the rigid stage's: Mattes MI on a seeded voxel sample) is evaluated
+        inside ``metric_mask`` (default ``region``); control-point displacements are bounded
+        by ``max_displacement_mm``.
         """
         s = self.settings
         domain = _bbox_image(region, fixed)
         extent = [sz * sp for sz, sp in zip(domain.GetSize(), domain.GetSpacing(), strict=True)]
         mesh = [max(1, round(e / s.bspline_spacing_mm)) for e in extent]
         bs = sitk.BSplineTransformInitializer(domain, mesh, 3)
-        reg = self._method(metric_mask if metric_mask is not None else region)
+        reg = self.phase_registration.metric_method(
+            fixed, metric_mask if metric_mask is not None else region
+        )
+        # smoothed gradient images, not the rigid stage's central differences at the sampled
+        # points: with the many B-spline parameters the latter made the stage far less stable
+        # on the synthetic cohort (bench/bench_margin.py)
+        reg.MetricUseFixedImageGradientFilterOn()
+        reg.MetricUseMovingImageGradientFilterOn()
         reg.SetOptimizerAsLBFGSB(
             gradientConvergenceTolerance=1e-5,
             numberOfIterations=s.bspline_iterations,
@@ -275,13 +249,20 @@ class CrossTimeRegistration:
         tumour = _binary(tumour)
         if not (sitk.GetArrayViewFromImage(tumour) > 0).any():
             raise ValueError("the pre-ablation tumour mask is empty")
-        rigid_mask = None
-        if s.rigid_region_mm is not None:
-            rigid_mask = region_mask(tumour, s.rigid_region_mm)
-        rigid, iters, stop = self.rigid(fixed, moving, rigid_mask)
+        res = self.phase_registration(fixed, moving, phase="post", roi_mask=tumour)
+        rigid = sitk.Euler3DTransform(res.transform)
         tx: sitk.Transform = rigid
         qc: dict[str, float | int | str] = {"deformable": int(s.deformable)}
+        # the phase registration's QC of the rigid stage (MI, NCC, angles, translation, ...)
+        qc.update(
+            {
+                f"rigid_{k}" if k in ("iterations", "seconds") else k: v
+                for k, v in res.qc.items()
+                if k != "phase"
+            }
+        )
         region = region_mask(tumour, s.region_mm)
+        after = res.registered
         if s.deformable:
             lesion = tumour
             if zone is not None:
@@ -291,25 +272,23 @@ class CrossTimeRegistration:
             try:
                 bs, bs_iters = self.bspline(fixed, moving, rigid, region, keep)
                 tx = sitk.CompositeTransform([rigid, bs])
+                after = sitk.Resample(moving, fixed, tx, sitk.sitkLinear, 0.0)
                 qc["bspline_iterations"] = bs_iters
                 qc["bspline_failed"] = ""
             except RuntimeError as exc:
                 last = str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed"
                 qc["bspline_failed"] = last[:200]
         seconds = time.perf_counter() - t0
+        # correlation of pre vs post around the tumour, before and after the final transform
         where = sitk.GetArrayViewFromImage(region) > 0
-        f_arr = sitk.GetArrayViewFromImage(fixed)[where]
+        f_arr = sitk.GetArrayViewFromImage(fixed)
         before = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0)
-        after = sitk.Resample(moving, fixed, tx, sitk.sitkLinear, 0.0)
-        qc.update(rigid_summary(rigid))
         qc.update(
-            ncc_region_before=_ncc(f_arr, sitk.GetArrayViewFromImage(before)[where]),
-            ncc_region_after=_ncc(f_arr, sitk.GetArrayViewFromImage(after)[where]),
-            rigid_iterations=iters,
-            stop_condition=stop,
+            ncc_region_before=ncc(f_arr, sitk.GetArrayViewFromImage(before), where),
+            ncc_region_after=ncc(f_arr, sitk.GetArrayViewFromImage(after), where),
             seconds=round(seconds, 3),
         )
-        return CrossTimeResult(transform=tx, qc=qc)
+        return CrossTimeResult(transform=tx, qc=qc, post_on_pre=after)
 
 
 def roi_slices(mask: sitk.Image) -> np.ndarray:
@@ -545,12 +524,16 @@ class SurfaceMargins:
         }
 
 
-def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
+def _bbox(mask: np.ndarray, pad: int | Sequence[int]) -> tuple[slice, ...]:
+    """Slices (numpy axis order) of the bounding box of ``mask`` grown by ``pad`` voxels
+    (one number, or one per axis), clipped to the array."""
+    pads = [int(pad)] * mask.ndim if isinstance(pad, int) else [int(v) for v in pad]
     sl = []
     for ax in range(mask.ndim):
         other = tuple(i for i in range(mask.ndim) if i != ax)
         idx = np.flatnonzero(mask.any(axis=other))
-        sl.append(slice(max(int(idx[0]) - pad, 0), min(int(idx[-1]) + pad + 1, mask.shape[ax])))
+        lo, hi = int(idx[0]) - pads[ax], int(idx[-1]) + pads[ax] + 1
+        sl.append(slice(max(lo, 0), min(hi, mask.shape[ax])))
     return tuple(sl)
 
 
@@ -1002,9 +985,7 @@ def register_files(
             f"patient {patient}: the ablation zone falls outside the pre image after "
             "registration (check the post DP series and mask)"
         )
-    post_on_pre = sitk.Resample(
-        sitk.Cast(post, sitk.sitkFloat32), pre, result.transform, sitk.sitkLinear, 0.0
-    )
+    post_on_pre = result.post_on_pre
     # everything computed: write
     with atomic_path(out_tfm) as tmp:
         sitk.WriteTransform(result.transform, str(tmp))

@@ -63,7 +63,7 @@ class PreNet(nn.Module):
         self,
         widths: Sequence[int] = (16, 32, 64, 64),
         blocks: Sequence[int] = (1, 1, 1, 1),
-        dropout: float = 0.3,
+        dropout: float = 0.5,
         max_pool: bool = True,
     ) -> None:
         super().__init__()
@@ -89,7 +89,7 @@ class PrePostNet(nn.Module):
         widths: Sequence[int] = (16, 32, 64, 64),
         blocks: Sequence[int] = (1, 1, 1, 1),
         hidden: int = 32,
-        dropout: float = 0.3,
+        dropout: float = 0.5,
         max_pool: bool = True,
     ) -> None:
         super().__init__()
@@ -111,7 +111,7 @@ def build_model(
     widths: Sequence[int] = (16, 32, 64, 64),
     blocks: Sequence[int] = (1, 1, 1, 1),
     hidden: int = 32,
-    dropout: float = 0.3,
+    dropout: float = 0.5,
     max_pool: bool = True,
 ) -> nn.Module:
     """The network of model ``name`` ("Pre" or "PrePost")."""

@@ -232,6 +232,16 @@ class PhaseRegistration:
         reg.MetricUseMovingImageGradientFilterOff()
         return reg
 
+    def metric_method(
+        self, fixed: sitk.Image, fixed_mask: sitk.Image | None = None
+    ) -> sitk.ImageRegistrationMethod:
+        """The configured method (metric, seeded sampling, mask, interpolator), no optimiser.
+
+        For stages built on this registration's metric (e.g. the B-spline of
+        :mod:`recur.margin`); the caller sets the optimiser, transform and pyramid.
+        """
+        return self._method(fixed, fixed_mask)
+
     def initial_transform(self, fixed: sitk.Image, moving: sitk.Image) -> sitk.Transform:
         """Rigid or affine transform centred on the fixed image (geometry initialisation)."""
         base = (

@@ -597,6 +597,60 @@ def outcome_ceilings(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -> di
     }
 
 
+#: What each model of the workflow sees, as sets of the latent model's parts: "size" = the
+#: tumour size (visible on the images too), "clinical_rest" = tumour number, AFP, HBV, TP,
+#: "pre" / "post" = the pre-/post-image latents.
+INFORMATION_SETS: dict[str, tuple[str, ...]] = {
+    "Clinical": ("size", "clinical_rest"),
+    "Pre": ("size", "pre"),
+    "PrePost": ("size", "pre", "post"),
+    "Clinical+Pre": ("size", "clinical_rest", "pre"),
+    "Clinical+PrePost": ("size", "clinical_rest", "pre", "post"),
+}
+_CLINICAL_REST = ["tumor_number", "afp_ng_ml", "hbv", "tp_g_l"]
+PRE_LATENTS = ["rim_aphe", "capsule", "heterogeneity", "satellite", "peritumoral"]
+
+
+def information_ceilings(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -> dict[str, float]:
+    """AUC ceiling of each information set of :data:`INFORMATION_SETS` (measurement only).
+
+    The score of a set is ``E[p | the parts in the set]``, by Monte Carlo over the parts not in
+    it: the image latents are redrawn from their priors (the margin given the tumour radius),
+    the clinical variables other than size are redrawn by permuting them across the patients
+    of ``latent`` (they are independent of the images and of size). The ceiling is the AUC of
+    that score against the sampled ER. ``latent`` has one row per patient with the clinical
+    columns, the pre-image latents, ``margin_mm`` and ``er`` (``load_truth(...)[0]``).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    need = ["tumor_size_cm", *_CLINICAL_REST, *PRE_LATENTS, "margin_mm", "er"]
+    missing = [c for c in need if c not in latent.columns]
+    if missing:
+        raise ValueError(f"latent table lacks {missing}")
+    if latent["er"].nunique() != 2:
+        raise ValueError("information_ceilings needs patients with and without ER")
+    rng = np.random.default_rng(seed)
+    lat = latent.reset_index(drop=True)
+    n = len(lat)
+    radius = lat["tumor_size_cm"].to_numpy(float) * 5.0
+    y = lat["er"].to_numpy()
+    out = {}
+    for name, parts in INFORMATION_SETS.items():
+        acc = np.zeros(n)
+        for _ in range(n_mc):
+            clin = lat.copy()
+            if "clinical_rest" not in parts:
+                perm = rng.permutation(n)
+                clin[_CLINICAL_REST] = lat[_CLINICAL_REST].to_numpy()[perm]
+            pre = lat if "pre" in parts else sample_pre_image(rng, n)
+            post = lat if "post" in parts else sample_post_image(rng, radius)
+            acc += risk_components(clin, pre, post)["p"].to_numpy()
+        out[name] = float(roc_auc_score(y, acc / n_mc))
+    out["all"] = float(roc_auc_score(y, risk_components(lat, lat, lat)["p"].to_numpy()))
+    out["prevalence"] = float(y.mean())
+    return out
+
+
 # =========================================================================== anatomy
 # Tissue labels of the rasterised anatomy.
 AIR, FAT, MUSCLE, VISCERA, BONE, LIVER, SPLEEN, KIDNEY, AORTA, HVEIN, PORTAL, GALL = range(12)

@@ -6,9 +6,15 @@ One training job (:func:`run_training`) trains one model on one set of patients:
 * fold ``k`` (0..K-1): the ``train`` split without cross-fitting fold ``k``; it scores the
   patients of fold ``k`` only (they are out-of-fold for it).
 
-Both select the epoch with the best AUC on the ``tune`` split (early stopping after
-``patience`` epochs without improvement) and keep that epoch's weights. The imbalance of ER is
-handled by ``pos_weight = n_negative / n_positive`` in ``BCEWithLogitsLoss``.
+Both select the epoch by the AUC on the ``tune`` split and keep that epoch's weights. A tuning
+split of a 254-patient cohort has ~50 patients (~11 with ER), so one epoch's tuning AUC is
+noisy (SE ~0.09): the selection (:func:`select_epoch`) ranks epochs by the mean tuning AUC of a
+window of ``smooth_epochs`` consecutive epochs ending at them, and only from ``min_epochs`` on
+(before that the network has not learned anything, and a lucky early AUC would keep a
+near-random network); early stopping after ``patience`` epochs without improvement. The
+learning rate follows a one-cycle schedule (warm-up, then cosine decay to ~0 at ``epochs``).
+The imbalance of ER is handled by ``pos_weight = n_negative / n_positive`` in
+``BCEWithLogitsLoss``.
 :func:`signature_table` and :func:`crossfit_table` assemble the prediction CSVs.
 
 Same seed and settings -> identical weights and scores on the CPU: every generator is seeded,
@@ -43,7 +49,17 @@ from recur.split import crossfit_folds, read_outcome, read_split
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS: list[str] = ["patient_id", "cohort", "split", "score"]
-LOG_COLUMNS: list[str] = ["epoch", "train_loss", "tune_loss", "tune_auc", "seconds"]
+LOG_COLUMNS: list[str] = [
+    "epoch",
+    "train_loss",
+    "tune_loss",
+    "tune_auc",
+    "tune_auc_smoothed",
+    "lr",
+    "seconds",
+]
+#: Learning-rate schedules: one-cycle (warm-up + cosine annealing, per step) or constant.
+SCHEDULERS: tuple[str, ...] = ("onecycle", "constant")
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,7 @@ class Architecture:
     widths: tuple[int, ...] = (16, 32, 64, 64)
     blocks: tuple[int, ...] = (1, 1, 1, 1)
     hidden: int = 32
-    dropout: float = 0.3
+    dropout: float = 0.5
     max_pool: bool = True
 
     def build(self) -> nn.Module:
@@ -71,13 +87,24 @@ class Architecture:
 class TrainSettings:
     """Optimisation settings of one training job."""
 
-    epochs: int = 30
-    patience: int = 10
+    epochs: int = 40
+    patience: int = 15
     batch_size: int = 16
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.05
     seed: int = 42
     augment: Augmentation = field(default_factory=Augmentation)
+    min_epochs: int = 10
+    smooth_epochs: int = 3
+    scheduler: str = "onecycle"
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise RecurError(
+                f"train: scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}"
+            )
+        if self.min_epochs < 1 or self.smooth_epochs < 1:
+            raise RecurError("train: min_epochs and smooth_epochs must be at least 1")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -164,6 +191,44 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
+def smoothed_auc(aucs: Sequence[float], window: int) -> float:
+    """Mean of the last ``window`` finite values of ``aucs`` (NaN when there is none).
+
+    >>> smoothed_auc([0.5, 0.7, 0.6], 2)
+    0.65
+    """
+    if window < 1:
+        raise ValueError("window must be at least 1")
+    tail = [a for a in list(aucs)[-window:] if np.isfinite(a)]
+    return float(np.mean(tail)) if tail else float("nan")
+
+
+def select_epoch(train_log: pd.DataFrame, min_epochs: int, smooth_epochs: int) -> int:
+    """The epoch :func:`train_model` keeps, from a complete training log (pure function).
+
+    Among epochs ``>= min(min_epochs, last epoch)``: the highest mean tuning AUC over the window
+    of ``smooth_epochs`` epochs ending at the epoch, ties to the lower tuning loss, then the
+    earlier epoch. Without any finite tuning AUC (single-class tuning split) the tuning loss
+    alone decides.
+    """
+    if train_log.empty:
+        raise ValueError("empty training log")
+    log_ = train_log.sort_values("epoch").reset_index(drop=True)
+    start = min(min_epochs, int(log_["epoch"].max()))
+    aucs = log_["tune_auc"].to_numpy(float)
+    use_auc = np.isfinite(aucs).any()
+    best_key, best_epoch = None, None
+    for i, row in log_.iterrows():
+        if row["epoch"] < start:
+            continue
+        sm = smoothed_auc(aucs[: i + 1], smooth_epochs)
+        key = (sm, -row["tune_loss"]) if use_auc else (-row["tune_loss"],)
+        if best_key is None or key > best_key:
+            best_key, best_epoch = key, int(row["epoch"])
+    assert best_epoch is not None
+    return best_epoch
+
+
 def train_model(
     arch: Architecture,
     train_items: Sequence[dict],
@@ -174,9 +239,9 @@ def train_model(
     """Train ``arch`` on ``train_items``; select the epoch with the best tune AUC.
 
     Returns the model holding the selected epoch's weights (in eval mode), the training log
-    (``epoch, train_loss, tune_loss, tune_auc, seconds``; one row per epoch run) and the
-    selected epoch. Ties in tune AUC go to the lower tune loss, then the earlier epoch; when
-    the tune set has a single class the tune loss alone decides.
+    (:data:`LOG_COLUMNS`; one row per epoch run) and the selected epoch
+    (:func:`select_epoch`: smoothed tuning AUC from ``min_epochs`` on; early stopping after
+    ``patience`` epochs from ``min_epochs`` on without a better one).
     """
     device = torch.device(device)
     configure_torch(settings.seed, threads=torch.get_num_threads())
@@ -196,8 +261,13 @@ def train_model(
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pw], device=device))
     drop_last = len(train_items) > settings.batch_size  # no BatchNorm batch of size 1
     loader = _loader(train_ds, settings.batch_size, True, settings.seed, drop_last)
-    use_auc = len(np.unique(y_tune)) == 2
-    best_key, best_state, best_epoch, since_best, rows = None, None, 0, 0, []
+    sched = None
+    total_steps = settings.epochs * len(loader)
+    if settings.scheduler == "onecycle" and total_steps >= 8:  # each phase needs >= 1 step
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=settings.learning_rate, total_steps=total_steps, pct_start=0.25
+        )
+    best_state, best_epoch, since_best, rows = None, 0, 0, []
     for epoch in range(1, settings.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -209,6 +279,8 @@ def train_model(
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             losses.append(float(loss.detach()))
             sizes.append(len(x))
         tune_logits = predict_logits(model, tune_ds, device)
@@ -220,18 +292,23 @@ def train_model(
                 "train_loss": float(np.average(losses, weights=sizes)),
                 "tune_loss": tune_loss,
                 "tune_auc": tune_auc,
+                "tune_auc_smoothed": smoothed_auc(
+                    [r["tune_auc"] for r in rows] + [tune_auc], settings.smooth_epochs
+                ),
+                "lr": float(opt.param_groups[0]["lr"]),
                 "seconds": time.perf_counter() - t0,
             }
         )
         log.info(
-            "epoch %d: train loss %.4f, tune loss %.4f, tune AUC %.3f (%.1f s)",
+            "epoch %d: train loss %.4f, tune loss %.4f, tune AUC %.3f (smoothed %.3f), "
+            "lr %.2g (%.1f s)",
             *(rows[-1][c] for c in LOG_COLUMNS),
         )
-        key = (tune_auc, -tune_loss) if use_auc else (-tune_loss,)
-        if best_key is None or key > best_key:
-            best_key, best_epoch, since_best = key, epoch, 0
+        kept = select_epoch(pd.DataFrame(rows), settings.min_epochs, settings.smooth_epochs)
+        if kept == epoch:
+            best_epoch, since_best = epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
+        elif epoch >= settings.min_epochs:
             since_best += 1
             if since_best >= settings.patience:
                 log.info("early stop: no tune improvement for %d epochs", settings.patience)
@@ -389,13 +466,23 @@ def plot_training(
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_ylabel("BCE loss (ER weighted)")
     ax2 = ax1.twinx()
-    ax2.plot(train_log["epoch"], train_log["tune_auc"], label="tune AUC", color="tab:green")
+    ax2.plot(
+        train_log["epoch"], train_log["tune_auc"], label="tune AUC", color="tab:green", alpha=0.5
+    )
+    if "tune_auc_smoothed" in train_log.columns:
+        ax2.plot(
+            train_log["epoch"],
+            train_log["tune_auc_smoothed"],
+            label="tune AUC (smoothed, selects)",
+            color="darkgreen",
+        )
     ax2.set_ylabel("tune AUC")
     ax2.set_ylim(0, 1)
     if selected_epoch is not None and (train_log["epoch"] == selected_epoch).any():
         best = train_log.loc[train_log["epoch"] == selected_epoch].iloc[0]
         ax2.axvline(best["epoch"], color="grey", ls="--", lw=0.8)
-        title = f"{title} (kept epoch {int(best['epoch'])}, tune AUC {best['tune_auc']:.3f})"
+        auc = best.get("tune_auc_smoothed", best["tune_auc"])
+        title = f"{title} (kept epoch {int(best['epoch'])}, smoothed tune AUC {auc:.3f})"
     h1, l1 = ax1.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax1.legend(h1 + h2, l1 + l2, loc="lower left", fontsize=8)

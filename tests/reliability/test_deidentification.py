@@ -6,13 +6,20 @@ serial, physicians, study ID, UIDs, a private tag) and in its folder names (coho
 folders, mask folder; with spaces and non-ASCII characters). After one end-to-end run, every
 file under ``results/`` and ``.snakemake/`` is searched: raw bytes, gzip headers and the
 decompressed NIfTI header and extensions of ``.nii.gz``, every member of ``.npz``, ``.pt``
-and ``.skops`` (zip) archives, PNG text chunks; in UTF-8, Latin-1 and UTF-16, case-insensitively.
+and ``.skops`` (zip) archives, PNG text chunks, symbolic-link targets; in UTF-8, Latin-1 and
+UTF-16, case-insensitively.
+
+The workflow reads a directory cohort through pseudonymous links (``input_links/``,
+recur.input_links), so even snakemake's own records name no input folder; the last tests show
+that reruns are still triggered through those links.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
+import json
+import os
 import re
 import struct
 import zipfile
@@ -22,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import run_snakemake
 from .conftest import (
     CANARY_DATES,
     canary_strings,
@@ -117,6 +125,9 @@ def search(root: Path, needles: list[str], under: tuple[str, ...]) -> list[tuple
         rel = p.relative_to(root).as_posix()
         for m in pattern.finditer(rel.encode()):
             hits.add((f"{rel} (file name)", owner[m.group().lower()]))
+        if p.is_symlink():
+            for m in pattern.finditer(os.readlink(p).encode()):
+                hits.add((f"{rel} (link target)", owner[m.group().lower()]))
         if not p.is_file():
             continue
         for label, blob in member_blobs(p):
@@ -168,12 +179,6 @@ def test_no_folder_name_canary_in_results(hits):
     assert not found, "input folder names leaked:\n" + _show(found)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: snakemake's own provenance (.snakemake/metadata, .snakemake/log) "
-    "records the input paths of every job, hence the cohort dir and DICOM folder names; "
-    "name input folders by pseudonym (docs/reliability.md)",
-)
 def test_no_folder_name_canary_in_snakemake_metadata(hits):
     folders = set(folder_canaries())
     found = [h for h in hits if h[1] in folders and h[0].startswith(".snakemake/")]
@@ -185,3 +190,89 @@ def test_intervals_are_day_offsets_never_dates(hits):
     dates = set(date_forms())
     found = [h for h in hits if h[1] in dates]
     assert not found, _show(found)
+
+
+# --------------------------------------------------------------------------- how: the links
+def _record(study: Path, output: str) -> dict:
+    """Snakemake's metadata record of one output file (its key is the base64 of the path)."""
+    import base64
+
+    key = base64.urlsafe_b64encode(output.encode()).decode()
+    return json.loads((study / ".snakemake" / "metadata" / key).read_text(encoding="utf-8"))
+
+
+def test_jobs_read_the_cohort_through_pseudonymous_links(canary_study: Path, canary_cohort: Path):
+    links = canary_study / "input_links"
+    assert os.path.samefile(links / "cohort", canary_cohort)
+    assert (links / "P0001" / "post" / "AP").is_symlink()
+    rec = _record(canary_study, "results/nifti/P0001/post/DP.nii.gz")
+    assert rec["input"] == sorted(
+        [f"input_links/P0001/post/{ph}" for ph in ("PS", "AP", "PVP", "DP")]
+        + ["input_links/P0001/pre/DP"]
+    )
+    assert "--cohort-dir input_links/cohort " in rec["shellcmd"]
+    rec = _record(canary_study, "results/masks/P0001/pre.nii.gz")
+    assert "input_links/P0001/pre/roi.nii.gz" in rec["input"]
+
+
+def test_interval_is_kept_as_a_day_offset(canary_study: Path):
+    """The canary post study is 30 days after the pre study: only that count is kept."""
+    files = sorted((canary_study / "results" / "nifti").glob("*/*/acquisition.json"))
+    assert len(files) == 20
+    for f in files:
+        acq = json.loads(f.read_text(encoding="utf-8"))
+        expected = 30 if f.parent.name == "post" else 0
+        assert {a["days_from_pre"] for a in acq.values()} == {expected}, f
+
+
+def _planned_jobs(text: str, rule: str) -> list[str]:
+    """``patient/timepoint`` of every planned job of ``rule`` in a dry run's printout."""
+    jobs = []
+    for block in re.split(r"\n(?:local)?rule ", text)[1:]:
+        if block.startswith(f"{rule}:"):
+            wc = block.split("wildcards: ", 1)[1].splitlines()[0]
+            parts = dict(kv.split("=", 1) for kv in wc.split(", "))
+            jobs.append(f"{parts['patient']}/{parts['timepoint']}")
+    return sorted(jobs)
+
+
+@contextlib.contextmanager
+def _mtime_now(path: Path) -> Iterator[None]:
+    """Set the modification time of ``path`` itself (a link: the link) to now; restore it."""
+    import time
+
+    st = os.lstat(path)
+    try:
+        now = time.time_ns() + 5_000_000_000
+        os.utime(path, ns=(now, now), follow_symlinks=False)
+        yield
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def test_a_changed_dicom_folder_or_row_still_reruns_its_job(
+    canary_study: Path, canary_cohort: Path, hits
+):
+    """Snakemake takes the newer of a link's and its target's mtime: a DICOM folder changed
+    behind a link plans that conversion again (and what follows it), nothing else; so does
+    a link rewritten because its series.csv row changed. The printout names pseudonyms only."""
+    import pandas as pd
+
+    series = pd.read_csv(canary_cohort / "series.csv", dtype=str)
+    row = series[(series.patient_id == "P0001") & (series.timepoint == "pre")]
+    folder = canary_cohort / row[row.phase == "AP"]["dicom_dir"].iloc[0]
+    cases = [
+        (folder, ["P0001/pre"]),  # files added to / removed from the folder
+        (canary_study / "input_links/P0002/pre/DP", ["P0002/post", "P0002/pre"]),  # row edited
+    ]
+    for path, expected in cases:
+        with _mtime_now(path):
+            res = run_snakemake(canary_study, "-n", configfile="run.yaml", timeout=600)
+        text = res.stdout + res.stderr
+        assert res.returncode == 0, text[-3000:]
+        assert _planned_jobs(text, "convert") == expected, text[-3000:]
+        assert "crop" in text
+        found = [n for n in folder_canaries() if n.lower() in text.lower()]
+        assert not found, found
+    res = run_snakemake(canary_study, "-n", configfile="run.yaml", timeout=600)
+    assert _planned_jobs(res.stdout + res.stderr, "convert") == []  # mtimes restored

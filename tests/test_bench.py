@@ -1,0 +1,60 @@
+"""The benchmark runner's own arithmetic (bench/run_all.py): study breakdown and configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run_all():
+    spec = importlib.util.spec_from_file_location("run_all", REPO / "bench" / "run_all.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write_bench(path: Path, seconds: float, rss: str, end: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "s\th:m:s\tmax_rss\tmax_vms\n" + f"{seconds}\t0:00:01\t{rss}\t1\n", encoding="utf-8"
+    )
+    os.utime(path, (end, end))
+
+
+def test_study_rows_union_of_job_intervals_and_per_rule_totals(tmp_path: Path, run_all):
+    bench = tmp_path / "results" / "benchmarks"
+    # two overlapping jobs [100, 110] and [105, 120], then a gap, then [200, 204]:
+    # busy 20 + 4 = 24 s (not the 104 s span)
+    write_bench(bench / "register" / "P1" / "pre.tsv", 10.0, "100", 1110.0)
+    write_bench(bench / "register" / "P1" / "post.tsv", 15.0, "300", 1120.0)
+    write_bench(bench / "crop" / "P1.tsv", 4.0, "-", 1204.0)
+    rows = {(r["case"], r["metric"]): r for r in run_all.study_rows(tmp_path, None)}
+    wall = rows[("whole study (union of job intervals)", "wall_s")]
+    assert float(wall["value"]) == pytest.approx(24.0)
+    assert wall["target"] == "<= 900"
+    assert rows[("all rules", "jobs")]["value"] == "3"
+    assert float(rows[("all rules", "job_s_total")]["value"]) == pytest.approx(29.0)
+    assert float(rows[("register", "job_s_total")]["value"]) == pytest.approx(25.0)
+    assert float(rows[("register", "job_s_median")]["value"]) == pytest.approx(12.5)
+    assert float(rows[("register", "peak_rss_mb")]["value"]) == pytest.approx(300.0)
+    assert float(rows[("crop", "share_of_job_s")]["value"]) == pytest.approx(4 / 29, rel=1e-3)
+
+
+def test_study_rows_prefer_the_measured_wall_time(tmp_path: Path, run_all):
+    write_bench(tmp_path / "results" / "benchmarks" / "crop" / "P1.tsv", 4.0, "1", 1000.0)
+    rows = run_all.study_rows(tmp_path, 812.5)
+    assert rows[0]["case"] == "whole study (snakemake --cores 2)"
+    assert float(rows[0]["value"]) == pytest.approx(812.5)
+
+
+def test_synthetic_config_splits_like_the_default_study(run_all):
+    assert run_all.synthetic_config(289) == "synthetic: {n_train: 254, n_test: [20, 15]}\n"
+    assert run_all.synthetic_config(50) == "synthetic: {n_train: 44, n_test: [3, 3]}\n"
+    # the schema's minimums: 4 training patients, 2 per test site
+    assert run_all.synthetic_config(5) == "synthetic: {n_train: 4, n_test: [2, 2]}\n"
