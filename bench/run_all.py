@@ -176,6 +176,21 @@ def dag_rows(sizes: tuple[int, ...], repeats: int) -> list[dict[str, str]]:
     return rows
 
 
+def _timed_snakemake(
+    work: Path, target: str, args: list[str]
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run the workflow in ``work`` for ``target``; (the finished process, wall seconds)."""
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [*snakemake_cmd(work), target, *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=False,
+    )
+    return res, time.perf_counter() - t0
+
+
 def growth_rows(sizes: tuple[int, ...], cores: int) -> list[dict[str, str]]:
     """Preprocessing wall time for growing synthetic cohorts (generation timed apart)."""
     rows = []
@@ -186,28 +201,12 @@ def growth_rows(sizes: tuple[int, ...], cores: int) -> list[dict[str, str]]:
             cfg = work / "c.yaml"
             cfg.write_text(synthetic_config(n), encoding="utf-8")
             common = ["--configfile", str(cfg), "--cores", str(cores), "--quiet", "all"]
-            t0 = time.perf_counter()
-            gen = subprocess.run(
-                [*snakemake_cmd(work), "results/synthetic/truth.csv", *common],
-                capture_output=True,
-                text=True,
-                env=_env(),
-                check=False,
-            )
-            t_gen = time.perf_counter() - t0
+            gen, t_gen = _timed_snakemake(work, "results/synthetic/truth.csv", common)
             if gen.returncode != 0:
                 sys.stderr.write(gen.stdout[-3000:] + gen.stderr[-3000:])
                 rows.append(row("growth", f"{n} patients", "error", "synthetic cohort failed"))
                 continue
-            t0 = time.perf_counter()
-            res = subprocess.run(
-                [*snakemake_cmd(work), "results/qc/crops.csv", *common],
-                capture_output=True,
-                text=True,
-                env=_env(),
-                check=False,
-            )
-            wall = time.perf_counter() - t0
+            res, wall = _timed_snakemake(work, "results/qc/crops.csv", common)
             if res.returncode != 0:
                 sys.stderr.write(res.stderr[-3000:])
                 rows.append(row("growth", f"{n} patients", "error", f"exit {res.returncode}"))
