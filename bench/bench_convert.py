@@ -8,7 +8,10 @@ without its BIDS sidecar (``-b n``).
 
 Columns: ``recur_s`` (in-process :func:`recur.convert.convert_series`), ``recur_cli_s`` (the
 ``python -m recur convert`` command, Python start-up included), ``dcm2niix_s`` (its binary, a
-subprocess), ``ratio`` = recur_s / dcm2niix_s (< 1: recur faster). Median of ``--repeats``.
+subprocess), ``ratio`` = recur_s / dcm2niix_s (< 1: recur faster); the same in CPU seconds
+(``recur_cpu_s``, ``dcm2niix_cpu_s``, ``cpu_ratio``: steadier on a shared machine). Median of
+``--repeats``. recur converts the two echoes with one reader (one parse of the folder), as one
+job would; its gzip is ISA-L's when the ``isal`` package is installed (recur.io.gzip_file).
 
     .venv/bin/python bench/bench_convert.py [--repeats 5] [--csv out.csv]
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -78,18 +82,28 @@ def write_mr_series(folder: Path, n: int = 30, size: int = 192, seed: int = 0) -
         ds.save_as(folder / f"{generate_uid()[-12:]}.dcm", enforce_file_format=True)
 
 
-def _median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median seconds of each function, the runs interleaved (a, b, a, b, ...) so that a
-    change of machine load affects all of them alike."""
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (dcm2niix runs as one)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _median_times(fns: list[Callable[[], object]], repeats: int) -> tuple[list[float], list[float]]:
+    """Median wall and CPU seconds of each function, the runs interleaved (a, b, a, b, ...)
+    so that a change of machine load affects all of them alike. CPU time is the steadier
+    figure on a shared machine."""
     for fn in fns:
         fn()  # warm-up (file cache, imports)
-    times: list[list[float]] = [[] for _ in fns]
+    walls: list[list[float]] = [[] for _ in fns]
+    cpus: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, ts in zip(fns, times, strict=True):
-            t = time.perf_counter()
+        for fn, ws, cs in zip(fns, walls, cpus, strict=True):
+            c, t = _cpu(), time.perf_counter()
             fn()
-            ts.append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times]
+            ws.append(time.perf_counter() - t)
+            cs.append(_cpu() - c)
+    return [statistics.median(w) for w in walls], [statistics.median(c) for c in cpus]
 
 
 def run(repeats: int) -> pd.DataFrame:
@@ -113,8 +127,12 @@ def run(repeats: int) -> pd.DataFrame:
             out.mkdir(exist_ok=True)
 
             def ours(folder=folder, echoes=echoes, out=out) -> None:
+                # one reader, as one job: both echoes from one parse of the folder (dcm2niix
+                # also writes both in one run)
+                reader = convert.SeriesReader(settings)
                 for e in echoes:
-                    convert.convert_series(folder, out / f"r{e}.nii.gz", echo=e, settings=settings)
+                    res = reader(folder, echo=e)
+                    convert.write_nifti(res.image, out / f"r{e}.nii.gz", settings.compression_level)
 
             def cli(folder=folder, echoes=echoes, out=out) -> None:
                 for e in echoes:
@@ -155,10 +173,11 @@ def run(repeats: int) -> pd.DataFrame:
                 )
 
             if DCM2NIIX:
-                t_ours, t_d2n = _median_times([ours, theirs], repeats)
+                (t_ours, t_d2n), (c_ours, c_d2n) = _median_times([ours, theirs], repeats)
             else:
-                (t_ours,), t_d2n = _median_times([ours], repeats), float("nan")
-            (t_cli,) = _median_times([cli], max(1, min(repeats, 3)))
+                ((t_ours,), (c_ours,)) = _median_times([ours], repeats)
+                t_d2n = c_d2n = float("nan")
+            (t_cli,), _ = _median_times([cli], max(1, min(repeats, 3)))
             rows.append(
                 {
                     "series": name,
@@ -166,6 +185,9 @@ def run(repeats: int) -> pd.DataFrame:
                     "recur_cli_s": round(t_cli, 4),
                     "dcm2niix_s": round(t_d2n, 4),
                     "ratio": round(t_ours / t_d2n, 3),
+                    "recur_cpu_s": round(c_ours, 4),
+                    "dcm2niix_cpu_s": round(c_d2n, 4),
+                    "cpu_ratio": round(c_ours / c_d2n, 3),
                     "repeats": repeats,
                 }
             )

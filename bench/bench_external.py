@@ -14,7 +14,8 @@ clinical + the chosen signature's information).
         [--n-test 500 500 --seed 7] [--workers 2] [--csv out.csv]
 
 The cohort is generated first when ``--cohort`` does not exist (``recur synth``; ~0.6 CPU s
-per patient); crops are cached in ``--work`` so an interrupted run resumes.
+per patient); crops are cached in ``--work``/<digest of the image settings> so an interrupted
+run resumes and a bundle made with other crop settings never reuses them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,15 @@ sys.path.insert(0, str(REPO / "src"))
 
 log = logging.getLogger("bench_external")
 _STATE: dict = {}
+
+
+def image_settings_key(settings: dict) -> str:
+    """A short digest of the settings that make the crops (convert ... crop, margin)."""
+    import hashlib
+    import json
+
+    parts = {k: settings.get(k) for k in ("convert", "registration", "crop", "margin")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _init(bundle_dir: str, cohort: str, work: str) -> None:
@@ -108,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "recur", "synth", str(cohort), "--n-train", "2"]
         cmd += ["--n-test", *map(str, a.n_test), "--seed", str(a.seed)]
         subprocess.run(cmd, check=True)
-    work = (a.work or cohort.parent / "bench_external_work").resolve()
-    (work / "crops").mkdir(parents=True, exist_ok=True)
     bundle_dir = (a.study / "results" / "bundle").resolve()
     bundle = load_bundle(bundle_dir)
+    # the crop cache is only valid for the image settings it was made with
+    work = (a.work or cohort.parent / "bench_external_work").resolve() / image_settings_key(
+        bundle.settings
+    )
+    (work / "crops").mkdir(parents=True, exist_ok=True)
     clinical = pd.read_csv(cohort / "clinical.csv", dtype={"patient_id": str})
     ext = clinical[clinical["cohort"] == "test"].iloc[:: a.stride].reset_index(drop=True)
     if a.limit:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 def _one(args: argparse.Namespace) -> None:
     """Child process: train one model once and print a JSON line of measurements."""
+    from recur.config import defaults
     from recur.train import Architecture, TrainSettings, configure_torch, run_training
 
     configure_torch(0, args.threads)
@@ -35,7 +36,8 @@ def _one(args: argparse.Namespace) -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     outdir = Path(tempfile.mkdtemp(prefix="bench_train_"))
     run_training(
-        Architecture(args.one),
+        # the default config's input: ROI channels for the models train.roi_channel lists
+        Architecture(args.one, roi_channel=args.one in defaults()["train"]["roi_channel"]),
         TrainSettings(epochs=args.epochs, patience=args.epochs),
         fold="full",
         crossfit_k=5,

@@ -12,9 +12,18 @@ BUNDLE_SETTINGS = json.dumps(
         "convert": config["convert"],
         "registration": config["registration"],
         "crop": config["crop"],
+        # the post-to-pre registration (crop.post_frame: pre)
+        "margin": config["margin"],
         "architecture": {
             k: config["train"][k]
-            for k in ("widths", "blocks", "gru_hidden", "dropout", "max_pool")
+            for k in (
+                "widths",
+                "blocks",
+                "gru_hidden",
+                "dropout",
+                "max_pool",
+                "roi_channel",
+            )
         },
         "clinical": config["clinical"],
         "dl_clinical": config["dl_clinical"],

@@ -132,39 +132,43 @@ def cohort_input(*names):
 
 
 def series_dirs(wildcards):
-    """The links to the DICOM folders of one patient and time point (directory source; the
-    post time point also reads the pre DP folder for the interval), else the cohort."""
+    """The links to the 8 DICOM folders of one patient, both time points (directory source),
+    else the cohort."""
     if COHORT is None:
         return [COHORT_DIR]
-    links = [
-        input_links.series_link(wildcards.patient, wildcards.timepoint, p)
+    return [
+        input_links.series_link(wildcards.patient, t, p)
+        for t in TIMEPOINTS
         for p in PHASES
     ]
-    if wildcards.timepoint == "post":
-        links.append(input_links.series_link(wildcards.patient, "pre", "DP"))
-    return links
 
 
 def roi_mask(wildcards):
-    """The link to the ROI mask of one patient and time point (directory source), else the
-    cohort."""
+    """The links to the ROI masks of one patient, both time points (directory source), else
+    the cohort."""
     if COHORT is None:
         return [COHORT_DIR]
-    return [input_links.roi_link(wildcards.patient, wildcards.timepoint)]
+    return [input_links.roi_link(wildcards.patient, t) for t in TIMEPOINTS]
+
+
+def post_to_pre_input(wildcards):
+    """The cross-time transform the crop job carries the post phases with (crop.post_frame
+    'pre'; none for 'own')."""
+    if config["crop"]["post_frame"] != "pre":
+        return []
+    return [f"{RESULTS}/margin/{wildcards.patient}/post_to_pre.tfm"]
 
 
 def series_uid_digest(wildcards):
-    """A digest of the series_uid column of one patient and time point (a changed UID reruns
-    that job; the UIDs themselves never reach snakemake's records)."""
+    """A digest of the series_uid column of one patient (a changed UID reruns that patient's
+    conversion; the UIDs themselves never reach snakemake's records)."""
     if COHORT is None or "series_uid" not in COHORT.series:
         return "none"
     import hashlib
 
     # the rows as pandas' to_csv wrote them (same digest), from an index built once: a
     # per-job pandas lookup costs ~1 ms, i.e. minutes of DAG building for 10,000 patients
-    rows = _SERIES_UIDS.get((wildcards.patient, wildcards.timepoint), [])
-    if wildcards.timepoint != "pre":
-        rows = rows + _SERIES_UIDS.get((wildcards.patient, "pre"), [])
+    rows = [r for t in TIMEPOINTS for r in _SERIES_UIDS.get((wildcards.patient, t), [])]
     text = "".join(
         ",".join(_csv_cell(v) for v in r) + "\n"
         for r in [("timepoint", "phase", "series_uid"), *sorted(rows)]

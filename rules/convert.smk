@@ -1,21 +1,32 @@
-# DICOM -> de-identified NIfTI, one job per patient and time point (issue 3)
+# DICOM -> de-identified NIfTI, one job per patient: both time points, 8 series (issue 3).
+#
+# One job per patient rather than per time point (docs/cluster.md, Scale): Snakemake's own
+# cost is per job (DAG building, scheduling, a cluster job step), and each job pays a Python +
+# pydicom + SimpleITK start-up; the post time point also needs the pre DP examination date
+# for its day offsets, which a per-patient job has at hand. A changed DICOM folder or
+# series.csv row of a patient reruns that patient's conversion.
 
 
 rule convert:
     input:
         series_dirs,
     output:
-        # intermediate files (one set per patient and time point): not in the HTML report
+        # intermediate files (one set per patient): not in the HTML report
         nifti=expand(
             f"{RESULTS}/nifti/{{patient}}/{{timepoint}}/{{phase}}.nii.gz",
+            timepoint=TIMEPOINTS,
             phase=PHASES,
             allow_missing=True,
         ),
-        acquisition=f"{RESULTS}/nifti/{{patient}}/{{timepoint}}/acquisition.json",
+        acquisition=expand(
+            f"{RESULTS}/nifti/{{patient}}/{{timepoint}}/acquisition.json",
+            timepoint=TIMEPOINTS,
+            allow_missing=True,
+        ),
     log:
-        f"{LOGS}/convert/{{patient}}/{{timepoint}}.log",
+        f"{LOGS}/convert/{{patient}}.log",
     benchmark:
-        f"{BENCH}/convert/{{patient}}/{{timepoint}}.tsv"
+        f"{BENCH}/convert/{{patient}}.tsv"
     conda:
         "../envs/imaging.yaml"
     threads: 1
@@ -25,9 +36,10 @@ rule convert:
     params:
         cohort_dir=COHORT_DIR,
         series_table=config["cohort"]["series"] if COHORT is not None else "series.csv",
-        outdir=lambda wc: f"{RESULTS}/nifti/{wc.patient}/{wc.timepoint}",
-        # editing this job's rows of series.csv reruns this job only: a changed dicom_dir
-        # replaces its input link (newer than the outputs), a changed series_uid this digest
+        outdir=lambda wc: f"{RESULTS}/nifti/{wc.patient}",
+        # editing this patient's rows of series.csv reruns this job only: a changed
+        # dicom_dir replaces its input link (newer than the outputs), a changed series_uid
+        # this digest
         series_uids=series_uid_digest,
         spacing_tolerance=config["convert"]["spacing_tolerance"],
         orientation_tolerance=config["convert"]["orientation_tolerance"],
@@ -36,9 +48,9 @@ rule convert:
         compression_level=config["convert"]["compression_level"],
         on_failure=ON_FAILURE,
     shell:
-        "python -m recur --threads {threads} convert-timepoint --cohort-dir {params.cohort_dir:q}"
+        "python -m recur --threads {threads} convert-patient --cohort-dir {params.cohort_dir:q}"
         " --series-table {params.series_table:q} --patient {wildcards.patient:q}"
-        " --timepoint {wildcards.timepoint} --outdir {params.outdir:q}"
+        " --outdir {params.outdir:q}"
         " --spacing-tolerance {params.spacing_tolerance}"
         " --orientation-tolerance {params.orientation_tolerance}"
         " --stack-tolerance-mm {params.stack_tolerance_mm}"

@@ -56,6 +56,7 @@ rule margin_register:
         exclude=MARGIN["exclude_mm"],
         interpolation=MARGIN["zone_interpolation"],
         seed=MARGIN["seed"],
+        on_failure=ON_FAILURE,
     shell:
         "python -m recur --threads {threads} margin-register --patient {wildcards.patient}"
         " --pre-dp {input.pre_dp:q} --post-dp {input.post_dp:q}"
@@ -70,7 +71,8 @@ rule margin_register:
         " --bspline-spacing-mm {params.bspline_spacing}"
         " --bspline-iterations {params.bspline_iterations}"
         " --max-displacement-mm {params.max_displacement} --exclude-mm {params.exclude}"
-        " --zone-interpolation {params.interpolation} --seed {params.seed} > {log:q} 2>&1"
+        " --zone-interpolation {params.interpolation} --seed {params.seed}"
+        " --on-failure {params.on_failure} > {log:q} 2>&1"
 
 
 rule margin_metrics:

@@ -91,6 +91,9 @@ rule train_dl:
         hidden=config["train"]["gru_hidden"],
         dropout=config["train"]["dropout"],
         max_pool="" if config["train"]["max_pool"] else "--no-max-pool",
+        roi_channel=lambda wc: (
+            "--roi-channel" if wc.model in config["train"]["roi_channel"] else ""
+        ),
         augment=(
             f"--rotate-deg {config['train']['augment']['rotate_deg']}"
             f" --intensity-scale {config['train']['augment']['intensity_scale']}"
@@ -112,7 +115,7 @@ rule train_dl:
         " --learning-rate {params.learning_rate} --weight-decay {params.weight_decay}"
         " --seed {params.seed} --widths {params.widths} --blocks {params.blocks}"
         " --hidden {params.hidden} --dropout {params.dropout} {params.max_pool}"
-        " {params.augment}"
+        " {params.roi_channel} {params.augment}"
         " > {log:q} 2>&1"
 
 

@@ -1,11 +1,11 @@
 # Registration of PS/AP/PVP onto DP, mask checks, 3-slice 128x128 crops, QC (issue 3)
 #
-# One `register` job per patient and time point first checks the ROI mask against DP (as
-# `check-mask` does; its messages also in logs/check_mask/) and then registers, in one
-# process: the registration reads the checked mask, so any change that reruns the check
-# reruns the registration anyway, and one job instead of two per patient and time point saves
-# Snakemake 2 of its 9 jobs per patient (DAG building, scheduling) and an interpreter start-up
-# (~0.5 CPU s) per job (docs/cluster.md).
+# One `register` job per patient checks the ROI masks of both time points against their DP
+# (as `check-mask` does; its messages also in logs/check_mask/) and registers both time
+# points, in one process: the registration reads the checked mask, so any change that reruns
+# a check reruns the registration anyway. One job per patient instead of two checks and two
+# registrations saves Snakemake 3 jobs per patient (DAG building, scheduling) and the
+# interpreter start-ups (~0.5 CPU s each) (docs/cluster.md).
 
 REG = config["registration"]
 CROP = config["crop"]
@@ -15,38 +15,50 @@ rule register:
     input:
         nifti=expand(
             f"{RESULTS}/nifti/{{patient}}/{{timepoint}}/{{phase}}.nii.gz",
+            timepoint=TIMEPOINTS,
             phase=PHASES,
             allow_missing=True,
         ),
         roi=roi_mask,
     output:
-        # the checked, de-identified ROI mask (check-mask) and the registration
-        mask=f"{RESULTS}/masks/{{patient}}/{{timepoint}}.nii.gz",
+        # the checked, de-identified ROI masks (check-mask) and the registrations
+        mask=expand(
+            f"{RESULTS}/masks/{{patient}}/{{timepoint}}.nii.gz",
+            timepoint=TIMEPOINTS,
+            allow_missing=True,
+        ),
         images=expand(
             f"{RESULTS}/registered/{{patient}}/{{timepoint}}/{{phase}}.nii.gz",
+            timepoint=TIMEPOINTS,
             phase=PHASES,
             allow_missing=True,
         ),
         transforms=expand(
             f"{RESULTS}/registered/{{patient}}/{{timepoint}}/{{phase}}.tfm",
+            timepoint=TIMEPOINTS,
             phase=[p for p in PHASES if p != "DP"],
             allow_missing=True,
         ),
-        qc=f"{RESULTS}/registered/{{patient}}/{{timepoint}}/qc.csv",
+        qc=expand(
+            f"{RESULTS}/registered/{{patient}}/{{timepoint}}/qc.csv",
+            timepoint=TIMEPOINTS,
+            allow_missing=True,
+        ),
     log:
-        check_mask=f"{LOGS}/check_mask/{{patient}}/{{timepoint}}.log",
-        register=f"{LOGS}/register/{{patient}}/{{timepoint}}.log",
+        check_mask=f"{LOGS}/check_mask/{{patient}}.log",
+        register=f"{LOGS}/register/{{patient}}.log",
     benchmark:
-        f"{BENCH}/register/{{patient}}/{{timepoint}}.tsv"
+        f"{BENCH}/register/{{patient}}.tsv"
     conda:
         "../envs/imaging.yaml"
     threads: REG["threads"]
     resources:
         mem_mb=3000,
-        runtime=10,
+        runtime=15,
     params:
-        indir=lambda wc: f"{RESULTS}/nifti/{wc.patient}/{wc.timepoint}",
-        outdir=lambda wc: f"{RESULTS}/registered/{wc.patient}/{wc.timepoint}",
+        nifti=lambda wc: f"{RESULTS}/nifti/{wc.patient}",
+        outdir=lambda wc: f"{RESULTS}/registered/{wc.patient}",
+        masks=lambda wc: f"{RESULTS}/masks/{wc.patient}",
         cohort=cohort_args(),
         transform=REG["transform"],
         shrink=" ".join(str(x) for x in REG["shrink_factors"]),
@@ -61,10 +73,10 @@ rule register:
         margin=REG["mask_margin_mm"],
         on_failure=ON_FAILURE,
     shell:
-        "python -m recur --threads {threads} register --check-roi {params.cohort}"
-        " --patient {wildcards.patient:q} --timepoint {wildcards.timepoint}"
-        " --check-log {log.check_mask:q} --indir {params.indir:q}"
-        " --mask {output.mask:q} --outdir {params.outdir:q} --transform {params.transform}"
+        "python -m recur --threads {threads} register-patient --check-roi {params.cohort}"
+        " --patient {wildcards.patient:q} --check-log {log.check_mask:q}"
+        " --nifti-dir {params.nifti:q} --mask-dir {params.masks:q}"
+        " --outdir {params.outdir:q} --transform {params.transform}"
         " --shrink-factors {params.shrink} --smoothing-sigmas-mm {params.sigmas}"
         " --histogram-bins {params.bins} --sampling-fraction {params.fraction}"
         " --min-samples {params.min_samples} --iterations {params.iterations}"
@@ -87,6 +99,8 @@ rule crop:
         ),
         mask_pre=f"{RESULTS}/masks/{{patient}}/pre.nii.gz",
         mask_post=f"{RESULTS}/masks/{{patient}}/post.nii.gz",
+        # crop.post_frame 'pre': the post phases are carried onto the pre crop's grid
+        post_to_pre=post_to_pre_input,
     output:
         npz=f"{RESULTS}/crops/{{patient}}.npz",
         qc=report(
@@ -113,6 +127,10 @@ rule crop:
         spacing=CROP["spacing_mm"],
         normalisation=CROP["normalisation"],
         region=CROP["region"],
+        post_frame=CROP["post_frame"],
+        post_to_pre=lambda wc, input: (
+            f"--post-to-pre {input.post_to_pre[0]}" if input.post_to_pre else ""
+        ),
         on_failure=ON_FAILURE,
     shell:
         "python -m recur --threads {threads} crop --patient {wildcards.patient:q}"
@@ -120,7 +138,8 @@ rule crop:
         " --mask-pre {input.mask_pre:q} --mask-post {input.mask_post:q}"
         " --out {output.npz:q} --qc {output.qc:q} --size {params.size}"
         " --spacing-mm {params.spacing} --normalisation {params.normalisation}"
-        " --region {params.region} --on-failure {params.on_failure} > {log:q} 2>&1"
+        " --region {params.region} --post-frame {params.post_frame} {params.post_to_pre}"
+        " --on-failure {params.on_failure} > {log:q} 2>&1"
 
 
 rule crop_qc:

@@ -537,6 +537,161 @@ def test_convert_timepoint_all_or_nothing(tmp_path):
     assert not out.exists() or list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize(("stored", "signed"), [(16, 0), (12, 0), (12, 1), (16, 1), (10, 1)])
+def test_native_pixels_equal_pydicom_pixel_array(tmp_path, stored, signed):
+    """The fast path reads the same values, in the same dtype, as pydicom (unused high bits
+    holding garbage: cleared, or sign-extended from bit ``stored - 1``)."""
+    raw = np.random.default_rng(stored + signed).integers(0, 1 << 16, (6, 5), dtype=np.uint16)
+    raw[0, :4] = [0x0FFF, 0xF800, 0x0800, 0x07FF]
+    f = tmp_path / "a.dcm"
+    extra = {"BitsStored": stored, "HighBit": stored - 1, "PixelRepresentation": signed}
+    write_slice(f, raw, (0.0, 0.0, 0.0), extra=extra)
+    ds = pydicom.dcmread(f, defer_size=convert.DEFER_BYTES)
+    fast = convert.native_pixels(ds)
+    assert fast is not None
+    ref = pydicom.dcmread(f).pixel_array
+    assert fast.dtype == ref.dtype
+    assert np.array_equal(fast, ref)
+    if (stored, signed) == (12, 0):  # by hand: the low 12 bits
+        assert fast[0, :4].tolist() == [0x0FFF, 0x0800, 0x0800, 0x07FF]
+    if (stored, signed) == (12, 1):  # by hand: bit 11 is the sign
+        assert fast[0, :4].tolist() == [-1, -2048, -2048, 2047]
+
+
+def test_native_pixels_leave_compressed_data_to_pydicom(testdata):
+    folder = testdata / "dicom2nifti/tests/data/generic/compressed_rle/001"
+    ds = pydicom.dcmread(next(p for p in sorted(folder.iterdir()) if p.is_file()))
+    assert convert.native_pixels(ds) is None
+    assert READ(folder).n_slices > 1  # decoded by pydicom's RLE plugin
+
+
+def test_reader_parses_a_folder_once_for_two_series(tmp_path):
+    """A second series of the same folder reuses the parsed headers; a changed file is read
+    afresh."""
+    folder = tmp_path / "both"
+    write_stack(folder, n=3, series_uid="1.2.3.4.1", seed=1)
+    write_stack(folder, n=4, series_uid="1.2.3.4.2", seed=2, intercept=5, slope=1)
+    reader = SeriesReader()
+    first = reader(folder, series_uid="1.2.3.4.1")
+    parsed = {id(s.ds) for s in reader._last[1]}
+    second = reader(folder, series_uid="1.2.3.4.2")
+    assert {id(s.ds) for s in reader._last[1]} == parsed  # not parsed again
+    assert (first.n_slices, second.n_slices) == (3, 4)
+    assert sitk.GetArrayFromImage(second.image)[0, 0, 0] == slice_pixels(0)[0, 0] + 5
+    # a slice of series 2 rewritten (new pixels, new mtime): the folder is read again
+    victim = next(
+        p for p in folder.iterdir() if pydicom.dcmread(p).SeriesInstanceUID == "1.2.3.4.2"
+    )
+    ds = pydicom.dcmread(victim)
+    ds.RescaleIntercept = "7"
+    ds.save_as(victim)
+    again = reader(folder, series_uid="1.2.3.4.2")
+    assert {id(s.ds) for s in reader._last[1]}.isdisjoint(parsed)
+    z = round(float(ds.ImagePositionPatient[2]) - 30.0) // 2  # slice index of the victim
+    assert sitk.GetArrayFromImage(again.image)[z, 0, 0] == slice_pixels(z)[0, 0] + 7
+
+
+def test_series_table_rows_as_the_contract_reads_them(tmp_path):
+    """The pandas-free reader of the conversion job finds what recur.contract finds."""
+    from recur import contract
+
+    text = (
+        "\ufeffpatient_id , timepoint,phase,dicom_dir,series_uid\n"
+        'P1,pre,AP,"dicom/with, comma",  1.2.3 \n'
+        "P1, pre,DP,dicom/P1 dp ,\n"
+        "\n"
+        "P2,post,AP,x/y\n"
+        "P2,post,AP,x/z,\n"
+    )
+    (tmp_path / "series.csv").write_text(text, encoding="utf-8")
+    rows = convert.read_series_table(tmp_path, "series.csv")
+    table = contract.read_table(tmp_path / "series.csv")
+    table["series_uid"] = table["series_uid"].fillna("").astype(str).str.strip()
+    for key in (("P1", "pre", "AP"), ("P1", "pre", "DP")):
+        row = contract.series_row(table, *key)
+        assert convert.series_lookup(rows, *key) == (row["dicom_dir"], row["series_uid"])
+    assert convert.series_lookup(rows, "P1", "pre", "AP") == ("dicom/with, comma", "1.2.3")
+    for key in (("P2", "post", "AP"), ("P3", "pre", "AP")):  # twice / missing: refused alike
+        with pytest.raises(contract.ContractError) as ours:
+            convert.series_lookup(rows, *key)
+        with pytest.raises(contract.ContractError) as theirs:
+            contract.series_row(table, *key)
+        assert str(ours.value) == str(theirs.value)
+    (tmp_path / "bad.csv").write_text("patient_id,timepoint,phase\nP1,pre,AP\n")
+    with pytest.raises(contract.ContractError, match="missing required column 'dicom_dir'"):
+        convert.read_series_table(tmp_path, "bad.csv")
+    with pytest.raises(contract.ContractError, match="file not found"):
+        convert.read_series_table(tmp_path, "none.csv")
+
+
+def _patient_cohort(tmp_path: Path, broken: str | None = None) -> Path:
+    """Both time points of P1 (post 41 days after pre); ``broken`` = 'tp/phase' lacks a slice."""
+    root = tmp_path / "cohort"
+    rows = ["patient_id,timepoint,phase,dicom_dir"]
+    for tp in ("pre", "post"):
+        for i, ph in enumerate(("PS", "AP", "PVP", "DP")):
+            rel = f"dicom/P1/{tp}/{ph}"
+            extra = {"StudyDate": "20190516"} if tp == "post" else None
+            if f"{tp}/{ph}" == broken:
+                write_stack(root / rel, positions=[0, 2, 4, 8], seed=i, extra=extra)
+            else:
+                write_stack(root / rel, n=4, seed=i, slope=1, intercept=i, extra=extra)
+            rows.append(f"P1,{tp},{ph},{rel}")
+    (root / "series.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_convert_patient_writes_both_time_points_like_convert_timepoint(tmp_path):
+    root = _patient_cohort(tmp_path)
+    out = tmp_path / "nifti" / "P1"
+    res = convert.convert_patient(root, "series.csv", "P1", out)
+    assert list(res) == ["pre", "post"]
+    for tp in ("pre", "post"):
+        names = sorted(p.name for p in (out / tp).iterdir())
+        assert names == ["AP.nii.gz", "DP.nii.gz", "PS.nii.gz", "PVP.nii.gz", "acquisition.json"]
+        # the same bytes as one time point converted alone (same reader, same writer)
+        alone = tmp_path / "alone" / tp
+        convert.convert_timepoint(root, "series.csv", "P1", tp, alone)
+        for f in (out / tp).iterdir():
+            assert f.read_bytes() == (alone / f.name).read_bytes(), (tp, f.name)
+    acq = json.loads((out / "post" / "acquisition.json").read_text())
+    assert [acq[ph]["days_from_pre"] for ph in acq] == [41, 41, 41, 41]
+
+
+def test_convert_patient_all_or_nothing_across_time_points(tmp_path):
+    root = _patient_cohort(tmp_path, broken="post/PVP")
+    out = tmp_path / "nifti" / "P1"
+    with pytest.raises(
+        RecurError, match=r"patient P1, post/PVP, folder 'dicom/P1/post/PVP': 1 missing slice"
+    ):
+        convert.convert_patient(root, "series.csv", "P1", out)
+    # the pre time point converted fine, but nothing (not even a temporary file) is left
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_cli_convert_patient_exclude_keeps_the_good_time_point(tmp_path):
+    from recur import exclusions
+
+    root = _patient_cohort(tmp_path, broken="pre/AP")
+    out = tmp_path / "nifti" / "P1"
+    argv = ["convert-patient", "--cohort-dir", str(root), "--patient", "P1", "--outdir", str(out)]
+    assert main(argv) == 2  # stop (default): refused, nothing written
+    assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+    assert main([*argv, "--on-failure", "exclude", "--compression-level", "6"]) == 0
+    pre = convert.timepoint_outputs(out / "pre")
+    assert all(exclusions.is_placeholder(p) for p in pre)
+    (record,) = exclusions.read_placeholder(pre[0])
+    assert (record.patient_id, record.stage, record.timepoint) == ("P1", "convert", "pre")
+    assert record.reason.startswith("patient P1, pre/AP, folder 'dicom/P1/pre/AP'")
+    post = convert.timepoint_outputs(out / "post")
+    assert not any(exclusions.is_placeholder(p) for p in post)
+    acq = json.loads((out / "post" / "acquisition.json").read_text())
+    assert acq["DP"]["days_from_pre"] == 41  # the pre DP date, read from its folder
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == sorted(
+        [p.name for p in pre] + [p.name for p in post]
+    )
+
+
 def test_cli_convert_and_refusal(tmp_path, capsys):
     write_stack(tmp_path / "ok", n=3)
     assert main(["convert", str(tmp_path / "ok"), str(tmp_path / "ok.nii.gz")]) == 0
@@ -754,9 +909,11 @@ def test_convert_rule_on_a_tiny_directory_cohort(tmp_path, repo_root):
             "PVP.nii.gz",
             "acquisition.json",
         ]
-        log = (work / "results" / "logs" / "convert" / "P1" / f"{tp}.log").read_text()
-        assert "3 slices" in log
-        assert "SECRETID987" not in log
-        assert (work / "results" / "benchmarks" / "convert" / "P1" / f"{tp}.tsv").is_file()
+    # one job per patient: one log and one benchmark for both time points
+    log = (work / "results" / "logs" / "convert" / "P1.log").read_text()
+    assert log.count("3 slices") == 8
+    assert "SECRETID987" not in log
+    assert (work / "results" / "benchmarks" / "convert" / "P1.tsv").is_file()
+    assert not (work / "results" / "nifti" / "P2").exists()
     arr = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "results/nifti/P1/post/AP.nii.gz")))
     assert np.array_equal(arr[0], slice_pixels(0).astype(int) + 6)  # post AP: seed 6

@@ -17,14 +17,18 @@ from recur.crops import (
     CropSettings,
     Normalise,
     bbox_centre,
+    carry_window,
     crop_2d,
     crop_arrays,
+    crop_carried,
     crop_patient_files,
     crop_qc_table,
     crop_stack,
     crop_timepoint,
+    in_plane_grid,
     largest_slice,
     neighbour_slices,
+    window_origins,
 )
 from recur.errors import RecurError
 
@@ -220,6 +224,96 @@ def test_real_mr_smaller_than_crop_is_padded(testdata: Path):
     assert np.isfinite(res.crops).all()
 
 
+# --------------------------------------------------------------------------- post on pre grid
+def test_window_origins_by_hand():
+    # window of size 4 at (row 10, col 8): first pixel at index (col 6, row 8, slice k)
+    got = window_origins(
+        (10.0, 20.0, 30.0), (2.0, 3.0, 4.0), np.eye(3).ravel(), (4, 5, 6), (10, 8), 4
+    )
+    np.testing.assert_allclose(got, [[22.0, 44.0, 46.0], [22.0, 44.0, 50.0], [22.0, 44.0, 54.0]])
+    flip_x = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    got = window_origins((10.0, 20.0, 30.0), (2.0, 3.0, 4.0), flip_x, (0,), (10, 8), 4)
+    np.testing.assert_allclose(got, [[10.0 - 12.0, 44.0, 30.0]])
+
+
+def test_carry_window_identity_is_crop_stack():
+    imgs, _ = volume_with_roi()
+    dp = imgs["DP"]
+    arr = sitk.GetArrayFromImage(dp)
+    slices, centre = (1, 2, 3), (3, 37)  # the window leaves the volume at the top right
+    got = carry_window(dp, in_plane_grid(dp, None), slices, centre, 8, sitk.Transform())
+    want = crop_stack(arr, slices, centre, 8)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(want).any()
+    np.testing.assert_allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=0, atol=1e-3)
+
+
+def shifted_pair(tx: int, ty: int, zone_offset: tuple[int, int]):
+    """A pre volume with a tumour disk and the same anatomy moved by (tx, ty) mm on the post
+    grid, with an ablation zone disk offset by ``zone_offset`` (rows, cols) from the tumour."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(100.0, 10.0, (5, 60, 60)).astype(np.float32)
+    zz, yy, xx = np.mgrid[0:5, 0:60, 0:60]
+    tumour = ((yy - 30) ** 2 + (xx - 28) ** 2 <= 36) & (zz >= 1) & (zz <= 3)
+    a[tumour] += 200.0
+    b = np.full_like(a, np.nan)
+    b[:, ty:, tx:] = a[:, : 60 - ty, : 60 - tx]
+    b = np.nan_to_num(b, nan=100.0)
+    dy, dx = zone_offset
+    zone = ((yy - 30 - ty - dy) ** 2 + (xx - 28 - tx - dx) ** 2 <= 81) & (zz >= 1) & (zz <= 3)
+
+    def image(x: np.ndarray) -> sitk.Image:
+        im = sitk.GetImageFromArray(x)
+        im.SetSpacing((1.0, 1.0, 2.0))
+        return im
+
+    pre = {ph: image(a) for ph in PHASES}
+    post = {ph: image(b) for ph in PHASES}
+    return pre, image(tumour.astype(np.uint8)), post, image(zone.astype(np.uint8))
+
+
+def test_crop_carried_undoes_a_known_shift_and_keeps_the_zone_offset():
+    tx, ty, offset = 5, 3, (2, -4)
+    pre, tumour, post, zone = shifted_pair(tx, ty, offset)
+    s = CropSettings(size=32, normalisation="none", post_frame="pre")
+    anchor = crop_timepoint(pre, tumour, s)
+    # the transform maps pre points to post points: the anatomy moved by (+tx, +ty) mm
+    moved = sitk.TranslationTransform(3, (float(tx), float(ty), 0.0))
+    got = crop_carried(post, zone, pre["DP"], anchor, moved, s)
+    assert got.slices == anchor.slices
+    assert got.centre == anchor.centre
+    np.testing.assert_allclose(got.crops, anchor.crops, rtol=0, atol=1e-3)
+    # the zone keeps its offset from the tumour (the own-frame crop would centre it)
+    rows, cols = np.nonzero(got.masks[1])
+    t_rows, t_cols = np.nonzero(anchor.masks[1])
+    assert rows.mean() - t_rows.mean() == pytest.approx(offset[0])
+    assert cols.mean() - t_cols.mean() == pytest.approx(offset[1])
+    own = crop_timepoint(post, zone, s)
+    r2, c2 = np.nonzero(own.masks[1])
+    assert abs(r2.mean() - 15.5) <= 0.5
+    assert abs(c2.mean() - 15.5) <= 0.5
+    assert got.roi_area_px == int(got.masks[1].sum())
+
+
+def test_crop_patient_files_post_frame_pre_needs_the_transform(tmp_path: Path):
+    reg = tmp_path / "registered" / "P007"
+    pre, post = write_registered(reg / "pre", 2, 0), write_registered(reg / "post", 5, 1)
+    masks = {"pre": pre / "mask.nii.gz", "post": post / "mask.nii.gz"}
+    out = tmp_path / "P007.npz"
+    s = CropSettings(size=16, post_frame="pre")
+    with pytest.raises(RecurError, match=r"P007.*post-to-pre transform"):
+        crop_patient_files("P007", {"pre": pre, "post": post}, masks, out, None, s)
+    assert not out.exists()
+    tfm = tmp_path / "post_to_pre.tfm"
+    sitk.WriteTransform(sitk.Euler3DTransform(), str(tfm))
+    res = crop_patient_files("P007", {"pre": pre, "post": post}, masks, out, None, s, tfm)
+    # identity: the post crop is cut at the pre crop's slices and centre
+    assert res["post"].slices == res["pre"].slices
+    assert res["post"].centre == res["pre"].centre
+    with np.load(out, allow_pickle=False) as z:
+        assert str(z["post_frame"]) == "pre"
+
+
 # --------------------------------------------------------------------------- files and QC
 def write_registered(folder: Path, roi_slice: int, seed: int) -> Path:
     folder.mkdir(parents=True)
@@ -380,6 +474,7 @@ def test_rules_check_mask_register_crop_and_param_change(tmp_path: Path):
         str(base),
         "--allowed-rules",
         "register",
+        "margin_register",
         "crop",
         "--cores",
         "2",
@@ -419,4 +514,10 @@ def test_rules_check_mask_register_crop_and_param_change(tmp_path: Path):
 
     assert planned("crop: {size: 128}\n") == {}
     assert planned("crop: {size: 64}\n") == {"crop": 1}
-    assert planned("registration: {transform: affine}\n") == {"register": 2, "crop": 1}
+    # the re-checked masks also rerun the post-to-pre registration the crop uses
+    assert planned("registration: {transform: affine}\n") == {
+        "register": 1,  # one job per patient (both time points)
+        "margin_register": 1,
+        "crop": 1,
+    }
+    assert planned("crop: {post_frame: own}\n") == {"crop": 1}

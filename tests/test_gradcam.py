@@ -11,6 +11,7 @@ from recur.dl_data import make_items, write_toy_cohort
 from recur.errors import RecurError
 from recur.gradcam import (
     PrePostGradCAM,
+    explain_patient,
     prediction_groups,
     run_gradcam,
     select_patients,
@@ -108,3 +109,14 @@ def test_run_gradcam_writes_pngs_and_index(trained, tmp_path):
     table = pd.read_csv(out / "index.csv")
     assert {"patient_id", "score", "er", "group", "cutoff", "file"} <= set(table.columns)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp dir left
+
+
+def test_explain_patient_with_roi_channels(trained, tmp_path):
+    """A network over 15 channels per time point (ROI channels) gets its ROI from the file."""
+    _, paths, _ = trained
+    torch.manual_seed(0)
+    model = PrePostNet(widths=(8, 8, 16, 16), hidden=8, in_channels=15).eval()
+    png = tmp_path / "roi.png"
+    maps = explain_patient(PrePostGradCAM(model), paths["crops"] / "T0001.npz", "T0001", "t", png)
+    assert maps.shape == (2, 64, 64)
+    assert png.is_file()

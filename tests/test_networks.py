@@ -12,6 +12,9 @@ from recur.dl_data import (
     load_crops,
     make_items,
     make_transform,
+    merge_timepoints,
+    model_input,
+    roi_channels,
     stack_channels,
 )
 from recur.errors import RecurError
@@ -118,3 +121,66 @@ def test_encoder_resolution_with_and_without_max_pool():
     assert sizes[True][-2:] == (4, 4)  # 128 / (2 stem * 2 pool * 2 * 2 * 2)
     assert sizes[False][-2:] == (8, 8)
     assert build_model("PrePost", max_pool=False)(torch.randn(2, 2, 12, 64, 64)).shape == (2, 1)
+
+
+# --------------------------------------------------------------------------- ROI channels
+def test_roi_channels_by_hand():
+    masks = np.zeros((2, 3, 4, 4), np.uint8)
+    masks[0, :, 1, 1] = 1  # tumour (pre)
+    masks[1, :, 2:, 2:] = 1  # ablation zone (post)
+    own = roi_channels(masks, "own", 2)
+    assert own.shape == (6, 4, 4)
+    assert own.dtype == np.float32
+    np.testing.assert_array_equal(own[:3], masks[0])
+    np.testing.assert_array_equal(own[3:], masks[1])
+    # post crops on the pre grid: both time points carry the tumour outline
+    pre = roi_channels(masks, "pre", 2)
+    np.testing.assert_array_equal(pre[3:], masks[0])
+    assert roi_channels(masks, "pre", 1).shape == (3, 4, 4)
+    with pytest.raises(ValueError, match="post_frame"):
+        roi_channels(masks, "post", 2)
+
+
+def test_merge_timepoints_puts_each_roi_after_its_images():
+    image = np.arange(24, dtype=np.float32)[:, None, None] * np.ones((24, 2, 2), np.float32)
+    roi = -np.arange(1, 7, dtype=np.float32)[:, None, None] * np.ones((6, 2, 2), np.float32)
+    out = merge_timepoints(image, roi, 2)
+    assert out.shape == (2, 15, 2, 2)
+    assert list(out[0, :, 0, 0]) == [*range(12), -1, -2, -3]
+    assert list(out[1, :, 0, 0]) == [*range(12, 24), -4, -5, -6]
+    assert merge_timepoints(image[:12], roi[:3], 1).shape == (15, 2, 2)
+    assert merge_timepoints(image, None, 2).shape == (2, 12, 2, 2)
+    t = merge_timepoints(torch.from_numpy(image), torch.from_numpy(roi), 2)
+    torch.testing.assert_close(t, torch.from_numpy(out))
+
+
+def test_roi_follows_the_rotation_but_not_the_intensity_jitter(tmp_path):
+    rng = np.random.default_rng(1)
+    crops = rng.standard_normal((2, 4, 3, 32, 32)).astype(np.float32)
+    masks = np.zeros((2, 3, 32, 32), np.uint8)
+    masks[:, :, 4:12, 20:28] = 1  # off-centre square, both time points
+    crops[:, :, :, 4:12, 20:28] += 10.0  # the image is bright where the ROI is
+    _write(tmp_path / "R.npz", crops, masks)
+    item = make_items(["R"], tmp_path, {"R": 0.0})[0]
+    aug = Augmentation(rotate_deg=90, intensity_scale=0.5, intensity_shift=0.5, prob=1)
+    out = make_transform(2, aug, seed=5, roi=True)(item)["image"]
+    assert out.shape == (2, 15, 32, 32)
+    roi = out[0, 12].numpy()
+    # a jittered ROI would be scaled by up to 1.5 and shifted by up to 0.5
+    assert roi.min() == pytest.approx(0.0, abs=1e-6)
+    assert roi.max() == pytest.approx(1.0)
+    # the ROI moved with the image: its pixels are the bright ones
+    bright = out[0, 11].numpy() > 5.0 * out[0, 11].numpy().std() / 2
+    inside = roi > 0.5
+    assert (bright & inside).sum() >= 0.8 * inside.sum()
+    plain = make_transform(2, None, roi=True)(item)["image"]
+    np.testing.assert_array_equal(plain.numpy(), model_input(crops, masks, 2, True))
+
+
+def test_networks_with_roi_channels():
+    torch.manual_seed(0)
+    pre, prepost = build_model("Pre", in_channels=15), build_model("PrePost", in_channels=15)
+    assert pre.eval()(torch.randn(2, 15, 64, 64)).shape == (2, 1)
+    assert prepost.eval()(torch.randn(2, 2, 15, 64, 64)).shape == (2, 1)
+    with pytest.raises(ValueError, match="B, T, 15"):
+        prepost(torch.randn(2, 2, 12, 64, 64))

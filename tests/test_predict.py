@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from recur import bundle as rb
+from recur import margin
 from recur import predict as rp
 from recur.config import defaults
 from recur.crops import CropSettings
@@ -31,8 +32,10 @@ def _settings(cfg: dict | None = None) -> dict:
         "convert": c["convert"],
         "registration": c["registration"],
         "crop": c["crop"],
+        "margin": c["margin"],
         "architecture": {
-            k: c["train"][k] for k in ("widths", "blocks", "gru_hidden", "dropout", "max_pool")
+            k: c["train"][k]
+            for k in ("widths", "blocks", "gru_hidden", "dropout", "max_pool", "roi_channel")
         },
         "clinical": c["clinical"],
         "dl_clinical": c["dl_clinical"],
@@ -146,7 +149,17 @@ def test_bundle_settings_rebuild_the_workflow_settings(tmp_path: Path) -> None:
     b = rb.load_bundle(out)
     assert b.registration_settings() == RegistrationSettings(mask_margin_mm=20.0)
     assert b.registration_threads() == 3
-    assert b.crop_settings() == CropSettings(size=128, spacing_mm=None)
+    assert b.crop_settings() == CropSettings(size=128, spacing_mm=None, post_frame="pre")
+    assert b.cross_time_settings() == margin.settings_from_config(cfg["margin"])
+    assert b.cross_time_settings().rigid.mask_margin_mm == cfg["margin"]["rigid_region_mm"]
+    # a bundle written before crop.post_frame existed: own-frame crops, no margin needed
+    old = _settings(cfg)
+    del old["crop"]["post_frame"], old["margin"]
+    rb.write_bundle(tmp_path / "old", settings=old, **_fake_sources(tmp_path / "src2"))
+    b = rb.load_bundle(tmp_path / "old")
+    assert b.crop_settings().post_frame == "own"
+    with pytest.raises(RecurError, match="margin"):
+        b.cross_time_settings()
     assert b.convert_settings().min_slices == cfg["convert"]["min_slices"]
 
 

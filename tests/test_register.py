@@ -267,3 +267,91 @@ def test_register_cli(tmp_path: Path, capsys):
     (indir / "DP.nii.gz").write_bytes(b"not an image")
     assert cli.main(argv) == 2
     assert "cannot read as an image" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- one job per patient
+FAST = ["--shrink-factors", "4", "2", "--smoothing-sigmas-mm", "2", "1", "--iterations", "20"]
+
+
+def _patient_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """nifti/{pre,post} of one patient and a cohort dir whose rois.csv names both masks."""
+    nifti, cohort = tmp_path / "nifti" / "P1", tmp_path / "cohort"
+    (cohort / "rois").mkdir(parents=True)
+    rows = ["patient_id,timepoint,mask"]
+    for i, tp in enumerate(("pre", "post")):
+        write_timepoint(nifti / tp, seed=i)
+        (nifti / tp / "mask.nii.gz").rename(cohort / "rois" / f"P1_{tp}.nii.gz")
+        rows.append(f"P1,{tp},rois/P1_{tp}.nii.gz")
+    (cohort / "rois.csv").write_text("\n".join(rows) + "\n")
+    return nifti, cohort
+
+
+def _files(*folders: Path) -> list[Path]:
+    return sorted(p for f in folders if f.exists() for p in f.rglob("*") if p.is_file())
+
+
+def test_register_patient_all_or_nothing_across_time_points(tmp_path: Path):
+    from recur.register import register_patient
+
+    nifti, _ = _patient_dirs(tmp_path)
+    (nifti / "post" / "AP.nii.gz").write_bytes(b"not an image")
+    out = tmp_path / "registered" / "P1"
+    settings = RegistrationSettings(shrink_factors=(4, 2), smoothing_sigmas_mm=(2.0, 1.0))
+    with pytest.raises(RecurError, match=r"phase AP: .*post/AP.nii.gz: cannot read"):
+        register_patient(nifti, out, settings)
+    assert _files(out) == []  # pre registered fine, but nothing of it is written
+
+
+def test_cli_register_patient_checks_masks_then_registers_or_excludes(
+    tmp_path: Path, capsys, caplog
+):
+    import logging
+
+    from recur import exclusions
+
+    caplog.set_level(logging.INFO, logger="recur")  # as the CLI's own logging set-up
+
+    nifti, cohort = _patient_dirs(tmp_path)
+    empty = sitk.ReadImage(str(cohort / "rois" / "P1_post.nii.gz")) * 0
+    sitk.WriteImage(empty, str(cohort / "rois" / "P1_post.nii.gz"))
+    out, masks = tmp_path / "registered" / "P1", tmp_path / "masks" / "P1"
+    check_log = tmp_path / "logs" / "check_mask" / "P1.log"
+    argv = [
+        "register-patient",
+        "--check-roi",
+        "--cohort-dir",
+        str(cohort),
+        "--patient",
+        "P1",
+        "--nifti-dir",
+        str(nifti),
+        "--outdir",
+        str(out),
+        "--mask-dir",
+        str(masks),
+        "--check-log",
+        str(check_log),
+        *FAST,
+    ]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "patient P1 (post)" in err
+    assert "rois/P1_post.nii.gz" in err
+    assert "empty" in err
+    log = check_log.read_text()
+    assert "mask accepted: {'patient': 'P1', 'timepoint': 'pre'" in log  # pre checked first
+    assert "error: patient P1 (post)" in log
+    assert _files(out, masks) == []  # all or nothing
+
+    assert cli.main([*argv, "--on-failure", "exclude"]) == 0
+    pre = [masks / "pre.nii.gz", *(out / "pre").iterdir()]
+    assert len(pre) == 1 + 4 + 3 + 1
+    assert not any(exclusions.is_placeholder(p) for p in pre)
+    assert pd.read_csv(out / "pre" / "qc.csv")["phase"].tolist() == ["PS", "AP", "PVP"]
+    post = [masks / "post.nii.gz", *(out / "post").iterdir()]
+    assert len(post) == 1 + 4 + 3 + 1
+    for p in post:
+        (record,) = exclusions.read_placeholder(p)
+        assert (record.stage, record.timepoint) == ("check_mask", "post"), p
+        assert "empty" in record.reason
+    assert _files(out, masks) == sorted(pre + post)  # no temporary file left

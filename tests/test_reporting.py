@@ -297,7 +297,7 @@ def test_stop_mode_stops_with_the_message_naming_the_patient(tmp_path_factory, b
         work, "--cores", "2", f"results/crops/{BROKEN}.npz", configfile="small.yaml"
     )
     assert res.returncode != 0
-    log = (work / "results" / "logs" / "convert" / BROKEN / "pre.log").read_text()
+    log = (work / "results" / "logs" / "convert" / f"{BROKEN}.log").read_text()
     assert f"error: patient {BROKEN}, pre/AP" in log
     assert "missing slice" in log
     assert not (work / "results" / "nifti" / BROKEN / "pre" / "DP.nii.gz").exists()

@@ -5,7 +5,8 @@ patient data (no ids, no predictions)::
 
     manifest.json                      sha256 of every other file, recur version, layout version
     settings.json                      convert, registration, crop, architecture, clinical,
-                                       dl_clinical settings the workflow used
+                                       dl_clinical (and margin: the post-to-pre registration)
+                                       settings the workflow used
     cutoffs.csv                        Youden cutoff of each model on the tuning split
     models/Pre/{weights.pt,model.json}           full Pre network (weights only)
     models/PrePost/{weights.pt,model.json}       full PrePost network
@@ -267,7 +268,19 @@ class Bundle:
             spacing_mm=None if s.get("spacing_mm") is None else float(s["spacing_mm"]),
             normalisation=s["normalisation"],
             region=s["region"],
+            # bundles written before post_frame existed cropped each time point in its frame
+            post_frame=s.get("post_frame", "own"),
         )
+
+    def cross_time_settings(self):  # -> recur.margin.CrossTimeSettings
+        """The post-to-pre registration settings (the ``margin`` section) the workflow used."""
+        from recur.margin import settings_from_config
+
+        if not isinstance(self.settings.get("margin"), Mapping):
+            raise RecurError(
+                "bundle settings: section margin missing (needed by crop.post_frame 'pre')"
+            )
+        return settings_from_config(self.settings["margin"])
 
 
 def load_bundle(bundle_dir: str | Path) -> Bundle:

@@ -162,6 +162,23 @@ def _cmd_convert_timepoint(a: argparse.Namespace) -> None:
     log.info("patient %s %s: wrote 4 phases and acquisition.json", a.patient, a.timepoint)
 
 
+def _cmd_convert_patient(a: argparse.Namespace) -> None:
+    from recur import convert
+
+    done = convert.convert_patient(
+        Path(a.cohort_dir),
+        a.series_table,
+        a.patient,
+        Path(a.outdir),
+        settings=_convert_settings(a),
+        timepoints=a.timepoints,
+        guard=_exclusion_guard(a),
+    )
+    for tp in a.timepoints:
+        state = "4 phases and acquisition.json" if tp in done else "EXCLUDED (placeholders)"
+        log.info("patient %s %s: %s", a.patient, tp, state)
+
+
 def _add_convert_settings(p: argparse.ArgumentParser) -> None:
     """Options of the geometry checks (defaults: recur.convert.ConvertSettings, which the
     schema's ``convert:`` section mirrors); no heavy import at parser-build time."""
@@ -224,6 +241,27 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     _add_convert_settings(p)
     _add_on_failure(p)
     p.set_defaults(func=_excludable(_cmd_convert_timepoint, "convert"))
+
+    p = sub.add_parser(
+        "convert-patient",
+        help="convert both time points of one patient (8 series; the workflow's job)",
+    )
+    p.add_argument("--cohort-dir", required=True)
+    p.add_argument(
+        "--series-table",
+        default="series.csv",
+        help="series table (relative to the cohort dir unless absolute)",
+    )
+    p.add_argument("--patient", required=True)
+    p.add_argument(
+        "--outdir",
+        required=True,
+        help="the patient's folder: {pre,post}/{PS,AP,PVP,DP}.nii.gz and acquisition.json go here",
+    )
+    p.add_argument("--timepoints", nargs="+", choices=("pre", "post"), default=["pre", "post"])
+    _add_convert_settings(p)
+    _add_on_failure(p)
+    p.set_defaults(func=_cmd_convert_patient)
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -342,34 +380,49 @@ def _cmd_register(a: argparse.Namespace) -> None:
     log.info("registered onto DP:\n%s", qc.drop(columns=["parameters", "fixed_parameters"]))
 
 
-def _cmd_check_mask_and_register(a: argparse.Namespace) -> None:
-    """``register --check-roi``: check the ROI mask (as ``check-mask``, writing ``--mask``),
-    then register, in one process (one job, one interpreter start-up instead of two).
+def _mask_checker(a: argparse.Namespace):  # -> Callable[[str, Path, Path], None]
+    """``check(tp, dp_path, out_path)``: the cohort's ROI mask of ``tp`` checked against DP
+    (as ``check-mask``), messages also in ``--check-log``; refusals named as check-mask's."""
+    from recur import contract, masks
 
-    The check's messages, and its refusal, also go to ``--check-log``; with
-    ``--on-failure exclude`` a refused mask is recorded under the stage ``check_mask`` as
-    before, and the registration then records the patient as excluded too.
-    """
-    if a.check_roi:
-        check = argparse.Namespace(
-            cohort_dir=a.cohort_dir,
-            rois_table=a.rois_table,
-            series_table=a.series_table,
-            patient=a.patient,
-            timepoint=a.timepoint,
-            dp=str(Path(a.indir) / "DP.nii.gz"),
-            out=a.mask,
-            on_failure=a.on_failure,
-            threads=a.threads,
-        )
-        handler = logging.FileHandler(a.check_log, mode="w") if a.check_log else None
+    cohort_dir = Path(a.cohort_dir)
+    series = None
+    if a.series_table and (cohort_dir / a.series_table).is_file():
+        series = contract.read_table(cohort_dir / a.series_table)
+    rois: list = []
+
+    def check(tp: str, dp: Path, out: Path) -> None:
+        handler = logging.FileHandler(a.check_log, mode="a") if a.check_log else None
         if handler is not None:
             handler.setFormatter(
                 logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
             )
             log.addHandler(handler)
         try:
-            _excludable(_cmd_check_mask, "check_mask")(check)
+            if not rois:
+                rois.append(contract.read_table(cohort_dir / a.rois_table))
+            mask_path = contract.roi_path(rois[0], cohort_dir, a.patient, tp)
+            try:
+                mask_name = str(mask_path.relative_to(cohort_dir))
+            except ValueError:
+                mask_name = str(mask_path)
+            dp_name = str(Path(a.nifti_dir) / tp / dp.name)
+            if series is not None:
+                try:
+                    row = contract.series_row(series, a.patient, tp, "DP")
+                    dp_name = f"{dp_name} (from {row['dicom_dir']})"
+                except RecurError:
+                    pass
+            summary = masks.check_mask_file(
+                mask_path,
+                dp,
+                out,
+                patient=a.patient,
+                timepoint=tp,
+                mask_name=mask_name,
+                dp_name=dp_name,
+            )
+            log.info("mask accepted: %s", summary)
         except RecurError as exc:
             log.error("recur check-mask: error: %s", exc)
             raise
@@ -377,14 +430,48 @@ def _cmd_check_mask_and_register(a: argparse.Namespace) -> None:
             if handler is not None:
                 log.removeHandler(handler)
                 handler.close()
-    _excludable(_cmd_register, "register")(a)
+
+    return check
+
+
+def _cmd_register_patient(a: argparse.Namespace) -> None:
+    """``register-patient``: for each time point, check the ROI mask (``--check-roi``, as
+    ``check-mask``) and register, in one process; every file is written only after all
+    succeeded (``recur.register.register_patient``)."""
+    from recur import register
+
+    if a.check_log:  # one check log per patient, written afresh by each run
+        Path(a.check_log).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.check_log).write_text("", encoding="utf-8")
+    if a.check_roi and not a.cohort_dir:
+        raise RecurError("register-patient --check-roi needs --cohort-dir")
+    qc = register.register_patient(
+        a.nifti_dir,
+        a.outdir,
+        _registration_settings(a),
+        masks_dir=a.mask_dir,
+        check_mask=_mask_checker(a) if a.check_roi else None,
+        timepoints=a.timepoints,
+        threads=a.threads or 1,
+        guard=_exclusion_guard(a),
+    )
+    for tp in a.timepoints:
+        if tp in qc:
+            table = qc[tp].drop(columns=["parameters", "fixed_parameters"])
+            log.info("patient %s %s registered onto DP:\n%s", a.patient, tp, table)
+        else:
+            log.info("patient %s %s: EXCLUDED (placeholders)", a.patient, tp)
 
 
 def _cmd_crop(a: argparse.Namespace) -> None:
     from recur import crops
 
     settings = crops.CropSettings(
-        size=a.size, spacing_mm=a.spacing_mm, normalisation=a.normalisation, region=a.region
+        size=a.size,
+        spacing_mm=a.spacing_mm,
+        normalisation=a.normalisation,
+        region=a.region,
+        post_frame=a.post_frame,
     )
     res = crops.crop_patient_files(
         a.patient,
@@ -393,6 +480,7 @@ def _cmd_crop(a: argparse.Namespace) -> None:
         a.out,
         a.qc,
         settings,
+        a.post_to_pre,
     )
     for t, r in res.items():
         log.info(
@@ -430,17 +518,37 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transform", choices=["rigid", "affine"], default="rigid")
     _add_registration_settings(p)
     _add_on_failure(p)
-    g = p.add_argument_group(
-        "mask check first (as check-mask; then --mask is the checked copy to write)"
+    p.set_defaults(func=_excludable(_cmd_register, "register"))
+
+    p = sub.add_parser(
+        "register-patient",
+        help="check the ROI masks and register both time points of one patient (the "
+        "workflow's job)",
     )
-    g.add_argument("--check-roi", action="store_true", help="check the cohort's ROI mask first")
+    p.add_argument("--patient", required=True)
+    p.add_argument(
+        "--nifti-dir", required=True, help="the patient's converted folder ({pre,post}/*.nii.gz)"
+    )
+    p.add_argument("--outdir", required=True, help="the patient's registered folder")
+    p.add_argument(
+        "--mask-dir",
+        default=None,
+        help="the patient's checked masks ({pre,post}.nii.gz): written by --check-roi, else "
+        "read as the QC region when present",
+    )
+    p.add_argument("--timepoints", nargs="+", choices=("pre", "post"), default=["pre", "post"])
+    p.add_argument("--transform", choices=["rigid", "affine"], default="rigid")
+    _add_registration_settings(p)
+    _add_on_failure(p)
+    g = p.add_argument_group(
+        "mask check first (as check-mask; the checked copies go to --mask-dir)"
+    )
+    g.add_argument("--check-roi", action="store_true", help="check the cohort's ROI masks first")
     g.add_argument("--cohort-dir", default=None)
     g.add_argument("--rois-table", default="rois.csv")
     g.add_argument("--series-table", default=None, help="to name the DP series in messages")
-    g.add_argument("--patient", default=None)
-    g.add_argument("--timepoint", default=None, choices=["pre", "post"])
-    g.add_argument("--check-log", default=None, help="also log the check (and refusal) here")
-    p.set_defaults(func=_cmd_check_mask_and_register)
+    g.add_argument("--check-log", default=None, help="also log the checks (and refusals) here")
+    p.set_defaults(func=_cmd_register_patient)
 
     p = sub.add_parser("crop", help="3-slice crops of both time points of one patient")
     p.add_argument("--patient", required=True)
@@ -458,6 +566,13 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
         choices=["robust_zscore", "zscore", "minmax", "none"],
     )
     p.add_argument("--region", default="crop", choices=["crop", "volume"])
+    p.add_argument(
+        "--post-frame",
+        default="own",
+        choices=["pre", "own"],
+        help="crop post on the pre crop's grid (needs --post-to-pre) or around its own ROI",
+    )
+    p.add_argument("--post-to-pre", default=None, help="post-to-pre transform (.tfm)")
     _add_on_failure(p)
     p.set_defaults(func=_excludable(_cmd_crop, "crop"))
 
@@ -493,6 +608,7 @@ def _dl_arch(a: argparse.Namespace):
         hidden=a.hidden,
         dropout=a.dropout,
         max_pool=not a.no_max_pool,
+        roi_channel=a.roi_channel,
     )
 
 
@@ -622,6 +738,11 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hidden", type=int, default=32, help="GRU hidden size (PrePost)")
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument("--no-max-pool", action="store_true", help="no max-pool in the stem")
+    p.add_argument(
+        "--roi-channel",
+        action="store_true",
+        help="the tumour ROI as 3 more input channels per time point",
+    )
     p.add_argument("--rotate-deg", type=float, default=180.0)
     p.add_argument("--no-flip", action="store_true")
     p.add_argument("--no-flip-vertical", action="store_true")
@@ -1103,7 +1224,8 @@ def _add_margin(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-displacement-mm", type=float, default=10.0)
     p.add_argument("--exclude-mm", type=float, default=3.0)
     p.add_argument("--zone-interpolation", default="sdm", choices=["sdm", "nearest", "linear"])
-    p.set_defaults(func=_cmd_margin_register)
+    _add_on_failure(p)
+    p.set_defaults(func=_excludable(_cmd_margin_register, "margin_register"))
 
     p = sub.add_parser("margin-metrics", help="ablative margin of one patient (JSON)")
     p.add_argument("--tumour", required=True, help="tumour mask (pre grid)")
@@ -1199,7 +1321,12 @@ def _step_files(a: argparse.Namespace, stage: str) -> tuple[str, list[str], list
             for d in (a.registered_pre, a.registered_post)
             for ph in phases
         ]
-        return "pre+post", [*ins, a.mask_pre, a.mask_post], [a.out]
+        ins += [a.mask_pre, a.mask_post] + ([a.post_to_pre] if a.post_to_pre else [])
+        return "pre+post", ins, [a.out]
+    if stage == "margin_register":
+        ins = [a.pre_dp, a.post_dp, a.pre_mask, a.post_mask]
+        outs = [a.out_tfm, a.out_mask] + [f for f in (a.qc, a.qc_json) if f]
+        return "pre+post", ins, outs
     raise ValueError(stage)
 
 
@@ -1214,7 +1341,7 @@ def _excludable(
         timepoint, inputs, outputs = _step_files(a, stage)
         patient = getattr(a, "patient", None) or Path(a.indir).parent.name
         write_excluded = None
-        if stage == "crop" and a.qc:
+        if stage in ("crop", "margin_register") and a.qc:
             write_excluded = lambda recs: exclusions.excluded_png(a.qc, patient, recs)  # noqa: E731
         exclusions.run_or_exclude(
             lambda: cmd(a),
@@ -1228,6 +1355,30 @@ def _excludable(
         )
 
     return handler
+
+
+def _exclusion_guard(a: argparse.Namespace):  # -> recur.convert.Guard / recur.register.Guard
+    """The ``guard`` of a per-patient package function under ``--on-failure``: runs one step of
+    one time point through recur.exclusions.run_or_exclude; False when it was excluded."""
+
+    def guard(stage, timepoint, step, inputs, outputs) -> bool:
+        if a.on_failure == "stop" and not inputs:  # nothing to pass on, nothing to record
+            step()
+            return True
+        from recur import exclusions
+
+        records = exclusions.run_or_exclude(
+            step,
+            on_failure=a.on_failure,
+            patient=a.patient,
+            stage=stage,
+            timepoint=timepoint,
+            inputs=inputs,
+            outputs=outputs,
+        )
+        return not records
+
+    return guard
 
 
 def _add_exclusion_args(p: argparse.ArgumentParser) -> None:

@@ -24,6 +24,15 @@ For each time point (pre, post):
    The statistics come from ``region``: ``crop`` = the in-volume pixels of the phase's
    three-slice window [default], or ``volume`` = the whole (reoriented) volume.
 
+Post-ablation frame (``post_frame``): with ``"pre"`` [the workflow's default] the post phases
+are not cropped around their own ROI. They are carried onto the *pre* crop's own pixel grid
+(the same three slices and window, step 2's spacing) through the cross-time rigid transform
+(post DP registered onto pre DP, :mod:`recur.margin`), linearly, by :func:`crop_carried`:
+tumour and ablation zone then sit at the same pixels of the two time points, so a network
+can read the ablative margin by comparing them. The post masks are the ablation zone carried
+the same way (linear, thresholded at 0.5). With ``"own"`` each time point is cropped around its
+own ROI as in the paper; the zone's offset from the tumour is then lost.
+
 Pure functions over numpy arrays do the science; :func:`crop_patient_files` and
 :func:`crop_qc_table` read and write files.
 """
@@ -46,6 +55,7 @@ TIMEPOINTS: tuple[str, ...] = ("pre", "post")
 PHASES: tuple[str, ...] = ("PS", "AP", "PVP", "DP")
 NORMALISATIONS: tuple[str, ...] = ("robust_zscore", "zscore", "minmax", "none")
 REGIONS: tuple[str, ...] = ("crop", "volume")
+POST_FRAMES: tuple[str, ...] = ("pre", "own")
 IQR_TO_SD = 1.349  # IQR of a standard normal distribution
 
 
@@ -182,6 +192,7 @@ class CropSettings:
     spacing_mm: float | None = None
     normalisation: str = "robust_zscore"
     region: str = "crop"
+    post_frame: str = "own"
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -192,6 +203,10 @@ class CropSettings:
         if self.region not in REGIONS:
             raise RecurError(
                 f"crop.region must be one of {', '.join(REGIONS)}, not {self.region!r}"
+            )
+        if self.post_frame not in POST_FRAMES:
+            raise RecurError(
+                f"crop.post_frame must be one of {', '.join(POST_FRAMES)}, not {self.post_frame!r}"
             )
 
 
@@ -223,16 +238,12 @@ def crop_arrays(
     k = largest_slice(m)
     slices = neighbour_slices(k, m.shape[0])
     centre = bbox_centre(m[k])
-    norm = Normalise(s.normalisation)
     out = np.empty((len(phases), 3, s.size, s.size), dtype=np.float32)
     for i, vol in enumerate(phases):
         vol = np.asarray(vol)
         if vol.shape != m.shape:
             raise ValueError(f"phase {i} has shape {vol.shape}, the mask {m.shape}")
-        raw = crop_stack(vol, slices, centre, s.size)
-        reference = raw if s.region == "crop" else vol
-        normed, background = norm(raw, reference)
-        out[i] = np.where(np.isnan(raw), np.float32(background), normed)
+        out[i] = normalise_window(crop_stack(vol, slices, centre, s.size), vol, s)
     masks = crop_stack(m.astype(np.float32), slices, centre, s.size, fill=0.0).astype(np.uint8)
     area = int(m[k].sum())
     return TimepointCrop(
@@ -246,30 +257,80 @@ def crop_arrays(
     )
 
 
+def normalise_window(raw: np.ndarray, volume: np.ndarray, settings: CropSettings) -> np.ndarray:
+    """Normalise a cropped stack (NaN = outside the image) by ``settings``; NaN -> background.
+
+    The statistics come from the stack's finite pixels (``region`` crop) or ``volume``.
+    """
+    reference = raw if settings.region == "crop" else volume
+    normed, background = Normalise(settings.normalisation)(raw, reference)
+    return np.where(np.isnan(raw), np.float32(background), normed).astype(np.float32)
+
+
+def window_origins(
+    origin: Sequence[float],
+    spacing: Sequence[float],
+    direction: Sequence[float],
+    slices: Sequence[int],
+    centre: tuple[int, int],
+    size: int,
+) -> np.ndarray:
+    """Physical position (x, y, z) of the first pixel of each slice's crop window.
+
+    The grid is ``origin``/``spacing``/``direction`` (row-major 3x3); the window of slice k
+    starts at index (col, row, slice) = (centre_col - size//2, centre_row - size//2, k), as
+    :func:`crop_2d` cuts it. Returns a (len(slices), 3) array.
+    """
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    sp = np.asarray(spacing, dtype=np.float64)
+    idx = np.array(
+        [[centre[1] - size // 2, centre[0] - size // 2, k] for k in slices], dtype=np.float64
+    )
+    return np.asarray(origin, dtype=np.float64) + (idx * sp) @ d.T
+
+
 # --------------------------------------------------------------------------- SimpleITK steps
+def in_plane_grid(image: sitk.Image, spacing_mm: float | None) -> dict:
+    """Size, spacing, origin and direction of ``image`` resampled in-plane to ``spacing_mm``.
+
+    The first voxel's centre and the physical extent are kept (size rounded); ``None`` keeps
+    the image's own grid.
+    """
+    sp = image.GetSpacing()
+    size = image.GetSize()
+    if spacing_mm is None:
+        new_sp, new_size = tuple(sp), list(size)
+    else:
+        new_sp = (float(spacing_mm), float(spacing_mm), sp[2])
+        new_size = [
+            max(1, round(size[0] * sp[0] / new_sp[0])),
+            max(1, round(size[1] * sp[1] / new_sp[1])),
+            size[2],
+        ]
+    return {
+        "size": [int(x) for x in new_size],
+        "spacing": tuple(float(x) for x in new_sp),
+        "origin": tuple(image.GetOrigin()),
+        "direction": tuple(image.GetDirection()),
+    }
+
+
 def resample_in_plane(image: sitk.Image, spacing_mm: float, *, is_mask: bool = False) -> sitk.Image:
     """Resample ``image`` to ``spacing_mm`` along its first two axes, keeping the third.
 
     The first voxel's centre and the physical extent are kept (size rounded). Images are
     interpolated linearly; masks (``is_mask``) linearly as float and thresholded at 0.5.
     """
-    sp = image.GetSpacing()
-    size = image.GetSize()
-    new_sp = (float(spacing_mm), float(spacing_mm), sp[2])
-    new_size = [
-        max(1, round(size[0] * sp[0] / new_sp[0])),
-        max(1, round(size[1] * sp[1] / new_sp[1])),
-        size[2],
-    ]
+    g = in_plane_grid(image, spacing_mm)
     src = sitk.Cast(image, sitk.sitkFloat32)
     out = sitk.Resample(
         src,
-        new_size,
+        g["size"],
         sitk.Transform(),
         sitk.sitkLinear,
-        image.GetOrigin(),
-        new_sp,
-        image.GetDirection(),
+        g["origin"],
+        g["spacing"],
+        g["direction"],
         0.0,
         sitk.sitkFloat32,
     )
@@ -290,6 +351,82 @@ def crop_timepoint(
         m = resample_in_plane(m, s.spacing_mm, is_mask=True)
     arrays = [sitk.GetArrayViewFromImage(lps[ph]) for ph in PHASES]
     return crop_arrays(arrays, sitk.GetArrayViewFromImage(m), m.GetSpacing(), s)
+
+
+def carry_window(
+    image: sitk.Image,
+    grid: Mapping,
+    slices: Sequence[int],
+    centre: tuple[int, int],
+    size: int,
+    transform: sitk.Transform,
+) -> np.ndarray:
+    """(len(slices), size, size) float32: ``image`` sampled (linearly) on a crop window of ``grid``.
+
+    ``grid`` (:func:`in_plane_grid`) and the window (``slices``, ``centre``, ``size``) are in
+    the fixed frame; ``transform`` maps fixed points to ``image``'s points (SimpleITK's
+    resampling convention, as registration writes it). Outside ``image``: NaN.
+    """
+    src = sitk.Cast(image, sitk.sitkFloat32)
+    starts = window_origins(
+        grid["origin"], grid["spacing"], grid["direction"], slices, centre, size
+    )
+    out = np.empty((len(slices), size, size), dtype=np.float32)
+    for i, start in enumerate(starts):
+        res = sitk.Resample(
+            src,
+            [size, size, 1],
+            transform,
+            sitk.sitkLinear,
+            tuple(float(x) for x in start),
+            grid["spacing"],
+            grid["direction"],
+            float("nan"),
+            sitk.sitkFloat32,
+        )
+        out[i] = sitk.GetArrayViewFromImage(res)[0]
+    return out
+
+
+def crop_carried(
+    phases: Mapping[str, sitk.Image],
+    mask: sitk.Image,
+    pre_dp: sitk.Image,
+    anchor: TimepointCrop,
+    transform: sitk.Transform,
+    settings: CropSettings | None = None,
+) -> TimepointCrop:
+    """Post-ablation crops on the pre crop's pixel grid (``post_frame: pre``).
+
+    ``phases`` and ``mask`` (the ablation zone) are on the post DP grid; ``transform`` maps
+    pre DP points to post DP points (:mod:`recur.margin`'s ``post_to_pre.tfm``); ``anchor`` is
+    the pre time point's crop of ``pre_dp`` (its slices and centre). Each phase is sampled once
+    (linearly) on the pre window, normalised like any crop (``region: volume`` takes the post
+    phase's own volume), and the zone mask is carried the same way and thresholded at 0.5.
+    """
+    s = settings or CropSettings()
+    grid = in_plane_grid(sitk.DICOMOrient(pre_dp, "LPS"), s.spacing_mm)
+    where = (anchor.slices, anchor.centre, s.size, transform)
+    out = np.empty((len(PHASES), 3, s.size, s.size), dtype=np.float32)
+    for i, ph in enumerate(PHASES):
+        raw = carry_window(phases[ph], grid, *where)
+        if not np.isfinite(raw).any():
+            raise ValueError("the post-ablation image falls outside the pre crop window")
+        vol = sitk.GetArrayViewFromImage(phases[ph]) if s.region == "volume" else raw
+        out[i] = normalise_window(raw, vol, s)
+    zone = carry_window(mask, grid, *where)
+    masks = (np.nan_to_num(zone, nan=0.0) >= 0.5).astype(np.uint8)
+    area = int(masks[1].sum())
+    sp = grid["spacing"]
+    return TimepointCrop(
+        crops=out,
+        masks=masks,
+        slices=anchor.slices,
+        centre=anchor.centre,
+        spacing=(float(sp[0]), float(sp[1]), float(sp[2])),
+        roi_area_px=area,
+        roi_area_mm2=float(area * sp[0] * sp[1]),
+    )
 
 
 # --------------------------------------------------------------------------- file edges
@@ -337,15 +474,30 @@ def crop_patient_files(
     out: str | Path,
     qc_png: str | Path | None = None,
     settings: CropSettings | None = None,
+    post_to_pre: str | Path | None = None,
 ) -> dict[str, TimepointCrop]:
     """Crop both time points of one patient and write ``out`` (.npz) and ``qc_png``.
 
     ``registered[t]`` is the folder with ``{PS,AP,PVP,DP}.nii.gz`` of time point ``t``;
-    ``masks[t]`` the checked mask. Both files are written only after both time points
-    were cropped.
+    ``masks[t]`` the checked mask. ``post_to_pre``: the cross-time transform file, required
+    by ``post_frame: pre`` (:func:`crop_carried`). Both files are written only after both
+    time points were cropped.
     """
     s = settings or CropSettings()
+    transform = None
+    if s.post_frame == "pre":
+        if post_to_pre is None:
+            raise RecurError(
+                f"patient {patient}: crop.post_frame 'pre' needs the post-to-pre transform"
+            )
+        try:
+            transform = sitk.ReadTransform(str(post_to_pre))
+        except RuntimeError:
+            raise RecurError(
+                f"patient {patient}: cannot read the post-to-pre transform {post_to_pre}"
+            ) from None
     result: dict[str, TimepointCrop] = {}
+    pre_dp: sitk.Image | None = None
     for t in TIMEPOINTS:
         who = f"patient {patient} ({t})"
         folder = Path(registered[t])
@@ -357,9 +509,14 @@ def crop_patient_files(
         ):
             raise RecurError(f"{who}: mask {masks[t]} is not on the grid of {folder / 'DP.nii.gz'}")
         try:
-            result[t] = crop_timepoint(phases, mask, s)
+            if t == "post" and transform is not None and pre_dp is not None:
+                result[t] = crop_carried(phases, mask, pre_dp, result["pre"], transform, s)
+            else:
+                result[t] = crop_timepoint(phases, mask, s)
         except ValueError as exc:
             raise RecurError(f"{who}: cannot crop ({masks[t]}): {exc}") from None
+        if t == "pre":
+            pre_dp = dp
     crops = np.stack([result[t].crops for t in TIMEPOINTS]).astype(np.float32)
     mk = np.stack([result[t].masks for t in TIMEPOINTS]).astype(np.uint8)
     arrays = {
@@ -373,6 +530,7 @@ def crop_patient_files(
         "timepoints": np.array(TIMEPOINTS),
         "phases": np.array(PHASES),
         "normalisation": np.array(s.normalisation),
+        "post_frame": np.array(s.post_frame),
     }
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)

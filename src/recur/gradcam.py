@@ -31,7 +31,7 @@ from monai.visualize import GradCAM
 from sklearn.metrics import roc_curve
 from torch import nn
 
-from recur.dl_data import load_crops, stack_channels
+from recur.dl_data import crop_frame, load_crops, model_input
 from recur.errors import RecurError
 from recur.networks import CHANNELS_PER_TIMEPOINT, ENCODER_LAST_BLOCK, PrePostNet
 
@@ -50,7 +50,7 @@ class TimepointsAsChannels(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
-        return self.model(x.reshape(b, self.timepoints, CHANNELS_PER_TIMEPOINT, h, w))
+        return self.model(x.reshape(b, self.timepoints, -1, h, w))
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -195,9 +195,8 @@ def explain_patient(
     Used by :func:`run_gradcam` (workflow) and ``recur predict``. Returns the (2, H, W) maps.
     """
     crops, masks = load_crops(crops_path, patient)
-    x = torch.from_numpy(stack_channels(crops, 2)).reshape(
-        1, 2, CHANNELS_PER_TIMEPOINT, *crops.shape[-2:]
-    )
+    roi = cam.wrapper.model.in_channels > CHANNELS_PER_TIMEPOINT
+    x = torch.from_numpy(model_input(crops, masks, 2, roi, crop_frame(crops_path)))[None]
     maps = cam(x.to(device))[0]
     plot_patient(crops[:, 3, 1], maps, masks[:, 1], title, path)
     return maps

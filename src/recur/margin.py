@@ -37,7 +37,7 @@ import SimpleITK as sitk
 
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, write_text_atomic
-from recur.register import PhaseRegistration, RegistrationSettings
+from recur.register import PhaseRegistration, RegistrationSettings, settings_from_args
 from recur.register import normalised_cross_correlation as ncc
 
 #: Margin thresholds (mm) of the summary: < 0 (tumour outside the zone), < 5, >= 5.
@@ -1068,6 +1068,33 @@ def table_files(
     if figure:
         plot_cohort_margins(table, figure)
     return table
+
+
+def settings_from_config(section: Mapping[str, object]) -> CrossTimeSettings:
+    """:class:`CrossTimeSettings` of a ``margin:`` config section (as the workflow passes it)."""
+    rigid = settings_from_args(
+        "rigid",
+        section["shrink_factors"],
+        section["smoothing_sigmas_mm"],
+        histogram_bins=section["histogram_bins"],
+        sampling_fraction=section["sampling_fraction"],
+        min_samples=section["min_samples"],
+        iterations=section["iterations"],
+        learning_rate=section["learning_rate"],
+        min_step=section["min_step"],
+        seed=section["seed"],
+        mask_margin_mm=section["rigid_region_mm"],
+    )
+    return CrossTimeSettings(
+        rigid=rigid,
+        deformable=bool(section["deformable"]),
+        region_mm=float(section["region_mm"]),
+        bspline_spacing_mm=float(section["bspline_spacing_mm"]),
+        bspline_iterations=int(section["bspline_iterations"]),
+        max_displacement_mm=float(section["max_displacement_mm"]),
+        exclude_mm=float(section["exclude_mm"]),
+        zone_interpolation=section["zone_interpolation"],
+    )
 
 
 def settings_dict(settings: CrossTimeSettings) -> dict:

@@ -18,8 +18,10 @@ import torch
 from monai.networks.nets import ResNet
 from torch import nn
 
-#: Input channels per time point: 4 phases x 3 slices.
+#: Image channels per time point: 4 phases x 3 slices.
 CHANNELS_PER_TIMEPOINT = 12
+#: ROI channels per time point when the tumour outline is an input (``train.roi_channel``).
+ROI_CHANNELS = 3
 #: The model names of the workflow, with the number of time points each one reads.
 MODEL_TIMEPOINTS: dict[str, int] = {"Pre": 1, "PrePost": 2}
 #: Name of the encoder's last convolutional block inside both networks (for Grad-CAM).
@@ -65,14 +67,16 @@ class PreNet(nn.Module):
         blocks: Sequence[int] = (1, 1, 1, 1),
         dropout: float = 0.5,
         max_pool: bool = True,
+        in_channels: int = CHANNELS_PER_TIMEPOINT,
     ) -> None:
         super().__init__()
-        self.encoder = make_encoder(CHANNELS_PER_TIMEPOINT, widths, blocks, max_pool)
+        self.in_channels = in_channels
+        self.encoder = make_encoder(in_channels, widths, blocks, max_pool)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(widths[-1], 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"PreNet expects (B, 12, H, W), got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"PreNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         return self.head(self.encoder(x))
 
 
@@ -91,15 +95,19 @@ class PrePostNet(nn.Module):
         hidden: int = 32,
         dropout: float = 0.5,
         max_pool: bool = True,
+        in_channels: int = CHANNELS_PER_TIMEPOINT,
     ) -> None:
         super().__init__()
-        self.encoder = make_encoder(CHANNELS_PER_TIMEPOINT, widths, blocks, max_pool)
+        self.in_channels = in_channels
+        self.encoder = make_encoder(in_channels, widths, blocks, max_pool)
         self.rnn = nn.GRU(input_size=widths[-1], hidden_size=hidden, batch_first=True)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            raise ValueError(f"PrePostNet expects (B, T, 12, H, W), got {tuple(x.shape)}")
+        if x.ndim != 5 or x.shape[2] != self.in_channels:
+            raise ValueError(
+                f"PrePostNet expects (B, T, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
         b, t = x.shape[:2]
         feats = self.encoder(x.reshape(b * t, *x.shape[2:])).reshape(b, t, -1)
         _, h_last = self.rnn(feats)  # (num_layers=1, B, hidden): state after the post step
@@ -113,10 +121,11 @@ def build_model(
     hidden: int = 32,
     dropout: float = 0.5,
     max_pool: bool = True,
+    in_channels: int = CHANNELS_PER_TIMEPOINT,
 ) -> nn.Module:
-    """The network of model ``name`` ("Pre" or "PrePost")."""
+    """The network of model ``name`` ("Pre" or "PrePost") over ``in_channels`` per time point."""
     if name == "Pre":
-        return PreNet(widths, blocks, dropout, max_pool)
+        return PreNet(widths, blocks, dropout, max_pool, in_channels)
     if name == "PrePost":
-        return PrePostNet(widths, blocks, hidden, dropout, max_pool)
+        return PrePostNet(widths, blocks, hidden, dropout, max_pool, in_channels)
     raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODEL_TIMEPOINTS)}")

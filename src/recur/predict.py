@@ -160,6 +160,12 @@ def read_inputs(
 PREPARE_STEPS: tuple[str, ...] = ("convert", "mask", "register")
 
 
+def prepare_step_count(bundle: Bundle) -> int:
+    """Progress steps of :func:`prepare_patient`: per time point, then cross-time, then crop."""
+    cross_time = 1 if bundle.crop_settings().post_frame == "pre" else 0
+    return 2 * len(PREPARE_STEPS) + cross_time + 1
+
+
 def prepare_patient(
     patient: str,
     inputs: NewPatients,
@@ -208,9 +214,26 @@ def prepare_patient(
         register.register_timepoint_dir(
             nifti, registered[t], reg, mask=checked[t], threads=bundle.registration_threads()
         )
+    post_to_pre = None
+    if crop.post_frame == "pre":
+        from recur import margin
+
+        if progress:
+            progress.step(f"{patient}: register post DP onto pre DP")
+        post_to_pre = workdir / "margin" / "post_to_pre.tfm"
+        margin.register_files(
+            workdir / "nifti" / "pre" / "DP.nii.gz",
+            workdir / "nifti" / "post" / "DP.nii.gz",
+            checked["pre"],
+            checked["post"],
+            post_to_pre,
+            workdir / "margin" / "zone_on_pre.nii.gz",
+            settings=bundle.cross_time_settings(),
+            patient=patient,
+        )
     if progress:
         progress.step(f"{patient}: crop")
-    crops.crop_patient_files(patient, registered, checked, crops_out, qc_png, crop)
+    crops.crop_patient_files(patient, registered, checked, crops_out, qc_png, crop, post_to_pre)
     return crops_out
 
 
@@ -275,7 +298,9 @@ def dl_scores(
     out = {}
     for m in DL_MODELS:
         model, arch = models[m]
-        ds = make_dataset(make_items(list(patients), crops_dir), arch.timepoints, None)
+        ds = make_dataset(
+            make_items(list(patients), crops_dir), arch.timepoints, None, roi=arch.roi_channel
+        )
         out[m] = train.sigmoid(train.predict_logits(model, ds, dev))
     return out
 
@@ -380,7 +405,7 @@ def _prepare_child(
     log_steps: bool,
 ) -> Path:
     """:func:`prepare_patient` in the child process (log lines per step, no bar)."""
-    steps = Progress(2 * len(PREPARE_STEPS) + 1, _NoTty()) if log_steps else None
+    steps = Progress(prepare_step_count(bundle), _NoTty()) if log_steps else None
     return prepare_patient(patient, inputs, bundle, workdir, crops_out, qc_png, steps)
 
 
@@ -430,7 +455,7 @@ def predict(
     (out / "predictions.csv").unlink(missing_ok=True)
     threads = threads or int(os.environ.get("RECUR_THREADS", "1"))
     parallel = threads >= 2
-    n_prep = 1 if parallel else 2 * len(PREPARE_STEPS) + 1
+    n_prep = 1 if parallel else prepare_step_count(bundle)
     progress = Progress(len(ids) * (n_prep + 2) + 3, progress_stream)
     log.info(
         "bundle %s verified (recur %s, signature %s); %d patient(s)",

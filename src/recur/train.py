@@ -43,7 +43,7 @@ from torch import nn
 from recur.dl_data import Augmentation, make_dataset, make_items
 from recur.errors import RecurError
 from recur.io import atomic_path
-from recur.networks import MODEL_TIMEPOINTS, build_model
+from recur.networks import CHANNELS_PER_TIMEPOINT, MODEL_TIMEPOINTS, ROI_CHANNELS, build_model
 from recur.split import crossfit_folds, read_outcome, read_split
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,22 @@ class Architecture:
     hidden: int = 32
     dropout: float = 0.5
     max_pool: bool = True
+    #: the tumour ROI as 3 more input channels per time point (recur.dl_data)
+    roi_channel: bool = False
+
+    @property
+    def in_channels(self) -> int:
+        return CHANNELS_PER_TIMEPOINT + (ROI_CHANNELS if self.roi_channel else 0)
 
     def build(self) -> nn.Module:
         return build_model(
-            self.model, self.widths, self.blocks, self.hidden, self.dropout, self.max_pool
+            self.model,
+            self.widths,
+            self.blocks,
+            self.hidden,
+            self.dropout,
+            self.max_pool,
+            self.in_channels,
         )
 
     @property
@@ -251,8 +263,9 @@ def train_model(
     if np.isnan(y_train).any() or np.isnan(y_tune).any():
         raise RecurError("training and tuning patients all need an ER label")
     pw = pos_weight(y_train)
-    train_ds = make_dataset(train_items, t, settings.augment, seed=settings.seed)
-    tune_ds = make_dataset(tune_items, t, None)
+    roi = arch.roi_channel
+    train_ds = make_dataset(train_items, t, settings.augment, seed=settings.seed, roi=roi)
+    tune_ds = make_dataset(tune_items, t, None, roi=roi)
 
     model = arch.build().to(device)
     opt = torch.optim.AdamW(
@@ -372,7 +385,9 @@ def run_training(
         settings,
         dev,
     )
-    score_ds = make_dataset(make_items(score_ids, crops_dir), arch.timepoints, None)
+    score_ds = make_dataset(
+        make_items(score_ids, crops_dir), arch.timepoints, None, roi=arch.roi_channel
+    )
     scores = split_df.set_index("patient_id").loc[score_ids, ["cohort", "split"]].reset_index()
     scores["score"] = sigmoid(predict_logits(model, score_ds, dev))
     scores = scores[PREDICTION_COLUMNS]
@@ -405,6 +420,7 @@ def load_model(
             hidden=int(meta["hidden"]),
             dropout=float(meta["dropout"]),
             max_pool=bool(meta.get("max_pool", True)),
+            roi_channel=bool(meta.get("roi_channel", False)),
         )
         state = torch.load(model_dir / "weights.pt", map_location=device, weights_only=True)
         model = arch.build()

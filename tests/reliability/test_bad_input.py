@@ -45,7 +45,7 @@ evaluate: {bootstrap: 0}
 BAD_CONFIG_MESSAGES = [
     # mistyped nested keys, named with their section and the allowed keys
     "unknown key 'epoch' in 'train' (allowed: augment, batch_size,",
-    "unknown key 'sise' in 'crop' (allowed: normalisation, region, size, spacing_mm)",
+    "unknown key 'sise' in 'crop' (allowed: normalisation, post_frame, region, size,",
     # wrong types
     "'train.batch_size' = 'two': 'two' is not of type 'integer'",
     "'train.max_pool' = 'maybe': 'maybe' is not of type 'boolean'",

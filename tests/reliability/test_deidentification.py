@@ -206,9 +206,8 @@ def test_jobs_read_the_cohort_through_pseudonymous_links(canary_study: Path, can
     assert os.path.samefile(links / "cohort", canary_cohort)
     assert (links / "P0001" / "post" / "AP").is_symlink()
     rec = _record(canary_study, "results/nifti/P0001/post/DP.nii.gz")
-    assert rec["input"] == sorted(
-        [f"input_links/P0001/post/{ph}" for ph in ("PS", "AP", "PVP", "DP")]
-        + ["input_links/P0001/pre/DP"]
+    assert rec["input"] == sorted(  # one conversion job per patient: its 8 series
+        f"input_links/P0001/{tp}/{ph}" for tp in ("pre", "post") for ph in ("PS", "AP", "PVP", "DP")
     )
     assert "--cohort-dir input_links/cohort " in rec["shellcmd"]
     rec = _record(canary_study, "results/masks/P0001/pre.nii.gz")
@@ -226,13 +225,13 @@ def test_interval_is_kept_as_a_day_offset(canary_study: Path):
 
 
 def _planned_jobs(text: str, rule: str) -> list[str]:
-    """``patient/timepoint`` of every planned job of ``rule`` in a dry run's printout."""
+    """The patient of every planned job of ``rule`` in a dry run's printout."""
     jobs = []
     for block in re.split(r"\n(?:local)?rule ", text)[1:]:
         if block.startswith(f"{rule}:"):
             wc = block.split("wildcards: ", 1)[1].splitlines()[0]
             parts = dict(kv.split("=", 1) for kv in wc.split(", "))
-            jobs.append(f"{parts['patient']}/{parts['timepoint']}")
+            jobs.append(parts["patient"])
     return sorted(jobs)
 
 
@@ -254,16 +253,17 @@ def test_a_changed_dicom_folder_or_row_still_reruns_its_job(
     canary_study: Path, canary_cohort: Path, hits
 ):
     """Snakemake takes the newer of a link's and its target's mtime: a DICOM folder changed
-    behind a link plans that conversion again (and what follows it), nothing else; so does
-    a link rewritten because its series.csv row changed. The printout names pseudonyms only."""
+    behind a link plans that patient's conversion (one job per patient) again, and what
+    follows it, nothing else; so does a link rewritten because its series.csv row changed.
+    The printout names pseudonyms only."""
     import pandas as pd
 
     series = pd.read_csv(canary_cohort / "series.csv", dtype=str)
     row = series[(series.patient_id == "P0001") & (series.timepoint == "pre")]
     folder = canary_cohort / row[row.phase == "AP"]["dicom_dir"].iloc[0]
     cases = [
-        (folder, ["P0001/pre"]),  # files added to / removed from the folder
-        (canary_study / "input_links/P0002/pre/DP", ["P0002/post", "P0002/pre"]),  # row edited
+        (folder, ["P0001"]),  # files added to / removed from the folder
+        (canary_study / "input_links/P0002/pre/DP", ["P0002"]),  # row edited
     ]
     for path, expected in cases:
         with _mtime_now(path):

@@ -138,7 +138,7 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path):
 def test_refused_series_names_patient_and_relative_path(broken_run):
     work, res, series_rel, _ = broken_run
     assert res.returncode != 0
-    log = (work / "results/logs/convert" / BROKEN_SERIES_PATIENT / "pre.log").read_text()
+    log = (work / "results/logs/convert" / f"{BROKEN_SERIES_PATIENT}.log").read_text()
     assert BROKEN_SERIES_PATIENT in log
     assert series_rel in log, log  # relative to the cohort dir, not absolute
     assert "missing" in log.lower() or "gap" in log.lower(), log
@@ -148,13 +148,15 @@ def test_refused_series_names_patient_and_relative_path(broken_run):
 def test_refused_series_leaves_nothing_and_runs_nothing_downstream(broken_run):
     work, _, _, _ = broken_run
     p = BROKEN_SERIES_PATIENT
-    out = work / "results" / "nifti" / p / "pre"
-    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+    # one conversion job per patient, all or nothing: the post time point converted fine but
+    # is not written either
+    out = work / "results" / "nifti" / p
+    assert not out.exists() or not any(out.rglob("*")), list(out.rglob("*"))
     for path in (
         f"results/masks/{p}/pre.nii.gz",
         f"results/registered/{p}/pre",
         f"results/crops/{p}.npz",
-        f"results/logs/register/{p}/pre.log",
+        f"results/logs/register/{p}.log",
         f"results/logs/crop/{p}.log",
     ):
         assert not (work / path).exists(), path
@@ -164,13 +166,14 @@ def test_refused_series_leaves_nothing_and_runs_nothing_downstream(broken_run):
 def test_bad_mask_is_refused_and_leaves_nothing(broken_run, patient: str):
     work, _, _, masks = broken_run
     problem = MASK_CASES[patient][1]
-    log = (work / "results/logs/check_mask" / patient / "pre.log").read_text()
+    log = (work / "results/logs/check_mask" / f"{patient}.log").read_text()
     assert f"patient {patient} (pre)" in log, log
     assert masks[patient] in log, log  # the mask path relative to the cohort dir
     assert problem in log, log
     assert "Traceback" not in log, log
-    folder = work / "results" / "masks" / patient
-    assert not folder.exists() or not any(folder.iterdir()), list(folder.iterdir())
+    # one register job per patient, all or nothing: neither time point's mask is written
+    for folder in (work / "results" / "masks" / patient, work / "results" / "registered" / patient):
+        assert not folder.exists() or not any(folder.rglob("*")), list(folder.rglob("*"))
     # the DP image it was checked against was converted fine (the refusal is the mask's)
     assert (work / "results" / "nifti" / patient / "pre" / "DP.nii.gz").is_file()
 
@@ -275,7 +278,9 @@ def test_kill_during_conversion_leaves_incomplete_markers_not_trusted(killed_run
             assert path in text, path
     else:  # outputs are written atomically: a job cut short left none, so it is planned again
         counts = sum(line.startswith("rule ") for line in text.splitlines())
-        assert counts >= len({Path(p).parent for p in events["incomplete_after_convert_kill"]})
+        # one job per output kind and patient (results/<kind>/<patient>/...)
+        jobs = {Path(p).parts[:3] for p in events["incomplete_after_convert_kill"]}
+        assert counts >= len(jobs)
 
 
 def test_kill_during_training_left_incomplete_markers(killed_run):

@@ -95,6 +95,7 @@ def _registered_copy(study: Path, patient: str, dest: Path) -> dict[str, Path]:
         m = dest / "masks" / f"{t}.nii.gz"
         m.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(study / "results" / "masks" / patient / f"{t}.nii.gz", m)
+    shutil.copy(study / "results" / "margin" / patient / "post_to_pre.tfm", dest)
     return out
 
 
@@ -122,6 +123,10 @@ def _crop(work: Path, patient: str, reg: dict[str, Path], out: Path) -> np.ndarr
             "robust_zscore",
             "--region",
             "crop",
+            "--post-frame",
+            "pre",
+            "--post-to-pre",
+            str(work / "post_to_pre.tfm"),
         ]
     )
     assert rc in (0, None)
