@@ -11,9 +11,12 @@ DL_FOLDS = ["full"] + [str(k) for k in range(CROSSFIT_K)]
 CROPS_DIR = f"{RESULTS}/crops"
 MODELS_DIR = f"{RESULTS}/models"
 
-all_crops = lambda wildcards: expand(
-    f"{CROPS_DIR}/{{patient}}.npz", patient=included_patients(wildcards)
-)
+# Training and Grad-CAM read the crops of the included patients from CROPS_DIR; as input they
+# name the crop QC table, which every included patient's crop feeds (a changed crop reruns
+# crop_qc and so these). Listing every crop file here instead made each of the 12 waiting
+# train_dl jobs carry ~300 inputs, which Snakemake re-stats in every scheduling round
+# (docs/cluster.md, Scale).
+CROPS_TABLE = f"{RESULTS}/qc/crops.csv"
 
 
 rule split:
@@ -50,7 +53,7 @@ rule train_dl:
     input:
         split=rules.split.output[0],
         cohort=cohort_input("clinical"),
-        crops=all_crops,
+        crops=CROPS_TABLE,
     output:
         weights=f"{MODELS_DIR}/{{model}}/{{fold}}/weights.pt",
         meta=f"{MODELS_DIR}/{{model}}/{{fold}}/model.json",
@@ -190,7 +193,7 @@ rule gradcam:
         meta=f"{MODELS_DIR}/PrePost/full/model.json",
         predictions=f"{RESULTS}/predictions/PrePost.csv",
         cohort=cohort_input("clinical"),
-        crops=all_crops,
+        crops=CROPS_TABLE,
     output:
         report(
             directory(f"{RESULTS}/figures/gradcam"),

@@ -65,6 +65,8 @@ def test_dry_run_default_config(tmp_path: Path):
     assert counts["validate_cohort"] == 1
     assert_chain_per_patient(counts, 254 + 20 + 15)
     assert not (tmp_path / "results").exists(), "a dry run must not write results"
+    # the workflow profile (greedy job selection) applies to runs from any directory
+    assert "Using workflow specific profile profiles/default" in res.stderr + res.stdout
 
 
 def test_dry_run_small_synthetic_lists_one_chain_per_patient(tmp_path: Path):

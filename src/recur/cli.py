@@ -1357,7 +1357,7 @@ def _excludable(
     return handler
 
 
-def _exclusion_guard(a: argparse.Namespace):  # -> recur.convert.Guard / recur.register.Guard
+def _exclusion_guard(a: argparse.Namespace):  # -> recur.steps.Guard
     """The ``guard`` of a per-patient package function under ``--on-failure``: runs one step of
     one time point through recur.exclusions.run_or_exclude; False when it was excluded."""
 

@@ -41,6 +41,7 @@ from pydicom.errors import InvalidDicomError
 
 from recur.errors import RecurError
 from recur.io import atomic_path, write_nifti_to
+from recur.steps import TIMEPOINTS, Abandon, Guard, run_step
 
 log = logging.getLogger(__name__)
 
@@ -794,31 +795,6 @@ def convert_series(
     return result
 
 
-#: The time points of a patient, in conversion order (the pre DP date is the reference of both).
-TIMEPOINTS: tuple[str, ...] = ("pre", "post")
-
-#: ``guard(stage, timepoint, step, inputs, outputs) -> bool`` runs one time point's
-#: conversion ``step()`` (stage 'convert') and returns True when it ran; the default just runs
-#: it. The CLI's ``--on-failure exclude`` passes one that, on a refusal, writes exclusion
-#: placeholders at ``outputs`` and returns False (:func:`recur.exclusions.run_or_exclude`).
-Guard = Callable[[str, str, Callable[[], object], Sequence[Path], Sequence[Path]], bool]
-
-
-def _run_step(
-    stage: str,
-    timepoint: str,
-    step: Callable[[], object],
-    inputs: Sequence[Path],
-    outputs: Sequence[Path],
-) -> bool:
-    step()
-    return True
-
-
-class _Abandon(Exception):
-    """A guard handled a refusal: drop the time point's staged files (placeholders stay)."""
-
-
 def timepoint_outputs(outdir: str | Path, phases: Sequence[str] = PHASES) -> list[Path]:
     """The files one time point's conversion writes into ``outdir``."""
     outdir = Path(outdir)
@@ -1015,7 +991,7 @@ def convert_patient(
     cohort_dir = Path(cohort_dir)
     table = read_series_table(cohort_dir, series_table)
     reader = SeriesReader(settings)
-    guard = guard or _run_step
+    guard = guard or run_step
     results: dict[str, dict[str, ConvertedSeries]] = {}
 
     def reference(timepoint: str, current: dict[str, ConvertedSeries]) -> datetime.date | None:
@@ -1045,8 +1021,8 @@ def convert_patient(
                         )
 
                     if not guard("convert", tp, step, [], timepoint_outputs(folder, phases)):
-                        raise _Abandon
+                        raise Abandon
                     stack.enter_context(tp_stack.pop_all())
-            except _Abandon:
+            except Abandon:
                 results.pop(tp, None)
     return results

@@ -30,6 +30,7 @@ import SimpleITK as sitk
 
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, write_nifti_to
+from recur.steps import TIMEPOINTS, Abandon, Guard, run_step
 
 #: The phases registered onto DP, and the fixed phase.
 MOVING_PHASES: tuple[str, ...] = ("PS", "AP", "PVP")
@@ -443,32 +444,6 @@ def register_timepoint_dir(
     return qc
 
 
-#: The time points of a patient, in registration order.
-TIMEPOINTS: tuple[str, ...] = ("pre", "post")
-
-#: ``guard(stage, timepoint, step, inputs, outputs) -> bool`` runs one step of a time point
-#: (``stage`` 'check_mask' or 'register') and returns True when it ran; the default just runs
-#: it. The CLI's ``--on-failure exclude`` passes one that, on a refusal (or an exclusion
-#: placeholder among ``inputs``), writes placeholders at ``outputs`` and returns False
-#: (:func:`recur.exclusions.run_or_exclude`); that time point is then abandoned.
-Guard = Callable[[str, str, Callable[[], object], Sequence[Path], Sequence[Path]], bool]
-
-
-def _run_step(
-    stage: str,
-    timepoint: str,
-    step: Callable[[], object],
-    inputs: Sequence[Path],
-    outputs: Sequence[Path],
-) -> bool:
-    step()
-    return True
-
-
-class _Abandon(Exception):
-    """A guard handled a refusal: drop the time point's staged files (placeholders stay)."""
-
-
 def register_patient(
     nifti_dir: str | Path,
     outdir: str | Path,
@@ -495,7 +470,7 @@ def register_patient(
     """
     if check_mask is not None and masks_dir is None:
         raise ValueError("check_mask needs masks_dir (where the checked masks go)")
-    guard = guard or _run_step
+    guard = guard or run_step
     nifti_dir, outdir = Path(nifti_dir), Path(outdir)
     qc: dict[str, pd.DataFrame] = {}
     with contextlib.ExitStack() as stack:
@@ -519,7 +494,7 @@ def register_patient(
                             outputs,
                         )
                         if not ran:
-                            raise _Abandon
+                            raise Abandon
                     inputs = [indir / f"{ph}.nii.gz" for ph in ALL_PHASES]
                     inputs += [mask] if mask is not None else []
 
@@ -529,9 +504,9 @@ def register_patient(
                         )
 
                     if not guard("register", tp, step, inputs, outputs):
-                        raise _Abandon
+                        raise Abandon
                     stack.enter_context(tp_stack.pop_all())
-            except _Abandon:
+            except Abandon:
                 qc.pop(tp, None)
     return qc
 

@@ -44,7 +44,9 @@ def rule_graph(tiny_run: Path) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {n: set() for n in names.values()}
     for a, b in re.findall(r"^\s*(\d+) -> (\d+)", res.stdout, flags=re.M):
         graph[names[a]].add(names[b])
-    assert "train_dl" in graph.get("crop", ()), graph
+    # every crop feeds the crop QC table, which training names as its input
+    assert "crop_qc" in graph.get("crop", ()), graph
+    assert "train_dl" in graph.get("crop_qc", ()), graph
     return graph
 
 
