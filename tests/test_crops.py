@@ -304,6 +304,13 @@ def test_crop_patient_files_post_frame_pre_needs_the_transform(tmp_path: Path):
     with pytest.raises(RecurError, match=r"P007.*post-to-pre transform"):
         crop_patient_files("P007", {"pre": pre, "post": post}, masks, out, None, s)
     assert not out.exists()
+    broken = tmp_path / "broken.tfm"
+    broken.write_text("not a transform\n", encoding="utf-8")
+    with pytest.raises(
+        RecurError, match=r"patient P007: cannot read the post-to-pre transform broken\.tfm"
+    ):
+        crop_patient_files("P007", {"pre": pre, "post": post}, masks, out, None, s, broken)
+    assert not out.exists()
     tfm = tmp_path / "post_to_pre.tfm"
     sitk.WriteTransform(sitk.Euler3DTransform(), str(tfm))
     res = crop_patient_files("P007", {"pre": pre, "post": post}, masks, out, None, s, tfm)

@@ -227,13 +227,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert-timepoint", help="convert the 4 phases of one patient and time point"
     )
-    p.add_argument("--cohort-dir", required=True)
-    p.add_argument(
-        "--series-table",
-        default="series.csv",
-        help="series table (relative to the cohort dir unless absolute)",
-    )
-    p.add_argument("--patient", required=True)
+    _add_cohort_series(p)
     p.add_argument("--timepoint", required=True, choices=("pre", "post"))
     p.add_argument(
         "--outdir", required=True, help="where {PS,AP,PVP,DP}.nii.gz and acquisition.json go"
@@ -246,13 +240,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         "convert-patient",
         help="convert both time points of one patient (8 series; the workflow's job)",
     )
-    p.add_argument("--cohort-dir", required=True)
-    p.add_argument(
-        "--series-table",
-        default="series.csv",
-        help="series table (relative to the cohort dir unless absolute)",
-    )
-    p.add_argument("--patient", required=True)
+    _add_cohort_series(p)
     p.add_argument(
         "--outdir",
         required=True,
@@ -262,6 +250,17 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     _add_convert_settings(p)
     _add_on_failure(p)
     p.set_defaults(func=_cmd_convert_patient)
+
+
+def _add_cohort_series(p: argparse.ArgumentParser) -> None:
+    """The cohort folder, its series table and the patient of a per-patient conversion."""
+    p.add_argument("--cohort-dir", required=True)
+    p.add_argument(
+        "--series-table",
+        default="series.csv",
+        help="series table (relative to the cohort dir unless absolute)",
+    )
+    p.add_argument("--patient", required=True)
 
 
 # --------------------------------------------------------------------------- preprocessing

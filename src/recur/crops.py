@@ -49,7 +49,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from recur.errors import RecurError
-from recur.io import atomic_path, read_image
+from recur.io import atomic_path, read_image, read_transform
 
 TIMEPOINTS: tuple[str, ...] = ("pre", "post")
 PHASES: tuple[str, ...] = ("PS", "AP", "PVP", "DP")
@@ -490,12 +490,9 @@ def crop_patient_files(
             raise RecurError(
                 f"patient {patient}: crop.post_frame 'pre' needs the post-to-pre transform"
             )
-        try:
-            transform = sitk.ReadTransform(str(post_to_pre))
-        except RuntimeError:
-            raise RecurError(
-                f"patient {patient}: cannot read the post-to-pre transform {post_to_pre}"
-            ) from None
+        transform = read_transform(
+            post_to_pre, who=f"patient {patient}", what="post-to-pre transform"
+        )
     result: dict[str, TimepointCrop] = {}
     pre_dp: sitk.Image | None = None
     for t in TIMEPOINTS:

@@ -88,6 +88,22 @@ def read_image(
     return img
 
 
+def read_transform(path: str | Path, *, who: str, what: str = "transform"):
+    """Read a SimpleITK transform file; a missing or unreadable file is one clear RecurError
+    naming ``who`` (the patient), ``what`` and the file."""
+    import SimpleITK as sitk
+
+    from recur.errors import RecurError
+
+    p = Path(path)
+    if not p.is_file():
+        raise RecurError(f"{who}: {what} {p.name}: file not found")
+    try:
+        return sitk.ReadTransform(str(p))
+    except RuntimeError:
+        raise RecurError(f"{who}: cannot read the {what} {p.name}") from None
+
+
 def gzip_file(src: str | Path, dst: str | Path, level: int = 1) -> None:
     """Gzip ``src`` into ``dst`` (no file name and mtime 0 in the header: the bytes depend on
     the content only).

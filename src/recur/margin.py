@@ -36,7 +36,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from recur.errors import RecurError
-from recur.io import atomic_path, read_image, write_text_atomic
+from recur.io import atomic_path, read_image, read_transform, write_text_atomic
 from recur.register import PhaseRegistration, RegistrationSettings, settings_from_args
 from recur.register import normalised_cross_correlation as ncc
 
@@ -1018,12 +1018,7 @@ def metrics_files(
     z = _binary(_read(zone, patient, "ablation-zone mask"))
     tx = None
     if transform is not None:
-        try:
-            tx = sitk.ReadTransform(str(transform))
-        except RuntimeError:
-            raise RecurError(
-                f"patient {patient}: cannot read the transform {Path(transform).name}"
-            ) from None
+        tx = read_transform(transform, who=f"patient {patient}")
     try:
         sm = MarginMetrics(mode, iso_spacing_mm, smooth_voxels)(t, z, tx)
     except ValueError as exc:
