@@ -23,6 +23,7 @@ BUNDLE_SETTINGS = json.dumps(
                 "dropout",
                 "max_pool",
                 "roi_channel",
+                "tta",
             )
         },
         "clinical": config["clinical"],

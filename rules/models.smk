@@ -97,6 +97,7 @@ rule train_dl:
         roi_channel=lambda wc: (
             "--roi-channel" if wc.model in config["train"]["roi_channel"] else ""
         ),
+        tta="--tta" if config["train"]["tta"] else "",
         augment=(
             f"--rotate-deg {config['train']['augment']['rotate_deg']}"
             f" --intensity-scale {config['train']['augment']['intensity_scale']}"
@@ -118,7 +119,7 @@ rule train_dl:
         " --learning-rate {params.learning_rate} --weight-decay {params.weight_decay}"
         " --seed {params.seed} --widths {params.widths} --blocks {params.blocks}"
         " --hidden {params.hidden} --dropout {params.dropout} {params.max_pool}"
-        " {params.roi_channel} {params.augment}"
+        " {params.roi_channel} {params.tta} {params.augment}"
         " > {log:q} 2>&1"
 
 

@@ -608,6 +608,7 @@ def _dl_arch(a: argparse.Namespace):
         dropout=a.dropout,
         max_pool=not a.no_max_pool,
         roi_channel=a.roi_channel,
+        tta=a.tta,
     )
 
 
@@ -741,6 +742,11 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
         "--roi-channel",
         action="store_true",
         help="the tumour ROI as 3 more input channels per time point",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="score with the mean logit over the 8 dihedral views (test-time augmentation)",
     )
     p.add_argument("--rotate-deg", type=float, default=180.0)
     p.add_argument("--no-flip", action="store_true")

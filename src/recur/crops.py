@@ -43,10 +43,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
+
+if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need it
+    import pandas as pd
 
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, read_transform
@@ -437,34 +440,29 @@ def _read(path: Path, who: str) -> sitk.Image:
 def qc_montage(crops: np.ndarray, masks: np.ndarray, title: str, path: str | Path) -> None:
     """Save a PNG: rows = time points, columns = phases, middle slice, ROI outlined in red.
 
-    The title is the pseudonym only and the PNG carries no metadata text chunks.
+    The title is the pseudonym only and the PNG carries no metadata chunks.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from recur import qc_images
 
     n_t, n_p = crops.shape[:2]
-    fig, axes = plt.subplots(n_t, n_p, figsize=(2.2 * n_p, 2.3 * n_t + 0.3), squeeze=False)
-    for t in range(n_t):
-        for p in range(n_p):
-            ax = axes[t, p]
-            img = crops[t, p, 1]
-            lo, hi = np.percentile(img, [1, 99])
-            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
-            if masks[t, 1].any():
-                ax.contour(masks[t, 1], levels=[0.5], colors="red", linewidths=0.8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if t == 0:
-                ax.set_title(PHASES[p] if p < len(PHASES) else str(p), fontsize=9)
-            if p == 0:
-                ax.set_ylabel(TIMEPOINTS[t] if t < len(TIMEPOINTS) else str(t), fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None})
-    plt.close(fig)
+    factor = 2 if crops.shape[-1] <= 160 else 1
+    rows = [
+        [
+            qc_images.upscale(
+                qc_images.overlay(qc_images.window(crops[t, p, 1]), [(masks[t, 1], qc_images.RED)]),
+                factor,
+            )
+            for p in range(n_p)
+        ]
+        for t in range(n_t)
+    ]
+    image = qc_images.montage(
+        rows,
+        title=title,
+        col_labels=[PHASES[p] if p < len(PHASES) else str(p) for p in range(n_p)],
+        row_labels=[TIMEPOINTS[t] if t < len(TIMEPOINTS) else str(t) for t in range(n_t)],
+    )
+    qc_images.save_png(image, path)
 
 
 def crop_patient_files(
@@ -561,6 +559,8 @@ def crop_qc_table(
     information got worse after registration, a correction larger than 10 mm. (Correlation
     across contrast phases can fall slightly even when the alignment is right.)
     """
+    import pandas as pd
+
     reg: dict[tuple[str, str], pd.DataFrame] = {}
     for f in registration_qc:
         f = Path(f)

@@ -24,8 +24,10 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need it
+    import pandas as pd
 
 from recur.errors import RecurError
 from recur.io import atomic_path
@@ -57,6 +59,8 @@ def config_exclusions(entries: Sequence[dict] | None, known_ids: Iterable[str]) 
     Raises :class:`RecurError` naming an id that is not in the cohort, listed twice, or whose
     reason is empty.
     """
+    import pandas as pd
+
     known = {str(p) for p in known_ids}
     rows = []
     seen: set[str] = set()
@@ -174,18 +178,12 @@ def excluded_png(path: str | Path, patient: str, records: Sequence[Exclusion]) -
     """A small PNG that says the patient was excluded and why (for the QC montage slot)."""
     import textwrap
 
-    import matplotlib
+    from recur import qc_images
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    text = "\n".join(textwrap.fill(f"{r.stage} {r.timepoint}: {r.reason}", 90) for r in records)
-    fig = plt.figure(figsize=(8, 2.5))
-    fig.text(0.02, 0.9, f"patient {patient}: EXCLUDED by QC", fontsize=12, weight="bold", va="top")
-    fig.text(0.02, 0.72, text, fontsize=8, va="top", family="monospace")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    lines = [f"patient {patient}: EXCLUDED by QC"]
+    for r in records:
+        lines.extend(textwrap.wrap(f"{r.stage} {r.timepoint}: {r.reason}", 100))
+    qc_images.save_png(qc_images.text_image(lines), path)
 
 
 # --------------------------------------------------------------------------- cohort table
@@ -195,6 +193,8 @@ def exclusion_table(files: dict[str, str | Path]) -> pd.DataFrame:
     One row per record (patient_id, stage, timepoint, reason); patients whose file is real
     data have no row.
     """
+    import pandas as pd
+
     rows = []
     for pid, path in files.items():
         if is_placeholder(path):
@@ -204,6 +204,8 @@ def exclusion_table(files: dict[str, str | Path]) -> pd.DataFrame:
 
 def read_exclusions(path: str | Path | None) -> pd.DataFrame:
     """The QC exclusion table written by :func:`exclusion_table` (empty when ``path`` is None)."""
+    import pandas as pd
+
     if path is None:
         return pd.DataFrame(columns=list(EXCLUSION_COLUMNS))
     return pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -30,10 +30,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
+
+if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need it
+    import pandas as pd
 
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, read_transform, write_text_atomic
@@ -694,6 +697,8 @@ class MarginMetrics:
 # --------------------------------------------------------------------------- cohort use
 def margin_table(records: Iterable[Mapping[str, object]]) -> pd.DataFrame:
     """The cohort table (:data:`TABLE_COLUMNS`) from per-patient metric records, sorted."""
+    import pandas as pd
+
     rows = list(records)
     df = pd.DataFrame(rows)
     missing = [c for c in TABLE_COLUMNS if c not in df.columns]
@@ -886,43 +891,50 @@ def plot_registration_qc(
     out: str | Path,
 ) -> None:
     """QC overlay on the tumour's largest slice: pre DP and registered post DP, both with the
-    tumour outline (yellow) and the transformed ablation-zone outline (cyan)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    tumour outline (yellow) and the transformed ablation-zone outline (cyan), zoomed on the
+    ROIs (+ 40 mm) and drawn at 0.5 mm per pixel (Pillow; :mod:`recur.qc_images`)."""
+    from recur import qc_images
 
     t = sitk.GetArrayViewFromImage(tumour) > 0
     z = sitk.GetArrayViewFromImage(zone) > 0
     k = int(np.argmax(t.sum(axis=(1, 2))))
     sx, sy = pre_dp.GetSpacing()[:2]
     ny, nx = t.shape[1:]
-    extent = (0, nx * sx, ny * sy, 0)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4.4), dpi=110)
-    for ax, img, name in (
-        (axes[0], pre_dp, "pre DP"),
-        (axes[1], post_on_pre, "post DP on pre grid"),
-    ):
-        a = sitk.GetArrayViewFromImage(img)[k].astype(float)
-        vmin, vmax = np.percentile(a, [1, 99]) if a.size else (0, 1)
-        ax.imshow(a, cmap="gray", vmin=vmin, vmax=max(vmax, vmin + 1e-6), extent=extent)
-        yy = (np.arange(ny) + 0.5) * sy
-        xx = (np.arange(nx) + 0.5) * sx
-        if t[k].any():
-            ax.contour(xx, yy, t[k].astype(float), levels=[0.5], colors="yellow", linewidths=1)
-        if z[k].any():
-            ax.contour(xx, yy, z[k].astype(float), levels=[0.5], colors="cyan", linewidths=1)
-        if t[k].any() or z[k].any():  # zoom on the ROIs (+ 40 mm)
-            rows, cols = np.nonzero(t[k] | z[k])
-            ax.set_xlim(max(cols.min() * sx - 40, 0), min((cols.max() + 1) * sx + 40, nx * sx))
-            ax.set_ylim(min((rows.max() + 1) * sy + 40, ny * sy), max(rows.min() * sy - 40, 0))
-        ax.set_title(f"{name}, slice {k}", fontsize=9)
-        ax.set_axis_off()
-    fig.suptitle(f"{title} (yellow: tumour, cyan: ablation zone)", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    r0, r1, c0, c1 = 0, ny, 0, nx
+    if t[k].any() or z[k].any():  # zoom on the ROIs (+ 40 mm)
+        rows, cols = np.nonzero(t[k] | z[k])
+        r0 = max(int(rows.min() - 40 / sy), 0)
+        r1 = min(int(rows.max() + 1 + 40 / sy), ny)
+        c0 = max(int(cols.min() - 40 / sx), 0)
+        c1 = min(int(cols.max() + 1 + 40 / sx), nx)
+    rows, cols = _display_grid(r1 - r0, c1 - c0, sx, sy, mm_per_pixel=0.5)
+    tumour_k = t[k, r0:r1, c0:c1][rows][:, cols]
+    zone_k = z[k, r0:r1, c0:c1][rows][:, cols]
+    panels = [
+        qc_images.overlay(
+            qc_images.window(sitk.GetArrayViewFromImage(img)[k, r0:r1, c0:c1][rows][:, cols]),
+            [(tumour_k, qc_images.YELLOW), (zone_k, qc_images.CYAN)],
+        )
+        for img in (pre_dp, post_on_pre)
+    ]
+    image = qc_images.montage(
+        [panels],
+        title=f"{title} (yellow: tumour, cyan: ablation zone)",
+        col_labels=[f"pre DP, slice {k}", f"post DP on pre grid, slice {k}"],
+    )
+    qc_images.save_png(image, out)
+
+
+def _display_grid(
+    h: int, w: int, sx: float, sy: float, mm_per_pixel: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices that show an (h, w) slice of pixel size (sx, sy) mm at
+    ``mm_per_pixel`` (nearest neighbour, true aspect)."""
+    n_rows = max(round(h * sy / mm_per_pixel), 1)
+    n_cols = max(round(w * sx / mm_per_pixel), 1)
+    rows = np.minimum(np.arange(n_rows) * mm_per_pixel / sy, h - 1).astype(int)
+    cols = np.minimum(np.arange(n_cols) * mm_per_pixel / sx, w - 1).astype(int)
+    return rows, cols
 
 
 # --------------------------------------------------------------------------- file edges

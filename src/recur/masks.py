@@ -194,7 +194,10 @@ def check_mask_file(
     dp_name = dp_name or str(dp_path)
     mask = _read(Path(mask_path), who, mask_name, dp_name)
     dp = _read(Path(dp_path), who, dp_name, mask_name)
-    n_bad = nonfinite_voxels(mask_path)
+    # only a floating-point mask can hold NaN (ITK reads a float-stored NIfTI as float; the
+    # nibabel check costs ~0.5 s of imports, so integer masks -- ITK-SNAP's -- skip it)
+    is_float = mask.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64)
+    n_bad = nonfinite_voxels(mask_path) if is_float else 0
     if n_bad:
         MaskCheck._refuse(who, mask_name, dp_name, [f"{n_bad} voxel(s) are NaN or infinite"])
     binary = MaskCheck(tolerance)(mask, dp, who=who, mask_name=mask_name, image_name=dp_name)

@@ -301,7 +301,7 @@ def dl_scores(
         ds = make_dataset(
             make_items(list(patients), crops_dir), arch.timepoints, None, roi=arch.roi_channel
         )
-        out[m] = train.sigmoid(train.predict_logits(model, ds, dev))
+        out[m] = train.sigmoid(train.predict_logits(model, ds, dev, tta=arch.tta))
     return out
 
 

@@ -23,10 +23,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
+
+if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need it
+    import pandas as pd
 
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, write_nifti_to
@@ -369,6 +372,8 @@ def register_timepoint(
     roi_mask: sitk.Image | None = None,
 ) -> tuple[dict[str, sitk.Image], dict[str, sitk.Transform], pd.DataFrame]:
     """Register PS, AP and PVP onto DP; return (images on the DP grid, transforms, QC table)."""
+    import pandas as pd
+
     reg = PhaseRegistration(settings)
     dp = as_float32(phases[FIXED_PHASE])
     images: dict[str, sitk.Image] = {}
@@ -468,6 +473,7 @@ def register_patient(
     ``guard`` (see :data:`Guard`) runs each step; a time point whose step it handled keeps the
     placeholders the guard wrote and loses its staged files, the other time point goes on.
     """
+
     if check_mask is not None and masks_dir is None:
         raise ValueError("check_mask needs masks_dir (where the checked masks go)")
     guard = guard or run_step

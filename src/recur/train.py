@@ -74,6 +74,9 @@ class Architecture:
     max_pool: bool = True
     #: the tumour ROI as 3 more input channels per time point (recur.dl_data)
     roi_channel: bool = False
+    #: scores are the mean logit over the 8 dihedral views of the input (test-time
+    #: augmentation, :func:`predict_logits`); the tuning AUC of each epoch uses the plain view
+    tta: bool = False
 
     @property
     def in_channels(self) -> int:
@@ -180,15 +183,33 @@ def _loader(dataset, batch_size: int, shuffle: bool, seed: int, drop_last: bool)
     )
 
 
+def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 views of a batch under the dihedral group of the square: rotations by 0, 90,
+    180 and 270 degrees of the last two (in-plane) axes, each without and with a left-right
+    flip. Every channel and time point turns together; the first view is ``x`` itself."""
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"dihedral views need square images, got {tuple(x.shape[-2:])}")
+    rotations = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    return rotations + [torch.flip(r, dims=(-1,)) for r in rotations]
+
+
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, dataset, device: torch.device, batch_size: int = 32
+    model: nn.Module, dataset, device: torch.device, batch_size: int = 32, tta: bool = False
 ) -> np.ndarray:
-    """Logits of every sample of ``dataset`` (eval mode, dataset order)."""
+    """Logits of every sample of ``dataset`` (eval mode, dataset order).
+
+    ``tta``: the mean logit over the 8 :func:`dihedral_views` of each sample. The training
+    augmentation draws any rotation and both flips, so these views are inputs the network was
+    trained on; averaging them removes the score's dependence on the crop's orientation.
+    """
     model.eval()
     out = []
     for batch in _loader(dataset, batch_size, shuffle=False, seed=0, drop_last=False):
-        out.append(model(batch["image"].to(device)).reshape(-1).cpu())
+        x = batch["image"].to(device)
+        views = dihedral_views(x) if tta else [x]
+        logits = torch.stack([model(v).reshape(-1) for v in views]).mean(dim=0)
+        out.append(logits.cpu())
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
@@ -389,7 +410,7 @@ def run_training(
         make_items(score_ids, crops_dir), arch.timepoints, None, roi=arch.roi_channel
     )
     scores = split_df.set_index("patient_id").loc[score_ids, ["cohort", "split"]].reset_index()
-    scores["score"] = sigmoid(predict_logits(model, score_ds, dev))
+    scores["score"] = sigmoid(predict_logits(model, score_ds, dev, tta=arch.tta))
     scores = scores[PREDICTION_COLUMNS]
 
     outdir = Path(outdir)
@@ -421,6 +442,7 @@ def load_model(
             dropout=float(meta["dropout"]),
             max_pool=bool(meta.get("max_pool", True)),
             roi_channel=bool(meta.get("roi_channel", False)),
+            tta=bool(meta.get("tta", False)),
         )
         state = torch.load(model_dir / "weights.pt", map_location=device, weights_only=True)
         model = arch.build()
