@@ -9,7 +9,9 @@ run: SimpleITK's built-in pyramid (full-resolution smoothing per level, gradient
 on) with the same metric, optimiser and sampling.
 
 Crops: ``crop_timepoint`` (reorient, slice choice, 4 phases × 3 slices × 128²,
-normalisation) per second.
+normalisation) per second. The crop job's QC montage in a fresh interpreter (what a
+per-patient job pays, imports included): Pillow (``recur.qc_images``) against the matplotlib
+figure it replaced, the reference.
 
     .venv/bin/python bench/bench_preprocess.py [--repeats 5] [--csv bench.csv]
 """
@@ -145,6 +147,75 @@ def cohort_tre(results: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: The crop QC montage as it was drawn before recur.qc_images (matplotlib), the reference.
+_MATPLOTLIB_MONTAGE = """
+import sys, numpy as np
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+crops = np.random.default_rng(0).normal(size=(2, 4, 3, 128, 128)).astype(np.float32)
+masks = np.zeros((2, 3, 128, 128), np.uint8); masks[:, :, 50:80, 50:80] = 1
+fig, axes = plt.subplots(2, 4, figsize=(8.8, 4.9), squeeze=False)
+for t in range(2):
+    for p in range(4):
+        ax = axes[t, p]; img = crops[t, p, 1]; lo, hi = np.percentile(img, [1, 99])
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
+        ax.contour(masks[t, 1], levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_xticks([]); ax.set_yticks([])
+fig.suptitle("P0001"); fig.tight_layout()
+fig.savefig(sys.argv[1], format="png", dpi=80, metadata={"Software": None})
+"""
+
+#: The same picture through recur.crops.qc_montage (Pillow, recur.qc_images).
+_PILLOW_MONTAGE = """
+import sys, numpy as np
+from recur.crops import qc_montage
+crops = np.random.default_rng(0).normal(size=(2, 4, 3, 128, 128)).astype(np.float32)
+masks = np.zeros((2, 3, 128, 128), np.uint8); masks[:, :, 50:80, 50:80] = 1
+qc_montage(crops, masks, "P0001", sys.argv[1])
+"""
+
+
+def _child_seconds(code: str, out: Path, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of a fresh interpreter running ``code`` (imports included:
+    what a per-patient job pays)."""
+    import resource
+    import subprocess
+
+    wall, cpu = [], []
+    env_path = str(Path(__file__).resolve().parents[1] / "src")
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-c", code, str(out)],
+            check=True,
+            env={**__import__("os").environ, "PYTHONPATH": env_path},
+        )
+        wall.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def qc_picture_row(repeats: int) -> dict:
+    """The crop job's QC montage in a fresh process: Pillow (ours) against matplotlib."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        w_ours, c_ours = _child_seconds(_PILLOW_MONTAGE, Path(tmp) / "a.png", repeats)
+        w_ref, c_ref = _child_seconds(_MATPLOTLIB_MONTAGE, Path(tmp) / "b.png", repeats)
+    return {
+        "task": "crop QC montage in a fresh process (imports included)",
+        "case": "2 x 4 panels of 128^2",
+        "wall_s": round(w_ours, 3),
+        "cpu_s": round(c_ours, 3),
+        "reference_wall_s": round(w_ref, 3),
+        "reference_cpu_s": round(c_ref, 3),
+        "cpu_ratio_to_reference": round(c_ours / c_ref, 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -206,6 +277,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             "crops_per_cpu_second": round(1.0 / c_crop, 1),
         }
     )
+    rows.append(qc_picture_row(a.repeats))
     if a.results:
         t = cohort_tre(Path(a.results))
         if len(t):

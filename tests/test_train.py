@@ -261,3 +261,58 @@ def test_augmentation_settings_reach_transforms():
         "RandShiftIntensityd",
     ]
     assert [t.flipper.spatial_axis for t in tfs[1:3]] == [1, 0]  # left-right, then up-down
+
+
+def test_dihedral_views_are_the_eight_symmetries_of_the_square():
+    from recur.train import dihedral_views
+
+    x = torch.arange(9.0).reshape(1, 1, 3, 3)  # 0 1 2 / 3 4 5 / 6 7 8
+    views = dihedral_views(x)
+    assert len(views) == 8
+    assert torch.equal(views[0], x)
+    # rot90 turns counter-clockwise: the top row becomes 2 5 8
+    assert views[1][0, 0, 0].tolist() == [2.0, 5.0, 8.0]
+    assert views[2][0, 0, 0].tolist() == [8.0, 7.0, 6.0]
+    # the flipped identity mirrors left-right
+    assert views[4][0, 0, 0].tolist() == [2.0, 1.0, 0.0]
+    corners = {tuple(v[0, 0, 0, :].tolist()) for v in views}
+    assert len(corners) == 8  # all distinct for an asymmetric image
+    # a group: the views of a view are the same set
+    again = {tuple(v.flatten().tolist()) for v in dihedral_views(views[3])}
+    assert again == {tuple(v.flatten().tolist()) for v in views}
+    # every channel and time point turns together: (B, T, C, H, W)
+    y = torch.rand(2, 2, 3, 4, 4)
+    for v, w in zip(dihedral_views(y), dihedral_views(y[:, 1]), strict=True):
+        assert torch.equal(v[:, 1], w)
+    with pytest.raises(ValueError, match="square"):
+        dihedral_views(torch.zeros(1, 1, 2, 3))
+
+
+def test_tta_scores_are_the_mean_logit_of_the_views(toy):
+    from recur.train import dihedral_views
+
+    items = make_items(["T0001", "T0002", "T0003"], toy["crops"])
+    ds = make_dataset(items, 1)
+
+    class Corner(torch.nn.Module):  # looks at one pixel: not rotation-invariant
+        def forward(self, x):
+            return x[:, 0, 0, :1] * 2.0 + 1.0
+
+    model = Corner()
+    x = torch.stack([ds[i]["image"] for i in range(3)])
+    by_hand = torch.stack([model(v).reshape(-1) for v in dihedral_views(x)]).mean(0)
+    tta = predict_logits(model, ds, torch.device("cpu"), tta=True)
+    plain = predict_logits(model, ds, torch.device("cpu"))
+    np.testing.assert_allclose(tta, by_hand.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(plain, model(x).reshape(-1).numpy(), rtol=1e-6)
+    assert not np.allclose(tta, plain)
+
+    class Mean(torch.nn.Module):  # rotation- and flip-invariant: TTA changes nothing
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3)).reshape(-1, 1)
+
+    np.testing.assert_allclose(
+        predict_logits(Mean(), ds, torch.device("cpu"), tta=True),
+        predict_logits(Mean(), ds, torch.device("cpu")),
+        rtol=1e-5,
+    )
