@@ -26,6 +26,7 @@ import multiprocessing as mp
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         cohort / "series.csv", cohort / "rois.csv", cohort / "clinical.csv", cohort_dir=cohort
     )
     table = inputs.clinical.set_index("patient_id").loc[ok].reset_index()
-    sig = predict.dl_scores(bundle, ok, work / "crops")
+    models = predict.load_dl_models(bundle)
+    sig = predict.dl_scores(bundle, ok, work / "crops", models=models)
+    # the same networks scored on the plain view only (train.tta off), for comparison
+    plain_models = {m: (net, replace(arch, tta=False)) for m, (net, arch) in models.items()}
+    plain = predict.dl_scores(bundle, ok, work / "crops", models=plain_models)
+    tta_on = {m: arch.tta for m, (_, arch) in models.items()}
     scores = {**sig, **predict.tabular_scores(bundle, table, sig)}
 
     truth, _ = synth.load_truth(truth_csv)
@@ -182,6 +188,24 @@ def main(argv: list[str] | None = None) -> int:
                 "gap": round(ceil[info] - auc, 3),
             }
         )
+    for m in ("Pre", "PrePost"):
+        if not tta_on[m]:
+            continue
+        auc, lo, hi = delong_ci(y, np.asarray(plain[m]))
+        info = seen[m]
+        rows.append(
+            {
+                "model": f"{m} (plain view, no TTA)",
+                "n": len(y),
+                "n_er": int(y.sum()),
+                "auc": round(auc, 3),
+                "ci_low": round(lo, 3),
+                "ci_high": round(hi, 3),
+                "information": info,
+                "ceiling": round(ceil[info], 3),
+                "gap": round(ceil[info] - auc, 3),
+            }
+        )
     out = pd.DataFrame(rows)
     print(out.to_string(index=False))
     from recur.evaluate import delong_test
@@ -189,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     for a_, b_ in (("PrePost", "Pre"), ("DL_Clinical", "Clinical")):
         t = delong_test(y, scores[a_], scores[b_])
         print(f"DeLong {a_} vs {b_}: diff {t['diff']:+.3f}, p = {t['p']:.3g}")
+    for m in ("Pre", "PrePost"):
+        if tta_on[m]:
+            t = delong_test(y, scores[m], plain[m])
+            print(f"DeLong {m} TTA vs plain view: diff {t['diff']:+.3f}, p = {t['p']:.3g}")
     print(
         f"ceiling with everything: {ceil['all']:.3f}; prevalence {ceil['prevalence']:.3f}; "
         f"{len(failed)} patients failed; preprocessing {prep_wall:.0f} s wall "
