@@ -172,40 +172,27 @@ def main(argv: list[str] | None = None) -> int:
         "Clinical": "Clinical",
         "DL_Clinical": "Clinical+" + bundle.signature,
     }
-    rows = []
-    for m, info in seen.items():
-        auc, lo, hi = delong_ci(y, np.asarray(scores[m]))
-        rows.append(
-            {
-                "model": m,
-                "n": len(y),
-                "n_er": int(y.sum()),
-                "auc": round(auc, 3),
-                "ci_low": round(lo, 3),
-                "ci_high": round(hi, 3),
-                "information": info,
-                "ceiling": round(ceil[info], 3),
-                "gap": round(ceil[info] - auc, 3),
-            }
-        )
-    for m in ("Pre", "PrePost"):
-        if not tta_on[m]:
-            continue
-        auc, lo, hi = delong_ci(y, np.asarray(plain[m]))
-        info = seen[m]
-        rows.append(
-            {
-                "model": f"{m} (plain view, no TTA)",
-                "n": len(y),
-                "n_er": int(y.sum()),
-                "auc": round(auc, 3),
-                "ci_low": round(lo, 3),
-                "ci_high": round(hi, 3),
-                "information": info,
-                "ceiling": round(ceil[info], 3),
-                "gap": round(ceil[info] - auc, 3),
-            }
-        )
+
+    def auc_row(name: str, score, info: str) -> dict:
+        auc, lo, hi = delong_ci(y, np.asarray(score))
+        return {
+            "model": name,
+            "n": len(y),
+            "n_er": int(y.sum()),
+            "auc": round(auc, 3),
+            "ci_low": round(lo, 3),
+            "ci_high": round(hi, 3),
+            "information": info,
+            "ceiling": round(ceil[info], 3),
+            "gap": round(ceil[info] - auc, 3),
+        }
+
+    rows = [auc_row(m, scores[m], info) for m, info in seen.items()]
+    rows += [
+        auc_row(f"{m} (plain view, no TTA)", plain[m], seen[m])
+        for m in ("Pre", "PrePost")
+        if tta_on[m]
+    ]
     out = pd.DataFrame(rows)
     print(out.to_string(index=False))
     from recur.evaluate import delong_test
