@@ -84,6 +84,11 @@ rule train_dl:
             f"--min-epochs {config['train']['min_epochs']}"
             f" --smooth-epochs {config['train']['smooth_epochs']}"
             f" --scheduler {config['train']['scheduler']}"
+            + (
+                " --average-window"
+                if config["train"]["average_window"]
+                else " --no-average-window"
+            )
         ),
         batch_size=config["train"]["batch_size"],
         learning_rate=config["train"]["learning_rate"],

@@ -166,6 +166,21 @@ def test_information_ceilings_grow_with_information(latent2000: pd.DataFrame):
         synth.information_ceilings(tr.drop(columns=["margin_mm"]))
 
 
+def test_information_scores_are_conditional_means_of_the_risk(latent2000: pd.DataFrame):
+    tr = latent2000[latent2000["cohort"] == "train"].iloc[:300]
+    s = synth.information_scores(tr, n_mc=30, seed=0)
+    assert list(s.columns) == [*synth.INFORMATION_SETS, "all"]
+    assert s.index.equals(tr.index)
+    p = synth.risk_components(tr, tr, tr)["p"].to_numpy()
+    np.testing.assert_allclose(s["all"], p)
+    np.testing.assert_allclose(s["Clinical+PrePost"], p)  # every part known: p itself
+    # a conditional mean keeps the mean of p (tower rule) but varies less than p
+    for name in ("Clinical", "Pre", "PrePost"):
+        assert abs(s[name].mean() - p.mean()) < 0.02, name
+        assert s[name].std() < p.std(), name
+    assert s["Pre"].std() < s["PrePost"].std()
+
+
 def test_blank_cells_rate():
     clin = synth.sample_clinical(np.random.default_rng(0), 4000, synth.SITE_PROFILES["siteA"])
     out = synth.blank_cells(np.random.default_rng(1), clin)

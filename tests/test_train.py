@@ -18,6 +18,7 @@ from recur.train import (
     PREDICTION_COLUMNS,
     Architecture,
     TrainSettings,
+    average_states,
     configure_torch,
     crossfit_table,
     job_patients,
@@ -169,6 +170,48 @@ def test_training_lowers_loss(toy):
         assert len(log) == 8
         assert 1 <= best <= 8
         assert log["train_loss"].iloc[-2:].mean() < 0.85 * log["train_loss"].iloc[0], name
+
+
+def test_average_states_by_hand():
+    a = {"w": torch.tensor([1.0, 2.0]), "bn.num_batches_tracked": torch.tensor(3)}
+    b = {"w": torch.tensor([3.0, 6.0]), "bn.num_batches_tracked": torch.tensor(4)}
+    out = average_states([a, b])
+    torch.testing.assert_close(out["w"], torch.tensor([2.0, 4.0]))
+    assert out["bn.num_batches_tracked"].item() == 4  # integers: the last state's
+    assert average_states([a])["w"] is not a["w"]  # a copy, not the caller's tensor
+    torch.testing.assert_close(average_states([a])["w"], a["w"])
+    with pytest.raises(ValueError, match="at least one"):
+        average_states([])
+    with pytest.raises(ValueError, match="other keys"):
+        average_states([{"v": torch.zeros(2)}, b])
+
+
+def test_average_window_keeps_the_mean_of_the_selected_window(toy):
+    """With average_window the model holds the mean of the window's weights; the window
+    is the smooth_epochs epochs ending at the selected one, and is handed to on_select."""
+    labels = read_outcome(toy["clinical"]).to_dict()
+    split = pd.read_csv(toy["split"])
+    ids = list(split.loc[split["split"] != "test", "patient_id"])
+    items = make_items(ids, toy["crops"], labels)
+    arch = Architecture("Pre", **SMALL)
+    got = {}
+    for average in (False, True):
+        configure_torch(0, threads=1)
+        settings = TrainSettings(
+            epochs=4, batch_size=8, seed=0, min_epochs=1, smooth_epochs=2, average_window=average
+        )
+        model, _, best = train_model(
+            arch, items, items[:8], settings, on_select=lambda e, w: got.update(e=e, w=w)
+        )
+        assert got["e"] == best
+        assert len(got["w"]) == min(2, best)
+        want = average_states(got["w"]) if average else got["w"][-1]
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(v, want[k])
+    # the window's two epochs differ, so the mean is not either epoch's weights
+    first = next(k for k, v in got["w"][-1].items() if torch.is_floating_point(v))
+    if len(got["w"]) == 2:
+        assert not torch.equal(got["w"][0][first], got["w"][1][first])
 
 
 def _train_cli(toy, outdir, fold="full", epochs=2):

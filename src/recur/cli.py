@@ -634,6 +634,7 @@ def _cmd_train_dl(a: argparse.Namespace) -> None:
         min_epochs=a.min_epochs,
         smooth_epochs=a.smooth_epochs,
         scheduler=a.scheduler,
+        average_window=a.average_window,
     )
     train.configure_torch(a.seed, a.threads)
     train.run_training(
@@ -729,6 +730,12 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-epochs", type=int, default=10, help="no epoch kept before this one")
     p.add_argument("--smooth-epochs", type=int, default=3, help="tuning-AUC window (epochs)")
     p.add_argument("--scheduler", default="onecycle", choices=["onecycle", "constant"])
+    p.add_argument(
+        "--average-window",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the mean weights of the selection window's epochs (weight averaging)",
+    )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)

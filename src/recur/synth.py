@@ -611,29 +611,25 @@ _CLINICAL_REST = ["tumor_number", "afp_ng_ml", "hbv", "tp_g_l"]
 PRE_LATENTS = ["rim_aphe", "capsule", "heterogeneity", "satellite", "peritumoral"]
 
 
-def information_ceilings(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -> dict[str, float]:
-    """AUC ceiling of each information set of :data:`INFORMATION_SETS` (measurement only).
+def information_scores(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Per patient, the part of the true risk each information set can show (measurement only).
 
-    The score of a set is ``E[p | the parts in the set]``, by Monte Carlo over the parts not in
-    it: the image latents are redrawn from their priors (the margin given the tumour radius),
-    the clinical variables other than size are redrawn by permuting them across the patients
-    of ``latent`` (they are independent of the images and of size). The ceiling is the AUC of
-    that score against the sampled ER. ``latent`` has one row per patient with the clinical
-    columns, the pre-image latents, ``margin_mm`` and ``er`` (``load_truth(...)[0]``).
+    One column per set of :data:`INFORMATION_SETS` (rows as ``latent``): ``E[p | the parts in
+    the set]``, by Monte Carlo over the parts not in it: the image latents are redrawn from
+    their priors (the margin given the tumour radius), the clinical variables other than size
+    are redrawn by permuting them across the patients of ``latent`` (they are independent of
+    the images and of size). Column ``all`` is the true risk ``p`` itself. ``latent`` has one
+    row per patient with the clinical columns, the pre-image latents and ``margin_mm``
+    (``load_truth(...)[0]``).
     """
-    from sklearn.metrics import roc_auc_score
-
-    need = ["tumor_size_cm", *_CLINICAL_REST, *PRE_LATENTS, "margin_mm", "er"]
+    need = ["tumor_size_cm", *_CLINICAL_REST, *PRE_LATENTS, "margin_mm"]
     missing = [c for c in need if c not in latent.columns]
     if missing:
         raise ValueError(f"latent table lacks {missing}")
-    if latent["er"].nunique() != 2:
-        raise ValueError("information_ceilings needs patients with and without ER")
     rng = np.random.default_rng(seed)
     lat = latent.reset_index(drop=True)
     n = len(lat)
     radius = lat["tumor_size_cm"].to_numpy(float) * 5.0
-    y = lat["er"].to_numpy()
     out = {}
     for name, parts in INFORMATION_SETS.items():
         acc = np.zeros(n)
@@ -645,8 +641,25 @@ def information_ceilings(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -
             pre = lat if "pre" in parts else sample_pre_image(rng, n)
             post = lat if "post" in parts else sample_post_image(rng, radius)
             acc += risk_components(clin, pre, post)["p"].to_numpy()
-        out[name] = float(roc_auc_score(y, acc / n_mc))
-    out["all"] = float(roc_auc_score(y, risk_components(lat, lat, lat)["p"].to_numpy()))
+        out[name] = acc / n_mc
+    out["all"] = risk_components(lat, lat, lat)["p"].to_numpy()
+    return pd.DataFrame(out, index=latent.index)
+
+
+def information_ceilings(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -> dict[str, float]:
+    """AUC ceiling of each information set of :data:`INFORMATION_SETS` (measurement only):
+    the AUC of :func:`information_scores` against the sampled ER (column ``er`` of
+    ``latent``); ``all`` is the AUC of the true risk, ``prevalence`` the share with ER.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if "er" not in latent.columns:
+        raise ValueError("latent table lacks ['er']")
+    if latent["er"].nunique() != 2:
+        raise ValueError("information_ceilings needs patients with and without ER")
+    y = latent["er"].to_numpy()
+    scores = information_scores(latent, n_mc=n_mc, seed=seed)
+    out = {name: float(roc_auc_score(y, scores[name])) for name in scores.columns}
     out["prevalence"] = float(y.mean())
     return out
 

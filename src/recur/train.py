@@ -28,7 +28,8 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,9 @@ class TrainSettings:
     min_epochs: int = 10
     smooth_epochs: int = 3
     scheduler: str = "onecycle"
+    #: keep the mean of the weights of the ``smooth_epochs`` epochs of the selected window
+    #: (:func:`average_states`) instead of the selected epoch's own weights
+    average_window: bool = True
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -262,19 +266,47 @@ def select_epoch(train_log: pd.DataFrame, min_epochs: int, smooth_epochs: int) -
     return best_epoch
 
 
+def average_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of state dicts of one network (pure function).
+
+    Floating-point tensors (weights, biases, BatchNorm running statistics) are averaged;
+    the others (BatchNorm's ``num_batches_tracked``) are taken from the last state. This is
+    stochastic weight averaging (Izmailov et al. 2018) over consecutive epochs of one run,
+    with the running statistics averaged as model-EMA implementations do.
+    """
+    if not states:
+        raise ValueError("average_states needs at least one state")
+    keys = list(states[-1])
+    for i, st in enumerate(states):
+        if list(st) != keys:
+            raise ValueError(f"state {i} has other keys than the last state")
+    out = {}
+    for k in keys:
+        last = states[-1][k]
+        if torch.is_floating_point(last):
+            out[k] = torch.stack([st[k].to(last.dtype) for st in states]).mean(dim=0)
+        else:
+            out[k] = last.clone()
+    return out
+
+
 def train_model(
     arch: Architecture,
     train_items: Sequence[dict],
     tune_items: Sequence[dict],
     settings: TrainSettings,
     device: torch.device | str = "cpu",
+    on_select: Callable[[int, list[dict]], None] | None = None,
 ) -> tuple[nn.Module, pd.DataFrame, int]:
     """Train ``arch`` on ``train_items``; select the epoch with the best tune AUC.
 
-    Returns the model holding the selected epoch's weights (in eval mode), the training log
+    Returns the model holding the selected epoch's weights (in eval mode; with
+    ``settings.average_window`` the mean weights of the selection window, the
+    ``smooth_epochs`` epochs ending at the selected one), the training log
     (:data:`LOG_COLUMNS`; one row per epoch run) and the selected epoch
     (:func:`select_epoch`: smoothed tuning AUC from ``min_epochs`` on; early stopping after
-    ``patience`` epochs from ``min_epochs`` on without a better one).
+    ``patience`` epochs from ``min_epochs`` on without a better one). ``on_select(epoch,
+    states)``, when given, is called at the end with the window's state dicts (oldest first).
     """
     device = torch.device(device)
     configure_torch(settings.seed, threads=torch.get_num_threads())
@@ -301,7 +333,8 @@ def train_model(
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=settings.learning_rate, total_steps=total_steps, pct_start=0.25
         )
-    best_state, best_epoch, since_best, rows = None, 0, 0, []
+    window: deque[dict[str, torch.Tensor]] = deque(maxlen=settings.smooth_epochs)
+    best_window, best_epoch, since_best, rows = None, 0, 0, []
     for epoch in range(1, settings.epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -338,17 +371,21 @@ def train_model(
             "lr %.2g (%.1f s)",
             *(rows[-1][c] for c in LOG_COLUMNS),
         )
+        window.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         kept = select_epoch(pd.DataFrame(rows), settings.min_epochs, settings.smooth_epochs)
         if kept == epoch:
-            best_epoch, since_best = epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_epoch, since_best, best_window = epoch, 0, list(window)
         elif epoch >= settings.min_epochs:
             since_best += 1
             if since_best >= settings.patience:
                 log.info("early stop: no tune improvement for %d epochs", settings.patience)
                 break
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    assert best_window is not None
+    if on_select is not None:
+        on_select(best_epoch, best_window)
+    model.load_state_dict(
+        average_states(best_window) if settings.average_window else best_window[-1]
+    )
     model.eval()
     return model, pd.DataFrame(rows, columns=LOG_COLUMNS), best_epoch
 
