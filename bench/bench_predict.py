@@ -40,6 +40,7 @@ def tiny_study(workdir: Path) -> Path:
     sys.path.insert(0, str(REPO))
     from tests.conftest import TINY_CONFIG, run_snakemake
 
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
     res = run_snakemake(workdir, "--cores", "2")
     if res.returncode != 0:
