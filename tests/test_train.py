@@ -8,9 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from monai.data import get_track_meta
 
 from recur.cli import main
-from recur.dl_data import Augmentation, make_dataset, make_items, write_toy_cohort
+from recur.dl_data import (
+    Augmentation,
+    make_dataset,
+    make_items,
+    plain_tensors,
+    write_toy_cohort,
+)
 from recur.errors import RecurError
 from recur.split import make_split, read_outcome, write_split
 from recur.train import (
@@ -304,6 +311,28 @@ def test_augmentation_settings_reach_transforms():
         "RandShiftIntensityd",
     ]
     assert [t.flipper.spatial_axis for t in tfs[1:3]] == [1, 0]  # left-right, then up-down
+
+
+def test_plain_tensors_leave_the_augmented_crops_identical(toy):
+    """Dropping MONAI's metadata tracking is a speed-up only: the same seeded draws give the
+    same numbers, and the previous setting comes back (also after an error)."""
+    ids = pd.read_csv(toy["split"])["patient_id"].head(4).tolist()
+    items = make_items(ids, toy["crops"], read_outcome(toy["clinical"]).to_dict())
+
+    def draw() -> list[torch.Tensor]:
+        ds = make_dataset(items, 2, Augmentation(), seed=3, roi=True)
+        return [ds[i]["image"] for i in range(len(ds))]
+
+    assert get_track_meta()
+    tracked = draw()
+    with plain_tensors():
+        assert not get_track_meta()
+        plain = draw()
+    assert get_track_meta()
+    assert all(torch.equal(a, b) for a, b in zip(tracked, plain, strict=True))
+    with pytest.raises(ValueError, match="inside"), plain_tensors():
+        raise ValueError("inside")
+    assert get_track_meta()
 
 
 def test_dihedral_views_are_the_eight_symmetries_of_the_square():

@@ -41,7 +41,7 @@ from monai.utils import set_determinism
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from recur.dl_data import Augmentation, make_dataset, make_items
+from recur.dl_data import Augmentation, make_dataset, make_items, plain_tensors
 from recur.errors import RecurError
 from recur.io import atomic_path
 from recur.networks import CHANNELS_PER_TIMEPOINT, MODEL_TIMEPOINTS, ROI_CHANNELS, build_model
@@ -198,6 +198,7 @@ def dihedral_views(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+@plain_tensors()
 def predict_logits(
     model: nn.Module, dataset, device: torch.device, batch_size: int = 32, tta: bool = False
 ) -> np.ndarray:
@@ -290,6 +291,7 @@ def average_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, to
     return out
 
 
+@plain_tensors()
 def train_model(
     arch: Architecture,
     train_items: Sequence[dict],
