@@ -20,7 +20,9 @@ exists, the ratio to a reference measured in the same run):
 - ``predict``: seconds to score one new patient from DICOM;
 - ``reporting``: Table S1 / Figure 1 / TRIPOD seconds;
 - ``dag``: dry-run (DAG build) seconds for 289, 2,000 and 10,000 planned synthetic patients
-  (no images), median of ``--dag-repeats``, with the ratio per patient to the smallest;
+  (no images), median of ``--dag-repeats``, with the ratio per patient to the smallest and
+  the CPU ratio to a bare workflow of the same shape (:data:`BARE_SNAKEFILE`: Snakemake's
+  own cost for as many jobs, on the same machine in the same run);
 - ``growth``: preprocessing wall time (convert, register with its mask checks, crop, crop QC;
   ``snakemake --cores 2``) for 50, 100 and 200 synthetic patients, with seconds per patient
   and the ratio per patient to the smallest (1.0 = linear);
@@ -139,28 +141,87 @@ def snakemake_cmd(workdir: Path) -> list[str]:
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
 
 
-def dag_seconds(n_patients: int, repeats: int) -> tuple[float, float]:
-    """Median wall and CPU seconds of a dry run planning ``n_patients`` synthetic patients."""
+# The reference of the dry-run rows: a bare workflow with the same per-patient shape as ours
+# (a chain of JOBS_PER_PATIENT rules per patient, each with a log and a shell command, one
+# target rule over all patients) and nothing else: no config validation, input functions,
+# params, resources or benchmark files. Our dry run over its dry run, in the same run, is
+# what our rules add to Snakemake's own cost per job (which depends on the machine).
+JOBS_PER_PATIENT = 5
+BARE_SNAKEFILE = """
+N = int(config["n"])
+STEPS = "abcde"
+
+
+rule all:
+    input:
+        expand("out/{p}.e", p=range(N)),
+
+
+rule a:
+    output:
+        "out/{p}.a",
+    log:
+        "logs/a/{p}.log",
+    shell:
+        "touch {output} 2> {log}"
+
+
+for prev, step in zip(STEPS, STEPS[1:]):
+
+    rule:
+        name:
+            step
+        input:
+            f"out/{{p}}.{prev}",
+        output:
+            f"out/{{p}}.{step}",
+        log:
+            f"logs/{step}/{{p}}.log",
+        shell:
+            "cp {input} {output} 2> {log}"
+"""
+
+
+def _dry_run(cmd: list[str], repeats: int, what: str) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``repeats`` runs of the dry-run command ``cmd``."""
     walls, cpus = [], []
     for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg = Path(tmp) / "c.yaml"
-            cfg.write_text(synthetic_config(n_patients), encoding="utf-8")
-            cmd = [*snakemake_cmd(Path(tmp)), "-n", "--quiet", "all", "--configfile", str(cfg)]
-            before = os.times()
-            t0 = time.perf_counter()
-            res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
-            walls.append(time.perf_counter() - t0)
-            after = os.times()
-            cpus.append(
-                after.children_user
-                + after.children_system
-                - before.children_user
-                - before.children_system
-            )
-            if res.returncode != 0:
-                raise RuntimeError(f"dry run for {n_patients} patients failed:\n{res.stderr}")
+        before = os.times()
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
+        walls.append(time.perf_counter() - t0)
+        after = os.times()
+        cpus.append(
+            after.children_user
+            + after.children_system
+            - before.children_user
+            - before.children_system
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"dry run ({what}) failed:\n{res.stderr}")
     return statistics.median(walls), statistics.median(cpus)
+
+
+def dag_seconds(n_patients: int, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of a dry run planning ``n_patients`` synthetic patients."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "c.yaml"
+        cfg.write_text(synthetic_config(n_patients), encoding="utf-8")
+        cmd = [*snakemake_cmd(Path(tmp)), "-n", "--quiet", "all", "--configfile", str(cfg)]
+        return _dry_run(cmd, repeats, f"{n_patients} patients")
+
+
+def bare_dag_seconds(n_patients: int, repeats: int) -> tuple[float, float]:
+    """The same for the bare reference workflow (:data:`BARE_SNAKEFILE`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        snakefile = Path(tmp) / "Snakefile"
+        snakefile.write_text(BARE_SNAKEFILE, encoding="utf-8")
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", tmp, "-n"]
+        cmd += ["--workflow-profile", "none"]  # not this repository's profiles/default
+        cfg = Path(tmp) / "c.yaml"
+        cfg.write_text(f"n: {n_patients}\n", encoding="utf-8")
+        cmd += ["--quiet", "all", "--configfile", str(cfg)]
+        return _dry_run(cmd, repeats, f"bare reference, {n_patients} patients")
 
 
 def dag_rows(sizes: tuple[int, ...], repeats: int) -> list[dict[str, str]]:
@@ -168,12 +229,15 @@ def dag_rows(sizes: tuple[int, ...], repeats: int) -> list[dict[str, str]]:
     base = None
     for n in sizes:
         wall, cpu = dag_seconds(n, repeats)
+        _, bare_cpu = bare_dag_seconds(n, repeats)
         base = base or wall / n
         case = f"{n} patients"
         rows.append(row("dag", case, "dry_run_s", wall, "< 60" if n >= 10000 else ""))
         rows.append(row("dag", case, "dry_run_cpu_s", cpu))
         rows.append(row("dag", case, "ms_per_patient", 1000 * wall / n))
         rows.append(row("dag", case, "per_patient_ratio_to_smallest", wall / n / base))
+        rows.append(row("dag", case, "bare_snakemake_dry_run_cpu_s", bare_cpu))
+        rows.append(row("dag", case, "cpu_ratio_to_bare_snakemake", cpu / bare_cpu))
     return rows
 
 
