@@ -330,6 +330,9 @@ def test_plain_tensors_leave_the_augmented_crops_identical(toy):
         plain = draw()
     assert get_track_meta()
     assert all(torch.equal(a, b) for a, b in zip(tracked, plain, strict=True))
+    # and the draws did transform the crops (the equality above is not of untouched inputs)
+    unaugmented = make_dataset(items, 2, None, roi=True)
+    assert any(not torch.equal(a, unaugmented[i]["image"]) for i, a in enumerate(tracked))
     with pytest.raises(ValueError, match="inside"), plain_tensors():
         raise ValueError("inside")
     assert get_track_meta()
