@@ -54,6 +54,12 @@ rule train_dl:
         split=rules.split.output[0],
         cohort=cohort_input("clinical"),
         crops=CROPS_TABLE,
+        # train.margin_target: the measured minimal ablative margin as a second output
+        margin=lambda wc: (
+            f"{RESULTS}/margin/margin.csv"
+            if wc.model in config["train"]["margin_target"]
+            else []
+        ),
     output:
         weights=f"{MODELS_DIR}/{{model}}/{{fold}}/weights.pt",
         meta=f"{MODELS_DIR}/{{model}}/{{fold}}/model.json",
@@ -103,6 +109,12 @@ rule train_dl:
             "--roi-channel" if wc.model in config["train"]["roi_channel"] else ""
         ),
         tta="--tta" if config["train"]["tta"] else "",
+        aux=lambda wc, input: (
+            f"--aux-table {shlex_quote(input.margin)} --aux-columns min_margin_mm"
+            f" --aux-weight {config['train']['aux_weight']}"
+            if input.margin
+            else ""
+        ),
         augment=(
             f"--rotate-deg {config['train']['augment']['rotate_deg']}"
             f" --intensity-scale {config['train']['augment']['intensity_scale']}"
@@ -124,7 +136,7 @@ rule train_dl:
         " --learning-rate {params.learning_rate} --weight-decay {params.weight_decay}"
         " --seed {params.seed} --widths {params.widths} --blocks {params.blocks}"
         " --hidden {params.hidden} --dropout {params.dropout} {params.max_pool}"
-        " {params.roi_channel} {params.tta} {params.augment}"
+        " {params.roi_channel} {params.tta} {params.augment} {params.aux}"
         " > {log:q} 2>&1"
 
 

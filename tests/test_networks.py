@@ -52,6 +52,33 @@ def test_prepost_shares_one_encoder_and_reads_time_order():
     torch.testing.assert_close(y[1:], y_single)
 
 
+def test_auxiliary_head_is_a_second_output_on_the_same_features():
+    torch.manual_seed(0)
+    for name, x in (
+        ("Pre", torch.randn(3, 12, 64, 64)),
+        ("PrePost", torch.randn(3, 2, 12, 64, 64)),
+    ):
+        plain = build_model(name).eval()
+        assert plain.aux_head is None
+        assert plain.forward_aux(x)[1] is None
+        net = build_model(name, aux_outputs=2).eval()
+        with torch.no_grad():
+            logit, aux = net.forward_aux(x)
+            feats = net.features(x)
+            torch.testing.assert_close(logit, net(x))  # forward() is the ER logit alone
+        assert logit.shape == (3, 1)
+        assert aux.shape == (3, 2)
+        torch.testing.assert_close(aux, feats @ net.aux_head.weight.T + net.aux_head.bias)
+        # the ER part of the network is built exactly as without the auxiliary head
+        torch.manual_seed(1)
+        a = build_model(name).state_dict()
+        torch.manual_seed(1)
+        b = build_model(name, aux_outputs=1).state_dict()
+        assert set(b) - set(a) == {"aux_head.weight", "aux_head.bias"}
+        for k in a:
+            torch.testing.assert_close(a[k], b[k])
+
+
 def test_stack_channels_order_phase_major():
     crops = np.zeros((2, 4, 3, 4, 4), dtype=np.float32)
     for t in range(2):

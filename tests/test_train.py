@@ -30,13 +30,16 @@ from recur.train import (
     crossfit_table,
     job_patients,
     load_model,
+    masked_huber,
     pos_weight,
     predict_logits,
+    read_aux_targets,
     resolve_device,
     safe_auc,
     select_epoch,
     sigmoid,
     smoothed_auc,
+    standardise_targets,
     train_model,
 )
 
@@ -177,6 +180,80 @@ def test_training_lowers_loss(toy):
         assert len(log) == 8
         assert 1 <= best <= 8
         assert log["train_loss"].iloc[-2:].mean() < 0.85 * log["train_loss"].iloc[0], name
+
+
+def test_standardise_targets_and_masked_huber_by_hand():
+    mean, sd = standardise_targets(np.array([[1.0, 10.0], [3.0, np.nan], [5.0, 20.0]]))
+    np.testing.assert_allclose(mean, [3.0, 15.0])
+    np.testing.assert_allclose(sd, [2.0, np.sqrt(50.0)])  # sample SD (ddof 1)
+    with pytest.raises(RecurError, match="at least 2 different"):
+        standardise_targets(np.array([[1.0], [np.nan]]))
+    with pytest.raises(RecurError, match="at least 2 different"):
+        standardise_targets(np.array([[2.0], [2.0]]))
+    pred = torch.tensor([[0.0], [3.0], [1.0]], requires_grad=True)
+    target = torch.tensor([[0.5], [0.0], [float("nan")]])
+    # errors 0.5 (quadratic: 0.5 * 0.25) and 3 (linear: 3 - 0.5); the NaN row is left out
+    loss = masked_huber(pred, target)
+    assert loss.item() == pytest.approx((0.125 + 2.5) / 2)
+    loss.backward()
+    assert pred.grad[2, 0] == 0
+    none = masked_huber(pred, torch.full((3, 1), float("nan")))
+    assert none.item() == 0
+    assert none.requires_grad
+
+
+def test_read_aux_targets(tmp_path):
+    path = tmp_path / "margin.csv"
+    path.write_text("patient_id,min_margin_mm,mode\nT1,2.5,3d\nT2,,3d\n")
+    got = read_aux_targets(path, ["min_margin_mm"], ["T1", "T2", "T3"])
+    assert got["T1"].tolist() == [2.5]
+    assert np.isnan(got["T2"]).all()
+    assert np.isnan(got["T3"]).all()
+    with pytest.raises(RecurError, match=r"margin\.csv: missing column"):
+        read_aux_targets(path, ["pct_lt5"], ["T1"])
+
+
+@pytest.mark.slow
+def test_auxiliary_margin_target_is_learnt_and_saved(toy, tmp_path):
+    """With an auxiliary target the network learns it (its loss falls), model.json names it,
+    and the saved model reloads and scores like the trained one."""
+    split = pd.read_csv(toy["split"])
+    ids = list(split.loc[split["split"] == "train", "patient_id"])
+    # a target the images show: the toy ER cases have an off-centre ablation ring
+    er = read_outcome(toy["clinical"])
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "min_margin_mm": er.loc[ids].to_numpy() * 3.0 + rng.normal(0, 0.3, len(ids)),
+        }
+    )
+    table.loc[0, "min_margin_mm"] = np.nan  # an unknown target adds nothing
+    table.to_csv(tmp_path / "margin.csv", index=False)
+    cmd = ["--threads", "1", "train-dl", "--model", "PrePost", "--split", str(toy["split"])]
+    cmd += ["--clinical", str(toy["clinical"]), "--crops-dir", str(toy["crops"])]
+    cmd += ["--outdir", str(tmp_path / "m"), "--epochs", "6", "--batch-size", "8"]
+    cmd += ["--widths", "8", "8", "16", "16", "--hidden", "8", "--device", "cpu"]
+    cmd += ["--min-epochs", "1", "--scheduler", "constant", "--weight-decay", "0.0001"]
+    cmd += ["--aux-table", str(tmp_path / "margin.csv"), "--aux-columns", "min_margin_mm"]
+    assert main(cmd) == 0
+    log = pd.read_csv(tmp_path / "m" / "training_log.csv")
+    assert log["train_aux_loss"].notna().all()
+    assert log["train_aux_loss"].iloc[-2:].mean() < 0.85 * log["train_aux_loss"].iloc[0]
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["aux_targets"] == ["min_margin_mm"]
+    model, arch = load_model(tmp_path / "m")
+    assert arch.aux_targets == ("min_margin_mm",)
+    scores = pd.read_csv(tmp_path / "m" / "scores.csv", dtype={"patient_id": str})
+    ds = make_dataset(make_items(list(scores["patient_id"]), toy["crops"]), 2, None)
+    np.testing.assert_allclose(
+        sigmoid(predict_logits(model, ds, torch.device("cpu"))), scores["score"], rtol=1e-5
+    )
+    # auxiliary columns without their table: a clear error, nothing written
+    no_table = [*cmd[:-4], "--aux-columns", "min_margin_mm"]
+    no_table[no_table.index(str(tmp_path / "m"))] = str(tmp_path / "n")
+    assert main(no_table) == 2
+    assert not (tmp_path / "n").exists()
 
 
 def test_average_states_by_hand():

@@ -609,6 +609,7 @@ def _dl_arch(a: argparse.Namespace):
         max_pool=not a.no_max_pool,
         roi_channel=a.roi_channel,
         tta=a.tta,
+        aux_targets=tuple(a.aux_columns),
     )
 
 
@@ -635,6 +636,7 @@ def _cmd_train_dl(a: argparse.Namespace) -> None:
         smooth_epochs=a.smooth_epochs,
         scheduler=a.scheduler,
         average_window=a.average_window,
+        aux_weight=a.aux_weight,
     )
     train.configure_torch(a.seed, a.threads)
     train.run_training(
@@ -647,6 +649,7 @@ def _cmd_train_dl(a: argparse.Namespace) -> None:
         crops_dir=a.crops_dir,
         outdir=a.outdir,
         device=a.device,
+        aux_csv=a.aux_table,
     )
 
 
@@ -761,6 +764,16 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--intensity-scale", type=float, default=0.1)
     p.add_argument("--intensity-shift", type=float, default=0.1)
     p.add_argument("--augment-prob", type=float, default=0.8)
+    p.add_argument(
+        "--aux-table", default=None, help="CSV with patient_id and the auxiliary targets"
+    )
+    p.add_argument(
+        "--aux-columns",
+        nargs="*",
+        default=[],
+        help="columns of --aux-table learnt as auxiliary regression targets (multi-task)",
+    )
+    p.add_argument("--aux-weight", type=float, default=3.0, help="weight of the auxiliary loss")
     p.set_defaults(func=_cmd_train_dl)
 
     p = sub.add_parser("signature-dl", help="signature CSV + training curve of a full model")

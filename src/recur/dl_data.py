@@ -256,20 +256,29 @@ def make_transform(
 
 
 def make_items(
-    patient_ids: Sequence[str], crops_dir: str | Path, labels: Mapping[str, float] | None = None
+    patient_ids: Sequence[str],
+    crops_dir: str | Path,
+    labels: Mapping[str, float] | None = None,
+    aux: Mapping[str, Sequence[float]] | None = None,
 ) -> list[dict]:
-    """Sample dicts ``{"patient_id", "path", "label"}`` (label NaN where unknown).
+    """Sample dicts ``{"patient_id", "path", "label"}`` (label NaN where unknown); with
+    ``aux`` also ``"aux"``, the patient's auxiliary regression targets as float32 (NaN where
+    a patient has none).
 
     A missing crop file is an error naming the patient.
     """
     crops_dir = Path(crops_dir)
+    n_aux = len(next(iter(aux.values()))) if aux else 1
     items = []
     for pid in patient_ids:
         path = crops_dir / f"{pid}.npz"
         if not path.is_file():
             raise RecurError(f"patient {pid}: crop file crops/{path.name} not found")
         label = float("nan") if labels is None else float(labels.get(pid, float("nan")))
-        items.append({"patient_id": str(pid), "path": str(path), "label": np.float32(label)})
+        item = {"patient_id": str(pid), "path": str(path), "label": np.float32(label)}
+        if aux is not None:
+            item["aux"] = np.asarray(aux.get(pid, [np.nan] * n_aux), dtype=np.float32)
+        items.append(item)
     return items
 
 

@@ -6,7 +6,11 @@
   crop (the two time points go through it as one batch, so a hook on the encoder sees both),
   the feature sequence (pre, post) -> ``torch.nn.GRU`` -> linear head -> one ER logit.
 
-Both return logits of shape ``(B, 1)``; the probability is ``sigmoid(logit)``.
+Both return logits of shape ``(B, 1)``; the probability is ``sigmoid(logit)``. With
+``aux_outputs > 0`` a network also has ``aux_head``, a linear layer on the same features as
+the ER head (PrePost: the GRU state), and ``forward_aux`` returns ``(logit, aux)``: multi-task
+learning of measured quantities beside ER (``train.margin_target``); ``forward`` stays the ER
+logit alone, so scoring and Grad-CAM ignore the auxiliary head.
 The encoder's last convolutional block is ``encoder.layer4`` (the Grad-CAM target layer).
 """
 
@@ -68,16 +72,25 @@ class PreNet(nn.Module):
         dropout: float = 0.5,
         max_pool: bool = True,
         in_channels: int = CHANNELS_PER_TIMEPOINT,
+        aux_outputs: int = 0,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.encoder = make_encoder(in_channels, widths, blocks, max_pool)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(widths[-1], 1))
+        self.aux_head = nn.Linear(widths[-1], aux_outputs) if aux_outputs > 0 else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"PreNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        return self.head(self.encoder(x))
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(ER logit (B, 1), auxiliary outputs (B, aux_outputs) or None)``."""
+        return _with_aux(self, self.features(x))
 
 
 class PrePostNet(nn.Module):
@@ -96,14 +109,17 @@ class PrePostNet(nn.Module):
         dropout: float = 0.5,
         max_pool: bool = True,
         in_channels: int = CHANNELS_PER_TIMEPOINT,
+        aux_outputs: int = 0,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.encoder = make_encoder(in_channels, widths, blocks, max_pool)
         self.rnn = nn.GRU(input_size=widths[-1], hidden_size=hidden, batch_first=True)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.aux_head = nn.Linear(hidden, aux_outputs) if aux_outputs > 0 else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The GRU state after the post step, ``(B, hidden)``."""
         if x.ndim != 5 or x.shape[2] != self.in_channels:
             raise ValueError(
                 f"PrePostNet expects (B, T, {self.in_channels}, H, W), got {tuple(x.shape)}"
@@ -111,7 +127,20 @@ class PrePostNet(nn.Module):
         b, t = x.shape[:2]
         feats = self.encoder(x.reshape(b * t, *x.shape[2:])).reshape(b, t, -1)
         _, h_last = self.rnn(feats)  # (num_layers=1, B, hidden): state after the post step
-        return self.head(h_last[-1])
+        return h_last[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def forward_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(ER logit (B, 1), auxiliary outputs (B, aux_outputs) or None)``."""
+        return _with_aux(self, self.features(x))
+
+
+def _with_aux(net: nn.Module, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ER head and (when the network has one) the auxiliary head on the same features."""
+    aux = net.aux_head(feats) if net.aux_head is not None else None
+    return net.head(feats), aux
 
 
 def build_model(
@@ -122,10 +151,12 @@ def build_model(
     dropout: float = 0.5,
     max_pool: bool = True,
     in_channels: int = CHANNELS_PER_TIMEPOINT,
+    aux_outputs: int = 0,
 ) -> nn.Module:
-    """The network of model ``name`` ("Pre" or "PrePost") over ``in_channels`` per time point."""
+    """The network of model ``name`` ("Pre" or "PrePost") over ``in_channels`` per time point,
+    with ``aux_outputs`` auxiliary regression outputs beside the ER logit (multi-task)."""
     if name == "Pre":
-        return PreNet(widths, blocks, dropout, max_pool, in_channels)
+        return PreNet(widths, blocks, dropout, max_pool, in_channels, aux_outputs)
     if name == "PrePost":
-        return PrePostNet(widths, blocks, hidden, dropout, max_pool, in_channels)
+        return PrePostNet(widths, blocks, hidden, dropout, max_pool, in_channels, aux_outputs)
     raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODEL_TIMEPOINTS)}")

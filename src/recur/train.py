@@ -14,7 +14,10 @@ window of ``smooth_epochs`` consecutive epochs ending at them, and only from ``m
 near-random network); early stopping after ``patience`` epochs without improvement. The
 learning rate follows a one-cycle schedule (warm-up, then cosine decay to ~0 at ``epochs``).
 The imbalance of ER is handled by ``pos_weight = n_negative / n_positive`` in
-``BCEWithLogitsLoss``.
+``BCEWithLogitsLoss``. Auxiliary targets (``Architecture.aux_targets``; by default PrePost
+learns the measured minimal ablative margin of ``margin.csv``) add ``aux_weight`` times a
+Huber loss on the targets standardised over the training patients (:func:`standardise_targets`,
+:func:`masked_huber`: a patient without a value adds nothing).
 :func:`signature_table` and :func:`crossfit_table` assemble the prediction CSVs.
 
 Same seed and settings -> identical weights and scores on the CPU: every generator is seeded,
@@ -53,6 +56,7 @@ PREDICTION_COLUMNS: list[str] = ["patient_id", "cohort", "split", "score"]
 LOG_COLUMNS: list[str] = [
     "epoch",
     "train_loss",
+    "train_aux_loss",
     "tune_loss",
     "tune_auc",
     "tune_auc_smoothed",
@@ -78,6 +82,9 @@ class Architecture:
     #: scores are the mean logit over the 8 dihedral views of the input (test-time
     #: augmentation, :func:`predict_logits`); the tuning AUC of each epoch uses the plain view
     tta: bool = False
+    #: names of auxiliary regression targets learnt beside ER (multi-task; e.g. the measured
+    #: minimal ablative margin, ``min_margin_mm``): one more output of the network each
+    aux_targets: tuple[str, ...] = ()
 
     @property
     def in_channels(self) -> int:
@@ -92,6 +99,7 @@ class Architecture:
             self.dropout,
             self.max_pool,
             self.in_channels,
+            len(self.aux_targets),
         )
 
     @property
@@ -116,6 +124,9 @@ class TrainSettings:
     #: keep the mean of the weights of the ``smooth_epochs`` epochs of the selected window
     #: (:func:`average_states`) instead of the selected epoch's own weights
     average_window: bool = True
+    #: weight of the auxiliary regression loss (Huber loss on the standardised targets of
+    #: ``Architecture.aux_targets``) beside the ER loss
+    aux_weight: float = 3.0
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -124,6 +135,8 @@ class TrainSettings:
             )
         if self.min_epochs < 1 or self.smooth_epochs < 1:
             raise RecurError("train: min_epochs and smooth_epochs must be at least 1")
+        if not self.aux_weight >= 0:
+            raise RecurError(f"train: aux_weight must be >= 0, got {self.aux_weight}")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -267,6 +280,38 @@ def select_epoch(train_log: pd.DataFrame, min_epochs: int, smooth_epochs: int) -
     return best_epoch
 
 
+def standardise_targets(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of ``(n, k)`` targets over their finite values
+    (pure function); a column with fewer than 2 finite values or no spread is an error.
+
+    >>> standardise_targets(np.array([[1.0], [3.0], [np.nan]]))
+    (array([2.]), array([1.41421356]))
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2:
+        raise ValueError(f"targets must be (n, k), got shape {v.shape}")
+    mean = np.full(v.shape[1], np.nan)
+    sd = np.full(v.shape[1], np.nan)
+    for j in range(v.shape[1]):
+        col = v[np.isfinite(v[:, j]), j]
+        if len(col) < 2 or np.std(col, ddof=1) == 0:
+            raise RecurError(
+                f"auxiliary target {j}: needs at least 2 different known values among the "
+                f"training patients (has {len(col)} known)"
+            )
+        mean[j], sd[j] = col.mean(), col.std(ddof=1)
+    return mean, sd
+
+
+def masked_huber(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Huber (smooth L1, beta 1) loss over the finite entries of ``target``; 0 (with a
+    gradient path) when there is none."""
+    ok = torch.isfinite(target)
+    if not bool(ok.any()):
+        return pred.sum() * 0.0
+    return nn.functional.smooth_l1_loss(pred[ok], target[ok])
+
+
 def average_states(states: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Element-wise mean of state dicts of one network (pure function).
 
@@ -319,6 +364,16 @@ def train_model(
         raise RecurError("training and tuning patients all need an ER label")
     pw = pos_weight(y_train)
     roi = arch.roi_channel
+    n_aux = len(arch.aux_targets)
+    if n_aux:
+        if any("aux" not in i for i in train_items):
+            raise RecurError(f"{arch.model}: auxiliary targets {arch.aux_targets} not given")
+        raw = np.stack([np.asarray(i["aux"], dtype=np.float64).reshape(n_aux) for i in train_items])
+        mean, sd = standardise_targets(raw)
+        train_items = [
+            {**i, "aux": ((r - mean) / sd).astype(np.float32)}
+            for i, r in zip(train_items, raw, strict=True)
+        ]
     train_ds = make_dataset(train_items, t, settings.augment, seed=settings.seed, roi=roi)
     tune_ds = make_dataset(tune_items, t, None, roi=roi)
 
@@ -340,13 +395,20 @@ def train_model(
     for epoch in range(1, settings.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        losses, sizes = [], []
+        losses, aux_losses, sizes = [], [], []
         for batch in loader:
             x = batch["image"].to(device)
             y = batch["label"].to(device).reshape(-1, 1)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
+            if n_aux:
+                logits, aux_pred = model.forward_aux(x)
+                loss = loss_fn(logits, y)
+                aux = masked_huber(aux_pred, batch["aux"].to(device).reshape(len(x), n_aux))
+                (loss + settings.aux_weight * aux).backward()
+                aux_losses.append(float(aux.detach()))
+            else:
+                loss = loss_fn(model(x), y)
+                loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
@@ -359,6 +421,9 @@ def train_model(
             {
                 "epoch": epoch,
                 "train_loss": float(np.average(losses, weights=sizes)),
+                "train_aux_loss": (
+                    float(np.average(aux_losses, weights=sizes)) if aux_losses else float("nan")
+                ),
                 "tune_loss": tune_loss,
                 "tune_auc": tune_auc,
                 "tune_auc_smoothed": smoothed_auc(
@@ -369,8 +434,8 @@ def train_model(
             }
         )
         log.info(
-            "epoch %d: train loss %.4f, tune loss %.4f, tune AUC %.3f (smoothed %.3f), "
-            "lr %.2g (%.1f s)",
+            "epoch %d: train loss %.4f (auxiliary %.4f), tune loss %.4f, tune AUC %.3f "
+            "(smoothed %.3f), lr %.2g (%.1f s)",
             *(rows[-1][c] for c in LOG_COLUMNS),
         )
         window.append({k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -418,16 +483,24 @@ def run_training(
     crops_dir: str | Path,
     outdir: str | Path,
     device: str = "auto",
+    aux_csv: str | Path | None = None,
 ) -> pd.DataFrame:
     """Train one (model, fold) job and write ``weights.pt``, ``model.json``,
     ``training_log.csv`` and ``scores.csv`` (patient_id, cohort, split, score) into ``outdir``.
 
-    The folds are drawn with ``settings.seed``. Returns the scores table.
+    The folds are drawn with ``settings.seed``. ``aux_csv``: a table with ``patient_id`` and
+    the columns ``arch.aux_targets`` (e.g. ``margin.csv``), read for the training patients
+    only. Returns the scores table.
     """
     split_df = read_split(split_csv)
     er = read_outcome(clinical_csv)
     train_ids, tune_ids, score_ids = job_patients(split_df, er, fold, crossfit_k, settings.seed)
     labels = er.to_dict()
+    aux = None
+    if arch.aux_targets:
+        if aux_csv is None:
+            raise RecurError(f"{arch.model}: auxiliary targets {arch.aux_targets} need a table")
+        aux = read_aux_targets(aux_csv, arch.aux_targets, train_ids)
     dev = resolve_device(device)
     log.info(
         "%s fold %s: %d train, %d tune patients, scoring %d, device %s",
@@ -440,7 +513,7 @@ def run_training(
     )
     model, train_log, best_epoch = train_model(
         arch,
-        make_items(train_ids, crops_dir, labels),
+        make_items(train_ids, crops_dir, labels, aux),
         make_items(tune_ids, crops_dir, labels),
         settings,
         dev,
@@ -466,6 +539,32 @@ def run_training(
     return scores
 
 
+def read_aux_targets(
+    path: str | Path, columns: Sequence[str], patients: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """``{patient: values of columns}`` of ``patients`` from the CSV ``path`` (NaN where a
+    patient or value is missing: such a patient adds nothing to the auxiliary loss)."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype={"patient_id": str})
+    except (OSError, ValueError) as exc:
+        raise RecurError(f"{path.name}: cannot read the auxiliary targets ({exc})") from None
+    missing = [c for c in ["patient_id", *columns] if c not in table.columns]
+    if missing:
+        raise RecurError(f"{path.name}: missing column(s) {', '.join(missing)}")
+    table = table.drop_duplicates("patient_id").set_index("patient_id")
+    values = table[list(columns)].apply(pd.to_numeric, errors="coerce")
+    values = values.reindex(list(patients))
+    n_known = int(values.notna().all(axis=1).sum())
+    log.info(
+        "auxiliary targets %s known for %d of %d training patients",
+        list(columns),
+        n_known,
+        len(patients),
+    )
+    return {p: values.loc[p].to_numpy(np.float64) for p in patients}
+
+
 def load_model(
     model_dir: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[nn.Module, Architecture]:
@@ -482,6 +581,7 @@ def load_model(
             max_pool=bool(meta.get("max_pool", True)),
             roi_channel=bool(meta.get("roi_channel", False)),
             tta=bool(meta.get("tta", False)),
+            aux_targets=tuple(meta.get("aux_targets", ())),
         )
         state = torch.load(model_dir / "weights.pt", map_location=device, weights_only=True)
         model = arch.build()
