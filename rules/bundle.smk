@@ -36,10 +36,11 @@ BUNDLE_SETTINGS = json.dumps(
 rule bundle:
     input:
         pre=expand(
-            f"{RESULTS}/models/Pre/full/{{name}}", name=["weights.pt", "model.json"]
+            f"{RESULTS}/models/Pre/{SIGNATURE_DIR}/{{name}}",
+            name=["weights.pt", "model.json"],
         ),
         prepost=expand(
-            f"{RESULTS}/models/PrePost/full/{{name}}",
+            f"{RESULTS}/models/PrePost/{SIGNATURE_DIR}/{{name}}",
             name=["weights.pt", "model.json"],
         ),
         clinical_model=f"{RESULTS}/models/Clinical/model.skops",

@@ -10,6 +10,9 @@ CROSSFIT_K = config["train"]["crossfit_folds"]
 DL_FOLDS = ["full"] + [str(k) for k in range(CROSSFIT_K)]
 CROPS_DIR = f"{RESULTS}/crops"
 MODELS_DIR = f"{RESULTS}/models"
+# train.signature: the folder whose network scores patients (signature, OOF table's tune and
+# test rows, bundle): the full model alone, or the ensemble of the full and fold models
+SIGNATURE_DIR = "ensemble" if config["train"]["signature"] == "ensemble" else "full"
 
 # Training and Grad-CAM read the crops of the included patients from CROPS_DIR; as input they
 # name the crop QC table, which every included patient's crop feeds (a changed crop reruns
@@ -140,12 +143,51 @@ rule train_dl:
         " > {log:q} 2>&1"
 
 
+rule ensemble_dl:
+    input:
+        split=rules.split.output[0],
+        crops=CROPS_TABLE,
+        members=expand(
+            f"{MODELS_DIR}/{{model}}/{{fold}}/{{name}}",
+            fold=DL_FOLDS,
+            name=["weights.pt", "model.json"],
+            allow_missing=True,
+        ),
+    output:
+        weights=f"{MODELS_DIR}/{{model}}/ensemble/weights.pt",
+        meta=f"{MODELS_DIR}/{{model}}/ensemble/model.json",
+        scores=f"{MODELS_DIR}/{{model}}/ensemble/scores.csv",
+    log:
+        f"{LOGS}/ensemble_dl/{{model}}.log",
+    benchmark:
+        f"{BENCH}/ensemble_dl/{{model}}.tsv"
+    wildcard_constraints:
+        model="Pre|PrePost",
+    conda:
+        "../envs/dl.yaml"
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        members=lambda wc: " ".join(
+            shlex_quote(f"{MODELS_DIR}/{wc.model}/{k}") for k in DL_FOLDS
+        ),
+        crops_dir=CROPS_DIR,
+        outdir=lambda wc: f"{MODELS_DIR}/{wc.model}/ensemble",
+        device=config["device"],
+    shell:
+        "python -m recur --threads {threads} ensemble-dl {params.members}"
+        " --split {input.split:q} --crops-dir {params.crops_dir:q}"
+        " --outdir {params.outdir:q} --device {params.device} > {log:q} 2>&1"
+
+
 rule signature_dl:
     input:
         weights=f"{MODELS_DIR}/{{model}}/full/weights.pt",
         meta=f"{MODELS_DIR}/{{model}}/full/model.json",
         training_log=f"{MODELS_DIR}/{{model}}/full/training_log.csv",
-        scores=f"{MODELS_DIR}/{{model}}/full/scores.csv",
+        scores=f"{MODELS_DIR}/{{model}}/{SIGNATURE_DIR}/scores.csv",
     output:
         predictions=f"{RESULTS}/predictions/{{model}}.csv",
         figure=report(
@@ -170,12 +212,13 @@ rule signature_dl:
         model_dir=lambda wc: f"{MODELS_DIR}/{wc.model}/full",
     shell:
         "python -m recur --threads {threads} signature-dl {params.model_dir:q}"
-        " --out {output.predictions:q} --figure {output.figure:q} > {log:q} 2>&1"
+        " --scores {input.scores:q} --out {output.predictions:q}"
+        " --figure {output.figure:q} > {log:q} 2>&1"
 
 
 rule crossfit_dl:
     input:
-        full=f"{MODELS_DIR}/{{model}}/full/scores.csv",
+        full=f"{MODELS_DIR}/{{model}}/{SIGNATURE_DIR}/scores.csv",
         folds=expand(
             f"{MODELS_DIR}/{{model}}/{{fold}}/scores.csv",
             fold=DL_FOLDS[1:],
@@ -196,7 +239,7 @@ rule crossfit_dl:
         mem_mb=1000,
         runtime=5,
     params:
-        full=lambda wc: f"{MODELS_DIR}/{wc.model}/full",
+        full=lambda wc: f"{MODELS_DIR}/{wc.model}/{SIGNATURE_DIR}",
         folds=lambda wc: " ".join(
             shlex_quote(f"{MODELS_DIR}/{wc.model}/{k}") for k in DL_FOLDS[1:]
         ),

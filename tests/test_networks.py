@@ -18,7 +18,7 @@ from recur.dl_data import (
     stack_channels,
 )
 from recur.errors import RecurError
-from recur.networks import PreNet, PrePostNet, build_model, make_encoder
+from recur.networks import EnsembleNet, PreNet, PrePostNet, build_model, make_encoder
 
 
 def test_forward_shapes():
@@ -77,6 +77,19 @@ def test_auxiliary_head_is_a_second_output_on_the_same_features():
         assert set(b) - set(a) == {"aux_head.weight", "aux_head.bias"}
         for k in a:
             torch.testing.assert_close(a[k], b[k])
+
+
+def test_ensemble_is_the_mean_logit_of_its_members():
+    torch.manual_seed(0)
+    members = [build_model("PrePost", widths=(8, 8, 16, 16), hidden=4).eval() for _ in range(3)]
+    net = EnsembleNet(members).eval()
+    x = torch.randn(2, 2, 12, 32, 32)
+    with torch.no_grad():
+        want = (members[0](x) + members[1](x) + members[2](x)) / 3
+        torch.testing.assert_close(net(x), want)
+    assert net(x).shape == (2, 1)
+    with pytest.raises(ValueError, match="at least one member"):
+        EnsembleNet([])
 
 
 def test_stack_channels_order_phase_major():

@@ -357,6 +357,45 @@ def test_fold_jobs_and_signature_cli(toy, tmp_path):
     assert not np.allclose(oof_df.loc[~same, "score"], pred_df.loc[~same, "score"])
 
 
+@pytest.mark.slow
+def test_ensemble_cli_scores_with_the_mean_logit_and_reloads(toy, tmp_path):
+    """`recur ensemble-dl` joins the full and fold models: its score of every patient is the
+    sigmoid of the members' mean logit, its weights reload as one network (as the bundle and
+    `recur predict` use it), and members of different designs are refused."""
+    dirs = [tmp_path / "full", tmp_path / "0", tmp_path / "1"]
+    for d, fold in zip(dirs, ("full", "0", "1"), strict=True):
+        _train_cli(toy, d, fold=fold, epochs=1)
+    out = tmp_path / "ens"
+    cmd = ["--threads", "1", "ensemble-dl", *map(str, dirs), "--split", str(toy["split"])]
+    cmd += ["--crops-dir", str(toy["crops"]), "--outdir", str(out), "--device", "cpu"]
+    assert main(cmd) == 0
+    scores = pd.read_csv(out / "scores.csv", dtype={"patient_id": str})
+    assert list(scores.columns) == PREDICTION_COLUMNS
+    assert len(scores) == len(pd.read_csv(toy["split"]))
+    ids = list(scores["patient_id"])
+    ds = make_dataset(make_items(ids, toy["crops"]), 2, None)
+    logits = [predict_logits(load_model(d)[0], ds, torch.device("cpu")) for d in dirs]
+    np.testing.assert_allclose(scores["score"], sigmoid(np.mean(logits, axis=0)), rtol=1e-5)
+    model, arch = load_model(out)
+    assert arch.members == 3
+    assert arch.model == "PrePost"
+    np.testing.assert_allclose(
+        sigmoid(predict_logits(model, ds, torch.device("cpu"))), scores["score"], rtol=1e-5
+    )
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["member_models"] == ["full", "0", "1"]
+    # a member of another design (Pre) is refused, nothing written
+    pre = tmp_path / "pre"
+    cmd_pre = ["--threads", "1", "train-dl", "--model", "Pre", "--split", str(toy["split"])]
+    cmd_pre += ["--clinical", str(toy["clinical"]), "--crops-dir", str(toy["crops"])]
+    cmd_pre += ["--outdir", str(pre), "--epochs", "1", "--widths", "8", "8", "16", "16"]
+    assert main(cmd_pre) == 0
+    bad = ["ensemble-dl", str(dirs[0]), str(pre), "--split", str(toy["split"])]
+    bad += ["--crops-dir", str(toy["crops"]), "--outdir", str(tmp_path / "bad")]
+    assert main(bad) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_cli_error_names_patient(toy, tmp_path, capsys):
     crops = tmp_path / "crops"
     crops.mkdir()

@@ -8,8 +8,9 @@ patient data (no ids, no predictions)::
                                        dl_clinical (and margin: the post-to-pre registration)
                                        settings the workflow used
     cutoffs.csv                        Youden cutoff of each model on the tuning split
-    models/Pre/{weights.pt,model.json}           full Pre network (weights only)
-    models/PrePost/{weights.pt,model.json}       full PrePost network
+    models/Pre/{weights.pt,model.json}           Pre signature network (weights only): the
+                                                 full + fold models' ensemble, or the full model
+    models/PrePost/{weights.pt,model.json}       PrePost signature network
     models/Clinical/{model.skops,manifest.json}  Clinical ExtraTrees pipeline
     models/DL_Clinical/{model.skops,manifest.json,choice.json}  DL_Clinical + chosen signature
 
@@ -109,7 +110,8 @@ def write_bundle(
 ) -> dict[str, Any]:
     """Assemble the bundle in ``outdir`` (replaced as a whole, only once complete).
 
-    ``dl_models[m]`` is the folder of the full model ``m`` (``weights.pt``, ``model.json``),
+    ``dl_models[m]`` is the folder of the signature network of ``m`` (``weights.pt``,
+    ``model.json``; the ensemble or the full model, ``train.signature``),
     ``tabular_models[m]`` the ``(model.skops, manifest.json)`` pair, ``choice`` the
     DL_Clinical ``choice.json``, ``cutoffs`` the cutoffs table, ``settings`` the sections of
     :data:`SETTINGS_SECTIONS`. Returns the manifest written.

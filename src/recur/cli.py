@@ -662,12 +662,22 @@ def _cmd_signature_dl(a: argparse.Namespace) -> None:
     from recur.io import atomic_path
 
     model_dir = Path(a.model_dir)
-    table = train.signature_table(pd.read_csv(model_dir / "scores.csv", dtype={"patient_id": str}))
+    scores = Path(a.scores) if a.scores else model_dir / "scores.csv"
+    table = train.signature_table(pd.read_csv(scores, dtype={"patient_id": str}))
     meta = json.loads((model_dir / "model.json").read_text())
     train_log = pd.read_csv(model_dir / "training_log.csv")
     train.plot_training(train_log, meta["model"], a.figure, meta.get("selected_epoch"))
     with atomic_path(a.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.8g")
+
+
+def _cmd_ensemble_dl(a: argparse.Namespace) -> None:
+    from recur import train
+
+    train.configure_torch(0, a.threads)
+    train.run_ensemble(
+        a.members, split_csv=a.split, crops_dir=a.crops_dir, outdir=a.outdir, device=a.device
+    )
 
 
 def _cmd_crossfit_dl(a: argparse.Namespace) -> None:
@@ -780,7 +790,20 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", help="output folder of train-dl --fold full")
     p.add_argument("--out", required=True, help="predictions/{model}.csv")
     p.add_argument("--figure", required=True, help="training-curve PNG")
+    p.add_argument(
+        "--scores", default=None, help="scores.csv to publish (default: the model folder's)"
+    )
     p.set_defaults(func=_cmd_signature_dl)
+
+    p = sub.add_parser(
+        "ensemble-dl", help="join the full and fold models into one mean-logit ensemble"
+    )
+    p.add_argument("members", nargs="+", help="train-dl output folders (full, 0, 1, ...)")
+    p.add_argument("--split", required=True, help="split.csv (every patient is scored)")
+    p.add_argument("--crops-dir", required=True, help="folder of {patient}.npz crops")
+    p.add_argument("--outdir", required=True, help="where weights.pt, model.json, scores.csv go")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_ensemble_dl)
 
     p = sub.add_parser("crossfit-dl", help="out-of-fold signature from the fold models")
     p.add_argument("--full", required=True, help="output folder of the full model")

@@ -143,6 +143,20 @@ def _with_aux(net: nn.Module, feats: torch.Tensor) -> tuple[torch.Tensor, torch.
     return net.head(feats), aux
 
 
+class EnsembleNet(nn.Module):
+    """The mean ER logit of member networks of one model (the full model and its cross-fitting
+    fold models, ``train.signature: ensemble``). Input and output as the members'."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 1:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
 def build_model(
     name: str,
     widths: Sequence[int] = (16, 32, 64, 64),

@@ -313,7 +313,7 @@ def tabular_scores(
 ) -> dict[str, np.ndarray]:
     """Clinical and DL_Clinical ER probabilities of the rows of ``clinical``.
 
-    DL_Clinical reads the bundle's chosen signature (the full model's score, as the workflow
+    DL_Clinical reads the bundle's chosen signature (the signature network's score, as the workflow
     gives its tuning and test patients).
     """
     from recur import tabular

@@ -33,7 +33,7 @@ import pickle
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,13 @@ from torch import nn
 from recur.dl_data import Augmentation, make_dataset, make_items, plain_tensors
 from recur.errors import RecurError
 from recur.io import atomic_path
-from recur.networks import CHANNELS_PER_TIMEPOINT, MODEL_TIMEPOINTS, ROI_CHANNELS, build_model
+from recur.networks import (
+    CHANNELS_PER_TIMEPOINT,
+    MODEL_TIMEPOINTS,
+    ROI_CHANNELS,
+    EnsembleNet,
+    build_model,
+)
 from recur.split import crossfit_folds, read_outcome, read_split
 
 log = logging.getLogger(__name__)
@@ -85,12 +91,18 @@ class Architecture:
     #: names of auxiliary regression targets learnt beside ER (multi-task; e.g. the measured
     #: minimal ablative margin, ``min_margin_mm``): one more output of the network each
     aux_targets: tuple[str, ...] = ()
+    #: number of member networks: 1 = one network; more = :class:`~recur.networks.EnsembleNet`
+    #: of that many networks of this design (:func:`run_ensemble`)
+    members: int = 1
 
     @property
     def in_channels(self) -> int:
         return CHANNELS_PER_TIMEPOINT + (ROI_CHANNELS if self.roi_channel else 0)
 
     def build(self) -> nn.Module:
+        if self.members > 1:
+            single = replace(self, members=1)
+            return EnsembleNet([single.build() for _ in range(self.members)])
         return build_model(
             self.model,
             self.widths,
@@ -539,6 +551,52 @@ def run_training(
     return scores
 
 
+def run_ensemble(
+    member_dirs: Sequence[str | Path],
+    *,
+    split_csv: str | Path,
+    crops_dir: str | Path,
+    outdir: str | Path,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Join trained networks of one model (``train-dl`` output folders: the full model and
+    its fold models) into one :class:`~recur.networks.EnsembleNet` whose score is their mean
+    logit; score every patient of ``split_csv`` with it and write ``weights.pt`` (one
+    ``state_dict``), ``model.json`` (``members`` = their number) and ``scores.csv`` into
+    ``outdir``. Returns the scores table.
+    """
+    dev = resolve_device(device)
+    if not member_dirs:
+        raise RecurError("ensemble: no member model given")
+    loaded = [load_model(d, dev) for d in member_dirs]
+    designs = {replace(a, members=1) for _, a in loaded}
+    if len(designs) != 1:
+        raise RecurError(
+            "ensemble: the member models differ in their design ("
+            + ", ".join(str(Path(d)) for d in member_dirs)
+            + ")"
+        )
+    arch = replace(designs.pop(), members=len(loaded))
+    model = EnsembleNet([m for m, _ in loaded]).to(dev).eval()
+    split_df = read_split(split_csv)
+    ids = list(split_df["patient_id"])
+    ds = make_dataset(make_items(ids, crops_dir), arch.timepoints, None, roi=arch.roi_channel)
+    scores = split_df[["patient_id", "cohort", "split"]].reset_index(drop=True)
+    scores["score"] = sigmoid(predict_logits(model, ds, dev, tta=arch.tta))
+    scores = scores[PREDICTION_COLUMNS]
+    log.info("%s ensemble of %d networks scored %d patients", arch.model, len(loaded), len(ids))
+    outdir = Path(outdir)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(outdir / "weights.pt") as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
+    meta = {**asdict(arch), "member_models": [Path(d).name for d in member_dirs]}
+    with atomic_path(outdir / "model.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    with atomic_path(outdir / "scores.csv") as tmp:
+        scores.to_csv(tmp, index=False, float_format="%.8g")
+    return scores
+
+
 def read_aux_targets(
     path: str | Path, columns: Sequence[str], patients: Sequence[str]
 ) -> dict[str, np.ndarray]:
@@ -582,6 +640,7 @@ def load_model(
             roi_channel=bool(meta.get("roi_channel", False)),
             tta=bool(meta.get("tta", False)),
             aux_targets=tuple(meta.get("aux_targets", ())),
+            members=int(meta.get("members", 1)),
         )
         state = torch.load(model_dir / "weights.pt", map_location=device, weights_only=True)
         model = arch.build()
