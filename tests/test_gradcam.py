@@ -12,12 +12,13 @@ from recur.errors import RecurError
 from recur.gradcam import (
     PrePostGradCAM,
     explain_patient,
+    explained_network,
     prediction_groups,
     run_gradcam,
     select_patients,
     youden_cutoff,
 )
-from recur.networks import PreNet, PrePostNet
+from recur.networks import EnsembleNet, PreNet, PrePostNet
 from recur.split import read_outcome
 from recur.train import Architecture, TrainSettings, configure_torch, train_model
 
@@ -120,3 +121,9 @@ def test_explain_patient_with_roi_channels(trained, tmp_path):
     maps = explain_patient(PrePostGradCAM(model), paths["crops"] / "T0001.npz", "T0001", "t", png)
     assert maps.shape == (2, 64, 64)
     assert png.is_file()
+
+
+def test_explained_network_is_the_full_model_of_an_ensemble():
+    full, fold = PrePostNet(), PrePostNet()
+    assert explained_network(EnsembleNet([full, fold])) is full
+    assert explained_network(full) is full

@@ -488,7 +488,7 @@ def predict(
         dev = train.resolve_device(device)
         dl_models = load_dl_models(bundle, device)
         tab_models = load_tabular_models(bundle)
-        cam = gradcam.PrePostGradCAM(load_dl_models(bundle, device)["PrePost"][0])
+        cam = gradcam.PrePostGradCAM(gradcam.explained_network(dl_models["PrePost"][0]))
         if parallel:
             for pid, fut in zip(ids, futures, strict=True):
                 fut.result()
