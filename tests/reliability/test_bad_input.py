@@ -44,7 +44,7 @@ evaluate: {bootstrap: 0}
 """
 BAD_CONFIG_MESSAGES = [
     # mistyped nested keys, named with their section and the allowed keys
-    "unknown key 'epoch' in 'train' (allowed: augment, average_window, batch_size,",
+    "unknown key 'epoch' in 'train' (allowed: augment, aux_weight, average_window,",
     "unknown key 'sise' in 'crop' (allowed: normalisation, post_frame, region, size,",
     # wrong types
     "'train.batch_size' = 'two': 'two' is not of type 'integer'",
