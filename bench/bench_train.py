@@ -35,9 +35,16 @@ def _one(args: argparse.Namespace) -> None:
     root = Path(args.data)
     t0, c0 = time.perf_counter(), time.process_time()
     outdir = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    train_cfg = defaults()["train"]
+    margin = args.one in train_cfg["margin_target"]
     run_training(
-        # the default config's input: ROI channels for the models train.roi_channel lists
-        Architecture(args.one, roi_channel=args.one in defaults()["train"]["roi_channel"]),
+        # the default config's input: ROI channels for the models train.roi_channel lists,
+        # the (toy) measured margin as a second target for those train.margin_target lists
+        Architecture(
+            args.one,
+            roi_channel=args.one in train_cfg["roi_channel"],
+            aux_targets=("min_margin_mm",) if margin else (),
+        ),
         TrainSettings(epochs=args.epochs, patience=args.epochs),
         fold="full",
         crossfit_k=5,
@@ -46,6 +53,7 @@ def _one(args: argparse.Namespace) -> None:
         crops_dir=root / "crops",
         outdir=outdir,
         device="cpu",
+        aux_csv=root / "margin.csv" if margin else None,
     )
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     import pandas as pd
@@ -79,6 +87,7 @@ def main() -> None:
         _one(args)
         return
 
+    import numpy as np
     import pandas as pd
 
     from recur.dl_data import write_toy_cohort
@@ -91,6 +100,11 @@ def main() -> None:
         )
         split = make_split(pd.read_csv(paths["patients"]), read_outcome(paths["clinical"]))
         write_split(split, Path(tmp) / "split.csv")
+        # a toy "measured margin" per patient (PrePost's auxiliary target by default)
+        rng = np.random.default_rng(0)
+        pd.DataFrame(
+            {"patient_id": split["patient_id"], "min_margin_mm": rng.normal(3, 3, len(split))}
+        ).to_csv(Path(tmp) / "margin.csv", index=False)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         rows = []
         for model in ("Pre", "PrePost"):
