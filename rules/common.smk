@@ -39,9 +39,9 @@ from recur.scheduling import coalesce_reevaluations  # noqa: E402
 # Snakemake's scheduler starts a re-evaluation timer in every round and never coalesces them:
 # with hundreds of ready per-patient jobs they pile up to ~100+ rounds a second and Snakemake's
 # own process took ~40 % of a core (recur.scheduling, docs/cluster.md). Keep one pending.
-from snakemake.scheduling.job_scheduler import JobScheduler as _JobScheduler  # noqa: E402
+from snakemake.scheduling import job_scheduler as _job_scheduler  # noqa: E402
 
-coalesce_reevaluations(_JobScheduler)
+coalesce_reevaluations(_job_scheduler.JobScheduler)
 
 # Unknown keys, wrong types and out-of-range values stop here, before any job runs (one line
 # per problem); then snakemake's validate fills every key a user's config leaves out.
