@@ -8,6 +8,7 @@ could trust.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -18,14 +19,18 @@ from pathlib import Path
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
-    The temporary name keeps the file's suffixes (``x.nii.gz`` -> ``.x.<rand>.nii.gz``) so
-    libraries that choose a format from the extension still work. On any exception the
-    temporary file is removed and ``path`` is left untouched.
+    The temporary name keeps the file's suffixes (``x.nii.gz`` -> ``.x.<rand>.part.nii.gz``)
+    so libraries that choose a format from the extension still work. On any exception the
+    temporary file is removed and ``path`` is left untouched. A process killed outright
+    (SIGKILL, out of memory) cannot remove its temporary file: the next writer of ``path``
+    removes such leftovers first (one job writes a given output at a time).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
+    for stale in path.parent.glob(f".{glob.escape(stem)}.*.part{glob.escape(suffix)}"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
