@@ -9,7 +9,9 @@ a shared machine), peak RSS, and the per-epoch ratio to Pre (the reference, meas
 same run).
 
     .venv/bin/python bench/bench_train.py [--patients 250] [--epochs 3] [--threads 2]
-                                          [--repeats 1] [--csv bench_train.csv]
+                                          [--repeats 1] [--device cpu] [--csv bench_train.csv]
+
+``--device cuda`` times the same jobs on a GPU (``peak_gpu_mb``: torch's peak allocation).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _one(args: argparse.Namespace) -> None:
         clinical_csv=root / "clinical.csv",
         crops_dir=root / "crops",
         outdir=outdir,
-        device="cpu",
+        device=args.device,
         aux_csv=root / "margin.csv" if margin else None,
     )
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -60,6 +62,9 @@ def _one(args: argparse.Namespace) -> None:
 
     log = pd.read_csv(outdir / "training_log.csv")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    import torch
+
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     print(
         json.dumps(
             {
@@ -67,6 +72,7 @@ def _one(args: argparse.Namespace) -> None:
                 "total_s": total,
                 "cpu_s": cpu,
                 "rss_mb": rss_mb,
+                "gpu_mb": gpu_mb,
             }
         )
     )
@@ -79,6 +85,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument(
+        "--device", default="cpu", help="cpu (the CI reference), cuda or auto (the config's)"
+    )
     p.add_argument("--csv", help="also write the table here")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
@@ -112,6 +121,7 @@ def main() -> None:
             for _ in range(args.repeats):
                 cmd = [sys.executable, __file__, "--one", model, "--data", tmp]
                 cmd += ["--epochs", str(args.epochs), "--threads", str(args.threads)]
+                cmd += ["--device", args.device]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             rows.append(
@@ -120,11 +130,13 @@ def main() -> None:
                     "patients": args.patients,
                     "train_patients": int((split["split"] == "train").sum()),
                     "threads": args.threads,
+                    "device": args.device,
                     "epochs": args.epochs,
                     "epoch_s": statistics.median(r["epoch_s"] for r in runs),
                     "total_s": statistics.median(r["total_s"] for r in runs),
                     "total_cpu_s": statistics.median(r["cpu_s"] for r in runs),
                     "peak_rss_mb": max(r["rss_mb"] for r in runs),
+                    "peak_gpu_mb": max(r["gpu_mb"] for r in runs),
                 }
             )
     table = pd.DataFrame(rows)
