@@ -8,7 +8,10 @@ process pool, then :func:`recur.predict.dl_scores` / :func:`recur.predict.tabula
 Each model's AUC (DeLong 95% CI) is printed beside the ceiling the generator's truth allows
 for the information that model sees (:func:`recur.synth.information_ceilings`: Pre = tumour
 size + pre-image latents, PrePost = + margin, Clinical = the clinical variables, DL_Clinical =
-clinical + the chosen signature's information).
+clinical + the chosen signature's information), the same without the satellite nodule (Pre
+and PrePost: a latent the crops barely show), and, for a synthetic study, the "learnable"
+ceilings (:func:`recur.synth.learnable_ceilings`: a logistic regression on the true latents
+fitted on the study's training patients).
 
     .venv/bin/python bench/bench_external.py --study /work/main --cohort /tmp/ext/cohort \\
         [--n-test 500 500 --seed 7] [--workers 2] [--csv out.csv]
@@ -165,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     truth, _ = synth.load_truth(truth_csv)
     truth = truth.set_index("patient_id").loc[ok].reset_index()
     ceil = synth.information_ceilings(truth, n_mc=a.n_mc)
+    # what a perfect reader of each set's true latents reaches when it learns their weights
+    # from the study's training patients (logistic regression; the synthetic study only)
+    study_truth = a.study / "results" / "synthetic" / "truth.csv"
+    learn: dict[str, float] = {}
+    if study_truth.is_file():
+        st, _ = synth.load_truth(study_truth)
+        split = pd.read_csv(a.study / "results" / "splits" / "split.csv", dtype=str)
+        st = st[st["patient_id"].isin(split.loc[split["split"] == "train", "patient_id"])]
+        learn = synth.learnable_ceilings(st, truth)
     y = truth["er"].to_numpy()
     seen = {
         "Pre": "Pre",
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def auc_row(name: str, score, info: str) -> dict:
         auc, lo, hi = delong_ci(y, np.asarray(score))
+        no_sat = f"{info}_without_satellite"
         return {
             "model": name,
             "n": len(y),
@@ -185,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
             "information": info,
             "ceiling": round(ceil[info], 3),
             "gap": round(ceil[info] - auc, 3),
+            "ceiling_without_satellite": round(ceil.get(no_sat, np.nan), 3),
+            "learnable": round(learn.get(info, np.nan), 3),
+            "learnable_without_satellite": round(learn.get(no_sat, np.nan), 3),
         }
 
     rows = [auc_row(m, scores[m], info) for m, info in seen.items()]

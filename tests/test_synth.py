@@ -162,6 +162,10 @@ def test_information_ceilings_grow_with_information(latent2000: pd.DataFrame):
     assert c["Pre"] < c["PrePost"] - 0.03
     assert c["Pre"] < c["Clinical+Pre"]
     assert abs(c["Clinical+PrePost"] - c["all"]) < 1e-9  # nothing left to integrate out
+    # without the satellite nodule: lower than with it, higher than size alone would give
+    assert c["Pre_without_satellite"] < c["Pre"] - 0.01
+    assert c["PrePost_without_satellite"] < c["PrePost"] - 0.01
+    assert c["Pre_without_satellite"] < c["PrePost_without_satellite"] - 0.03
     with pytest.raises(ValueError, match="lacks"):
         synth.information_ceilings(tr.drop(columns=["margin_mm"]))
 
@@ -503,3 +507,59 @@ def test_same_bytes_whatever_the_blas_thread_count(tmp_path: Path):
             synth.write_patient((row, SEED, index + 1, str(tmp_path / f"blas{n}")))
         hashes.append(_tree_hash(tmp_path / f"blas{n}" / "dicom" / row["patient_id"]))
     assert hashes[0] == hashes[1]
+
+
+def test_information_without_satellite_ignores_the_satellite(latent2000: pd.DataFrame):
+    """The satellite nodule is integrated out of the *_without_satellite sets: flipping every
+    patient's satellite leaves them unchanged (same seed, same draws) but moves Pre."""
+    tr = latent2000[latent2000["cohort"] == "train"].iloc[:50]
+    flipped = tr.assign(satellite=1 - tr["satellite"])
+    a = synth.information_scores(tr, n_mc=5, seed=3)
+    b = synth.information_scores(flipped, n_mc=5, seed=3)
+    for name in ("Pre_without_satellite", "PrePost_without_satellite", "Clinical"):
+        np.testing.assert_allclose(a[name], b[name], err_msg=name)
+    assert not np.allclose(a["Pre"], b["Pre"])
+
+
+def test_latent_features_by_hand():
+    lat = pd.DataFrame(
+        {
+            "tumor_size_cm": [1.0, math.e],
+            "tumor_number": [1, 2],
+            "afp_ng_ml": [1.0, math.e**2],
+            "hbv": [0, 1],
+            "tp_g_l": [70.0, 60.0],
+            "rim_aphe": [1, 0],
+            "capsule": [0, 1],
+            "heterogeneity": [0.25, 0.75],
+            "satellite": [1, 0],
+            "peritumoral": [0, 1],
+            "margin_mm": [-7.0, 12.0],
+        }
+    )
+    np.testing.assert_allclose(synth.latent_features(lat, ("size",)), [[0.0], [1.0]])
+    np.testing.assert_allclose(
+        synth.latent_features(lat, ("size", "clinical_rest")),
+        [[0.0, 0.0, 0.0, 0.0, 70.0], [1.0, 1.0, 2.0, 1.0, 60.0]],
+    )
+    # PRE_LATENTS order: rim_aphe, capsule, heterogeneity, satellite, peritumoral
+    np.testing.assert_allclose(
+        synth.latent_features(lat, ("pre_no_satellite", "post")),
+        [[1, 0, 0.25, 0, -4.0], [0, 1, 0.75, 1, 10.0]],  # margin clipped to [-4, 10]
+    )
+    assert synth.latent_features(lat, ("size", "pre", "post")).shape == (2, 7)
+
+
+def test_learnable_ceilings(latent2000: pd.DataFrame):
+    all_train = latent2000[latent2000["cohort"] == "train"]
+    tr, te = all_train.iloc[:1500], all_train.iloc[1500:]
+    got = synth.learnable_ceilings(tr, te)
+    assert set(got) == set(synth.INFORMATION_SETS)
+    ceil = synth.information_ceilings(te, n_mc=30, seed=0)
+    for name in ("Pre", "PrePost", "Clinical+PrePost"):
+        # learning the weights costs something, but with many patients little
+        assert ceil[name] - 0.06 < got[name] < ceil[name] + 0.03, name
+    assert got["Pre_without_satellite"] < got["Pre"]
+    assert got["Pre"] < got["PrePost"]
+    with pytest.raises(ValueError, match="both outcomes"):
+        synth.learnable_ceilings(tr.assign(er=0), te)

@@ -599,13 +599,20 @@ def outcome_ceilings(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -> di
 
 #: What each model of the workflow sees, as sets of the latent model's parts: "size" = the
 #: tumour size (visible on the images too), "clinical_rest" = tumour number, AFP, HBV, TP,
-#: "pre" / "post" = the pre-/post-image latents.
+#: "pre" / "post" = the pre-/post-image latents, "pre_no_satellite" = the pre-image latents
+#: but the satellite nodule. The ``*_without_satellite`` sets bound a model's ceiling from
+#: below where the satellite nodule (a 5-8 mm dot beside the tumour, easily taken for a vessel
+#: in the crops) is not read: the same CNN trained on the satellite label itself detects it
+#: at an AUC of only ~0.6 (docs/models.md), against >= 0.98 for capsule, peritumoral
+#: enhancement and rim APHE.
 INFORMATION_SETS: dict[str, tuple[str, ...]] = {
     "Clinical": ("size", "clinical_rest"),
     "Pre": ("size", "pre"),
     "PrePost": ("size", "pre", "post"),
     "Clinical+Pre": ("size", "clinical_rest", "pre"),
     "Clinical+PrePost": ("size", "clinical_rest", "pre", "post"),
+    "Pre_without_satellite": ("size", "pre_no_satellite"),
+    "PrePost_without_satellite": ("size", "pre_no_satellite", "post"),
 }
 _CLINICAL_REST = ["tumor_number", "afp_ng_ml", "hbv", "tp_g_l"]
 PRE_LATENTS = ["rim_aphe", "capsule", "heterogeneity", "satellite", "peritumoral"]
@@ -638,7 +645,13 @@ def information_scores(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -> 
             if "clinical_rest" not in parts:
                 perm = rng.permutation(n)
                 clin[_CLINICAL_REST] = lat[_CLINICAL_REST].to_numpy()[perm]
-            pre = lat if "pre" in parts else sample_pre_image(rng, n)
+            if "pre" in parts:
+                pre = lat
+            elif "pre_no_satellite" in parts:
+                pre = lat.copy()
+                pre["satellite"] = sample_pre_image(rng, n)["satellite"].to_numpy()
+            else:
+                pre = sample_pre_image(rng, n)
             post = lat if "post" in parts else sample_post_image(rng, radius)
             acc += risk_components(clin, pre, post)["p"].to_numpy()
         out[name] = acc / n_mc
@@ -661,6 +674,52 @@ def information_ceilings(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -
     scores = information_scores(latent, n_mc=n_mc, seed=seed)
     out = {name: float(roc_auc_score(y, scores[name])) for name in scores.columns}
     out["prevalence"] = float(y.mean())
+    return out
+
+
+def latent_features(latent: pd.DataFrame, parts: Sequence[str]) -> np.ndarray:
+    """The latent variables of the information ``parts`` (of :data:`INFORMATION_SETS`) as a
+    numeric matrix, on the scale the risk model uses them (pure function): log tumour size;
+    multiple tumours, log AFP, HBV, TP; the pre-image latents; the margin clipped to
+    [-4, 10] mm."""
+    cols: list[np.ndarray] = []
+    if "size" in parts:
+        cols.append(np.log(latent["tumor_size_cm"].to_numpy(float)))
+    if "clinical_rest" in parts:
+        cols += [
+            (latent["tumor_number"].to_numpy() > 1).astype(float),
+            np.log(latent["afp_ng_ml"].to_numpy(float)),
+            latent["hbv"].to_numpy(float),
+            latent["tp_g_l"].to_numpy(float),
+        ]
+    if "pre" in parts or "pre_no_satellite" in parts:
+        names = [c for c in PRE_LATENTS if "pre" in parts or c != "satellite"]
+        cols += [latent[c].to_numpy(float) for c in names]
+    if "post" in parts:
+        cols.append(np.clip(latent["margin_mm"].to_numpy(float), -4.0, 10.0))
+    return np.column_stack(cols)
+
+
+def learnable_ceilings(train: pd.DataFrame, test: pd.DataFrame, c: float = 1.0) -> dict[str, float]:
+    """AUC on ``test`` of a logistic regression fitted on ``train``'s *true* latents of each
+    information set (measurement only): what a perfect reader of those variables reaches
+    when it must learn their weights from the training patients' outcomes, as every model
+    of the workflow must. Both tables as :func:`load_truth` gives them, with ``er``.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    for name, t in (("train", train), ("test", test)):
+        if "er" not in t.columns or t["er"].nunique() != 2:
+            raise ValueError(f"learnable_ceilings: {name} needs 'er' with both outcomes")
+    out = {}
+    for name, parts in INFORMATION_SETS.items():
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+        model.fit(latent_features(train, parts), train["er"].to_numpy())
+        score = model.decision_function(latent_features(test, parts))
+        out[name] = float(roc_auc_score(test["er"].to_numpy(), score))
     return out
 
 
