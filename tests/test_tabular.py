@@ -181,7 +181,7 @@ def test_cli_end_to_end(tmp_path):
     )
     choice = json.loads((d / "choice.json").read_text())
     assert choice["signature"] == "PrePost"
-    assert choice["stacking"] == "crossfit"
+    assert choice["stacking"] == "in_sample"  # the default
     preds = ["--predictions"] + [
         f"{m}={d / m}.csv" for m in ("Clinical", "Pre", "PrePost", "DL_Clinical")
     ]

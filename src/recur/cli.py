@@ -1069,7 +1069,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     trees(p)
     for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):
         p.add_argument(opt, required=True)
-    p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="crossfit")
+    p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="in_sample")
     for opt in ("--out", "--model", "--manifest", "--choice", "--importance"):
         p.add_argument(opt, required=True)
     p.set_defaults(func=_cmd_dl_clinical_model)
@@ -1321,7 +1321,7 @@ def _add_margin(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=2025)
     for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):
         p.add_argument(opt, help="DL predictions (DL_Clinical_Margin)")
-    p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="crossfit")
+    p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="in_sample")
     p.add_argument("--out", required=True, help="predictions CSV")
     p.add_argument("--model-out", help="fitted pipeline (.skops)")
     p.add_argument("--manifest", help="sha256 manifest (.json)")
