@@ -162,7 +162,7 @@ def test_information_ceilings_grow_with_information(latent2000: pd.DataFrame):
     assert c["Pre"] < c["PrePost"] - 0.03
     assert c["Pre"] < c["Clinical+Pre"]
     assert abs(c["Clinical+PrePost"] - c["all"]) < 1e-9  # nothing left to integrate out
-    # without the satellite nodule: lower than with it, higher than size alone would give
+    # without the satellite nodule: lower than with it; the margin still adds on top
     assert c["Pre_without_satellite"] < c["Pre"] - 0.01
     assert c["PrePost_without_satellite"] < c["PrePost"] - 0.01
     assert c["Pre_without_satellite"] < c["PrePost_without_satellite"] - 0.03
@@ -548,6 +548,10 @@ def test_latent_features_by_hand():
         [[1, 0, 0.25, 0, -4.0], [0, 1, 0.75, 1, 10.0]],  # margin clipped to [-4, 10]
     )
     assert synth.latent_features(lat, ("size", "pre", "post")).shape == (2, 7)
+    with pytest.raises(ValueError, match=r"lacks \['margin_mm'\]"):
+        synth.latent_features(lat.drop(columns=["margin_mm"]), ("size", "post"))
+    # a part not asked for may be missing
+    assert synth.latent_features(lat.drop(columns=["margin_mm"]), ("size",)).shape == (2, 1)
 
 
 def test_learnable_ceilings(latent2000: pd.DataFrame):

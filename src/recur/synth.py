@@ -682,6 +682,17 @@ def latent_features(latent: pd.DataFrame, parts: Sequence[str]) -> np.ndarray:
     numeric matrix, on the scale the risk model uses them (pure function): log tumour size;
     multiple tumours, log AFP, HBV, TP; the pre-image latents; the margin clipped to
     [-4, 10] mm."""
+    need = ["tumor_size_cm"] if "size" in parts else []
+    need += _CLINICAL_REST if "clinical_rest" in parts else []
+    need += [
+        c
+        for c in PRE_LATENTS
+        if "pre" in parts or ("pre_no_satellite" in parts and c != "satellite")
+    ]
+    need += ["margin_mm"] if "post" in parts else []
+    missing = [c for c in need if c not in latent.columns]
+    if missing:
+        raise ValueError(f"latent table lacks {missing} (information parts {tuple(parts)})")
     cols: list[np.ndarray] = []
     if "size" in parts:
         cols.append(np.log(latent["tumor_size_cm"].to_numpy(float)))
@@ -692,9 +703,7 @@ def latent_features(latent: pd.DataFrame, parts: Sequence[str]) -> np.ndarray:
             latent["hbv"].to_numpy(float),
             latent["tp_g_l"].to_numpy(float),
         ]
-    if "pre" in parts or "pre_no_satellite" in parts:
-        names = [c for c in PRE_LATENTS if "pre" in parts or c != "satellite"]
-        cols += [latent[c].to_numpy(float) for c in names]
+    cols += [latent[c].to_numpy(float) for c in PRE_LATENTS if c in need]
     if "post" in parts:
         cols.append(np.clip(latent["margin_mm"].to_numpy(float), -4.0, 10.0))
     return np.column_stack(cols)
