@@ -21,9 +21,11 @@ if config["cohort"]["source"] == "synthetic":
             n_train=config["synthetic"]["n_train"],
             n_test=" ".join(str(n) for n in config["synthetic"]["n_test"]),
             seed=config["synthetic"]["seed"],
+            er_share=synth_er_share_args(),
         shell:
             "python -m recur --threads {threads} synth {output.cohort:q} --n-train {params.n_train}"
-            " --n-test {params.n_test} --seed {params.seed} --truth {output.truth:q} > {log:q} 2>&1"
+            " --n-test {params.n_test} --seed {params.seed} {params.er_share}"
+            " --truth {output.truth:q} > {log:q} 2>&1"
 
 
 rule validate_cohort:

@@ -229,6 +229,12 @@ def tree_args(c):
     )
 
 
+def synth_er_share_args():
+    """`recur synth`'s --er-share option from synthetic.er_share (empty when null)."""
+    share = config["synthetic"]["er_share"]
+    return "" if share is None else f"--er-share {share['train']} {share['test']}"
+
+
 def cohort_args():
     """Command-line arguments that tell a job where the cohort tables are."""
     c = config["cohort"]

@@ -146,6 +146,82 @@ def test_latent_is_deterministic_and_seed_dependent():
     assert not a["p"].equals(c["p"])
 
 
+def test_conditional_bernoulli_by_hand():
+    # p = (0.5, 0.2, 0.7), exactly 2 events: the three pairs have weights
+    # {0,1}: 0.5*0.2*0.3 = 0.03, {0,2}: 0.5*0.8*0.7 = 0.28, {1,2}: 0.5*0.2*0.7 = 0.07 (sum 0.38),
+    # so P(X0) = 0.31/0.38 = 0.8158, P(X1) = 0.10/0.38 = 0.2632, P(X2) = 0.35/0.38 = 0.9211
+    rng = np.random.default_rng(0)
+    draws = np.array([synth.conditional_bernoulli(rng, [0.5, 0.2, 0.7], 2) for _ in range(20000)])
+    assert (draws.sum(axis=1) == 2).all()
+    np.testing.assert_allclose(
+        draws.mean(axis=0), [0.31 / 0.38, 0.10 / 0.38, 0.35 / 0.38], atol=0.01
+    )
+    # the pair {0, 2} in 0.28/0.38 = 73.7% of the draws
+    assert (draws[:, 1] == 0).mean() == pytest.approx(0.28 / 0.38, abs=0.01)
+    # the edges: no event, all events, forced by a certain patient
+    assert synth.conditional_bernoulli(rng, [0.3, 0.6], 0).tolist() == [0, 0]
+    assert synth.conditional_bernoulli(rng, [0.3, 0.6], 2).tolist() == [1, 1]
+    assert synth.conditional_bernoulli(rng, [0.0, 1.0, 0.0], 1).tolist() == [0, 1, 0]
+    # deterministic for the generator's state
+    a = synth.conditional_bernoulli(np.random.default_rng(5), np.full(50, 0.3), 9)
+    b = synth.conditional_bernoulli(np.random.default_rng(5), np.full(50, 0.3), 9)
+    assert a.tolist() == b.tolist()
+    assert a.sum() == 9
+    with pytest.raises(ValueError, match="cannot place 3 events among 2"):
+        synth.conditional_bernoulli(rng, [0.5, 0.5], 3)
+    with pytest.raises(ValueError, match="impossible"):
+        synth.conditional_bernoulli(rng, [0.0, 0.0], 1)
+    with pytest.raises(ValueError, match="probabilities"):
+        synth.conditional_bernoulli(rng, [0.5, 1.5], 1)
+
+
+def test_conditional_bernoulli_many_patients_no_underflow():
+    # 2,000 patients with small risks and an improbable count (expected 100, asked 300)
+    p = np.linspace(0.01, 0.09, 2000)
+    x = synth.conditional_bernoulli(np.random.default_rng(1), p, 300)
+    assert x.sum() == 300
+    # conditioning keeps the risk ordering: the riskier half holds more of the events
+    assert x[1000:].sum() > x[:1000].sum()
+
+
+def test_er_count():
+    assert synth.er_count(59 / 254, 254) == 59
+    assert synth.er_count(0.2, 35) == 7
+    assert synth.er_count(0.2, 4) == 1  # round(0.8)
+    assert synth.er_count(0.01, 10) == 1  # at least one event
+    assert synth.er_count(0.99, 10) == 9  # at least one non-event
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        synth.er_count(1.0, 10)
+    with pytest.raises(ValueError, match="at least 2 patients"):
+        synth.er_count(0.5, 1)
+
+
+def test_er_share_fixes_the_paper_counts():
+    free = synth.sample_latent(254, (20, 15), seed=2025)
+    fixed = synth.sample_latent(254, (20, 15), seed=2025, er_share=synth.PAPER_ER_SHARE)
+    counts = fixed.groupby("cohort")["er"].agg(["sum", "count"])
+    assert counts.loc["train"].tolist() == [59, 254]  # paper, Table 1: 59 of 254
+    assert counts.loc["test"].tolist() == [7, 35]  # 7 of 35
+    # only the outcome columns change: patients, images and risks are the same
+    same = [c for c in free.columns if c not in ("er", "rfs_months", "rfs_event", "er_forced")]
+    pd.testing.assert_frame_equal(free[same], fixed[same])
+    # RFS stays consistent with the (conditioned) ER
+    er = fixed["er"] == 1
+    assert (fixed.loc[er, "rfs_event"] == 1).all()
+    assert (fixed.loc[er, "rfs_months"] <= 24).all()
+    assert (fixed.loc[~er, "rfs_months"] > 24).all()
+    # the conditioned draw still follows the risk: events are the likelier patients
+    assert fixed.loc[er, "p"].mean() > fixed.loc[~er, "p"].mean() + 0.1
+    # None keeps the independent draws (the counts then vary with the seed)
+    assert free.groupby("cohort")["er"].sum().tolist() != [7, 59]
+
+
+def test_er_share_default_is_the_papers():
+    from recur import config
+
+    assert config.defaults()["synthetic"]["er_share"] == synth.PAPER_ER_SHARE
+
+
 def test_ceilings_are_ordered(latent2000: pd.DataFrame):
     tr = latent2000[latent2000["cohort"] == "train"]
     ceil = synth.outcome_ceilings(tr, n_mc=40, seed=0)

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -488,14 +488,62 @@ def risk_components(clinical: pd.DataFrame, pre: pd.DataFrame, post: pd.DataFram
     )
 
 
-def sample_outcome(rng: np.random.Generator, p: np.ndarray) -> pd.DataFrame:
-    """ER ~ Bernoulli(p) and a consistent RFS (months, event).
+#: The paper's share of patients with ER per cohort (Table 1): 59 of 254 training patients,
+#: 7 of 35 external test patients. The default of ``synthetic.er_share``.
+PAPER_ER_SHARE: dict[str, float] = {"train": round(59 / 254, 4), "test": round(7 / 35, 4)}
+
+
+def conditional_bernoulli(rng: np.random.Generator, p: np.ndarray, k: int) -> np.ndarray:
+    """Independent ``X_i ~ Bernoulli(p_i)`` drawn conditionally on ``sum(X) == k`` (exact).
+
+    Sequential sampling: ``P(X_i = 1 | X_<i, sum = k)`` = ``p_i q_{i+1}(r - 1) / q_i(r)``
+    with ``q_i(r) = P(sum_{j >= i} X_j = r)`` (Poisson-binomial recursion, each row
+    rescaled, which the ratio cancels) and ``r`` the events still to place. Each patient
+    keeps the risk ordering of ``p``; only the cohort's event count is fixed. One
+    ``rng.random(n)`` draw, so the result is deterministic for the generator's state.
+    """
+    p = np.asarray(p, dtype=float)
+    n = len(p)
+    if p.ndim != 1 or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError("p must be a 1-D array of probabilities")
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot place {k} events among {n} patients")
+    q = np.zeros((n + 1, k + 1))
+    q[n, 0] = 1.0
+    for i in range(n - 1, -1, -1):
+        q[i] = (1 - p[i]) * q[i + 1]
+        q[i, 1:] += p[i] * q[i + 1, :-1]
+        top = q[i].max()
+        if top > 0:
+            q[i] /= top
+    if q[0, k] <= 0:
+        raise ValueError(f"{k} events are impossible with these probabilities")
+    u = rng.random(n)
+    x = np.zeros(n, dtype=int)
+    r = k
+    for i in range(n):
+        if r == 0:
+            break
+        w1 = p[i] * q[i + 1, r - 1]
+        w0 = (1 - p[i]) * q[i + 1, r]
+        x[i] = int(u[i] * (w0 + w1) < w1)
+        r -= x[i]
+    return x
+
+
+def sample_outcome(
+    rng: np.random.Generator, p: np.ndarray, er: np.ndarray | None = None
+) -> pd.DataFrame:
+    """ER ~ Bernoulli(p) (or the given ``er``) and a consistent RFS (months, event).
 
     ER = 1: recurrence at 1-24 months. ER = 0: follow-up of 28-100 months, with a late
     recurrence (after 24 months) in 30% of them, otherwise censored at the end of follow-up.
+    ``er`` (drawn elsewhere, e.g. by :func:`conditional_bernoulli`) replaces the Bernoulli
+    draw; the random stream is consumed the same way either way.
     """
     n = len(p)
-    er = (rng.random(n) < p).astype(int)
+    u = rng.random(n)
+    er = (u < p).astype(int) if er is None else np.asarray(er, dtype=int)
     t_early = (ER_HORIZON_MONTHS * rng.beta(1.4, 1.6, n)).clip(1.0, ER_HORIZON_MONTHS)
     follow = rng.uniform(28.0, 100.0, n)
     late = rng.random(n) < 0.30
@@ -526,18 +574,38 @@ def blank_cells(
     return out
 
 
+def er_count(share: float, n: int) -> int:
+    """Events of a cohort of ``n`` with ER share ``share``: ``round(share n)``, kept within
+    ``[1, n - 1]`` so that both outcome classes occur."""
+    if not 0 < share < 1:
+        raise ValueError(f"an ER share must lie strictly between 0 and 1, not {share}")
+    if n < 2:
+        raise ValueError("a cohort with a fixed ER share needs at least 2 patients")
+    return int(min(max(round(share * n), 1), n - 1))
+
+
 def sample_latent(
-    n_train: int = 254, n_test: Sequence[int] = (20, 15), seed: int = 2025
+    n_train: int = 254,
+    n_test: Sequence[int] = (20, 15),
+    seed: int = 2025,
+    er_share: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Sample every latent variable of the cohort (no images): one row per patient.
 
     Columns: ``patient_id, site, cohort``, the true clinical variables, the pre-image
     features, the ablation-zone geometry and ``margin_mm``, the risk components, ``logit``,
     ``p``, ``er, rfs_months, rfs_event`` and ``er_forced`` (1 where a tiny cohort had to be
-    given both outcome classes). Deterministic for ``seed`` and the site sizes.
+    given both outcome classes). Deterministic for ``seed``, the site sizes and
+    ``er_share``.
+
+    ``er_share`` (``{"train": s, "test": s}``, e.g. :data:`PAPER_ER_SHARE`) fixes each
+    cohort's number of ER patients at :func:`er_count`: the outcomes are then drawn from the
+    patients' true risks conditionally on that count (:func:`conditional_bernoulli`, one
+    draw per cohort over all its sites). ``None``: every outcome is an independent
+    Bernoulli draw and the count varies with the seed.
     """
     plan = planned_patients(n_train, list(n_test))
-    parts = []
+    sites = []
     for k, (site, grp) in enumerate(plan.groupby("site", sort=False)):
         prof = SITE_PROFILES[site]
         n = len(grp)
@@ -545,9 +613,23 @@ def sample_latent(
         pre = sample_pre_image(_rng(seed, k, 2), n)
         post = sample_post_image(_rng(seed, k, 3), clin["tumor_size_cm"].to_numpy() * 5.0)
         risk = risk_components(clin, pre, post)
-        out = sample_outcome(_rng(seed, k, 4), risk["p"].to_numpy())
-        df = pd.concat([grp.reset_index(drop=True), clin, pre, post, risk, out], axis=1)
-        parts.append(df)
+        sites.append((k, pd.concat([grp.reset_index(drop=True), clin, pre, post, risk], axis=1)))
+    fixed: dict[int, np.ndarray] = {}
+    if er_share is not None:
+        for c, cohort in enumerate(("train", "test")):
+            members = [(k, df) for k, df in sites if df["cohort"].iloc[0] == cohort]
+            if not members:
+                continue
+            p = np.concatenate([df["p"].to_numpy() for _, df in members])
+            er = conditional_bernoulli(_rng(seed, 98, c), p, er_count(er_share[cohort], len(p)))
+            for (k, _), part in zip(
+                members, np.split(er, np.cumsum([len(df) for _, df in members])[:-1]), strict=True
+            ):
+                fixed[k] = part
+    parts = []
+    for k, df in sites:
+        out = sample_outcome(_rng(seed, k, 4), df["p"].to_numpy(), fixed.get(k))
+        parts.append(pd.concat([df, out], axis=1))
     lat = pd.concat(parts, ignore_index=True)
     lat["er_forced"] = 0
     for idx in lat.groupby("cohort").groups.values():
@@ -1704,6 +1786,7 @@ def write_cohort(
     seed: int = 2025,
     truth_path: str | Path | None = None,
     workers: int = 1,
+    er_share: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Write the synthetic cohort directory ``outdir`` and its ``truth.csv``.
 
@@ -1711,7 +1794,8 @@ def write_cohort(
     it is assembled in a hidden sibling folder and renamed into place only when complete
     (an existing ``outdir`` is replaced). ``truth_path`` defaults to ``outdir.parent /
     "truth.csv"``. ``workers`` processes generate patients in parallel; the result does not
-    depend on it. Returns the clinical table as written.
+    depend on it. ``er_share`` fixes each cohort's number of ER patients
+    (:func:`sample_latent`). Returns the clinical table as written.
     """
 
     from recur.io import atomic_path
@@ -1719,7 +1803,7 @@ def write_cohort(
     outdir = Path(outdir)
     truth_path = Path(truth_path) if truth_path else outdir.parent / "truth.csv"
     try:
-        latent = sample_latent(n_train, list(n_test), seed)
+        latent = sample_latent(n_train, list(n_test), seed, er_share)
     except ValueError as exc:
         raise RecurError(f"synth: {exc}") from None
     clinical = blank_cells(_rng(seed, 99), latent.loc[:, list(CLINICAL_COLUMNS)])
