@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import math
+import os
 import random
 import shutil
 from pathlib import Path
@@ -573,7 +574,8 @@ def test_reader_parses_a_folder_once_for_two_series(tmp_path):
     write_stack(folder, n=4, series_uid="1.2.3.4.2", seed=2, intercept=5, slope=1)
     reader = SeriesReader()
     first = reader(folder, series_uid="1.2.3.4.1")
-    parsed = {id(s.ds) for s in reader._last[1]}
+    kept = [s.ds for s in reader._last[1]]  # alive, so that no new object can reuse their ids
+    parsed = {id(ds) for ds in kept}
     second = reader(folder, series_uid="1.2.3.4.2")
     assert {id(s.ds) for s in reader._last[1]} == parsed  # not parsed again
     assert (first.n_slices, second.n_slices) == (3, 4)
@@ -583,8 +585,12 @@ def test_reader_parses_a_folder_once_for_two_series(tmp_path):
         p for p in folder.iterdir() if pydicom.dcmread(p).SeriesInstanceUID == "1.2.3.4.2"
     )
     ds = pydicom.dcmread(victim)
+    before = victim.stat().st_mtime_ns
     ds.RescaleIntercept = "7"
     ds.save_as(victim)
+    # an edit a second later: file times tick coarsely (ms), and the rewrite has the same
+    # size, so within one tick the change would be invisible to (size, mtime)
+    os.utime(victim, ns=(before + 10**9, before + 10**9))
     again = reader(folder, series_uid="1.2.3.4.2")
     assert {id(s.ds) for s in reader._last[1]}.isdisjoint(parsed)
     z = round(float(ds.ImagePositionPatient[2]) - 30.0) // 2  # slice index of the victim
