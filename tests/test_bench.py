@@ -58,3 +58,41 @@ def test_synthetic_config_splits_like_the_default_study(run_all):
     assert run_all.synthetic_config(50) == "synthetic: {n_train: 44, n_test: [3, 3]}\n"
     # the schema's minimums: 4 training patients, 2 per test site
     assert run_all.synthetic_config(5) == "synthetic: {n_train: 4, n_test: [2, 2]}\n"
+
+
+def cited_result_files(text: str) -> list[str]:
+    """Every ``bench/results/<file>`` a text names (globs kept as written), and every bare
+    dated ``<date>[-...].csv`` on a line that names bench/results (pure function)."""
+    import re
+
+    found = re.findall(r"bench/results/([A-Za-z0-9_.*-]+\.csv)", text)
+    for line in text.splitlines():
+        if "bench/results" in line:
+            found += re.findall(r"(?<![/\w-])(20\d\d-\d\d-\d\d[A-Za-z0-9_.*-]*\.csv)", line)
+    return sorted(set(found))
+
+
+def test_cited_result_files_finds_paths_globs_and_bare_names():
+    text = (
+        "see [x](bench/results/2026-12-04.csv) and bench/results/a-*.csv\n"
+        "bench/results/2026-12-04-train.csv (`2026-12-04-cpu.csv`)\n"
+        "elsewhere 2026-01-01.csv is not a citation\n"
+    )
+    assert cited_result_files(text) == [
+        "2026-12-04-cpu.csv",
+        "2026-12-04-train.csv",
+        "2026-12-04.csv",
+        "a-*.csv",
+    ]
+
+
+def test_every_cited_benchmark_result_is_in_the_repository():
+    """A figure quoted from a result file must come with the file (a .gitignore rule once
+    hid bench/results/, and the cited CSVs never reached the repository)."""
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    missing = []
+    for doc in docs:
+        for name in cited_result_files(doc.read_text(encoding="utf-8")):
+            if not list((REPO / "bench" / "results").glob(name)):
+                missing.append(f"{doc.relative_to(REPO)}: bench/results/{name}")
+    assert not missing, "cited but not in bench/results/:\n" + "\n".join(missing)
