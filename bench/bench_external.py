@@ -98,6 +98,67 @@ def delong_ci(y: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
     return float(aucs[0]), float(aucs[0] - half), float(aucs[0] + half)
 
 
+def seen_information(signature: str) -> dict[str, str]:
+    """Model -> the information set of :data:`recur.synth.INFORMATION_SETS` it sees
+    (DL_Clinical: the clinical variables + the information of the chosen signature)."""
+    return {
+        "Pre": "Pre",
+        "PrePost": "PrePost",
+        "Clinical": "Clinical",
+        "DL_Clinical": "Clinical+" + signature,
+    }
+
+
+def learnable_for(study: Path, truth: pd.DataFrame) -> dict[str, float]:
+    """What a perfect reader of each information set's true latents reaches on ``truth``'s
+    patients when it learns their weights from the study's training patients (logistic
+    regression, :func:`recur.synth.learnable_ceilings`); empty unless ``study`` is a
+    synthetic study (its truth.csv is there)."""
+    from recur import synth
+
+    study_truth = study / "results" / "synthetic" / "truth.csv"
+    if not study_truth.is_file():
+        return {}
+    st, _ = synth.load_truth(study_truth)
+    split = pd.read_csv(study / "results" / "splits" / "split.csv", dtype=str)
+    st = st[st["patient_id"].isin(split.loc[split["split"] == "train", "patient_id"])]
+    return synth.learnable_ceilings(st, truth)
+
+
+def summary_table(
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    seen: dict[str, str],
+    ceil: dict[str, float],
+    learn: dict[str, float],
+) -> pd.DataFrame:
+    """One row per scored model: AUC (DeLong 95% CI) beside the ceilings of its information
+    (``ceil``: :func:`recur.synth.information_ceilings` of the scored patients) and the
+    learnable ceilings (``learn``: :func:`learnable_for`)."""
+    rows = []
+    for name, score in scores.items():
+        info = seen[name]
+        auc, lo, hi = delong_ci(y, np.asarray(score))
+        no_sat = f"{info}_without_satellite"
+        rows.append(
+            {
+                "model": name,
+                "n": len(y),
+                "n_er": int(y.sum()),
+                "auc": round(auc, 3),
+                "ci_low": round(lo, 3),
+                "ci_high": round(hi, 3),
+                "information": info,
+                "ceiling": round(ceil[info], 3),
+                "gap": round(ceil[info] - auc, 3),
+                "ceiling_without_satellite": round(ceil.get(no_sat, np.nan), 3),
+                "learnable": round(learn.get(info, np.nan), 3),
+                "learnable_without_satellite": round(learn.get(no_sat, np.nan), 3),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", type=Path, required=True, help="workdir with results/bundle")
@@ -168,48 +229,23 @@ def main(argv: list[str] | None = None) -> int:
     truth, _ = synth.load_truth(truth_csv)
     truth = truth.set_index("patient_id").loc[ok].reset_index()
     ceil = synth.information_ceilings(truth, n_mc=a.n_mc)
-    # what a perfect reader of each set's true latents reaches when it learns their weights
-    # from the study's training patients (logistic regression; the synthetic study only)
-    study_truth = a.study / "results" / "synthetic" / "truth.csv"
-    learn: dict[str, float] = {}
-    if study_truth.is_file():
-        st, _ = synth.load_truth(study_truth)
-        split = pd.read_csv(a.study / "results" / "splits" / "split.csv", dtype=str)
-        st = st[st["patient_id"].isin(split.loc[split["split"] == "train", "patient_id"])]
-        learn = synth.learnable_ceilings(st, truth)
+    learn = learnable_for(a.study, truth)
     y = truth["er"].to_numpy()
-    seen = {
-        "Pre": "Pre",
-        "PrePost": "PrePost",
-        "Clinical": "Clinical",
-        "DL_Clinical": "Clinical+" + bundle.signature,
-    }
-
-    def auc_row(name: str, score, info: str) -> dict:
-        auc, lo, hi = delong_ci(y, np.asarray(score))
-        no_sat = f"{info}_without_satellite"
-        return {
-            "model": name,
-            "n": len(y),
-            "n_er": int(y.sum()),
-            "auc": round(auc, 3),
-            "ci_low": round(lo, 3),
-            "ci_high": round(hi, 3),
-            "information": info,
-            "ceiling": round(ceil[info], 3),
-            "gap": round(ceil[info] - auc, 3),
-            "ceiling_without_satellite": round(ceil.get(no_sat, np.nan), 3),
-            "learnable": round(learn.get(info, np.nan), 3),
-            "learnable_without_satellite": round(learn.get(no_sat, np.nan), 3),
-        }
-
-    rows = [auc_row(m, scores[m], info) for m, info in seen.items()]
-    rows += [
-        auc_row(f"{m} (plain view, no TTA)", plain[m], seen[m])
-        for m in ("Pre", "PrePost")
-        if tta_on[m]
-    ]
-    out = pd.DataFrame(rows)
+    seen = seen_information(bundle.signature)
+    out = summary_table(y, scores, seen, ceil, learn)
+    out = pd.concat(
+        [
+            out,
+            summary_table(
+                y,
+                {f"{m} (plain view, no TTA)": plain[m] for m in ("Pre", "PrePost") if tta_on[m]},
+                {f"{m} (plain view, no TTA)": seen[m] for m in ("Pre", "PrePost")},
+                ceil,
+                learn,
+            ),
+        ],
+        ignore_index=True,
+    )
     print(out.to_string(index=False))
     from recur.evaluate import delong_test
 

@@ -118,6 +118,15 @@ rule train_dl:
             if input.margin
             else ""
         ),
+        # train.offset: covariate-adjusted training (clinical log-odds as a fixed offset)
+        offset=lambda wc: (
+            "--offset-variables "
+            + " ".join(shlex_quote(v) for v in config["train"]["offset"]["variables"])
+            + f" --offset-c {config['train']['offset']['c']}"
+            if wc.model in config["train"]["offset"]["models"]
+            and config["train"]["offset"]["variables"]
+            else ""
+        ),
         augment=(
             f"--rotate-deg {config['train']['augment']['rotate_deg']}"
             f" --intensity-scale {config['train']['augment']['intensity_scale']}"
@@ -140,7 +149,7 @@ rule train_dl:
         " --seed {params.seed} --widths {params.widths} --blocks {params.blocks}"
         " --hidden {params.hidden} --dropout {params.dropout} {params.max_pool}"
         " {params.roi_channel} {params.tta} {params.augment} {params.aux}"
-        " > {log:q} 2>&1"
+        " {params.offset} > {log:q} 2>&1"
 
 
 rule ensemble_dl:

@@ -132,11 +132,19 @@ rule tripod:
         tune_fraction=config["split"]["tune_fraction"],
         impute=config["clinical"]["impute"],
         on_failure=ON_FAILURE,
+        stacking=config["dl_clinical"]["stacking"],
+        offset=(
+            "--offset-models "
+            + " ".join(config["train"]["offset"]["models"])
+            + " --offset-variables "
+            + " ".join(shlex_quote(v) for v in config["train"]["offset"]["variables"])
+        ),
     shell:
         "python -m recur --threads {threads} tripod --clinical {params.clinical:q}"
         " --split {input.split:q} --flow {input.flow:q} --table2 {input.table2:q}"
         " --calibration {input.calibration:q} --tune-fraction {params.tune_fraction}"
         " --impute {params.impute} --on-failure {params.on_failure}"
+        " --stacking {params.stacking} {params.offset}"
         " --md {output.md:q} --html {output.html:q} > {log:q} 2>&1"
 
 

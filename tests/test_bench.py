@@ -96,3 +96,52 @@ def test_every_cited_benchmark_result_is_in_the_repository():
             if not list((REPO / "bench" / "results").glob(name)):
                 missing.append(f"{doc.relative_to(REPO)}: bench/results/{name}")
     assert not missing, "cited but not in bench/results/:\n" + "\n".join(missing)
+
+
+@pytest.fixture(scope="module")
+def pool_external():
+    spec = importlib.util.spec_from_file_location(
+        "pool_external", REPO / "bench" / "pool_external.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_summary_table_by_hand(pool_external):
+    """AUC of [0.1, 0.4 | 0.35, 0.8] is 3 of 4 pairs; gap = ceiling - AUC."""
+    import numpy as np
+
+    table = pool_external.summary_table(
+        np.array([0, 0, 1, 1]),
+        {"Pre": np.array([0.1, 0.4, 0.35, 0.8])},
+        {"Pre": "Pre"},
+        {"Pre": 0.9, "Pre_without_satellite": 0.8},
+        {},
+    )
+    row = table.iloc[0]
+    assert (row["model"], row["n"], row["n_er"], row["auc"]) == ("Pre", 4, 2, 0.75)
+    assert row["gap"] == pytest.approx(0.15)
+    assert row["ceiling_without_satellite"] == 0.8
+    assert np.isnan(row["learnable"])
+
+
+def test_pooled_scores_prefix_each_cohort_and_check_the_truth(tmp_path: Path, pool_external):
+    cohorts = []
+    for i, (ids, er) in enumerate(((["P0001", "P0002"], [0, 1]), (["P0001"], [1]))):
+        root = tmp_path / f"c{i}"
+        work = root / "bench_external_work" / "KEY"
+        work.mkdir(parents=True)
+        rows = "\n".join(f"{p},pre,DP,{e}" for p, e in zip(ids, er, strict=True))
+        (root / "truth.csv").write_text(f"patient_id,timepoint,phase,er\n{rows}\n")
+        scored = "\n".join(f"{p},0.5,{e}" for p, e in zip(ids, er, strict=True))
+        (work / "scores.csv").write_text(f"patient_id,Pre,er\n{scored}\n")
+        cohorts.append(root / "cohort")
+    got = pool_external.pooled_scores(cohorts, "KEY")
+    assert list(got["patient_id"]) == ["c0:P0001", "c0:P0002", "c1:P0001"]
+    assert list(got["er"]) == [0, 1, 1]
+    (tmp_path / "c1" / "truth.csv").write_text("patient_id,timepoint,phase,er\nP0001,pre,DP,0\n")
+    with pytest.raises(SystemExit, match="disagree"):
+        pool_external.pooled_scores(cohorts, "KEY")
+    with pytest.raises(SystemExit, match="not found"):
+        pool_external.pooled_scores(cohorts, "OTHER")

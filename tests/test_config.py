@@ -34,6 +34,21 @@ def test_type_and_enum_errors():
     assert any(p.startswith("config: 'device' = 'gpu'") for p in problems)
 
 
+def test_offset_defaults_and_outcome_columns_refused():
+    offset = config.defaults()["train"]["offset"]
+    assert offset == {
+        "models": ["Pre"],
+        "variables": ["tumor_number", "hbv", "tp_g_l", "afp_ng_ml"],
+        "c": 1.0,
+    }
+    schema = config.load_schema()
+    for leak in ("er", "rfs_months", "rfs_event", "patient_id"):
+        problems = config.describe_errors({"train": {"offset": {"variables": [leak]}}}, schema)
+        assert any(p.startswith("config: 'train.offset.variables.0'") for p in problems), leak
+    problems = config.describe_errors({"train": {"offset": {"c": 0}}}, schema)
+    assert any(p.startswith("config: 'train.offset.c' = 0") for p in problems)
+
+
 def test_check_config_raises_user_error():
     with pytest.raises(RecurError, match="unknown key 'x' at the top level"):
         config.check_config({"x": 1})

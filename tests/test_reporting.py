@@ -172,15 +172,24 @@ def test_tripod_items_fill_what_the_run_knows():
             "slope": [0.9],
         }
     )
-    items = rp.tripod_items(
-        clinical,
-        split,
-        flow,
-        table2,
-        cal,
-        {"clinical_features": ["afp_ng_ml"], "tune_fraction": 0.2},
-    )
+    settings = {"clinical_features": ["afp_ng_ml"], "tune_fraction": 0.2}
+    items = rp.tripod_items(clinical, split, flow, table2, cal, settings)
     by = items.set_index("item")
+    spec_item = by.index[by["text"].str.startswith("Deep-learning models")][0]
+    spec = by.loc[spec_item, "text"]
+    assert "the DL signature (in-sample for the training patients" in spec
+    assert "offset" not in spec
+    other = {
+        **settings,
+        "stacking": "crossfit",
+        "offset_models": ["Pre", "PrePost"],
+        "offset_variables": ["hbv", "afp_ng_ml"],
+    }
+    spec = rp.tripod_items(clinical, split, flow, table2, cal, other).set_index("item")
+    spec = spec.loc[spec_item, "text"]
+    assert "out-of-fold DL signatures (cross-fitting)" in spec
+    assert "Pre and PrePost trained with a fixed clinical log-odds offset" in spec
+    assert "(logistic regression on hbv, afp_ng_ml, training patients)" in spec
     assert "training: n = 3, ER 2/3 (66.7%)" in by.loc["10", "text"]
     assert "afp_ng_ml: 1/5 (20.0%)" in by.loc["11", "text"]
     assert "AUC 0.700 (95% CI 0.550–0.850" in by.loc["23a", "text"]

@@ -27,6 +27,7 @@ from recur.train import (
     TrainSettings,
     average_states,
     configure_torch,
+    covariate_offset,
     crossfit_table,
     job_patients,
     load_model,
@@ -34,6 +35,7 @@ from recur.train import (
     pos_weight,
     predict_logits,
     read_aux_targets,
+    read_offset_covariates,
     resolve_device,
     safe_auc,
     select_epoch,
@@ -507,3 +509,117 @@ def test_tta_scores_are_the_mean_logit_of_the_views(toy):
         predict_logits(Mean(), ds, torch.device("cpu")),
         rtol=1e-5,
     )
+
+
+# --------------------------------------------------------------------------- covariate offset
+def test_covariate_offset_of_one_binary_covariate_is_the_log_odds_ratio():
+    """One binary covariate, no penalty to speak of: the logistic regression's log-odds
+    difference between the two groups is the table's log odds ratio, worked out by hand:
+    6 of 10 with ER where x = 1, 2 of 10 where x = 0 -> OR = (6/4) / (2/8) = 6. Centred
+    over the 20 patients (10 in each group), the offsets are +-ln(6)/2."""
+    ids = [f"P{i:02d}" for i in range(20)]
+    x = [1] * 10 + [0] * 10
+    y = [1] * 6 + [0] * 4 + [1] * 2 + [0] * 8
+    cov = pd.DataFrame({"hbv": x}, index=ids)
+    offset, coefs = covariate_offset(cov, pd.Series(y, index=ids, dtype=float), c=1e6)
+    np.testing.assert_allclose(offset.iloc[:10], np.log(6) / 2, rtol=1e-4)
+    np.testing.assert_allclose(offset.iloc[10:], -np.log(6) / 2, rtol=1e-4)
+    assert offset.mean() == pytest.approx(0, abs=1e-12)
+    assert list(offset.index) == ids
+    assert coefs["hbv"] > 0
+
+
+def test_covariate_offset_ignores_monotone_rescaling_and_imputes():
+    rng = np.random.default_rng(3)
+    ids = [f"P{i:03d}" for i in range(120)]
+    afp = np.exp(rng.normal(3, 2.4, 120))  # skewed, as AFP is
+    number = rng.integers(1, 4, 120).astype(float)
+    y = pd.Series((rng.random(120) < 1 / (1 + np.exp(-(np.log(afp) - 3)))).astype(float), ids)
+    raw = pd.DataFrame({"afp_ng_ml": afp, "tumor_number": number}, index=ids)
+    logged = raw.assign(afp_ng_ml=np.log(raw["afp_ng_ml"]))
+    a, coefs = covariate_offset(raw, y)
+    b, _ = covariate_offset(logged, y)
+    np.testing.assert_allclose(a, b, atol=1e-9)  # rank-based: log(AFP) changes nothing
+    assert coefs["afp_ng_ml"] > 0  # higher AFP, more ER in this draw
+    assert np.corrcoef(a, np.log(afp))[0, 1] > 0.9
+    holes = raw.copy()
+    holes.iloc[:5, 0] = np.nan  # empty cells get the column's median
+    c, _ = covariate_offset(holes, y)
+    assert np.isfinite(c).all()
+
+
+def test_covariate_offset_refuses_bad_input():
+    ids = ["A", "B", "C", "D"]
+    y = pd.Series([0.0, 1.0, 0.0, 1.0], index=ids)
+    ok = pd.DataFrame({"tp_g_l": [60.0, 70.0, 65.0, 72.0]}, index=ids)
+    with pytest.raises(RecurError, match=r"outcome column\(s\) \['er'\]"):
+        covariate_offset(ok.assign(er=y), y)
+    with pytest.raises(RecurError, match="no covariates"):
+        covariate_offset(ok[[]], y)
+    with pytest.raises(RecurError, match="both classes"):
+        covariate_offset(ok, pd.Series(0.0, index=ids))
+    with pytest.raises(RecurError, match="same patients"):
+        covariate_offset(ok, y.set_axis(["A", "B", "C", "E"]))
+    text = ok.astype(object)
+    text.loc["C", "tp_g_l"] = "high"
+    with pytest.raises(RecurError, match=r"'tp_g_l' is not numeric \(patient C\)"):
+        covariate_offset(text, y)
+    with pytest.raises(RecurError, match="'tp_g_l' has no value"):
+        covariate_offset(ok.assign(tp_g_l=np.nan), y)
+
+
+def test_read_offset_covariates(tmp_path):
+    path = tmp_path / "clinical.csv"
+    path.write_text("patient_id,er,hbv,afp_ng_ml\nT1,0,1,12.5\nT2,1,0,\nT3,0,1,400\n")
+    got = read_offset_covariates(path, ["afp_ng_ml", "hbv"], ["T3", "T1", "T2"])
+    assert list(got.index) == ["T3", "T1", "T2"]
+    assert list(got.columns) == ["afp_ng_ml", "hbv"]
+    assert got.loc["T3", "afp_ng_ml"] == 400
+    assert np.isnan(got.loc["T2", "afp_ng_ml"])
+    with pytest.raises(RecurError, match=r"clinical\.csv: offset variable\(s\) \['tp_g_l'\]"):
+        read_offset_covariates(path, ["tp_g_l"], ["T1"])
+    with pytest.raises(RecurError, match=r"clinical\.csv: patient T9 has no row"):
+        read_offset_covariates(path, ["hbv"], ["T1", "T9"])
+
+
+def test_offset_enters_the_training_loss_only(toy):
+    """An offset that already explains the labels leaves the network little to learn: the
+    training loss starts far lower than without it. Tuning AUC and loss are the network's
+    own (no offset there). Offsets for some patients only are refused."""
+    configure_torch(0, threads=1)
+    labels = read_outcome(toy["clinical"]).to_dict()
+    split = pd.read_csv(toy["split"])
+    ids = list(split.loc[split["split"] == "train", "patient_id"])
+    tune = make_items(list(split.loc[split["split"] == "tune", "patient_id"]), toy["crops"], labels)
+    items = make_items(ids, toy["crops"], labels)
+    explained = [{**i, "offset": np.float32(8.0 if i["label"] == 1 else -8.0)} for i in items]
+    settings = TrainSettings(epochs=1, batch_size=8, seed=0, min_epochs=1, scheduler="constant")
+    arch = Architecture("Pre", **SMALL)
+    _, plain_log, _ = train_model(arch, items, tune, settings)
+    _, off_log, _ = train_model(arch, explained, tune, settings)
+    assert off_log["train_loss"].iloc[0] < 0.1 * plain_log["train_loss"].iloc[0]
+    assert off_log["tune_loss"].iloc[0] > 0.1  # the network alone: not explained there
+    with pytest.raises(RecurError, match="every training patient needs an offset, or none"):
+        train_model(arch, explained[:3] + items[3:], tune, settings)
+
+
+@pytest.mark.slow
+def test_train_dl_cli_records_the_offset_and_refuses_an_unknown_variable(toy, tmp_path):
+    table = pd.read_csv(toy["clinical"], dtype={"patient_id": str})
+    rng = np.random.default_rng(0)
+    table["afp_ng_ml"] = np.exp(rng.normal(3, 2, len(table)) + 1.5 * table["er"])
+    table.loc[1, "afp_ng_ml"] = np.nan
+    clinical = tmp_path / "clinical.csv"
+    table.to_csv(clinical, index=False)
+    cmd = ["--threads", "1", "train-dl", "--model", "Pre", "--split", str(toy["split"])]
+    cmd += ["--clinical", str(clinical), "--crops-dir", str(toy["crops"])]
+    cmd += ["--epochs", "1", "--batch-size", "8", "--widths", "8", "8", "16", "16"]
+    cmd += ["--device", "cpu", "--min-epochs", "1"]
+    assert main([*cmd, "--outdir", str(tmp_path / "m"), "--offset-variables", "afp_ng_ml"]) == 0
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["training_offset"]["variables"] == ["afp_ng_ml"]
+    assert meta["training_offset"]["coefficients"]["afp_ng_ml"] > 0
+    load_model(tmp_path / "m")  # the extra record does not disturb reloading
+    bad = [*cmd, "--outdir", str(tmp_path / "n"), "--offset-variables", "albumin"]
+    assert main(bad) == 2
+    assert not (tmp_path / "n").exists()

@@ -660,6 +660,8 @@ def _cmd_train_dl(a: argparse.Namespace) -> None:
         outdir=a.outdir,
         device=a.device,
         aux_csv=a.aux_table,
+        offset_variables=tuple(a.offset_variables),
+        offset_c=a.offset_c,
     )
 
 
@@ -794,6 +796,15 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
         help="columns of --aux-table learnt as auxiliary regression targets (multi-task)",
     )
     p.add_argument("--aux-weight", type=float, default=3.0, help="weight of the auxiliary loss")
+    p.add_argument(
+        "--offset-variables",
+        nargs="*",
+        default=[],
+        help="clinical-table columns whose fitted log-odds offsets the training loss",
+    )
+    p.add_argument(
+        "--offset-c", type=float, default=1.0, help="inverse L2 strength of the offset's fit"
+    )
     p.set_defaults(func=_cmd_train_dl)
 
     p = sub.add_parser("signature-dl", help="signature CSV + training curve of a full model")
@@ -1513,6 +1524,9 @@ def _cmd_tripod(a: argparse.Namespace) -> None:
             "tune_fraction": a.tune_fraction,
             "impute": a.impute,
             "on_failure": a.on_failure,
+            "stacking": a.stacking,
+            "offset_models": a.offset_models,
+            "offset_variables": a.offset_variables,
         },
     )
     reporting.write_tripod(items, a.md, a.html)
@@ -1553,6 +1567,9 @@ def _add_reporting(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-fraction", type=float, default=0.2)
     p.add_argument("--impute", default="median")
     p.add_argument("--on-failure", default="stop")
+    p.add_argument("--stacking", default="in_sample", choices=["in_sample", "crossfit"])
+    p.add_argument("--offset-models", nargs="*", default=[], help="models with a training offset")
+    p.add_argument("--offset-variables", nargs="*", default=[], help="the offset's columns")
     p.set_defaults(func=_cmd_tripod)
 
 

@@ -411,15 +411,29 @@ def tripod_items(
             f"slope {r.slope:.2f}"
         )
     calib = "; ".join(cal) + ". Calibration plots in the report (Evaluation)."
+    stacking = (
+        "the training patients' out-of-fold DL signatures (cross-fitting)"
+        if settings.get("stacking") == "crossfit"
+        else "the DL signature (in-sample for the training patients, as in the paper)"
+    )
+    offset_models = settings.get("offset_models") or []
+    offset_vars = settings.get("offset_variables") or []
+    offset = (
+        f" {' and '.join(offset_models)} trained with a fixed clinical log-odds offset "
+        f"(logistic regression on {', '.join(offset_vars)}, training patients) in the loss "
+        "only; scoring uses the images alone."
+        if offset_models and offset_vars
+        else ""
+    )
     spec = (
         f"Deep-learning models Pre and PrePost (MONAI 2D ResNet encoder; PrePost: shared "
         "encoder + GRU over pre and post) on "
         "3-slice crops of the 4 T1 phases (PS, AP, PVP, DP), pre and 1-month post ablation; "
         "Clinical model: ExtraTrees on "
         f"{', '.join(feats) if feats else 'the clinical variables'}; DL_Clinical: ExtraTrees "
-        "on the clinical variables plus out-of-fold DL signatures (cross-fitting). Epoch chosen "
+        f"on the clinical variables plus {stacking}. Epoch chosen "
         f"on the tuning split ({settings.get('tune_fraction', '?')} of training, stratified by "
-        "ER). Fitted models, weights and settings saved under results/models."
+        f"ER).{offset} Fitted models, weights and settings saved under results/models."
     )
     outcome = (
         "Early recurrence (ER): recurrence within 24 months of ablation (clinical.csv 'er'), "

@@ -18,6 +18,13 @@ The imbalance of ER is handled by ``pos_weight = n_negative / n_positive`` in
 learns the measured minimal ablative margin of ``margin.csv``) add ``aux_weight`` times a
 Huber loss on the targets standardised over the training patients (:func:`standardise_targets`,
 :func:`masked_huber`: a patient without a value adds nothing).
+**Covariate-adjusted training** (``offset_variables``; by default Pre, with the clinical
+predictors other than tumour size): a logistic regression of ER on those columns of the
+clinical table, fitted on the job's training patients (:func:`covariate_offset`), gives each
+of them a fixed log-odds offset that is added to the network's logit in the training loss
+only. The network then models the part of the risk that the images add to those variables,
+instead of spending its few events on outcome variation that the clinical table already
+explains; selection, scoring and the signatures use the network alone.
 :func:`signature_table` and :func:`crossfit_table` assemble the prediction CSVs.
 
 Same seed and settings -> identical weights and scores on the CPU: every generator is seeded,
@@ -189,6 +196,55 @@ def pos_weight(labels: Sequence[float]) -> float:
             f"{int(n_neg)} without)"
         )
     return n_neg / n_pos
+
+
+#: Columns that may never be an offset variable: the outcome itself.
+OUTCOME_COLUMNS: tuple[str, ...] = ("er", "rfs_months", "rfs_event")
+
+
+def covariate_offset(
+    covariates: pd.DataFrame, y: pd.Series, c: float = 1.0
+) -> tuple[pd.Series, dict[str, float]]:
+    """Per-patient log-odds offset of the training loss from tabular covariates (pure).
+
+    A logistic regression (L2, inverse strength ``c``) of ``y`` (0/1, index patient_id) on
+    ``covariates`` (numeric columns, rows as ``y``): each column's missing values are replaced
+    by its median, then mapped to normal scores by rank (``QuantileTransformer``), so a
+    skewed variable (AFP) or a binary one needs no transform of its own and a monotone
+    rescaling of a column changes nothing. Returns the fitted log-odds without the intercept,
+    centred to mean 0 over these patients (the network keeps its own intercept), and the
+    coefficient of each column (per SD of its normal scores).
+    """
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import QuantileTransformer
+
+    if covariates.shape[1] == 0:
+        raise RecurError("offset: no covariates given")
+    leak = [col for col in covariates.columns if col in OUTCOME_COLUMNS]
+    if leak:
+        raise RecurError(f"offset: the outcome column(s) {leak} cannot be offset variables")
+    if not covariates.index.equals(y.index):
+        raise RecurError("offset: covariates and outcomes must have the same patients")
+    labels = pd.to_numeric(y, errors="coerce")
+    if labels.isna().any() or not labels.isin([0, 1]).all() or labels.nunique() != 2:
+        raise RecurError("offset: needs a 0/1 outcome with both classes for every patient")
+    x = covariates.apply(pd.to_numeric, errors="coerce")
+    for col in x.columns:
+        bad = covariates[col].notna() & x[col].isna()
+        if bad.any():
+            raise RecurError(f"offset: column '{col}' is not numeric (patient {bad[bad].index[0]})")
+        if x[col].notna().sum() == 0:
+            raise RecurError(f"offset: column '{col}' has no value for any training patient")
+    filled = SimpleImputer(strategy="median").fit_transform(x.to_numpy(float))
+    scores = QuantileTransformer(
+        n_quantiles=min(1000, len(x)), output_distribution="normal"
+    ).fit_transform(filled)
+    lr = LogisticRegression(C=c, max_iter=5000).fit(scores, labels.to_numpy(int))
+    logit = scores @ lr.coef_[0]
+    offset = pd.Series(logit - logit.mean(), index=y.index, name="offset")
+    coefs = {col: float(b) for col, b in zip(x.columns, lr.coef_[0], strict=True)}
+    return offset, coefs
 
 
 def safe_auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -377,6 +433,9 @@ def train_model(
     pw = pos_weight(y_train)
     roi = arch.roi_channel
     n_aux = len(arch.aux_targets)
+    with_offset = any("offset" in i for i in train_items)
+    if with_offset and not all("offset" in i for i in train_items):
+        raise RecurError(f"{arch.model}: every training patient needs an offset, or none")
     if n_aux:
         if any("aux" not in i for i in train_items):
             raise RecurError(f"{arch.model}: auxiliary targets {arch.aux_targets} not given")
@@ -414,12 +473,16 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             if n_aux:
                 logits, aux_pred = model.forward_aux(x)
-                loss = loss_fn(logits, y)
+            else:
+                logits, aux_pred = model(x), None
+            if with_offset:  # training loss only: the network learns beyond the covariates
+                logits = logits + batch["offset"].to(device, torch.float32).reshape(-1, 1)
+            loss = loss_fn(logits, y)
+            if aux_pred is not None:
                 aux = masked_huber(aux_pred, batch["aux"].to(device).reshape(len(x), n_aux))
                 (loss + settings.aux_weight * aux).backward()
                 aux_losses.append(float(aux.detach()))
             else:
-                loss = loss_fn(model(x), y)
                 loss.backward()
             opt.step()
             if sched is not None:
@@ -496,13 +559,17 @@ def run_training(
     outdir: str | Path,
     device: str = "auto",
     aux_csv: str | Path | None = None,
+    offset_variables: Sequence[str] = (),
+    offset_c: float = 1.0,
 ) -> pd.DataFrame:
     """Train one (model, fold) job and write ``weights.pt``, ``model.json``,
     ``training_log.csv`` and ``scores.csv`` (patient_id, cohort, split, score) into ``outdir``.
 
     The folds are drawn with ``settings.seed``. ``aux_csv``: a table with ``patient_id`` and
     the columns ``arch.aux_targets`` (e.g. ``margin.csv``), read for the training patients
-    only. Returns the scores table.
+    only. ``offset_variables``: columns of the clinical table whose fitted log-odds
+    (:func:`covariate_offset`, on this job's training patients) offsets the training loss;
+    the fitted coefficients are recorded in ``model.json``. Returns the scores table.
     """
     split_df = read_split(split_csv)
     er = read_outcome(clinical_csv)
@@ -513,6 +580,20 @@ def run_training(
         if aux_csv is None:
             raise RecurError(f"{arch.model}: auxiliary targets {arch.aux_targets} need a table")
         aux = read_aux_targets(aux_csv, arch.aux_targets, train_ids)
+    train_items = make_items(train_ids, crops_dir, labels, aux)
+    offset_meta = None
+    if offset_variables:
+        covariates = read_offset_covariates(clinical_csv, offset_variables, train_ids)
+        offset, coefs = covariate_offset(covariates, er.loc[train_ids], c=offset_c)
+        train_items = [{**i, "offset": np.float32(offset[i["patient_id"]])} for i in train_items]
+        offset_meta = {"variables": list(offset_variables), "c": offset_c, "coefficients": coefs}
+        log.info(
+            "%s fold %s: covariate offset, coefficients %s (training AUC of the offset %.3f)",
+            arch.model,
+            fold,
+            {k: round(v, 3) for k, v in coefs.items()},
+            safe_auc(er.loc[train_ids].to_numpy(), offset.to_numpy()),
+        )
     dev = resolve_device(device)
     log.info(
         "%s fold %s: %d train, %d tune patients, scoring %d, device %s",
@@ -525,7 +606,7 @@ def run_training(
     )
     model, train_log, best_epoch = train_model(
         arch,
-        make_items(train_ids, crops_dir, labels, aux),
+        train_items,
         make_items(tune_ids, crops_dir, labels),
         settings,
         dev,
@@ -542,6 +623,8 @@ def run_training(
     with atomic_path(outdir / "weights.pt") as tmp, open(tmp, "wb") as fh:
         torch.save(state, fh)  # a file object: the archive name inside is fixed, not tmp's
     meta = {**asdict(arch), "selected_epoch": best_epoch}
+    if offset_meta is not None:
+        meta["training_offset"] = offset_meta
     with atomic_path(outdir / "model.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2) + "\n")
     with atomic_path(outdir / "training_log.csv") as tmp:
@@ -595,6 +678,29 @@ def run_ensemble(
     with atomic_path(outdir / "scores.csv") as tmp:
         scores.to_csv(tmp, index=False, float_format="%.8g")
     return scores
+
+
+def read_offset_covariates(
+    clinical_csv: str | Path, variables: Sequence[str], patient_ids: Sequence[str]
+) -> pd.DataFrame:
+    """The ``variables`` columns of the clinical table for ``patient_ids`` (rows in that
+    order; values as numbers, empty cells NaN): the covariates of :func:`covariate_offset`.
+    A missing column or a patient without a row is an error naming the file."""
+    path = Path(clinical_csv)
+    try:
+        df = pd.read_csv(path, dtype={"patient_id": str})
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RecurError(f"{path.name}: cannot read the clinical table ({exc})") from None
+    missing = [v for v in variables if v not in df.columns]
+    if missing:
+        raise RecurError(
+            f"{path.name}: offset variable(s) {missing} are not columns of the clinical table"
+        )
+    table = df.drop_duplicates("patient_id").set_index("patient_id")
+    absent = [p for p in patient_ids if p not in table.index]
+    if absent:
+        raise RecurError(f"{path.name}: patient {absent[0]} has no row (offset variables)")
+    return table.loc[list(patient_ids), list(variables)]
 
 
 def read_aux_targets(
