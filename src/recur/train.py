@@ -51,6 +51,7 @@ from monai.utils import set_determinism
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from recur.contract import OUTCOME_COLUMNS
 from recur.dl_data import Augmentation, make_dataset, make_items, plain_tensors
 from recur.errors import RecurError
 from recur.io import atomic_path
@@ -198,10 +199,6 @@ def pos_weight(labels: Sequence[float]) -> float:
     return n_neg / n_pos
 
 
-#: Columns that may never be an offset variable: the outcome itself.
-OUTCOME_COLUMNS: tuple[str, ...] = ("er", "rfs_months", "rfs_event")
-
-
 def covariate_offset(
     covariates: pd.DataFrame, y: pd.Series, c: float = 1.0
 ) -> tuple[pd.Series, dict[str, float]]:
@@ -221,7 +218,7 @@ def covariate_offset(
 
     if covariates.shape[1] == 0:
         raise RecurError("offset: no covariates given")
-    leak = [col for col in covariates.columns if col in OUTCOME_COLUMNS]
+    leak = [col for col in covariates.columns if col in OUTCOME_COLUMNS]  # the outcome itself
     if leak:
         raise RecurError(f"offset: the outcome column(s) {leak} cannot be offset variables")
     if not covariates.index.equals(y.index):
