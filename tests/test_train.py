@@ -604,7 +604,7 @@ def test_offset_enters_the_training_loss_only(toy):
 
 
 @pytest.mark.slow
-def test_train_dl_cli_records_the_offset_and_refuses_an_unknown_variable(toy, tmp_path):
+def test_train_dl_cli_records_the_offset_and_refuses_bad_variables(toy, tmp_path, capsys):
     table = pd.read_csv(toy["clinical"], dtype={"patient_id": str})
     rng = np.random.default_rng(0)
     table["afp_ng_ml"] = np.exp(rng.normal(3, 2, len(table)) + 1.5 * table["er"])
@@ -623,3 +623,15 @@ def test_train_dl_cli_records_the_offset_and_refuses_an_unknown_variable(toy, tm
     bad = [*cmd, "--outdir", str(tmp_path / "n"), "--offset-variables", "albumin"]
     assert main(bad) == 2
     assert not (tmp_path / "n").exists()
+    # a value that is not a number: the error names the table, the column and the patient
+    train_id = pd.read_csv(toy["split"]).query("split == 'train'")["patient_id"].iloc[0]
+    table["afp_ng_ml"] = table["afp_ng_ml"].astype(object)
+    table.loc[table["patient_id"] == train_id, "afp_ng_ml"] = "high"
+    table.to_csv(clinical, index=False)
+    capsys.readouterr()
+    text = [*cmd, "--outdir", str(tmp_path / "t"), "--offset-variables", "afp_ng_ml"]
+    assert main(text) == 2
+    err = capsys.readouterr().err
+    assert f"clinical.csv: offset: column 'afp_ng_ml' is not numeric (patient {train_id})" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "t").exists()

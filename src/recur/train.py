@@ -214,6 +214,7 @@ def covariate_offset(
     """
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import QuantileTransformer
 
     if covariates.shape[1] == 0:
@@ -233,15 +234,15 @@ def covariate_offset(
             raise RecurError(f"offset: column '{col}' is not numeric (patient {bad[bad].index[0]})")
         if x[col].notna().sum() == 0:
             raise RecurError(f"offset: column '{col}' has no value for any training patient")
-    filled = SimpleImputer(strategy="median").fit_transform(x.to_numpy(float))
-    scores = QuantileTransformer(
-        n_quantiles=min(1000, len(x)), output_distribution="normal"
-    ).fit_transform(filled)
-    lr = LogisticRegression(C=c, max_iter=5000).fit(scores, labels.to_numpy(int))
-    logit = scores @ lr.coef_[0]
+    model = make_pipeline(
+        SimpleImputer(strategy="median"),
+        QuantileTransformer(n_quantiles=min(1000, len(x)), output_distribution="normal"),
+        LogisticRegression(C=c, max_iter=5000),
+    ).fit(x.to_numpy(float), labels.to_numpy(int))
+    coef = model[-1].coef_[0]
+    logit = model[:-1].transform(x.to_numpy(float)) @ coef  # without the intercept
     offset = pd.Series(logit - logit.mean(), index=y.index, name="offset")
-    coefs = {col: float(b) for col, b in zip(x.columns, lr.coef_[0], strict=True)}
-    return offset, coefs
+    return offset, {col: float(b) for col, b in zip(x.columns, coef, strict=True)}
 
 
 def safe_auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -581,7 +582,10 @@ def run_training(
     offset_meta = None
     if offset_variables:
         covariates = read_offset_covariates(clinical_csv, offset_variables, train_ids)
-        offset, coefs = covariate_offset(covariates, er.loc[train_ids], c=offset_c)
+        try:
+            offset, coefs = covariate_offset(covariates, er.loc[train_ids], c=offset_c)
+        except RecurError as exc:  # name the table the bad values came from
+            raise RecurError(f"{Path(clinical_csv).name}: {exc}") from None
         train_items = [{**i, "offset": np.float32(offset[i["patient_id"]])} for i in train_items]
         offset_meta = {"variables": list(offset_variables), "c": offset_c, "coefficients": coefs}
         log.info(
