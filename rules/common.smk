@@ -19,8 +19,19 @@ gc.freeze()
 gc.set_threshold(200_000, 50, 1000)
 
 
+def refuse(message):
+    """Stop before any job with ``message`` (one line per problem) and no traceback; nothing
+    goes to Snakemake's log file (a message may name a file of the cohort)."""
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
 onstart:
     gc.set_threshold(*_GC_DEFAULTS)
+    # the cohort record: written by the process that holds the working-directory lock, once
+    # it executes jobs (never by a dry run)
+    if workflow.is_main_process and cohort_record.hold_lock():
+        cohort_record.write_record(COHORT_IDENTITY)
 
 
 # The package lives in src/: make `python -m recur` work in every job (local or cluster)
@@ -31,7 +42,7 @@ _environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_SRC, _environ.get("PYTHONPATH")) if p
 )
 
-from recur import contract, input_links, synth  # noqa: E402
+from recur import cohort_record, contract, input_links, split, synth  # noqa: E402
 from recur.config import check_config  # noqa: E402
 from recur.errors import RecurError  # noqa: E402
 from recur.scheduling import coalesce_reevaluations  # noqa: E402
@@ -48,7 +59,7 @@ coalesce_reevaluations(_job_scheduler.JobScheduler)
 try:
     check_config(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 except RecurError as exc:
-    raise WorkflowError(str(exc)) from None
+    refuse(str(exc))
 validate(config, "../schemas/config.schema.yaml", set_default=True)
 
 RESULTS = "results"
@@ -68,11 +79,12 @@ if config["cohort"]["source"] == "synthetic":
         config["synthetic"]["n_train"], config["synthetic"]["n_test"]
     )
     COHORT = None
+    COHORT_IDENTITY = cohort_record.synthetic_identity(
+        config["synthetic"], len(PATIENT_TABLE)
+    )
 else:
     if not config["cohort"]["dir"]:
-        raise WorkflowError(
-            "config: cohort.source is 'directory' but cohort.dir is not set"
-        )
+        refuse("config: cohort.source is 'directory' but cohort.dir is not set")
     COHORT_DIR = str(Path(config["cohort"]["dir"]).expanduser())
     try:
         COHORT = contract.load_cohort(
@@ -82,19 +94,54 @@ else:
             config["cohort"]["rois"],
         )
     except RecurError as exc:
-        # no path: snakemake logs this under .snakemake/log/ (the cohort dir may be named
-        # after a patient or a site; the user knows which cohort.dir they set)
-        raise WorkflowError(f"cohort (cohort.dir): {exc}") from None
+        # no path: the cohort dir may be named after a patient or a site (the user knows
+        # which cohort.dir they set)
+        refuse(f"cohort (cohort.dir): {exc}")
     PATIENT_TABLE = contract.cohort_summary(COHORT)
+    COHORT_IDENTITY = cohort_record.directory_identity(
+        {
+            config["cohort"]["clinical"]: COHORT.clinical,
+            config["cohort"]["series"]: COHORT.series,
+            config["cohort"]["rois"]: COHORT.rois,
+        },
+        len(PATIENT_TABLE),
+    )
+
+# One cohort per working directory (recur.cohort_record, docs/reliability.md): a results/ made from
+# another cohort is refused, and only the process holding the working-directory lock writes
+# the input links (a second invocation, dry runs included, never changes what a running study
+# reads). Cluster jobs parse this file again: the main process did all of this for them.
+if workflow.is_main_process:
+    try:
+        _problem = cohort_record.record_problem(
+            cohort_record.read_record(),
+            COHORT_IDENTITY,
+            tables_edited=config["cohort"]["tables_edited"],
+        )
+    except RecurError as exc:
+        refuse(f"working directory: {exc}")
+    if _problem:
+        refuse(f"working directory: {_problem}")
+    _HOLDS_WORKDIR = cohort_record.hold_lock()
+else:
+    _HOLDS_WORKDIR = False
+
+if COHORT is not None:
     # Every job reads the cohort through links named by pseudonym (input_links/, see
     # recur.input_links), so snakemake's records (.snakemake/) and results/ never hold the
     # cohort's folder names; rewritten only when a target changes (that job then reruns).
-    try:
-        input_links.sync_links(
-            input_links.link_plan(COHORT.series, COHORT.rois, COHORT_DIR)
+    _LINK_PLAN = input_links.link_plan(COHORT.series, COHORT.rois, COHORT_DIR)
+    if _HOLDS_WORKDIR:
+        try:
+            input_links.sync_links(_LINK_PLAN)
+        except (RecurError, OSError) as exc:
+            refuse(f"{input_links.INPUT_LINKS}: {exc}")
+    elif workflow.is_main_process and input_links.existing_links() != _LINK_PLAN:
+        refuse(
+            "working directory: another snakemake run is working here with other cohort "
+            "tables (or another cohort.dir); nothing was changed: wait for it to finish, "
+            "or run this cohort in another working directory (snakemake -d DIR)"
         )
-    except (RecurError, OSError) as exc:
-        raise WorkflowError(f"{input_links.INPUT_LINKS}: {exc}") from None
     COHORT_DIR = f"{input_links.INPUT_LINKS}/{input_links.COHORT_LINK}"
 
 # Exclusions (docs/reporting.md): config-excluded patients leave the DAG here (Figure 1
@@ -107,12 +154,26 @@ try:
         config["exclude"], PATIENT_TABLE["patient_id"]
     )
 except RecurError as exc:
-    raise WorkflowError(str(exc)) from None
+    refuse(str(exc))
 ON_FAILURE = config["qc"]["on_failure"]
 QC_EXCLUSIONS = f"{RESULTS}/qc/exclusions.csv"
 PATIENTS = exclusions.remaining_patients(
     list(PATIENT_TABLE["patient_id"]), CONFIG_EXCLUDED["patient_id"]
 )
+
+# The training cohort can be split and cross-fitted (enough patients of each class), checked
+# now rather than by the split job after the preprocessing (QC exclusions may still remove
+# patients later; the split job then says so).
+if COHORT is not None:
+    try:
+        split.check_trainable(
+            COHORT.clinical[COHORT.clinical["patient_id"].isin(set(PATIENTS))],
+            fraction=config["split"]["tune_fraction"],
+            seed=config["split"]["seed"],
+            folds=config["train"]["crossfit_folds"],
+        )
+    except RecurError as exc:
+        refuse(f"cohort (cohort.dir): {config['cohort']['clinical']}: {exc}")
 
 
 def included_patients(wildcards=None):

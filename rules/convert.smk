@@ -4,7 +4,10 @@
 # cost is per job (DAG building, scheduling, a cluster job step), and each job pays a Python +
 # pydicom + SimpleITK start-up; the post time point also needs the pre DP examination date
 # for its day offsets, which a per-patient job has at hand. A changed DICOM folder or
-# series.csv row of a patient reruns that patient's conversion.
+# series.csv row of a patient reruns that patient's conversion. The job also checks, from the
+# headers, that the 8 series are consistent (recur.series_checks: one patient, no series twice,
+# one study and the phase order per time point, post at least convert.min_interval_days after
+# pre) and refuses the patient otherwise.
 
 
 rule convert:
@@ -45,6 +48,7 @@ rule convert:
         orientation_tolerance=config["convert"]["orientation_tolerance"],
         stack_tolerance_mm=config["convert"]["stack_tolerance_mm"],
         min_slices=config["convert"]["min_slices"],
+        min_interval_days=config["convert"]["min_interval_days"],
         compression_level=config["convert"]["compression_level"],
         on_failure=ON_FAILURE,
     shell:
@@ -55,6 +59,7 @@ rule convert:
         " --orientation-tolerance {params.orientation_tolerance}"
         " --stack-tolerance-mm {params.stack_tolerance_mm}"
         " --min-slices {params.min_slices}"
+        " --min-interval-days {params.min_interval_days}"
         " --compression-level {params.compression_level}"
         " --on-failure {params.on_failure} > {log:q} 2>&1"
 

@@ -22,7 +22,8 @@ def test_defaults_validate_and_fill_every_section():
 def test_unknown_nested_key_message_lists_allowed_keys():
     problems = config.describe_errors({"cohort": {"sauce": "x"}}, config.load_schema())
     assert problems == [
-        "config: unknown key 'sauce' in 'cohort' (allowed: clinical, dir, rois, series, source)"
+        "config: unknown key 'sauce' in 'cohort' (allowed: clinical, dir, rois, series, source, "
+        "tables_edited)"
     ]
 
 
@@ -64,3 +65,20 @@ def test_readme_config_reference_is_current():
     assert m.group(1) == config.reference_markdown(), (
         "README config table is stale: run  python -m recur config-doc  and paste it"
     )
+
+
+def test_command_line_text_gets_its_schema_type():
+    """Snakemake hands nested --config values over as text: typed keys get their type back."""
+    cfg = {
+        "cohort": {"tables_edited": "true", "dir": "123"},
+        "crop": {"size": "96"},
+        "split": {"tune_fraction": "0.25"},
+        "train": {"batch_size": "two", "max_pool": "maybe"},
+    }
+    config.coerce_command_line_text(cfg, config.load_schema())
+    assert cfg["cohort"] == {"tables_edited": True, "dir": "123"}  # dir stays text
+    assert cfg["crop"]["size"] == 96
+    assert cfg["split"]["tune_fraction"] == 0.25
+    assert cfg["train"] == {"batch_size": "two", "max_pool": "maybe"}  # left for the check
+    problems = config.describe_errors(cfg, config.load_schema())
+    assert any("'train.batch_size' = 'two'" in p for p in problems)

@@ -198,6 +198,101 @@ def test_load_cohort_roundtrip(tmp_path: Path):
     assert list(summary.columns) == ["patient_id", "site", "cohort"]
 
 
-def test_load_cohort_missing_dir(tmp_path: Path):
-    with pytest.raises(ContractError, match="cohort directory not found"):
+def test_load_cohort_missing_dir_names_no_path(tmp_path: Path):
+    with pytest.raises(
+        ContractError, match=r"cohort directory \(cohort.dir\) does not exist"
+    ) as exc:
         contract.load_cohort(tmp_path / "nope")
+    assert str(tmp_path) not in str(exc.value)
+
+
+# --------------------------------------------------------------------------- the id rule
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("P001", None),
+        ("Pé1", None),  # a letter, NFC
+        ("a.b_c-9", None),
+        ("x" * 64, None),
+        ("", "is empty"),
+        (".", "breaks the id rule"),
+        ("..", "breaks the id rule"),
+        ("-rf", "breaks the id rule"),  # would reach argparse as an option
+        ("_x", "breaks the id rule"),
+        ("x" * 65, "breaks the id rule"),  # 240-300 characters failed late as OSError
+        ("a b", "breaks the id rule"),
+        ("a/b", "breaks the id rule"),
+        ("Pe\u03011", "breaks the id rule"),  # decomposed accent: read_table composes it
+        ("NA", "reads as a missing value"),
+        ("nan", "reads as a missing value"),
+        ("None", "reads as a missing value"),
+        ("NULL", "reads as a missing value"),
+    ],
+)
+def test_id_rule(value: str, why: str | None):
+    got = contract.id_problem(value)
+    if why is None:
+        assert got is None
+    else:
+        assert got is not None
+        assert why in got
+
+
+def test_bad_ids_are_refused_with_the_rule():
+    rows = clinical_rows()
+    rows[0]["patient_id"] = ".."
+    rows[1]["patient_id"] = "NA"
+    with pytest.raises(ContractError) as exc:
+        contract.check_clinical(frame(rows))
+    msg = messages(exc)
+    assert "row 2: column 'patient_id' = '..' breaks the id rule (1-64 letters" in msg
+    assert "row 3: column 'patient_id' = 'NA' reads as a missing value" in msg
+
+
+def test_ids_are_nfc_normalised_and_na_stays_text(tmp_path: Path):
+    nfd, nfc = "Pe\u0301", "P\u00e9"
+    (tmp_path / "t.csv").write_text(
+        f"patient_id,timepoint,x\n{nfd}1,pre,NA\n{nfc}2,post,\n", encoding="utf-8"
+    )
+    df = contract.read_table(tmp_path / "t.csv")
+    assert df["patient_id"].tolist() == [f"{nfc}1", f"{nfc}2"]
+    assert df["x"].iloc[0] == "NA"
+    assert pd.isna(df["x"].iloc[1])
+
+
+def test_nfd_and_nfc_spellings_are_one_patient(tmp_path: Path):
+    write_cohort_tables(tmp_path)
+    for name in ("clinical.csv", "series.csv", "rois.csv"):
+        df = pd.read_csv(tmp_path / name, dtype=str, keep_default_na=False)
+        # clinical.csv decomposed, the others composed: identical on screen
+        new = "Pe\u0301001" if name == "clinical.csv" else "P\u00e9001"
+        df["patient_id"] = df["patient_id"].replace("P001", new)
+        df.to_csv(tmp_path / name, index=False)
+    cohort = contract.load_cohort(tmp_path)
+    assert cohort.patients[0] == "P\u00e9001"
+
+
+def test_semicolon_table_gets_a_hint(tmp_path: Path):
+    (tmp_path / "clinical.csv").write_text("patient_id;site;cohort\nP1;A;train\n")
+    with pytest.raises(ContractError, match="looks semicolon-separated") as exc:
+        contract.read_table(tmp_path / "clinical.csv")
+    assert len(exc.value.problems) == 1
+
+
+def test_a_series_given_twice_is_refused():
+    patients = ["P001", "P002"]
+    rows = series_rows(patients)
+    # P001 pre PVP points at the folder of its AP; P002 pre DP at P001's pre DP
+    rows[2]["dicom_dir"] = rows[1]["dicom_dir"] + "/"
+    rows[11]["dicom_dir"] = rows[3]["dicom_dir"]
+    with pytest.raises(ContractError) as exc:
+        contract.check_series(frame(rows), patients)
+    msg = messages(exc)
+    assert "one series is given more than once (row 3 (P001 pre/AP), row 4 (P001 pre/PVP))" in msg
+    assert "row 5 (P001 pre/DP), row 13 (P002 pre/DP)" in msg
+    # a folder holding several series is fine when series_uid tells them apart
+    rows = series_rows(patients)
+    rows[2]["dicom_dir"] = rows[1]["dicom_dir"]
+    table = frame(rows)
+    table["series_uid"] = [f"1.2.{i}" for i in range(len(table))]
+    contract.check_series(table, patients)

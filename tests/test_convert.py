@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import math
@@ -63,7 +64,7 @@ def write_slice(
     position: tuple[float, float, float],
     *,
     orientation: tuple[float, ...] = AXIAL,
-    series_uid: str = "1.2.826.0.1.3680043.8.498.1",
+    series_uid: str | None = None,
     instance: int = 1,
     pixel_spacing: tuple[float, float] = (0.5, 0.75),
     slope: float | None = None,
@@ -72,7 +73,13 @@ def write_slice(
     description: str = "T1 test",
     extra: dict | None = None,
 ) -> None:
-    """One MR Image Storage slice with fake identifying values, written with pydicom."""
+    """One MR Image Storage slice with fake identifying values, written with pydicom.
+
+    Without ``series_uid`` the slice gets its folder's own: one series per folder (the
+    conversion job refuses one series given for two phases)."""
+    if series_uid is None:
+        digest = hashlib.sha256(str(path.parent).encode()).hexdigest()[:24]
+        series_uid = f"1.2.826.0.1.3680043.8.498.{int(digest, 16)}"
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -481,15 +488,20 @@ def test_metadata_of_an_image_is_stripped_on_write(tmp_path):
     assert b"Doe" not in gzip.decompress(out.read_bytes())
 
 
+def _phase_headers(i: int) -> dict:
+    """Phase ``i`` acquired a minute after the one before (the phase order is checked)."""
+    return {"extra": {"AcquisitionTime": f"10{i:02d}00"}}
+
+
 def _cohort(tmp_path: Path, broken: str | None = None) -> Path:
     root = tmp_path / "cohort"
     rows = ["patient_id,timepoint,phase,dicom_dir,series_uid"]
     for i, ph in enumerate(("PS", "AP", "PVP", "DP")):
         rel = f"dicom/P1/pre/{ph}"
         if ph == broken:
-            write_stack(root / rel, positions=[0, 2, 4, 8], seed=i)
+            write_stack(root / rel, positions=[0, 2, 4, 8], seed=i, **_phase_headers(i))
         else:
-            write_stack(root / rel, n=4, seed=i, slope=1, intercept=i)
+            write_stack(root / rel, n=4, seed=i, slope=1, intercept=i, **_phase_headers(i))
         rows.append(f"P1,pre,{ph},{rel},")
     (root / "series.csv").write_text("\n".join(rows) + "\n")
     return root
@@ -637,11 +649,13 @@ def _patient_cohort(tmp_path: Path, broken: str | None = None) -> Path:
     for tp in ("pre", "post"):
         for i, ph in enumerate(("PS", "AP", "PVP", "DP")):
             rel = f"dicom/P1/{tp}/{ph}"
-            extra = {"StudyDate": "20190516"} if tp == "post" else None
+            kw = _phase_headers(i)
+            if tp == "post":
+                kw["extra"]["StudyDate"] = "20190516"
             if f"{tp}/{ph}" == broken:
-                write_stack(root / rel, positions=[0, 2, 4, 8], seed=i, extra=extra)
+                write_stack(root / rel, positions=[0, 2, 4, 8], seed=i, **kw)
             else:
-                write_stack(root / rel, n=4, seed=i, slope=1, intercept=i, extra=extra)
+                write_stack(root / rel, n=4, seed=i, slope=1, intercept=i, **kw)
             rows.append(f"P1,{tp},{ph},{rel}")
     (root / "series.csv").write_text("\n".join(rows) + "\n")
     return root
@@ -688,7 +702,8 @@ def test_cli_convert_patient_exclude_keeps_the_good_time_point(tmp_path):
     assert all(exclusions.is_placeholder(p) for p in pre)
     (record,) = exclusions.read_placeholder(pre[0])
     assert (record.patient_id, record.stage, record.timepoint) == ("P1", "convert", "pre")
-    assert record.reason.startswith("patient P1, pre/AP, folder 'dicom/P1/pre/AP'")
+    # the folder is named by its row of series.csv, never by its name (recorded under results/)
+    assert record.reason.startswith("patient P1, pre/AP, folder '<series.csv row 3>'")
     post = convert.timepoint_outputs(out / "post")
     assert not any(exclusions.is_placeholder(p) for p in post)
     acq = json.loads((out / "post" / "acquisition.json").read_text())
@@ -854,7 +869,8 @@ def test_schema_defaults_match_convert_settings(repo_root):
 
 @pytest.mark.slow
 def test_convert_rule_on_a_tiny_directory_cohort(tmp_path, repo_root):
-    """The snakemake rule `convert` on a 2-patient cohort of hand-made series."""
+    """The snakemake rule `convert` on a 10-patient cohort of hand-made series (enough of
+    each class for the tuning split and the cross-fitting folds, checked at validation)."""
     import os
     import subprocess
     import sys
@@ -862,25 +878,33 @@ def test_convert_rule_on_a_tiny_directory_cohort(tmp_path, repo_root):
     root = tmp_path / "cohort"
     series = ["patient_id,timepoint,phase,dicom_dir,series_uid"]
     seed = 0
-    for pid in ("P1", "P2"):
+    pids = [f"P{i}" for i in range(1, 11)]
+    for pid in pids:
         for tp in ("pre", "post"):
-            for ph in ("PS", "AP", "PVP", "DP"):
+            for i, ph in enumerate(("PS", "AP", "PVP", "DP")):
                 seed += 1
                 rel = f"dicom/{pid}/{tp}/{ph}"
-                write_stack(root / rel, n=3, seed=seed, slope=1, intercept=seed)
+                kw = _phase_headers(i)
+                if tp == "post":
+                    kw["extra"]["StudyDate"] = "20190516"
+                write_stack(root / rel, n=3, seed=seed, slope=1, intercept=seed, **kw)
                 series.append(f"{pid},{tp},{ph},{rel},")
             (root / "rois").mkdir(exist_ok=True)
             (root / "rois" / f"{pid}_{tp}.nii.gz").write_bytes(b"placeholder")
     (root / "series.csv").write_text("\n".join(series) + "\n")
     (root / "rois.csv").write_text(
         "patient_id,timepoint,mask\n"
-        + "".join(f"{p},{t},rois/{p}_{t}.nii.gz\n" for p in ("P1", "P2") for t in ("pre", "post"))
+        + "".join(f"{p},{t},rois/{p}_{t}.nii.gz\n" for p in pids for t in ("pre", "post"))
     )
     (root / "clinical.csv").write_text(
         "patient_id,site,cohort,er,rfs_months,rfs_event,tumor_size_cm,tumor_number,hbv,"
         "tp_g_l,afp_ng_ml\n"
-        "P1,siteA,train,1,10,1,2.0,1,1,70,20\n"
-        "P2,siteA,train,0,40,0,1.5,1,0,65,5\n"
+        + "".join(
+            f"{p},siteA,train,1,10,1,2.0,1,1,70,20\n"
+            if i % 2 == 0
+            else f"{p},siteA,train,0,40,0,1.5,1,0,65,5\n"
+            for i, p in enumerate(pids)
+        )
     )
     work = tmp_path / "work"
     work.mkdir()

@@ -454,7 +454,7 @@ def test_rules_check_mask_register_crop_and_param_change(tmp_path: Path):
     repo = Path(__file__).resolve().parents[1]
     cohort = tmp_path / "cohort"
     cohort.mkdir()
-    patients = write_cohort_tables(cohort, n_train=4, n_test=2)
+    patients = write_cohort_tables(cohort, n_train=18, n_test=2)
     work = tmp_path / "work"
     dp = sitk.Cast(phantom(size=(48, 40, 12), spacing=(2.0, 2.0, 4.0)), sitk.sitkInt16)
     for t in ("pre", "post"):

@@ -152,3 +152,53 @@ def test_dry_run_drops_config_excluded_and_refuses_unknown_id(tmp_path: Path):
     res = run_snakemake(tmp_path, "-n", timeout=300)
     assert res.returncode != 0
     assert "exclude[0]: patient 'P0099' is not in the cohort" in res.stdout + res.stderr
+
+
+def _refuse_with_folder() -> None:
+    raise RecurError("patient P1, pre/AP, folder 'Doe John/pre AP': 3 slices missing")
+
+
+def _hide(message: str) -> str:
+    return message.replace("Doe John/pre AP", "<series.csv row 3>")
+
+
+def test_refusals_are_redacted_in_records_pictures_logs_and_stop(tmp_path: Path, caplog):
+    out = tmp_path / "AP.nii.gz"
+    png = tmp_path / "qc.png"
+    recs = ex.run_or_exclude(
+        _refuse_with_folder,
+        on_failure="exclude",
+        patient="P1",
+        stage="convert",
+        timepoint="pre",
+        inputs=[],
+        outputs=[out],
+        write_excluded=lambda r: ex.excluded_png(png, "P1", r),
+        redact=_hide,
+    )
+    want = "patient P1, pre/AP, folder '<series.csv row 3>': 3 slices missing"
+    assert [r.reason for r in recs] == [want]
+    assert ex.read_placeholder(out)[0].reason == want
+    assert "Doe" not in caplog.text
+    assert want in caplog.text
+    assert ex.excluded_lines("P1", recs) == [
+        "patient P1: EXCLUDED by QC",
+        f"convert pre: {want}",
+    ]
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert dict(im.text) == {}  # no text chunks
+    with pytest.raises(RecurError) as exc:
+        ex.run_or_exclude(
+            _refuse_with_folder,
+            on_failure="stop",
+            patient="P1",
+            stage="convert",
+            timepoint="pre",
+            inputs=[],
+            outputs=[tmp_path / "b.nii.gz"],
+            redact=_hide,
+        )
+    assert str(exc.value) == want
+    assert not (tmp_path / "b.nii.gz").exists()

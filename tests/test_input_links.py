@@ -197,3 +197,28 @@ def test_missing_pre_date_gives_a_null_offset(tmp_path, caplog):
     acq = json.loads((tmp_path / "out" / "acquisition.json").read_text())
     assert all(acq[ph]["days_from_pre"] is None for ph in acq)
     assert "no pre DP examination date" in caplog.text
+
+
+def test_redaction_names_table_rows_instead_of_folders(tmp_path):
+    from recur.input_links import path_replacements, redact
+
+    series = pd.DataFrame(
+        {"dicom_dir": ["Doe John/pre AP", "Doe John/pre AP/sub", "./Roe Ann//DP"]}
+    )
+    rois = pd.DataFrame({"mask": ["masks Doe/pre.nii.gz"]})
+    cohort = tmp_path / "Klinik Doe"
+    cohort.mkdir()
+    pairs = path_replacements(series, rois, cohort, "series.csv", "my_rois.csv")
+    msg = (
+        f"patient P1, pre/AP, folder 'Doe John/pre AP/sub': bad; see {cohort}/Doe John/pre AP"
+        " and Roe Ann/DP; mask 'masks Doe/pre.nii.gz' is empty"
+    )
+    assert redact(msg, pairs) == (
+        "patient P1, pre/AP, folder '<series.csv row 3>': bad; see <cohort>/<series.csv row 2>"
+        " and <series.csv row 4>; mask '<my_rois.csv row 2>' is empty"
+    )
+    assert redact("nothing to hide", pairs) == "nothing to hide"
+    # one folder on two rows (a series given twice): both rows are named
+    twice = pd.DataFrame({"dicom_dir": ["Doe/AP", "Doe/PS", "Doe/AP"]})
+    pairs = path_replacements(twice, None)
+    assert redact("folder 'Doe/AP'", pairs) == "folder '<series.csv rows 2, 4>'"

@@ -82,7 +82,7 @@ def test_dry_run_cohort_directory_config(tmp_path: Path):
     """A user's YAML with only cohort.source and cohort.dir works; defaults fill the rest."""
     cohort = tmp_path / "my cohort é"  # spaces and non-ASCII in the path
     cohort.mkdir()
-    patients = write_cohort_tables(cohort, n_train=4, n_test=2)
+    patients = write_cohort_tables(cohort, n_train=18, n_test=2)
     cfg = write_config(tmp_path / "user.yaml", f"cohort: {{source: directory, dir: '{cohort}'}}\n")
     work = tmp_path / "work"
     work.mkdir()

@@ -10,6 +10,7 @@ Each stage adds its commands in its own ``_add_<stage>`` function below.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -173,14 +174,19 @@ def _cmd_convert_timepoint(a: argparse.Namespace) -> None:
 
 
 def _cmd_convert_patient(a: argparse.Namespace) -> None:
+    import dataclasses
+
     from recur import convert
 
+    settings = _convert_settings(a)
+    if a.min_interval_days is not None:
+        settings = dataclasses.replace(settings, min_interval_days=a.min_interval_days)
     done = convert.convert_patient(
         Path(a.cohort_dir),
         a.series_table,
         a.patient,
         Path(a.outdir),
-        settings=_convert_settings(a),
+        settings=settings,
         timepoints=a.timepoints,
         guard=_exclusion_guard(a),
     )
@@ -258,8 +264,21 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--timepoints", nargs="+", choices=("pre", "post"), default=["pre", "post"])
     _add_convert_settings(p)
+    p.add_argument(
+        "--min-interval-days",
+        type=_non_negative_int,
+        help="fewest days from the pre DP to the post series; fewer (or post before pre: "
+        "swapped time points?) are refused (default 1)",
+    )
     _add_on_failure(p)
     p.set_defaults(func=_cmd_convert_patient)
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def _add_cohort_series(p: argparse.ArgumentParser) -> None:
@@ -399,6 +418,7 @@ def _mask_checker(a: argparse.Namespace):  # -> Callable[[str, Path, Path], None
     if a.series_table and (cohort_dir / a.series_table).is_file():
         series = contract.read_table(cohort_dir / a.series_table)
     rois: list = []
+    redact = _redactor(a)
 
     def check(tp: str, dp: Path, out: Path) -> None:
         handler = logging.FileHandler(a.check_log, mode="a") if a.check_log else None
@@ -433,7 +453,7 @@ def _mask_checker(a: argparse.Namespace):  # -> Callable[[str, Path, Path], None
             )
             log.info("mask accepted: %s", summary)
         except RecurError as exc:
-            log.error("recur check-mask: error: %s", exc)
+            log.error("recur check-mask: error: %s", redact(str(exc)))
             raise
         finally:
             if handler is not None:
@@ -505,7 +525,14 @@ def _cmd_crop_qc(a: argparse.Namespace) -> None:
     with atomic_path(a.out) as tmp:
         table.to_csv(tmp, index=False)
     n_flag = int((table["flags"] != "").sum()) if len(table) else 0
-    log.info("crop QC: %d rows, %d flagged -> %s", len(table), n_flag, a.out)
+    n_sim = int(table["flags"].str.contains("similarity outlier").sum()) if len(table) else 0
+    log.info(
+        "crop QC: %d rows, %d flagged (%d registration similarity outliers) -> %s",
+        len(table),
+        n_flag,
+        n_sim,
+        a.out,
+    )
 
 
 def _add_preprocess(sub: argparse._SubParsersAction) -> None:
@@ -1399,6 +1426,28 @@ def _step_files(a: argparse.Namespace, stage: str) -> tuple[str, list[str], list
     raise ValueError(stage)
 
 
+def _redactor(a: argparse.Namespace) -> Callable[[str], str]:
+    """Takes the cohort's paths out of a per-patient step's messages (recur.input_links.redact):
+    what a job says is stored under results/logs, and a cohort folder may be named after a
+    patient, so a file is named by its table row instead."""
+    from recur import contract, input_links
+
+    cohort_dir = getattr(a, "cohort_dir", None)
+    if not cohort_dir:
+        return lambda message: message
+    root = Path(cohort_dir)
+    tables = {}
+    for attr in ("series_table", "rois_table"):
+        name = getattr(a, attr, None)
+        if name and (root / name).is_file():
+            with contextlib.suppress(RecurError):
+                tables[attr] = (name, contract.read_table(root / name))
+    series_name, series = tables.get("series_table", ("series.csv", None))
+    rois_name, rois = tables.get("rois_table", ("rois.csv", None))
+    pairs = input_links.path_replacements(series, rois, root, series_name, rois_name)
+    return lambda message: input_links.redact(message, pairs)
+
+
 def _excludable(
     cmd: Callable[[argparse.Namespace], None], stage: str
 ) -> Callable[[argparse.Namespace], None]:
@@ -1421,6 +1470,7 @@ def _excludable(
             inputs=inputs,
             outputs=outputs,
             write_excluded=write_excluded,
+            redact=_redactor(a),
         )
 
     return handler
@@ -1430,10 +1480,9 @@ def _exclusion_guard(a: argparse.Namespace):  # -> recur.steps.Guard
     """The ``guard`` of a per-patient package function under ``--on-failure``: runs one step of
     one time point through recur.exclusions.run_or_exclude; False when it was excluded."""
 
+    redact = _redactor(a)
+
     def guard(stage, timepoint, step, inputs, outputs) -> bool:
-        if a.on_failure == "stop" and not inputs:  # nothing to pass on, nothing to record
-            step()
-            return True
         from recur import exclusions
 
         records = exclusions.run_or_exclude(
@@ -1444,6 +1493,7 @@ def _exclusion_guard(a: argparse.Namespace):  # -> recur.steps.Guard
             timepoint=timepoint,
             inputs=inputs,
             outputs=outputs,
+            redact=redact,
         )
         return not records
 

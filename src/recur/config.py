@@ -56,9 +56,44 @@ def describe_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]
     return problems
 
 
+_SCALARS = {"boolean": bool, "integer": int, "number": (int, float)}
+
+
+def coerce_command_line_text(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Give nested values typed on the command line their schema type, in place.
+
+    Snakemake reads a nested ``--config`` value (``--config cohort='{tables_edited: true}'``)
+    with YAML's base loader, so every leaf arrives as text; a text leaf whose key is a
+    boolean, integer or number in the schema, and that YAML reads as one, becomes that value.
+    Any other text is left for the schema check to refuse.
+    """
+
+    def walk(node: dict[str, Any], values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            sub = node.get("properties", {}).get(key, {})
+            if isinstance(value, dict):
+                walk(sub, value)
+                continue
+            kind = sub.get("type")
+            if not isinstance(value, str) or not isinstance(kind, str) or kind not in _SCALARS:
+                continue
+            try:
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue
+            wanted = _SCALARS[kind]
+            if isinstance(parsed, wanted) and (kind == "boolean") == isinstance(parsed, bool):
+                values[key] = parsed
+
+    walk(schema, config)
+
+
 def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> None:
-    """Raise :class:`RecurError` listing every problem of ``config``."""
-    problems = describe_errors(config, load_schema(schema_path))
+    """Raise :class:`RecurError` listing every problem of ``config`` (command-line text given
+    its schema type first: :func:`coerce_command_line_text`)."""
+    schema = load_schema(schema_path)
+    coerce_command_line_text(config, schema)
+    problems = describe_errors(config, schema)
     if problems:
         raise RecurError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 

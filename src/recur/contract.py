@@ -10,6 +10,9 @@ column and the patient id, so a user can fix the file in one pass.
 from __future__ import annotations
 
 import math
+import os
+import re
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,17 +106,41 @@ def _missing_columns(df: pd.DataFrame, required: tuple[str, ...]) -> list[str]:
     return [f"missing required column '{c}'" for c in required if c not in df.columns]
 
 
+#: The patient id rule: 1-64 characters (at most :data:`ID_MAX_BYTES` bytes in UTF-8) of
+#: letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit, and not a word
+#: that spreadsheet and pandas readers take for a missing value. Ids are Unicode-normalised
+#: (NFC) when read, so an id typed with a composed and a decomposed accent is one id.
+ID_PATTERN = re.compile(r"[^\W_][\w.\-]{0,63}")
+ID_MAX_BYTES = 128
+#: Cells that readers turn into a missing value (pandas' defaults and common spellings).
+NA_WORDS = frozenset({"na", "n/a", "nan", "-nan", "null", "none", "nil", "<na>", "#n/a", "#na"})
+ID_RULE = (
+    "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+    "not a missing-value word such as NA or None"
+)
+#: Columns whose cells are Unicode-normalised (NFC) when a table is read.
+KEY_COLUMNS: tuple[str, ...] = ("patient_id", "site", "cohort", "timepoint", "phase")
+
+
+def id_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid patient id (None when it is). Pure; ``value`` should
+    already be NFC-normalised (:func:`read_table` does it)."""
+    if not isinstance(value, str) or not value:
+        return "is empty"
+    if value.casefold() in NA_WORDS:
+        return f"= {value!r} reads as a missing value in spreadsheets and pandas"
+    if ID_PATTERN.fullmatch(value) is None or len(value.encode("utf-8")) > ID_MAX_BYTES:
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return f"= {shown!r} breaks the id rule"
+    return None
+
+
 def _check_ids(df: pd.DataFrame, problems: list[str]) -> None:
-    """patient_id: present, a plain token, unique."""
-    ids = df["patient_id"]
-    for i, v in enumerate(ids):
-        if not isinstance(v, str) or not v.strip():
-            problems.append(f"row {_row(i)}: column 'patient_id' is empty")
-        elif v != v.strip() or any(ch in v for ch in "/\\\t\n"):
-            problems.append(
-                f"row {_row(i)}: column 'patient_id' = {v!r} has a slash, tab or surrounding "
-                "space (ids become file names)"
-            )
+    """patient_id: present and following the id rule (ids become file and folder names)."""
+    for i, v in enumerate(df["patient_id"]):
+        why = id_problem(v)
+        if why is not None:
+            problems.append(f"row {_row(i)}: column 'patient_id' {why} ({ID_RULE})")
 
 
 def _as_number(v: object) -> float | None:
@@ -329,6 +356,7 @@ def check_series(df: pd.DataFrame, patients: list[str], root: Path | None = None
         problems,
     )
     _check_paths(out, table, "dicom_dir", root, problems, kind="dir")
+    _check_series_reuse(out, problems)
     have = set(zip(out["patient_id"], out["timepoint"], out["phase"], strict=True))
     for pid in patients:
         missing = [f"{t}/{ph}" for t in TIMEPOINTS for ph in PHASES if (pid, t, ph) not in have]
@@ -337,6 +365,26 @@ def check_series(df: pd.DataFrame, patients: list[str], root: Path | None = None
     if problems:
         raise ContractError(table, problems)
     return out.reset_index(drop=True)
+
+
+def _check_series_reuse(df: pd.DataFrame, problems: list[str]) -> None:
+    """No series is given twice: two rows with the same folder (normalised) and the same
+    series_uid (or none) would read the same images for two phases, time points or patients."""
+    folders = df["dicom_dir"].map(
+        lambda v: os.path.normpath(v.strip()) if isinstance(v, str) and v.strip() else None
+    )
+    key = pd.DataFrame({"folder": folders, "uid": df["series_uid"]})
+    dup = key["folder"].notna() & key.duplicated(keep=False)
+    for _, grp in key[dup].groupby(["folder", "uid"], sort=True):
+        uses = ", ".join(
+            f"row {_row(i)} ({df['patient_id'].iloc[i]} {df['timepoint'].iloc[i]}/"
+            f"{df['phase'].iloc[i]})"
+            for i in grp.index
+        )
+        problems.append(
+            f"one series is given more than once ({uses}): each patient, time point and "
+            "phase needs its own series (set series_uid where a folder holds several)"
+        )
 
 
 def check_rois(df: pd.DataFrame, patients: list[str], root: Path | None = None) -> pd.DataFrame:
@@ -362,16 +410,34 @@ def check_rois(df: pd.DataFrame, patients: list[str], root: Path | None = None) 
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a contract CSV with every cell as text (typing is the validators' job)."""
+    """Read a contract CSV with every cell as text (typing is the validators' job).
+
+    No cell becomes a missing value except an empty one (``NA`` stays the text ``NA``, and the
+    id rule refuses it); the key columns (:data:`KEY_COLUMNS`) are NFC-normalised. Messages
+    name the table by its file name only (a cohort folder may be named after a patient).
+    """
     if not path.is_file():
-        raise ContractError(path.name, [f"file not found: {path}"])
+        raise ContractError(path.name, ["file not found in the cohort directory"])
     try:
         df = pd.read_csv(
             path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True
         )
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise ContractError(path.name, [f"cannot be read as CSV: {exc}"]) from None
-    df.columns = [str(c).strip() for c in df.columns]
+    df.columns = [unicodedata.normalize("NFC", str(c).strip()) for c in df.columns]
+    if len(df.columns) == 1 and ";" in df.columns[0]:
+        raise ContractError(
+            path.name,
+            [
+                "looks semicolon-separated (one column named "
+                f"{df.columns[0][:60]!r}): save it as comma-separated CSV"
+            ],
+        )
+    for col in KEY_COLUMNS:
+        if col in df.columns:
+            df[col] = df[col].map(
+                lambda v: unicodedata.normalize("NFC", v) if isinstance(v, str) else v
+            )
     return df
 
 
@@ -387,7 +453,7 @@ def load_cohort(
     """Read and validate a cohort directory. Raises :class:`ContractError` on any problem."""
     root = Path(root)
     if not root.is_dir():
-        raise ContractError("cohort", [f"cohort directory not found: {root}"])
+        raise ContractError("cohort", ["the cohort directory (cohort.dir) does not exist"])
     clin = check_clinical(read_table(root / clinical), require_outcome=require_outcome)
     pats = list(clin["patient_id"])
     base = root if check_files else None

@@ -39,8 +39,10 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from recur import series_checks
 from recur.errors import RecurError
 from recur.io import atomic_path, write_nifti_to
+from recur.series_checks import SeriesHeader
 from recur.steps import TIMEPOINTS, Abandon, Guard, run_step
 
 log = logging.getLogger(__name__)
@@ -248,6 +250,8 @@ class ConvertSettings:
     min_slices: int = 3
     allow_single_slice: bool = False
     compression_level: int = 1
+    #: fewest days from the pre DP to a post series (recur.series_checks.check_interval)
+    min_interval_days: int = 1
 
 
 @dataclass
@@ -262,6 +266,10 @@ class ConvertedSeries:
     notes: list[str] = field(default_factory=list)
     #: examination day (for day offsets only; never written)
     study_date: datetime.date | None = field(default=None, repr=False)
+    #: header values of the consistency checks (recur.series_checks; never written)
+    header: SeriesHeader = field(default_factory=SeriesHeader, repr=False)
+    #: this series as the checks see it (set by the per-patient conversion)
+    checked: series_checks.Series | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -755,7 +763,10 @@ class SeriesReader:
             notes.append(f"dropped {dropped} duplicate slice(s) with identical pixels")
         if skipped:
             notes.append(f"skipped {skipped} non-image file(s)")
-        return ConvertedSeries(image, acq, n, dropped, skipped, notes, study_date=study_date)
+        header = series_checks.header_values(slices[keep[0]].ds)
+        return ConvertedSeries(
+            image, acq, n, dropped, skipped, notes, study_date=study_date, header=header
+        )
 
 
 # --------------------------------------------------------------------------- writing
@@ -887,11 +898,15 @@ def _convert_staged(
     (renamed into ``outdir`` when the stack closes without an error, removed otherwise).
 
     ``reference(timepoint, results)`` gives the pre DP examination day once the phases are
-    converted.
+    converted. The time point's consistency checks (:func:`recur.series_checks.
+    check_timepoint`) run before ``acquisition.json`` is written; what they could not check
+    goes into its phases' ``review`` lists (and the log).
     """
     results: dict[str, ConvertedSeries] = {}
+    folders: dict[str, str] = {}
     for phase in phases:
         rel, uid = series_lookup(table, patient, timepoint, phase)
+        folders[phase] = rel
         context = f"patient {patient}, {timepoint}/{phase}, folder '{rel}'"
         res = reader(cohort_dir / rel, series_uid=uid or None, context=context)
         tmp = stack.enter_context(atomic_path(outdir / f"{phase}.nii.gz"))
@@ -918,6 +933,14 @@ def _convert_staged(
         log.warning(
             "patient %s %s: no pre DP examination date: days_from_pre is null", patient, timepoint
         )
+    for phase in phases:
+        res = results[phase]
+        days = acq[phase]["days_from_pre"]
+        res.checked = series_checks.Series(timepoint, phase, folders[phase], res.header, days)
+    checked = [r.checked for r in results.values() if r.checked]
+    for review in series_checks.check_timepoint(checked, patient):
+        acq[review.phase].setdefault("review", []).append(review.note)
+        log.warning("patient %s %s: to review: %s", patient, timepoint, review)
     tmp = stack.enter_context(atomic_path(outdir / "acquisition.json"))
     tmp.write_text(json.dumps(acq, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return results
@@ -982,6 +1005,15 @@ def convert_patient(
     point behind. ``guard`` (see :data:`Guard`) runs each time point's conversion; a guard that
     handles a refusal itself (writing placeholders, as ``--on-failure exclude`` does) lets the
     other time point go on, and the refused time point has no entry in the result.
+
+    **Consistency** (:mod:`recur.series_checks`): each time point's step also checks its 4
+    series against each other (one patient, no series twice, one study, phase order). Once
+    every time point converted, and before anything is renamed into place, the checks across
+    time points (one patient over all series, no series twice, post acquired at least
+    ``settings.min_interval_days`` after pre) run as one more guarded step over the outputs of
+    *both* time points (time point ``pre+post``): a refusal there leaves no converted file of
+    either, and a guard that excludes writes placeholders for both (empty result).
+
     ``flat=True`` writes the files of a single time point straight into ``outdir``
     (:func:`convert_timepoint`).
     """
@@ -1000,29 +1032,44 @@ def convert_patient(
             return pre["DP"].study_date
         return _pre_dp_date(table, cohort_dir, patient)
 
-    with contextlib.ExitStack() as stack:
-        for tp in timepoints:
-            folder = Path(outdir) if flat else Path(outdir) / tp
-            try:
-                with contextlib.ExitStack() as tp_stack:
+    folders = {tp: Path(outdir) if flat else Path(outdir) / tp for tp in timepoints}
+    try:
+        with contextlib.ExitStack() as stack:
+            for tp in timepoints:
+                folder = folders[tp]
+                try:
+                    with contextlib.ExitStack() as tp_stack:
 
-                    def step(tp: str = tp, folder: Path = folder, staged=tp_stack) -> None:
-                        results[tp] = _convert_staged(
-                            staged,
-                            reader,
-                            table,
-                            cohort_dir,
-                            patient,
-                            tp,
-                            folder,
-                            settings.compression_level,
-                            phases,
-                            reference,
-                        )
+                        def step(tp: str = tp, folder: Path = folder, staged=tp_stack) -> None:
+                            results[tp] = _convert_staged(
+                                staged,
+                                reader,
+                                table,
+                                cohort_dir,
+                                patient,
+                                tp,
+                                folder,
+                                settings.compression_level,
+                                phases,
+                                reference,
+                            )
 
-                    if not guard("convert", tp, step, [], timepoint_outputs(folder, phases)):
-                        raise Abandon
-                    stack.enter_context(tp_stack.pop_all())
-            except Abandon:
-                results.pop(tp, None)
+                        if not guard("convert", tp, step, [], timepoint_outputs(folder, phases)):
+                            raise Abandon
+                        stack.enter_context(tp_stack.pop_all())
+                except Abandon:
+                    results.pop(tp, None)
+            if len(results) == len(timepoints):  # (else the patient is excluded already)
+                checked = [
+                    r.checked for tp in timepoints for r in results[tp].values() if r.checked
+                ]
+                outputs = [p for tp in timepoints for p in timepoint_outputs(folders[tp], phases)]
+
+                def across() -> None:
+                    series_checks.check_patient(checked, patient, settings.min_interval_days)
+
+                if not guard("convert", "+".join(timepoints), across, [], outputs):
+                    raise Abandon  # placeholders at every output: drop all staged files
+    except Abandon:
+        return {}
     return results

@@ -547,8 +547,74 @@ REG_QC_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: Registration similarities checked against the cohort by :func:`similarity_outliers`, with
+#: the words their flag uses.
+SIMILARITY_COLUMNS: dict[str, str] = {
+    "ncc_after": "registration similarity",
+    "ncc_roi_after": "ROI registration similarity",
+}
+#: Fewest patients with a value (per phase and time point) for a cohort robust z-score.
+SIMILARITY_MIN_PATIENTS = 5
+#: A registration similarity with a cohort robust z below minus this is flagged (a flag only,
+#: like the table's other QC thresholds; about 3.5 robust SDs is the usual outlier rule).
+SIMILARITY_OUTLIER_Z = 3.5
+
+
+def similarity_outliers(
+    table: pd.DataFrame,
+    threshold: float = SIMILARITY_OUTLIER_Z,
+    min_patients: int = SIMILARITY_MIN_PATIENTS,
+) -> pd.DataFrame:
+    """Robust z-scores of the registration similarity after registration against the cohort.
+
+    For each moving phase (PS, AP, PVP), each similarity in :data:`SIMILARITY_COLUMNS` present
+    in ``table`` (``{phase}_ncc_after``, ``{phase}_ncc_roi_after``) and each time point:
+    z = (x − median) / (1.4826 × MAD), the median and the MAD taken over the patients of that
+    time point with a value (``scipy.stats.median_abs_deviation`` with ``scale='normal'``:
+    scaled to an SD for normal data). A series that is not the patient's (a wrong-series
+    mistake) aligns poorly and lands far below the cohort. Returns a copy of ``table`` with
+    ``{phase}_{column}_robust_z`` columns and, where z < −``threshold``, a flag appended to
+    ``flags`` (e.g. "AP registration similarity outlier (robust z -4.2)").
+
+    No z (NaN), so no flag, where fewer than ``min_patients`` patients have a value at that
+    time point (too few for a cohort reference) or where the MAD is 0 (at least half the
+    cohort has the same value: no spread to measure against).
+    """
+    from scipy.stats import median_abs_deviation
+
+    if not threshold > 0:
+        raise ValueError(f"similarity outlier threshold must be > 0, got {threshold}")
+    out = table.copy()
+    if "flags" not in out:
+        out["flags"] = ""
+    flags = [[f] if f else [] for f in out["flags"].fillna("").astype(str)]
+    for ph in PHASES:
+        for c, what in SIMILARITY_COLUMNS.items():
+            col = f"{ph}_{c}"
+            if col not in out:
+                continue
+            x = out[col].astype(float)
+            z = np.full(len(out), np.nan)
+            for _, idx in out.groupby("timepoint", sort=False).indices.items():
+                v = x.to_numpy()[idx]
+                ok = np.isfinite(v)
+                if ok.sum() < min_patients:
+                    continue
+                mad = median_abs_deviation(v[ok], scale="normal")
+                if not mad > 0:
+                    continue
+                z[idx] = (v - np.median(v[ok])) / mad
+            out[f"{col}_robust_z"] = np.round(z, 3)
+            for i in np.flatnonzero(z < -threshold):
+                flags[i].append(f"{ph} {what} outlier (robust z {z[i]:.1f})")
+    out["flags"] = ["; ".join(f) for f in flags]
+    return out[[c for c in out.columns if c != "flags"] + ["flags"]]
+
+
 def crop_qc_table(
-    crop_files: Sequence[str | Path], registration_qc: Sequence[str | Path] = ()
+    crop_files: Sequence[str | Path],
+    registration_qc: Sequence[str | Path] = (),
+    similarity_outlier_z: float = SIMILARITY_OUTLIER_Z,
 ) -> pd.DataFrame:
     """One row per patient and time point: ROI area, slices, centre and registration QC.
 
@@ -557,7 +623,9 @@ def crop_qc_table(
     ``flags`` column lists what a reader should look at: a small ROI (< 20 px), an ROI larger
     than the crop, a phase whose correlation with DP dropped by more than 0.05 or whose mutual
     information got worse after registration, a correction larger than 10 mm. (Correlation
-    across contrast phases can fall slightly even when the alignment is right.)
+    across contrast phases can fall slightly even when the alignment is right.) Then
+    :func:`similarity_outliers` adds each phase's robust z of the similarity after
+    registration against the cohort and flags z < −``similarity_outlier_z``.
     """
     import pandas as pd
 
@@ -604,4 +672,7 @@ def crop_qc_table(
                             flags.append(f"{ph} moved > 10 mm")
                 row["flags"] = "; ".join(flags)
                 rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return similarity_outliers(table, similarity_outlier_z)

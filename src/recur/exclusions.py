@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,8 +57,8 @@ class Exclusion:
 def config_exclusions(entries: Sequence[dict] | None, known_ids: Iterable[str]) -> pd.DataFrame:
     """The ``exclude:`` config list as a table (patient_id, reason), checked against the cohort.
 
-    Raises :class:`RecurError` naming an id that is not in the cohort, listed twice, or whose
-    reason is empty.
+    Ids are NFC-normalised as the cohort tables' are. Raises :class:`RecurError` naming an id
+    that is not in the cohort, listed twice, or whose reason is empty.
     """
     import pandas as pd
 
@@ -65,7 +66,7 @@ def config_exclusions(entries: Sequence[dict] | None, known_ids: Iterable[str]) 
     rows = []
     seen: set[str] = set()
     for i, e in enumerate(entries or []):
-        pid = str(e.get("patient_id", "")).strip()
+        pid = unicodedata.normalize("NFC", str(e.get("patient_id", "")).strip())
         reason = str(e.get("reason", "")).strip()
         if pid not in known:
             raise RecurError(
@@ -139,6 +140,7 @@ def run_or_exclude(
     inputs: Sequence[str | Path],
     outputs: Sequence[str | Path],
     write_excluded: Callable[[Sequence[Exclusion]], None] | None = None,
+    redact: Callable[[str], str] | None = None,
 ) -> list[Exclusion]:
     """Run one per-patient step under the ``qc.on_failure`` policy.
 
@@ -149,8 +151,11 @@ def run_or_exclude(
       new record (patient, stage, time point, the message).
 
     ``write_excluded(records)``, when given, writes outputs meant for human eyes instead of a
-    placeholder (e.g. a QC PNG saying why); it runs after the placeholders. Returns the
-    records (empty when the step ran).
+    placeholder (e.g. a QC PNG saying why); it runs after the placeholders. ``redact`` takes
+    the cohort's paths out of a refusal's message (recur.input_links.redact) before it is
+    raised, logged or recorded: records, placeholders, logs and QC pictures name the patient,
+    the step and the problem, and a cohort file only by its table row. Returns the records
+    (empty when the step ran).
     """
     if on_failure not in ON_FAILURE:
         raise RecurError(f"qc.on_failure must be one of {ON_FAILURE}, not '{on_failure}'")
@@ -164,26 +169,34 @@ def run_or_exclude(
             run()
             return []
         except RecurError as exc:
+            reason = redact(str(exc)) if redact is not None else str(exc)
             if on_failure == "stop":
-                raise
-            records = [Exclusion(str(patient), stage, timepoint, str(exc))]
-            log.warning("patient %s excluded at %s: %s", patient, stage, exc)
+                if reason == str(exc):
+                    raise
+                raise RecurError(reason) from None
+            records = [Exclusion(str(patient), stage, timepoint, reason)]
+            log.warning("patient %s excluded at %s: %s", patient, stage, reason)
     write_placeholders(outputs, records)
     if write_excluded is not None:
         write_excluded(records)
     return records
 
 
-def excluded_png(path: str | Path, patient: str, records: Sequence[Exclusion]) -> None:
-    """A small PNG that says the patient was excluded and why (for the QC montage slot)."""
+def excluded_lines(patient: str, records: Sequence[Exclusion]) -> list[str]:
+    """The text lines :func:`excluded_png` draws: the pseudonym, step and reason only."""
     import textwrap
-
-    from recur import qc_images
 
     lines = [f"patient {patient}: EXCLUDED by QC"]
     for r in records:
         lines.extend(textwrap.wrap(f"{r.stage} {r.timepoint}: {r.reason}", 100))
-    qc_images.save_png(qc_images.text_image(lines), path)
+    return lines
+
+
+def excluded_png(path: str | Path, patient: str, records: Sequence[Exclusion]) -> None:
+    """A small PNG that says the patient was excluded and why (for the QC montage slot)."""
+    from recur import qc_images
+
+    qc_images.save_png(qc_images.text_image(excluded_lines(patient, records)), path)
 
 
 # --------------------------------------------------------------------------- cohort table

@@ -128,3 +128,49 @@ def sync_links(plan: dict[str, str], root: str = INPUT_LINKS) -> list[str]:
         Path(stale).unlink(missing_ok=True)
     items = sorted(plan.items(), key=lambda kv: (kv[0].count("/"), kv[0]))
     return [link for link, target in items if ensure_link(link, target, have.get(link))]
+
+
+# --------------------------------------------------------------------------- redaction
+def path_replacements(
+    series: pd.DataFrame | None,
+    rois: pd.DataFrame | None,
+    cohort_dir: str | Path | None = None,
+    series_name: str = "series.csv",
+    rois_name: str = "rois.csv",
+) -> list[tuple[str, str]]:
+    """``(text, replacement)`` pairs that take every cohort path out of a message: each row's
+    ``dicom_dir`` / ``mask`` becomes ``<series.csv row N>`` / ``<rois.csv row N>`` (N as a
+    spreadsheet shows it), the cohort directory (as given and resolved) ``<cohort>``. Longest
+    first, so a folder inside another is replaced before its parent. Pure."""
+    rows: dict[str, dict[str, list[int]]] = {}
+    for table, col, name in ((series, "dicom_dir", series_name), (rois, "mask", rois_name)):
+        if table is None or col not in table:
+            continue
+        for i, v in enumerate(table[col]):
+            if isinstance(v, str) and v.strip():
+                for form in {v.strip(), os.path.normpath(v.strip())}:
+                    if form not in (".", ""):
+                        rows.setdefault(form, {}).setdefault(name, []).append(i + 2)
+    # a folder listed on several rows names them all
+    pairs = {
+        form: "<"
+        + "; ".join(
+            f"{name} row{'s' if len(nums) > 1 else ''} {', '.join(map(str, nums))}"
+            for name, nums in by_table.items()
+        )
+        + ">"
+        for form, by_table in rows.items()
+    }
+    if cohort_dir is not None:
+        for form in {str(cohort_dir), os.path.abspath(cohort_dir), os.path.realpath(cohort_dir)}:
+            if form not in (".", "", "/"):
+                pairs.setdefault(form, "<cohort>")
+    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+
+
+def redact(message: str, replacements: list[tuple[str, str]]) -> str:
+    """``message`` with every text of :func:`path_replacements` replaced. Pure."""
+    for text, repl in replacements:
+        if text in message:
+            message = message.replace(text, repl)
+    return message

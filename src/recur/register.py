@@ -338,7 +338,10 @@ class PhaseRegistration:
         if fixed_mask is not None:
             region = sitk.GetArrayViewFromImage(fixed_mask) > 0
         elif roi_mask is not None:
-            region = sitk.GetArrayViewFromImage(roi_box_mask(roi_mask, 20.0)) > 0
+            # the box image must outlive the view of its voxels (a view of a temporary image
+            # read freed memory: the ROI correlations changed from run to run)
+            box = roi_box_mask(roi_mask, 20.0)
+            region = sitk.GetArrayViewFromImage(box) > 0
         f_arr = sitk.GetArrayViewFromImage(fixed)
         b_arr = sitk.GetArrayViewFromImage(before)
         r_arr = sitk.GetArrayViewFromImage(registered)

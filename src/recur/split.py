@@ -63,9 +63,16 @@ def make_split(
             "split: the training cohort needs at least 2 patients with and 2 without ER "
             f"(has {len(ids)} patients, {int(y.sum())} with ER)"
         )
-    _, tune_ids = train_test_split(
-        ids.to_numpy(), test_size=fraction, stratify=y, random_state=seed, shuffle=True
-    )
+    try:
+        _, tune_ids = train_test_split(
+            ids.to_numpy(), test_size=fraction, stratify=y, random_state=seed, shuffle=True
+        )
+    except ValueError as exc:  # a tuning or training part smaller than the two classes
+        raise RecurError(
+            f"split: a tuning split of {fraction:g} of {len(ids)} training patients "
+            f"({int(y.sum())} with ER) cannot hold both ER classes on each side ({exc}): "
+            "add patients or change split.tune_fraction"
+        ) from None
     out["split"] = "test"
     out.loc[is_train, "split"] = "train"
     out.loc[out["patient_id"].isin(set(tune_ids)), "split"] = "tune"
@@ -92,13 +99,24 @@ def crossfit_folds(split_df: pd.DataFrame, er: pd.Series, k: int, seed: int) -> 
     return pd.Series(folds, index=pd.Index(ids, name="patient_id"), name="fold")
 
 
+def check_trainable(clinical: pd.DataFrame, fraction: float, seed: int, folds: int) -> None:
+    """Raise :class:`RecurError` when the training cohort of ``clinical`` (``patient_id, site,
+    cohort, er``) cannot be split into train and tune (:func:`make_split`) or cross-fitted into
+    ``folds`` folds (:func:`crossfit_folds`): the class counts are checked when the cohort is
+    validated, not after the preprocessing."""
+    er = pd.Series(
+        clinical["er"].to_numpy(), index=pd.Index(clinical["patient_id"], name="patient_id")
+    )
+    split_df = make_split(clinical, er, fraction=fraction, seed=seed)
+    crossfit_folds(split_df, er, folds, seed)
+
+
 def read_outcome(clinical_csv: str | Path) -> pd.Series:
     """The ``er`` column (0/1, NaN where unknown) of a clinical table, indexed by patient_id."""
+    from recur.contract import read_table
+
     path = Path(clinical_csv)
-    try:
-        df = pd.read_csv(path, dtype={"patient_id": str})
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise RecurError(f"{path.name}: cannot read the clinical table ({exc})") from None
+    df = read_table(path)
     for col in ("patient_id", "er"):
         if col not in df.columns:
             raise RecurError(f"{path.name}: column '{col}' is missing")

@@ -2,7 +2,8 @@
 
 ``broken_run``: a copy of the canary cohort with one refused DICOM series and four bad ROI
 masks, run once with ``--keep-going``: every refusal names the patient pseudonym and the
-path relative to the cohort dir, leaves nothing half-written, and nothing downstream runs.
+file by its row of series.csv / rois.csv (never its folder name), leaves nothing
+half-written, and nothing downstream runs.
 
 ``killed_run``: the workflow (up to the DL signatures) is SIGKILLed, process group and all,
 while converting; a second snakemake started meanwhile in the same directory is refused by
@@ -135,12 +136,23 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path):
     return work, res, series_rel, masks
 
 
-def test_refused_series_names_patient_and_relative_path(broken_run):
+def _table_row(cohort_table: Path, column: str, value: str) -> int:
+    """Spreadsheet row (header = 1) of the row whose ``column`` is ``value``."""
+    df = pd.read_csv(cohort_table, dtype=str)
+    return int(df.index[df[column] == value][0]) + 2
+
+
+def test_refused_series_names_patient_and_table_row(broken_run):
+    """A job's message is stored under results/logs: it names the series by its row of
+    series.csv, never by its folder (a folder may be named after a patient)."""
     work, res, series_rel, _ = broken_run
     assert res.returncode != 0
     log = (work / "results/logs/convert" / f"{BROKEN_SERIES_PATIENT}.log").read_text()
     assert BROKEN_SERIES_PATIENT in log
-    assert series_rel in log, log  # relative to the cohort dir, not absolute
+    row = _table_row(work / "input_links/cohort/series.csv", "dicom_dir", series_rel)
+    assert f"<series.csv row {row}>" in log, log
+    assert series_rel not in log, log
+    assert Path(series_rel).name not in log, log
     assert "missing" in log.lower() or "gap" in log.lower(), log
     assert "Traceback" not in log, log
 
@@ -168,7 +180,9 @@ def test_bad_mask_is_refused_and_leaves_nothing(broken_run, patient: str):
     problem = MASK_CASES[patient][1]
     log = (work / "results/logs/check_mask" / f"{patient}.log").read_text()
     assert f"patient {patient} (pre)" in log, log
-    assert masks[patient] in log, log  # the mask path relative to the cohort dir
+    row = _table_row(work / "input_links/cohort/rois.csv", "mask", masks[patient])
+    assert f"<rois.csv row {row}>" in log, log  # the mask by its table row
+    assert masks[patient] not in log, log
     assert problem in log, log
     assert "Traceback" not in log, log
     # one register job per patient, all or nothing: neither time point's mask is written
