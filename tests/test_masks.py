@@ -171,7 +171,10 @@ def test_cli_refuses_bad_labels_and_writes_nothing(tmp_path: Path, capsys, value
     assert rc == 2
     err = capsys.readouterr().err
     assert "patient P001 (pre)" in err
-    assert "masks/P001_pre.nii.gz" in err  # relative to the cohort dir
+    # the mask by its row of rois.csv, never by its path (a job's message is stored under
+    # results/logs, and a mask folder may be named after a patient)
+    assert "ROI mask <rois.csv row 2>" in err
+    assert "masks/P001_pre.nii.gz" not in err
     assert str(dp) in err
     assert problem in err
     assert not out.exists()

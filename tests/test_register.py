@@ -336,7 +336,8 @@ def test_cli_register_patient_checks_masks_then_registers_or_excludes(
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "patient P1 (post)" in err
-    assert "rois/P1_post.nii.gz" in err
+    assert "ROI mask <rois.csv row 3>" in err  # its row of rois.csv, not its path
+    assert "rois/P1_post.nii.gz" not in err
     assert "empty" in err
     log = check_log.read_text()
     assert "mask accepted: {'patient': 'P1', 'timepoint': 'pre'" in log  # pre checked first
