@@ -282,11 +282,13 @@ def clinical_csv(wildcards, input):
 
 
 def tree_args(c):
-    """ExtraTrees hyper-parameters of a config section as command-line options."""
+    """The estimator and its hyper-parameters of a config section as command-line options."""
     return (
+        f"--estimator {c['estimator']} "
         f"--n-estimators {c['n_estimators']} --max-depth {c['max_depth']} "
         f"--min-samples-leaf {c['min_samples_leaf']} --max-features {c['max_features']} "
-        f"--class-weight {c['class_weight']} --impute {c['impute']} --seed {c['seed']}"
+        f"--class-weight {c['class_weight']} --impute {c['impute']} --seed {c['seed']} "
+        f"--cs {c['cs']} --cv-folds {c['cv_folds']} --spline-knots {c['spline_knots']}"
     )
 
 

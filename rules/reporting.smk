@@ -133,6 +133,10 @@ rule tripod:
         impute=config["clinical"]["impute"],
         on_failure=ON_FAILURE,
         stacking=config["dl_clinical"]["stacking"],
+        estimators=(
+            f"--clinical-estimator {config['clinical']['estimator']}"
+            f" --dl-clinical-estimator {config['dl_clinical']['estimator']}"
+        ),
         offset=(
             "--offset-models "
             + " ".join(config["train"]["offset"]["models"])
@@ -144,7 +148,7 @@ rule tripod:
         " --split {input.split:q} --flow {input.flow:q} --table2 {input.table2:q}"
         " --calibration {input.calibration:q} --tune-fraction {params.tune_fraction}"
         " --impute {params.impute} --on-failure {params.on_failure}"
-        " --stacking {params.stacking} {params.offset}"
+        " --stacking {params.stacking} {params.estimators} {params.offset}"
         " --md {output.md:q} --html {output.html:q} > {log:q} 2>&1"
 
 

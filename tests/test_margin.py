@@ -500,10 +500,10 @@ def test_model_data_joins_margin_features():
 
 
 def test_clinical_margin_model_uses_the_margin():
-    from recur.tabular import TreeSettings
+    from recur.tabular import TabularSettings
 
     clinical, split, margins = _tabular_inputs()
-    st = TreeSettings(n_estimators=50, min_samples_leaf=1)
+    st = TabularSettings(n_estimators=50, min_samples_leaf=1)
     _, pred, feats = margin.fit_margin_model(
         "Clinical_Margin", clinical, split, margins, ["min_margin_mm", "pct_lt5"], st
     )

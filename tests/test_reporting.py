@@ -179,8 +179,10 @@ def test_tripod_items_fill_what_the_run_knows():
     spec = by.loc[spec_item, "text"]
     assert "the DL signature (in-sample for the training patients" in spec
     assert "offset" not in spec
+    assert "Clinical model: ExtraTrees on afp_ng_ml; DL_Clinical: ExtraTrees on" in spec
     other = {
         **settings,
+        "clinical_estimator": "logistic",
         "stacking": "crossfit",
         "offset_models": ["Pre", "PrePost"],
         "offset_variables": ["hbv", "afp_ng_ml"],
@@ -188,6 +190,8 @@ def test_tripod_items_fill_what_the_run_knows():
     spec = rp.tripod_items(clinical, split, flow, table2, cal, other).set_index("item")
     spec = spec.loc[spec_item, "text"]
     assert "out-of-fold DL signatures (cross-fitting)" in spec
+    assert "Clinical model: L2-penalised logistic regression (penalty chosen by" in spec
+    assert "; DL_Clinical: ExtraTrees on" in spec
     assert "Pre and PrePost trained with a fixed clinical log-odds offset" in spec
     assert "(logistic regression on hbv, afp_ng_ml, training patients)" in spec
     assert "training: n = 3, ER 2/3 (66.7%)" in by.loc["10", "text"]

@@ -11,7 +11,7 @@ import pytest
 from recur import cli, tabular
 from recur.errors import RecurError
 
-SMALL = tabular.TreeSettings(n_estimators=40, min_samples_leaf=2, seed=1)
+SMALL = tabular.TabularSettings(n_estimators=40, min_samples_leaf=2, seed=1)
 
 
 def _cohort(n_train=40, n_tune=12, n_test=14, seed=0):
@@ -256,3 +256,97 @@ def test_cli_end_to_end(tmp_path):
         )
         == 2
     )
+
+
+# --------------------------------------------------------------------------- logistic
+def _logistic_data(n=160, seed=4):
+    """Training rows whose ER depends on log AFP and a signature; a few missing cells."""
+    rng = np.random.default_rng(seed)
+    afp = rng.lognormal(3.0, 1.5, n)
+    sig = rng.uniform(0.05, 0.95, n)
+    size = rng.uniform(1.0, 5.0, n)
+    eta = -0.5 + 0.6 * (np.log1p(afp) - 3.0) + 1.2 * np.log(sig / (1 - sig)) + 0.3 * (size - 3)
+    er = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(int)
+    data = pd.DataFrame(
+        {
+            "patient_id": [f"P{i:03d}" for i in range(n)],
+            "cohort": "train",
+            "split": "train",
+            "er": er,
+            "tumor_size_cm": size,
+            "afp_ng_ml": afp,
+            "PrePost_signature": sig,
+        }
+    )
+    data.loc[[2, 7], "afp_ng_ml"] = np.nan
+    return data, ["tumor_size_cm", "afp_ng_ml", "PrePost_signature"]
+
+
+def test_logistic_design_transforms_by_hand():
+    """Median imputation, then log(1 + AFP) and the signature's log-odds; size as it is."""
+    data = pd.DataFrame(
+        {
+            "tumor_size_cm": [1.0, 2.0, 4.0],
+            "afp_ng_ml": [0.0, np.nan, np.e - 1.0],
+            "PrePost_signature": [0.5, 0.75, 0.0],
+        }
+    )
+    design = tabular.TabularSettings(estimator="logistic").design(list(data.columns))
+    out = design.fit_transform(data.to_numpy())
+    # AFP: the missing cell gets the median of 0 and e - 1, i.e. (e - 1) / 2
+    np.testing.assert_allclose(out[:, 0], [1.0, 2.0, 4.0])
+    np.testing.assert_allclose(out[:, 1], [0.0, np.log1p((np.e - 1) / 2), 1.0])
+    # log-odds: 0.5 -> 0, 0.75 -> log 3, 0 clipped to 1e-6 -> log(1e-6 / (1 - 1e-6))
+    np.testing.assert_allclose(out[:, 2], [0.0, np.log(3.0), np.log(1e-6 / (1 - 1e-6))])
+    splined = tabular.TabularSettings(estimator="logistic", spline_knots=4).design(
+        ["tumor_size_cm", "hbv"]
+    )
+    # 4 knots, degree 3: 4 + 3 - 1 = 6 B-splines, less the one that adds to the intercept:
+    # 5 columns; hbv (binary) stays one
+    assert splined.fit_transform(np.c_[[1.0, 2.0, 3.0, 4.0], [0, 1, 0, 1]]).shape == (4, 6)
+
+
+def test_logistic_coefficients_match_statsmodels_without_penalty():
+    """With the penalty taken away (C -> infinity) the fitted coefficients are the maximum
+    likelihood estimates statsmodels finds on the same standardised design."""
+    import statsmodels.api as sm
+
+    data, features = _logistic_data()
+    pipe = tabular.TabularSettings(estimator="logistic").pipeline(features)
+    pipe.set_params(logistic__Cs=[1e12])
+    X, y = data[features].to_numpy(float), data["er"].to_numpy()
+    pipe.fit(X, y)
+    design = pipe[:-1].transform(X)
+    mle = sm.Logit(y, sm.add_constant(design)).fit(disp=0)
+    lr = pipe.named_steps["logistic"]
+    np.testing.assert_allclose(lr.intercept_[0], mle.params[0], atol=1e-3)
+    np.testing.assert_allclose(lr.coef_[0], mle.params[1:], atol=1e-3)
+    # the log-odds signature carries the largest weight, as the data were made
+    assert np.argmax(np.abs(mle.params[1:])) == 2
+
+
+def test_logistic_penalty_is_chosen_on_training_rows_and_stored_safely(tmp_path):
+    data, features = _logistic_data()
+    tune = data.copy().assign(split="tune", patient_id=lambda d: "T" + d["patient_id"])
+    both = pd.concat([data, tune], ignore_index=True)
+    st = tabular.TabularSettings(estimator="logistic", cs=5, cv_folds=3)
+    model, pred = tabular.fit_and_score(both, features, st)
+    lr = model.named_steps["logistic"]
+    assert lr.C_ in np.logspace(*tabular.C_RANGE, 5)
+    # tune rows moved nothing: the same fit on the training rows alone
+    alone, _ = tabular.fit_and_score(data, features, st)
+    np.testing.assert_allclose(alone.named_steps["logistic"].coef_, lr.coef_)
+    imp = tabular.feature_importance(model, features)
+    assert imp["importance"].sum() == pytest.approx(1.0)
+    assert imp["feature"].iloc[0] == "PrePost_signature"
+    tabular.save_model(
+        model, tmp_path / "m.skops", tmp_path / "m.json", features=features, settings=st
+    )
+    back = tabular.load_model(tmp_path / "m.skops", tmp_path / "m.json")
+    np.testing.assert_allclose(tabular.predict_scores(back, both, features), pred["score"])
+    assert json.loads((tmp_path / "m.json").read_text())["settings"]["estimator"] == "logistic"
+
+
+def test_unknown_estimator_is_refused():
+    with pytest.raises(RecurError, match="estimator = 'svm'"):
+        tabular.TabularSettings(estimator="svm").pipeline(["tumor_size_cm"])

@@ -875,8 +875,25 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- evaluation
 
 
+def _add_tabular_args(p: argparse.ArgumentParser) -> None:
+    """The estimator options of a tabular model (recur.tabular.TabularSettings)."""
+    p.add_argument("--estimator", default="extra_trees", choices=["extra_trees", "logistic"])
+    p.add_argument("--n-estimators", type=int, default=500)
+    p.add_argument(
+        "--max-depth", type=lambda s: None if s in ("None", "null") else int(s), default=None
+    )
+    p.add_argument("--min-samples-leaf", type=int, default=3)
+    p.add_argument("--max-features", default="sqrt")
+    p.add_argument("--class-weight", default=None)
+    p.add_argument("--impute", default="median", choices=["mean", "median", "most_frequent"])
+    p.add_argument("--seed", type=int, default=2025)
+    p.add_argument("--cs", type=int, default=20, help="logistic: penalty values tried")
+    p.add_argument("--cv-folds", type=int, default=5, help="logistic: folds choosing it")
+    p.add_argument("--spline-knots", type=int, default=0, help="logistic: 0 = linear")
+
+
 def _tree_settings(a: argparse.Namespace):
-    from recur.tabular import TreeSettings
+    from recur.tabular import TabularSettings
 
     mf = a.max_features
     if mf not in ("sqrt", "log2"):
@@ -884,7 +901,8 @@ def _tree_settings(a: argparse.Namespace):
             mf = float(mf)
         except ValueError:
             raise RecurError(f"max_features = {mf!r}: expected sqrt, log2 or a fraction") from None
-    return TreeSettings(
+    return TabularSettings(
+        estimator=a.estimator,
         n_estimators=a.n_estimators,
         max_depth=a.max_depth,
         min_samples_leaf=a.min_samples_leaf,
@@ -892,6 +910,9 @@ def _tree_settings(a: argparse.Namespace):
         class_weight=None if a.class_weight in (None, "none", "None") else a.class_weight,
         impute=a.impute,
         seed=a.seed,
+        cs=a.cs,
+        cv_folds=a.cv_folds,
+        spline_knots=a.spline_knots,
     )
 
 
@@ -1081,17 +1102,6 @@ def _cmd_importance_figure(a: argparse.Namespace) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    def trees(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--n-estimators", type=int, default=500)
-        p.add_argument(
-            "--max-depth", type=lambda s: None if s in ("None", "null") else int(s), default=None
-        )
-        p.add_argument("--min-samples-leaf", type=int, default=3)
-        p.add_argument("--max-features", default="sqrt")
-        p.add_argument("--class-weight", default=None)
-        p.add_argument("--impute", default="median", choices=["mean", "median", "most_frequent"])
-        p.add_argument("--seed", type=int, default=2025)
-
     def base(p: argparse.ArgumentParser, preds: bool = True) -> None:
         p.add_argument("--clinical", required=True, help="clinical.csv of the cohort")
         p.add_argument("--split", required=True, help="results/splits/split.csv")
@@ -1106,7 +1116,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("clinical-model", help="fit the Clinical ExtraTrees model; score all")
     base(p, preds=False)
-    trees(p)
+    _add_tabular_args(p)
     p.add_argument("--out", required=True, help="predictions/Clinical.csv")
     p.add_argument("--model", required=True, help="fitted model (.skops)")
     p.add_argument("--manifest", required=True, help="JSON manifest with the sha256")
@@ -1114,7 +1124,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("dl-clinical-model", help="fit DL_Clinical (clinical + DL signature)")
     base(p, preds=False)
-    trees(p)
+    _add_tabular_args(p)
     for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):
         p.add_argument(opt, required=True)
     p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="in_sample")
@@ -1358,15 +1368,7 @@ def _add_margin(sub: argparse._SubParsersAction) -> None:
         default=["min_margin_mm", "pct_lt0", "pct_lt5"],
         choices=["min_margin_mm", "pct_lt0", "pct_lt5", "pct_ge5"],
     )
-    p.add_argument("--n-estimators", type=int, default=500)
-    p.add_argument(
-        "--max-depth", type=lambda s: None if s in ("None", "null") else int(s), default=None
-    )
-    p.add_argument("--min-samples-leaf", type=int, default=3)
-    p.add_argument("--max-features", default="sqrt")
-    p.add_argument("--class-weight", default=None)
-    p.add_argument("--impute", default="median", choices=["mean", "median", "most_frequent"])
-    p.add_argument("--seed", type=int, default=2025)
+    _add_tabular_args(p)
     for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):
         p.add_argument(opt, help="DL predictions (DL_Clinical_Margin)")
     p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="in_sample")
@@ -1575,6 +1577,8 @@ def _cmd_tripod(a: argparse.Namespace) -> None:
             "impute": a.impute,
             "on_failure": a.on_failure,
             "stacking": a.stacking,
+            "clinical_estimator": a.clinical_estimator,
+            "dl_clinical_estimator": a.dl_clinical_estimator,
             "offset_models": a.offset_models,
             "offset_variables": a.offset_variables,
         },
@@ -1618,6 +1622,8 @@ def _add_reporting(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--impute", default="median")
     p.add_argument("--on-failure", default="stop")
     p.add_argument("--stacking", default="in_sample", choices=["in_sample", "crossfit"])
+    for opt in ("--clinical-estimator", "--dl-clinical-estimator"):
+        p.add_argument(opt, default="extra_trees", choices=["extra_trees", "logistic"])
     p.add_argument("--offset-models", nargs="*", default=[], help="models with a training offset")
     p.add_argument("--offset-variables", nargs="*", default=[], help="the offset's columns")
     p.set_defaults(func=_cmd_tripod)

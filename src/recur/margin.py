@@ -773,7 +773,7 @@ def fit_margin_model(
 
     The predictors are the Clinical model's five (``recur.contract.CLINICAL_FEATURES``),
     then (DL_Clinical_Margin only) the DL signature, then the margin ``features``. ``settings``
-    is a :class:`recur.tabular.TreeSettings`. Returns (pipeline, predictions, features).
+    is a :class:`recur.tabular.TabularSettings`. Returns (pipeline, predictions, features).
     """
     from recur import tabular
 

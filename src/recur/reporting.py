@@ -347,6 +347,16 @@ def _pct(k: int, n: int) -> str:
     return f"{k}/{n} ({100 * k / n:.1f}%)" if n else f"{k}/{n}"
 
 
+def estimator_text(estimator: str | None) -> str:
+    """How the methods text names a tabular model's estimator (recur.tabular.ESTIMATORS)."""
+    if estimator == "logistic":
+        return (
+            "L2-penalised logistic regression (penalty chosen by cross-validation on the "
+            "training patients; AFP as log(1 + AFP), a DL signature as its log-odds)"
+        )
+    return "ExtraTrees"
+
+
 def tripod_items(
     clinical: pd.DataFrame,
     split: pd.DataFrame,
@@ -429,8 +439,9 @@ def tripod_items(
         f"Deep-learning models Pre and PrePost (MONAI 2D ResNet encoder; PrePost: shared "
         "encoder + GRU over pre and post) on "
         "3-slice crops of the 4 T1 phases (PS, AP, PVP, DP), pre and 1-month post ablation; "
-        "Clinical model: ExtraTrees on "
-        f"{', '.join(feats) if feats else 'the clinical variables'}; DL_Clinical: ExtraTrees "
+        f"Clinical model: {estimator_text(settings.get('clinical_estimator'))} on "
+        f"{', '.join(feats) if feats else 'the clinical variables'}; DL_Clinical: "
+        f"{estimator_text(settings.get('dl_clinical_estimator'))} "
         f"on the clinical variables plus {stacking}. Epoch chosen "
         f"on the tuning split ({settings.get('tune_fraction', '?')} of training, stratified by "
         f"ER).{offset} Fitted models, weights and settings saved under results/models."

@@ -1,13 +1,23 @@
-"""The Clinical and DL_Clinical models: extremely randomised trees on tabular predictors.
+"""The Clinical and DL_Clinical models: extremely randomised trees or a penalised logistic
+regression on tabular predictors.
 
-* **Clinical**: ``ExtraTreesClassifier`` on the paper's five clinical predictors
-  (:data:`recur.contract.CLINICAL_FEATURES`), inside a ``Pipeline`` whose ``SimpleImputer``
-  handles missing values; the whole pipeline is fitted on the train split only.
+* **Clinical**: the paper's five clinical predictors (:data:`recur.contract.CLINICAL_FEATURES`)
+  inside a ``Pipeline`` whose ``SimpleImputer`` handles missing values; the whole pipeline is
+  fitted on the train split only.
 * **DL_Clinical**: the same on the five predictors plus the signature (predicted ER
   probability) of the deep-learning model with the higher tuning AUC (Pre or PrePost).
-  Stacking without leakage (``crossfit``, default): training patients carry their
-  out-of-fold signature (``predictions/oof/<model>.csv``), tune/test patients the full
-  model's; ``in_sample`` reproduces the paper (full-model signature everywhere).
+  Stacking: ``in_sample`` (the paper's: the full model's signature everywhere) or
+  ``crossfit`` (training patients carry their out-of-fold signature).
+
+Two estimators (:data:`ESTIMATORS`, config ``clinical.estimator`` / ``dl_clinical.estimator``):
+
+* ``extra_trees``: the paper's ``ExtraTreesClassifier``;
+* ``logistic``: an L2-penalised logistic regression (``LogisticRegressionCV``) whose penalty is
+  chosen by stratified cross-validation (log-loss) on the training patients only. Each
+  predictor is imputed (median), then transformed: AFP as ``log(1 + AFP)`` (its distribution
+  spans orders of magnitude), a DL signature as its log-odds (the scale a stacked logistic
+  model combines it on), other continuous predictors linearly or, with ``spline_knots`` >= 3,
+  as cubic B-splines; then standardised.
 
 Fitted models are stored with ``skops.io`` (never pickle) with a sha256 manifest beside them,
 checked before loading; loading trusts only :data:`TRUSTED_TYPES`.
@@ -23,9 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import ExtraTreesClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
+from sklearn.linear_model import LogisticRegressionCV
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
 
 from recur.contract import CLINICAL_FEATURES
 from recur.errors import RecurError
@@ -35,14 +48,39 @@ from recur.io import atomic_path, write_text_atomic
 #: DL models whose signature DL_Clinical may use (ties of tuning AUC go to the last: PrePost).
 DL_MODELS: tuple[str, ...] = ("Pre", "PrePost")
 STACKING: tuple[str, ...] = ("crossfit", "in_sample")
+ESTIMATORS: tuple[str, ...] = ("extra_trees", "logistic")
+#: Predictors the logistic model takes on a log scale, log(1 + x).
+LOG_PREDICTORS: tuple[str, ...] = ("afp_ng_ml",)
+#: Predictors the logistic model takes as they are (binary or counts): never splined.
+DISCRETE_PREDICTORS: tuple[str, ...] = ("tumor_number", "hbv")
+#: Suffix of a DL signature column (a probability; the logistic model takes its log-odds).
+SIGNATURE_SUFFIX = "_signature"
+#: Probabilities are clipped to [EPS, 1 - EPS] before their log-odds are taken.
+EPS = 1e-6
+#: The penalty grid of the logistic model: ``cs`` values of C, log-spaced over these powers.
+C_RANGE = (-4.0, 4.0)
 #: The only non-default types a stored model may contain (checked before loading).
-TRUSTED_TYPES: tuple[str, ...] = ("numpy.dtype", "sklearn.tree._tree.Tree")
+TRUSTED_TYPES: tuple[str, ...] = (
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "numpy.log1p",
+    "recur.tabular.clipped_logit",
+    "scipy.interpolate._bsplines.BSpline",
+    "scipy._lib.array_api_compat.numpy._aliases.asarray",
+)
+
+
+def clipped_logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) of probabilities clipped to [EPS, 1 - EPS] (NaN stays NaN)."""
+    q = np.clip(np.asarray(p, dtype=float), EPS, 1.0 - EPS)
+    return np.log(q) - np.log1p(-q)
 
 
 @dataclass(frozen=True)
-class TreeSettings:
-    """Hyper-parameters of the ExtraTrees pipeline (config sections clinical / dl_clinical)."""
+class TabularSettings:
+    """The estimator and its hyper-parameters (config sections clinical / dl_clinical)."""
 
+    estimator: str = "extra_trees"
     n_estimators: int = 500
     max_depth: int | None = None
     min_samples_leaf: int = 3
@@ -50,26 +88,69 @@ class TreeSettings:
     class_weight: str | None = None
     impute: str = "median"
     seed: int = 2025
+    #: logistic: number of penalty values tried (log-spaced over :data:`C_RANGE`)
+    cs: int = 20
+    #: logistic: stratified folds that choose the penalty (training patients only)
+    cv_folds: int = 5
+    #: logistic: knots of the cubic B-splines of continuous predictors (0: linear)
+    spline_knots: int = 0
 
-    def pipeline(self, n_jobs: int = 1) -> Pipeline:
-        """An unfitted ``SimpleImputer -> ExtraTreesClassifier`` pipeline."""
-        return Pipeline(
-            [
-                ("impute", SimpleImputer(strategy=self.impute)),
-                (
-                    "trees",
-                    ExtraTreesClassifier(
-                        n_estimators=self.n_estimators,
-                        max_depth=self.max_depth,
-                        min_samples_leaf=self.min_samples_leaf,
-                        max_features=self.max_features,
-                        class_weight=self.class_weight,
-                        random_state=self.seed,
-                        n_jobs=n_jobs,
+    def pipeline(self, features: list[str], n_jobs: int = 1) -> Pipeline:
+        """An unfitted pipeline over the columns ``features`` (in that order)."""
+        if self.estimator == "extra_trees":
+            return Pipeline(
+                [
+                    ("impute", SimpleImputer(strategy=self.impute)),
+                    (
+                        "trees",
+                        ExtraTreesClassifier(
+                            n_estimators=self.n_estimators,
+                            max_depth=self.max_depth,
+                            min_samples_leaf=self.min_samples_leaf,
+                            max_features=self.max_features,
+                            class_weight=self.class_weight,
+                            random_state=self.seed,
+                            n_jobs=n_jobs,
+                        ),
                     ),
-                ),
-            ]
-        )
+                ]
+            )
+        if self.estimator == "logistic":
+            return Pipeline(
+                [
+                    ("design", self.design(features)),
+                    ("scale", StandardScaler()),
+                    (
+                        "logistic",
+                        LogisticRegressionCV(
+                            Cs=list(np.logspace(*C_RANGE, self.cs)),
+                            l1_ratios=(0.0,),  # L2
+                            cv=self.cv_folds,
+                            scoring="neg_log_loss",
+                            class_weight=self.class_weight,
+                            max_iter=10_000,
+                            use_legacy_attributes=False,
+                        ),
+                    ),
+                ]
+            )
+        raise RecurError(f"estimator = {self.estimator!r}; expected one of {ESTIMATORS}")
+
+    def design(self, features: list[str]) -> ColumnTransformer:
+        """The logistic model's design: one transformer per predictor, named after it."""
+        parts = []
+        for j, name in enumerate(features):
+            steps: list = [SimpleImputer(strategy=self.impute)]
+            if name.endswith(SIGNATURE_SUFFIX):
+                steps.append(FunctionTransformer(clipped_logit, feature_names_out="one-to-one"))
+            elif name in LOG_PREDICTORS:
+                steps.append(FunctionTransformer(np.log1p, feature_names_out="one-to-one"))
+            if self.spline_knots >= 3 and name not in DISCRETE_PREDICTORS:
+                steps.append(
+                    SplineTransformer(n_knots=self.spline_knots, degree=3, include_bias=False)
+                )
+            parts.append((name, make_pipeline(*steps), [j]))
+        return ColumnTransformer(parts)
 
 
 def _with_split(clinical: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
@@ -90,7 +171,7 @@ def _with_split(clinical: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_and_score(
-    data: pd.DataFrame, features: list[str], settings: TreeSettings, n_jobs: int = 1
+    data: pd.DataFrame, features: list[str], settings: TabularSettings, n_jobs: int = 1
 ) -> tuple[Pipeline, pd.DataFrame]:
     """Fit the pipeline on the ``split == 'train'`` rows of ``data``; score every row.
 
@@ -110,7 +191,7 @@ def fit_and_score(
     for j, f in enumerate(features):
         if np.isnan(X[data["split"].to_numpy() == "train", j]).all():
             raise RecurError(f"predictor '{f}' is missing for every training patient")
-    model = settings.pipeline(n_jobs).fit(X[(data["split"] == "train").to_numpy()], y)
+    model = settings.pipeline(features, n_jobs).fit(X[(data["split"] == "train").to_numpy()], y)
     pred = data[["patient_id", "cohort", "split"]].copy()
     pred["score"] = predict_scores(model, data, features)
     return model, pred.reset_index(drop=True)
@@ -128,7 +209,7 @@ def predict_scores(model: Pipeline, data: pd.DataFrame, features: list[str]) -> 
 
 
 def clinical_model(
-    clinical: pd.DataFrame, split: pd.DataFrame, settings: TreeSettings, n_jobs: int = 1
+    clinical: pd.DataFrame, split: pd.DataFrame, settings: TabularSettings, n_jobs: int = 1
 ) -> tuple[Pipeline, pd.DataFrame]:
     """Fit the Clinical model (five predictors) on the train split; score every patient."""
     return fit_and_score(_with_split(clinical, split), list(CLINICAL_FEATURES), settings, n_jobs)
@@ -185,7 +266,7 @@ def dl_clinical_model(
     split: pd.DataFrame,
     signature: pd.Series,
     signature_name: str,
-    settings: TreeSettings,
+    settings: TabularSettings,
     n_jobs: int = 1,
 ) -> tuple[Pipeline, pd.DataFrame, list[str]]:
     """Fit DL_Clinical (five predictors + ``signature``) on the train split; score all.
@@ -199,10 +280,32 @@ def dl_clinical_model(
     return model, pred, features
 
 
+def imputation_values(model: Pipeline, features: list[str]) -> np.ndarray:
+    """The value each feature's missing cells get, as fitted (trees: the pipeline's imputer;
+    logistic: each predictor's own imputer, before its transform)."""
+    if "impute" in model.named_steps:
+        return np.asarray(model.named_steps["impute"].statistics_, dtype=float)
+    design = model.named_steps["design"]
+    return np.array(
+        [design.named_transformers_[f].steps[0][1].statistics_[0] for f in features], dtype=float
+    )
+
+
 def feature_importance(model: Pipeline, features: list[str]) -> pd.DataFrame:
-    """Mean decrease in impurity (MDI) of each feature, sorted high to low, summing to 1."""
-    imp = model.named_steps["trees"].feature_importances_
-    df = pd.DataFrame({"feature": features, "importance": imp.astype(float)})
+    """Each feature's share of the model's importance, sorted high to low, summing to 1.
+
+    Trees: mean decrease in impurity (MDI). Logistic: the absolute coefficients on the
+    standardised design, summed over a predictor's columns (its spline columns).
+    """
+    if "trees" in model.named_steps:
+        imp = model.named_steps["trees"].feature_importances_.astype(float)
+    else:
+        names = model.named_steps["design"].get_feature_names_out()
+        coef = np.abs(model.named_steps["logistic"].coef_[0])
+        owner = [str(n).split("__", 1)[0] for n in names]
+        imp = np.array([coef[[o == f for o in owner]].sum() for f in features], dtype=float)
+        imp = imp / imp.sum() if imp.sum() > 0 else np.full(len(features), 1 / len(features))
+    df = pd.DataFrame({"feature": features, "importance": imp})
     return df.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -221,7 +324,7 @@ def save_model(
     manifest: str | Path,
     *,
     features: list[str],
-    settings: TreeSettings,
+    settings: TabularSettings,
     extra: dict | None = None,
 ) -> None:
     """Store ``model`` with ``skops.io.dump`` and a JSON manifest holding its sha256."""

@@ -77,7 +77,7 @@ def _fitted_model(tmp_path: Path) -> tuple[Path, Path]:
     data = pd.DataFrame(rng.normal(size=(30, 5)), columns=list(tabular.CLINICAL_FEATURES))
     data.iloc[3, 2] = np.nan
     y = np.r_[np.zeros(15), np.ones(15)]
-    settings = tabular.TreeSettings(n_estimators=5)
+    settings = tabular.TabularSettings(n_estimators=5)
     model = settings.pipeline().fit(data, y)
     path, manifest = tmp_path / "model.skops", tmp_path / "manifest.json"
     tabular.save_model(

@@ -153,7 +153,8 @@ def test_crops_are_normalised_from_the_patients_own_images(study: Path, tmp_path
     np.testing.assert_allclose(rescaled, reference, atol=1e-3)
 
 
-def test_clinical_imputer_and_trees_are_fitted_on_the_train_split_only():
+@pytest.mark.parametrize("estimator", ["extra_trees", "logistic"])
+def test_clinical_imputer_and_model_are_fitted_on_the_train_split_only(estimator: str):
     rng = np.random.default_rng(3)
     n = 40
     data = pd.DataFrame(
@@ -167,12 +168,12 @@ def test_clinical_imputer_and_trees_are_fitted_on_the_train_split_only():
     for f in tabular.CLINICAL_FEATURES:
         data[f] = rng.normal(5.0, 1.0, n)
     data.loc[[0, 5, 30], "afp_ng_ml"] = np.nan
-    settings = tabular.TreeSettings(n_estimators=20, seed=1)
+    settings = tabular.TabularSettings(estimator=estimator, n_estimators=20, seed=1)
     features = list(tabular.CLINICAL_FEATURES)
     model, pred = tabular.fit_and_score(data, features, settings)
     train_rows = data["split"] == "train"
     expected = data.loc[train_rows, features].median().to_numpy()
-    np.testing.assert_allclose(model.named_steps["impute"].statistics_, expected)
+    np.testing.assert_allclose(tabular.imputation_values(model, features), expected)
     # change every tune and test value (and add missing ones): the fit does not move
     changed = data.copy()
     other = ~train_rows
@@ -180,7 +181,7 @@ def test_clinical_imputer_and_trees_are_fitted_on_the_train_split_only():
     changed.loc[other & (changed.index % 2 == 0), "tumor_size_cm"] = np.nan
     changed.loc[other, "er"] = 1
     model2, pred2 = tabular.fit_and_score(changed, features, settings)
-    np.testing.assert_allclose(model2.named_steps["impute"].statistics_, expected)
+    np.testing.assert_allclose(tabular.imputation_values(model2, features), expected)
     np.testing.assert_allclose(pred2.loc[train_rows, "score"], pred.loc[train_rows, "score"])
 
 
@@ -194,6 +195,7 @@ def test_workflow_clinical_model_imputer_holds_train_split_medians(study: Path):
     clin = pd.read_csv(clinical, dtype={"patient_id": str})
     train = clin[clin["patient_id"].isin(s.loc[s["split"] == "train", "patient_id"])]
     expected = train[list(tabular.CLINICAL_FEATURES)].astype(float).median().to_numpy()
-    np.testing.assert_allclose(model.named_steps["impute"].statistics_, expected)
+    features = list(tabular.CLINICAL_FEATURES)
+    np.testing.assert_allclose(tabular.imputation_values(model, features), expected)
     everyone = clin[list(tabular.CLINICAL_FEATURES)].astype(float).median().to_numpy()
     assert not np.allclose(everyone, expected), "train and all-patient medians coincide"

@@ -1,0 +1,165 @@
+"""DL_Clinical's estimators and stacking on pooled fresh external cohorts, beside PrePost.
+
+For each finished study (a workflow run on a synthetic training cohort), DL_Clinical is fitted
+again offline exactly as the workflow's ``dl-clinical-model`` does
+(:func:`recur.tabular.choose_signature`, :func:`recur.tabular.signature_values`,
+:func:`recur.tabular.dl_clinical_model` on the study's own signatures, clinical table and
+split), for every estimator x stacking, and scores the pooled fresh external patients whose
+DL signatures ``bench/bench_external.py`` kept (``<cohort>/../bench_external_work/<image
+settings digest>/scores.csv``, scored with that study's bundle). Printed per variant: AUC
+(DeLong 95% CI) on the pooled patients and per cohort, the paired DeLong test against the
+chosen DL signature alone (PrePost or Pre) and against the paper's ExtraTrees in-sample
+stacking, and the learnable ceiling of the clinical variables + that signature's information.
+
+    .venv/bin/python bench/bench_fusion.py --study /tmp/studyA --study /tmp/studyB \\
+        --cohort /tmp/ext7/cohort --cohort /tmp/ext11/cohort ... [--csv out.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_clinical import delong_ci  # noqa: E402
+
+VARIANTS: tuple[tuple[str, str], ...] = (
+    ("extra_trees", "in_sample"),
+    ("extra_trees", "crossfit"),
+    ("logistic", "in_sample"),
+    ("logistic", "crossfit"),
+)
+
+
+def study_tables(study: Path):
+    """The study's clinical table, split, full and out-of-fold DL predictions."""
+    from recur import evaluate as ev
+
+    res = study / "results"
+    clinical = ev.read_clinical(res / "synthetic" / "cohort" / "clinical.csv")
+    split = ev.read_split(res / "splits" / "split.csv")
+    full = {m: ev.read_predictions(res / "predictions" / f"{m}.csv", m) for m in ("Pre", "PrePost")}
+    oof = {
+        m: ev.read_predictions(res / "predictions" / "oof" / f"{m}.csv", m)
+        for m in ("Pre", "PrePost")
+    }
+    return clinical, split, full, oof
+
+
+def fresh_table(cohorts: list[Path], key: str) -> pd.DataFrame:
+    """Every fresh external patient: the kept DL scores, the clinical table as written (blank
+    cells included) and the truth's ER; ids prefixed with the cohort's position."""
+    from recur import contract
+
+    parts = []
+    for i, cohort in enumerate(cohorts):
+        scores = pd.read_csv(
+            cohort.parent / "bench_external_work" / key / "scores.csv", dtype={"patient_id": str}
+        )
+        clinical = contract.check_clinical(contract.read_table(cohort / "clinical.csv"))
+        both = scores.merge(
+            clinical[["patient_id", *contract.CLINICAL_FEATURES, "er"]],
+            on="patient_id",
+            suffixes=("", "_clinical"),
+            validate="1:1",
+        )
+        if (both["er"] != both["er_clinical"]).any():
+            raise SystemExit(f"{cohort}: scores and clinical.csv disagree on ER")
+        both["cohort_index"] = i
+        both["patient_id"] = f"c{i}:" + both["patient_id"]
+        parts.append(both.drop(columns="er_clinical"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def measure(study: Path, cohorts: list[Path]) -> list[dict]:
+    from bench_external import image_settings_key
+    from recur import evaluate, synth, tabular
+    from recur.bundle import load_bundle
+
+    bundle = load_bundle(study / "results" / "bundle")
+    ext = fresh_table(cohorts, image_settings_key(bundle.settings))
+    y = ext["er"].to_numpy(int)
+    clinical, split, full, oof = study_tables(study)
+    choice, _ = tabular.choose_signature(full, clinical)
+    name = f"{choice}_signature"
+    ext[name] = ext[choice].astype(float)
+    truth, _ = synth.load_truth(study / "results" / "synthetic" / "truth.csv")
+    fit_ids = set(split.loc[split["split"] == "train", "patient_id"])
+    pooled_truth = (
+        pd.concat(
+            [
+                synth.load_truth(c.parent / "truth.csv")[0].assign(
+                    patient_id=lambda t, i=i: f"c{i}:" + t["patient_id"]
+                )
+                for i, c in enumerate(cohorts)
+            ],
+            ignore_index=True,
+        )
+        .set_index("patient_id")
+        .loc[ext["patient_id"]]
+        .reset_index()
+    )
+    learn = synth.learnable_ceilings(truth[truth["patient_id"].isin(fit_ids)], pooled_truth)
+    settings = {e: tabular.TabularSettings(estimator=e) for e in tabular.ESTIMATORS}
+    scores: dict[tuple[str, str], np.ndarray] = {}
+    rows = []
+    alone = ext[choice].to_numpy(float)
+    for estimator, stacking in VARIANTS:
+        sig = tabular.signature_values(full[choice], oof[choice], split, stacking)
+        model, _, feats = tabular.dl_clinical_model(clinical, split, sig, name, settings[estimator])
+        s = tabular.predict_scores(model, ext, feats)
+        scores[(estimator, stacking)] = s
+        a, lo, hi = delong_ci(y, s)
+        vs_sig = evaluate.delong_test(y, s, alone)
+        vs_paper = evaluate.delong_test(y, s, scores[("extra_trees", "in_sample")])
+        row = {
+            "study": study.name,
+            "signature": choice,
+            "estimator": estimator,
+            "stacking": stacking,
+            "n": len(y),
+            "n_er": int(y.sum()),
+            "auc": round(a, 4),
+            "ci_low": round(lo, 4),
+            "ci_high": round(hi, 4),
+            "signature_auc": round(evaluate.auc(y, alone), 4),
+            "diff_vs_signature": round(vs_sig["diff"], 4),
+            "p_vs_signature": round(vs_sig["p"], 4),
+            "diff_vs_paper": round(vs_paper["diff"], 4),
+            "p_vs_paper": round(vs_paper["p"], 4),
+            "learnable_ceiling": round(learn[f"Clinical+{choice}"], 4),
+        }
+        for i in sorted(ext["cohort_index"].unique()):
+            m = (ext["cohort_index"] == i).to_numpy()
+            t = evaluate.delong_test(y[m], s[m], alone[m])
+            half = 1.959964 * t["se"]
+            row[f"c{i}_diff_vs_signature"] = round(t["diff"], 4)
+            row[f"c{i}_diff_ci"] = f"{t['diff'] - half:.3f}..{t['diff'] + half:.3f}"
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", type=Path, action="append", required=True)
+    ap.add_argument("--cohort", type=Path, action="append", required=True)
+    ap.add_argument("--csv", type=Path, default=None)
+    a = ap.parse_args(argv)
+    rows = [r for s in a.study for r in measure(s.resolve(), [c.resolve() for c in a.cohort])]
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        print(table.to_string(index=False))
+    if a.csv:
+        table.to_csv(a.csv, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
