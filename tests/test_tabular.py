@@ -350,3 +350,15 @@ def test_logistic_penalty_is_chosen_on_training_rows_and_stored_safely(tmp_path)
 def test_unknown_estimator_is_refused():
     with pytest.raises(RecurError, match="estimator = 'svm'"):
         tabular.TabularSettings(estimator="svm").pipeline(["tumor_size_cm"])
+
+
+def test_logistic_folds_shrink_to_the_rarer_class():
+    """Four training patients with ER: four folds, not five; one: refused."""
+    data, features = _logistic_data(n=40)
+    rare = data.index[data["er"] == 1][4:]
+    data.loc[rare, "er"] = 0
+    model, _ = tabular.fit_and_score(data, features, tabular.TabularSettings(estimator="logistic"))
+    assert model.named_steps["logistic"].cv == 4
+    data.loc[data.index[data["er"] == 1][1:], "er"] = 0
+    with pytest.raises(RecurError, match="fewer than 2 patients of a class"):
+        tabular.fit_and_score(data, features, tabular.TabularSettings(estimator="logistic"))

@@ -191,7 +191,14 @@ def fit_and_score(
     for j, f in enumerate(features):
         if np.isnan(X[data["split"].to_numpy() == "train", j]).all():
             raise RecurError(f"predictor '{f}' is missing for every training patient")
-    model = settings.pipeline(features, n_jobs).fit(X[(data["split"] == "train").to_numpy()], y)
+    model = settings.pipeline(features, n_jobs)
+    if settings.estimator == "logistic":
+        # a small cohort: no more folds than the rarer class has training patients (>= 2)
+        folds = max(2, min(settings.cv_folds, int(np.bincount(y).min())))
+        if np.bincount(y).min() < 2:
+            raise RecurError("the train split holds fewer than 2 patients of a class: cannot fit")
+        model.set_params(logistic__cv=folds)
+    model.fit(X[(data["split"] == "train").to_numpy()], y)
     pred = data[["patient_id", "cohort", "split"]].copy()
     pred["score"] = predict_scores(model, data, features)
     return model, pred.reset_index(drop=True)
