@@ -6,7 +6,8 @@ again offline exactly as the workflow's ``dl-clinical-model`` does
 :func:`recur.tabular.dl_clinical_model` on the study's own signatures, clinical table and
 split), for every estimator x stacking, and scores the pooled fresh external patients whose
 DL signatures ``bench/bench_external.py`` kept (``<cohort>/../bench_external_work/<image
-settings digest>/scores.csv``, scored with that study's bundle). Printed per variant: AUC
+settings digest>/scores.csv``, scored with that study's bundle), and a variant that fits no
+weight for the signature (:func:`log_odds_sum`). Printed per variant: AUC
 (DeLong 95% CI) on the pooled patients and per cohort, the paired DeLong test against the
 chosen DL signature alone (PrePost or Pre) and against the paper's ExtraTrees in-sample
 stacking, and the learnable ceiling of the clinical variables + that signature's information.
@@ -111,10 +112,15 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
     scores: dict[tuple[str, str], np.ndarray] = {}
     rows = []
     alone = ext[choice].to_numpy(float)
-    for estimator, stacking in VARIANTS:
-        sig = tabular.signature_values(full[choice], oof[choice], split, stacking)
-        model, _, feats = tabular.dl_clinical_model(clinical, split, sig, name, settings[estimator])
-        s = tabular.predict_scores(model, ext, feats)
+    for estimator, stacking in (*VARIANTS, ("log_odds_sum", "none")):
+        if estimator == "log_odds_sum":
+            s = log_odds_sum(clinical, split, ext, alone)
+        else:
+            sig = tabular.signature_values(full[choice], oof[choice], split, stacking)
+            model, _, feats = tabular.dl_clinical_model(
+                clinical, split, sig, name, settings[estimator]
+            )
+            s = tabular.predict_scores(model, ext, feats)
         scores[(estimator, stacking)] = s
         a, lo, hi = delong_ci(y, s)
         vs_sig = evaluate.delong_test(y, s, alone)
@@ -144,6 +150,21 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
             row[f"c{i}_diff_ci"] = f"{t['diff'] - half:.3f}..{t['diff'] + half:.3f}"
         rows.append(row)
     return rows
+
+
+def log_odds_sum(clinical, split, ext: pd.DataFrame, signature: np.ndarray) -> np.ndarray:
+    """A fusion without fitting the signature's weight: the signature's log-odds plus the
+    linear predictor of the logistic Clinical model (fitted on the study's train split), i.e.
+    the two combined as if independent given the outcome."""
+    from recur import tabular
+
+    model, _ = tabular.clinical_model(
+        clinical, split, tabular.TabularSettings(estimator="logistic")
+    )
+    feats = list(tabular.CLINICAL_FEATURES)
+    design = model[:-1].transform(ext[feats].astype(float).to_numpy())
+    lp = design @ model.named_steps["logistic"].coef_[0]
+    return tabular.clipped_logit(signature) + lp
 
 
 def main(argv: list[str] | None = None) -> int:
