@@ -72,13 +72,14 @@ def test_crafted_torch_pickle_is_refused_and_never_runs(tmp_path: Path):
     assert marker.exists()
 
 
-def _fitted_model(tmp_path: Path) -> tuple[Path, Path]:
+def _fitted_model(tmp_path: Path, estimator: str = "extra_trees") -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
-    data = pd.DataFrame(rng.normal(size=(30, 5)), columns=list(tabular.CLINICAL_FEATURES))
+    features = list(tabular.CLINICAL_FEATURES)
+    data = pd.DataFrame(rng.normal(size=(30, 5)), columns=features).abs()
     data.iloc[3, 2] = np.nan
     y = np.r_[np.zeros(15), np.ones(15)]
-    settings = tabular.TabularSettings(n_estimators=5)
-    model = settings.pipeline().fit(data, y)
+    settings = tabular.TabularSettings(estimator=estimator, n_estimators=5, spline_knots=4)
+    model = settings.pipeline(features).fit(data.to_numpy(), y)
     path, manifest = tmp_path / "model.skops", tmp_path / "manifest.json"
     tabular.save_model(
         model, path, manifest, features=list(tabular.CLINICAL_FEATURES), settings=settings
@@ -93,8 +94,10 @@ def _rewrite_manifest(path: Path, manifest: Path) -> None:
     manifest.write_text(json.dumps(info))
 
 
-def test_real_skops_model_loads(tmp_path: Path):
-    path, manifest = _fitted_model(tmp_path)
+@pytest.mark.parametrize("estimator", ["extra_trees", "logistic"])
+def test_real_skops_model_loads(tmp_path: Path, estimator: str):
+    """Both estimators (the logistic one with splines: every type it stores) load."""
+    path, manifest = _fitted_model(tmp_path, estimator)
     model = tabular.load_model(path, manifest)
     assert hasattr(model, "predict_proba")
 
