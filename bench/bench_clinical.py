@@ -27,6 +27,9 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_external import delong_ci  # noqa: E402
 
 #: The fresh external cohorts: (generator seed, patients per test site).
 FRESH: tuple[tuple[int, tuple[int, int]], ...] = (
@@ -53,16 +56,6 @@ def clinical_rows(seed: int, n_train: int, n_test: tuple[int, ...], er_share) ->
     for col in shown.columns:
         out[col + "_shown"] = shown[col]
     return out
-
-
-def delong_ci(y: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
-    from scipy import stats
-
-    from recur.evaluate import delong_auc_cov
-
-    aucs, cov = delong_auc_cov(y, np.asarray(score, dtype=float)[None, :])
-    half = stats.norm.ppf(0.975) * float(np.sqrt(cov[0, 0]))
-    return float(aucs[0]), float(aucs[0] - half), float(aucs[0] + half)
 
 
 def shown_clinical(latent: pd.DataFrame) -> pd.DataFrame:

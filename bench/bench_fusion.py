@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_clinical import delong_ci  # noqa: E402
+from bench_external import delong_ci  # noqa: E402
 
 VARIANTS: tuple[tuple[str, str], ...] = (
     ("extra_trees", "in_sample"),

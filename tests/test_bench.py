@@ -145,3 +145,35 @@ def test_pooled_scores_prefix_each_cohort_and_check_the_truth(tmp_path: Path, po
         pool_external.pooled_scores(cohorts, "KEY")
     with pytest.raises(SystemExit, match="not found"):
         pool_external.pooled_scores(cohorts, "OTHER")
+
+
+@pytest.fixture(scope="module")
+def bench_clinical():
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location(
+        "bench_clinical", REPO / "bench" / "bench_clinical.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_clinical_sees_the_clinical_table_recur_synth_writes(tmp_path: Path, bench_clinical):
+    """The Clinical measurement uses the rows `recur synth` writes into clinical.csv, blank
+    cells included, not the generator's true values."""
+    import pandas as pd
+
+    from recur import contract, synth
+
+    synth.write_cohort(tmp_path / "cohort", 3, [3], seed=5, er_share=synth.PAPER_ER_SHARE)
+    written = contract.check_clinical(contract.read_table(tmp_path / "cohort" / "clinical.csv"))
+    rows = bench_clinical.clinical_rows(5, 3, (3,), synth.PAPER_ER_SHARE)
+    shown = bench_clinical.shown_clinical(rows)
+    cols = ["patient_id", "cohort", "er", *contract.CLINICAL_FEATURES]
+    pd.testing.assert_frame_equal(
+        shown[cols].reset_index(drop=True),
+        written[cols].reset_index(drop=True),
+        check_dtype=False,
+    )
