@@ -76,7 +76,7 @@ QUICK_ARGS = {
 DAG_SIZES = (289, 2000, 10000)
 GROWTH_SIZES = (50, 100, 200)
 FIELDS = ["stage", "case", "metric", "value", "target"]
-#: Targets of issue 9: (stage, metric) -> target, for rows whose case needs no match.
+#: Speed targets: (stage, metric) -> target, for rows whose case needs no match.
 TARGETS = {
     ("study", "wall_s"): "<= 900",
     ("preprocess", "wall_s_registration_only"): "< 1",

@@ -1,4 +1,4 @@
-# Portable model bundle for `recur predict` (issue 7): models, settings, cutoffs, manifest.
+# Portable model bundle for `recur predict`: models, settings, cutoffs, manifest.
 # No patient data: no ids, no predictions tables.
 import json
 

@@ -1,4 +1,4 @@
-# DICOM -> de-identified NIfTI, one job per patient: both time points, 8 series (issue 3).
+# DICOM -> de-identified NIfTI, one job per patient: both time points, 8 series.
 #
 # One job per patient rather than per time point (docs/cluster.md, Scale): Snakemake's own
 # cost is per job (DAG building, scheduling, a cluster job step), and each job pays a Python +

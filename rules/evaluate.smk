@@ -1,8 +1,8 @@
-# Clinical and DL_Clinical models, cutoffs, Table 1, Table 2, figures (issue 5)
+# Clinical and DL_Clinical models, cutoffs, Table 1, Table 2, figures
 # Thin rules: every statistic lives in recur.evaluate / tabular / table1 / figures.
 
 EVAL_MODELS = ["Clinical", "Pre", "PrePost", "DL_Clinical"]
-# The margin-extended models (issue 8, rules/margin.smk) are evaluated like every other model.
+# The margin-extended models (rules/margin.smk) are evaluated like every other model.
 if config["margin"]["enabled"] and config["margin"]["models"]:
     EVAL_MODELS += ["Clinical_Margin", "DL_Clinical_Margin"]
 SPLIT_CSV = f"{RESULTS}/splits/split.csv"

@@ -1,4 +1,4 @@
-# Tuning split, Pre and PrePost deep-learning models, signatures, Grad-CAM (issue 4)
+# Tuning split, Pre and PrePost deep-learning models, signatures, Grad-CAM
 #
 # One train_dl job per (model, fold): fold "full" trains on the whole train split and scores
 # every patient; folds 0..K-1 train without their fold and score it (cross-fitting), so the

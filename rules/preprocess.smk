@@ -1,4 +1,4 @@
-# Registration of PS/AP/PVP onto DP, mask checks, 3-slice 128x128 crops, QC (issue 3)
+# Registration of PS/AP/PVP onto DP, mask checks, 3-slice 128x128 crops, QC
 #
 # One `register` job per patient checks the ROI masks of both time points against their DP
 # (as `check-mask` does; its messages also in logs/check_mask/) and registers both time

@@ -75,7 +75,7 @@ def _cmd_validate_cohort(a: argparse.Namespace) -> None:
 
     with atomic_path(a.out) as tmp:
         summary.to_csv(tmp, index=False)
-    # no path here: the cohort folder name may identify a patient or a site (issue 6)
+    # no path here: the cohort folder name may identify a patient or a site
     log.info("cohort: %d patients valid -> %s", len(summary), a.out)
 
 

@@ -1,4 +1,4 @@
-"""Untrusted artefacts are loaded safely; model files hold no patient ids (issue 6, item 6).
+"""Untrusted artefacts are loaded safely; model files hold no patient ids.
 
 A crafted pickle whose unpickling would write a marker file is placed where the workflow
 expects a model; the loaders refuse it with a RecurError and the marker never appears. Each

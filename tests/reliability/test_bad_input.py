@@ -1,4 +1,4 @@
-"""Bad configuration and bad cohort tables are refused before any job runs (issue 6, item 1).
+"""Bad configuration and bad cohort tables are refused before any job runs.
 
 Each case runs the real ``snakemake`` (not a dry run: ``--cores 1``) on the repository's
 Snakefile in a scratch directory and asserts that it stops at parse time with one clear

@@ -1,4 +1,4 @@
-"""Canary de-identification: no identifying DICOM value reaches any output (issue 6, item 3).
+"""Canary de-identification: no identifying DICOM value reaches any output.
 
 The canary cohort (see conftest.py) carries a unique string in every identifying DICOM
 attribute (names, IDs, birth and examination dates, accession, institution, station, device

@@ -1,4 +1,4 @@
-"""Faults: refused imaging input, killed runs, concurrent runs (issue 6, items 2 and 4).
+"""Faults: refused imaging input, killed runs, concurrent runs.
 
 ``broken_run``: a copy of the canary cohort with one refused DICOM series and four bad ROI
 masks, run once with ``--keep-going``: every refusal names the patient pseudonym and the
