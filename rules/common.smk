@@ -9,7 +9,7 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-# DAG-build speed (docs/cluster.md): building the DAG allocates millions of small,
+# DAG-build speed (docs/methods/scale.md): building the DAG allocates millions of small,
 # long-lived objects (jobs, files, wildcards), and CPython's cyclic garbage collector rescans
 # them again and again; freezing what exists now and collecting rarely cuts the dry run of
 # 2,000 patients by ~30% (CPU time). The interpreter's defaults come back before any job
@@ -49,7 +49,7 @@ from recur.scheduling import coalesce_reevaluations  # noqa: E402
 
 # Snakemake's scheduler starts a re-evaluation timer in every round and never coalesces them:
 # with hundreds of ready per-patient jobs they pile up to ~100+ rounds a second and Snakemake's
-# own process took ~40 % of a core (recur.scheduling, docs/cluster.md). Keep one pending.
+# own process took ~40 % of a core (recur.scheduling, docs/methods/scale.md). Keep one pending.
 from snakemake.scheduling import job_scheduler as _job_scheduler  # noqa: E402
 
 coalesce_reevaluations(_job_scheduler.JobScheduler)
@@ -107,7 +107,7 @@ else:
         len(PATIENT_TABLE),
     )
 
-# One cohort per working directory (recur.cohort_record, docs/reliability.md): a results/ made from
+# One cohort per working directory (recur.cohort_record, docs/guide/reliability.md): a results/ made from
 # another cohort is refused, and only the process holding the working-directory lock writes
 # the input links (a second invocation, dry runs included, never changes what a running study
 # reads). Cluster jobs parse this file again: the main process did all of this for them.
@@ -144,7 +144,7 @@ if COHORT is not None:
         )
     COHORT_DIR = f"{input_links.INPUT_LINKS}/{input_links.COHORT_LINK}"
 
-# Exclusions (docs/reporting.md): config-excluded patients leave the DAG here (Figure 1
+# Exclusions (docs/guide/reporting.md): config-excluded patients leave the DAG here (Figure 1
 # still counts them); with qc.on_failure 'exclude' a refused patient is recorded by the
 # per-patient steps and dropped by the split (QC_EXCLUSIONS lists them).
 from recur import exclusions  # noqa: E402

@@ -1,6 +1,6 @@
 # DICOM -> de-identified NIfTI, one job per patient: both time points, 8 series.
 #
-# One job per patient rather than per time point (docs/cluster.md, Scale): Snakemake's own
+# One job per patient rather than per time point (docs/methods/scale.md): Snakemake's own
 # cost is per job (DAG building, scheduling, a cluster job step), and each job pays a Python +
 # pydicom + SimpleITK start-up; the post time point also needs the pre DP examination date
 # for its day offsets, which a per-patient job has at hand. A changed DICOM folder or
@@ -66,4 +66,4 @@ rule convert:
 
 # No per-file targets here: every NIfTI is an input of a registration (and every
 # acquisition.json of Table S1), which the final targets need anyway; listing 10 files per
-# patient again in `all` costs DAG-building time for nothing (docs/cluster.md, Scale).
+# patient again in `all` costs DAG-building time for nothing (docs/methods/scale.md).

@@ -1,5 +1,5 @@
 # Ablative margin: post DP registered onto pre DP, signed-distance margins, margin.csv,
-# figures and the optional margin-extended models (docs/margin.md).
+# figures and the optional margin-extended models (docs/methods/margin.md).
 
 MARGIN = config["margin"]
 MARGIN_DIR = f"{RESULTS}/margin"

@@ -18,7 +18,7 @@ SIGNATURE_DIR = "ensemble" if config["train"]["signature"] == "ensemble" else "f
 # name the crop QC table, which every included patient's crop feeds (a changed crop reruns
 # crop_qc and so these). Listing every crop file here instead made each of the 12 waiting
 # train_dl jobs carry ~300 inputs, which Snakemake re-stats in every scheduling round
-# (docs/cluster.md, Scale).
+# (docs/methods/scale.md).
 CROPS_TABLE = f"{RESULTS}/qc/crops.csv"
 
 

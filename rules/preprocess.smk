@@ -5,7 +5,7 @@
 # points, in one process: the registration reads the checked mask, so any change that reruns
 # a check reruns the registration anyway. One job per patient instead of two checks and two
 # registrations saves Snakemake 3 jobs per patient (DAG building, scheduling) and the
-# interpreter start-ups (~0.5 CPU s each) (docs/cluster.md).
+# interpreter start-ups (~0.5 CPU s each) (docs/methods/scale.md).
 
 REG = config["registration"]
 CROP = config["crop"]

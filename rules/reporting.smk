@@ -1,5 +1,5 @@
 # Study reporting: QC exclusions, Figure 1 (enrolment flow), Table S1 (MRI acquisition),
-# TRIPOD+AI checklist (docs/reporting.md).
+# TRIPOD+AI checklist (docs/guide/reporting.md).
 
 REPORTING_CAT = "Study reporting"
 

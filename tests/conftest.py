@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-TESTDATA = SHARED / "testdata"
+TESTDATA = REPO / "tests" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +20,8 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
-    """``../shared/testdata`` (read-only: tests never write there)."""
-    if not TESTDATA.is_dir():
-        pytest.fail(f"real DICOM test data not found at {TESTDATA} (it sits beside the checkout)")
+    """``tests/data``: the public real DICOM/NIfTI test data, sources and licences in its
+    README.md (read-only: a test that must write copies what it needs to ``tmp_path``)."""
     return TESTDATA
 
 

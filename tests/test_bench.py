@@ -89,7 +89,7 @@ def test_cited_result_files_finds_paths_globs_and_bare_names():
 def test_every_cited_benchmark_result_is_in_the_repository():
     """A figure quoted from a result file must come with the file (a .gitignore rule once
     hid bench/results/, and the cited CSVs never reached the repository)."""
-    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("**/*.md"))]
     missing = []
     for doc in docs:
         for name in cited_result_files(doc.read_text(encoding="utf-8")):

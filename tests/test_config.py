@@ -1,4 +1,4 @@
-"""Unit tests of the configuration helpers (schema messages, defaults, README reference)."""
+"""Unit tests of the configuration helpers (schema messages, defaults, the generated reference)."""
 
 from __future__ import annotations
 
@@ -55,15 +55,15 @@ def test_check_config_raises_user_error():
         config.check_config({"x": 1})
 
 
-def test_readme_config_reference_is_current():
-    """README's configuration table is exactly what `recur config-doc` prints."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+def test_docs_config_reference_is_current():
+    """docs/configuration.md's table is exactly what `recur config-doc` prints."""
+    text = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     m = re.search(
         r"<!-- config-reference:start -->\n(.*?)<!-- config-reference:end -->", text, re.S
     )
-    assert m, "README.md lost its config-reference markers"
+    assert m, "docs/configuration.md lost its config-reference markers"
     assert m.group(1) == config.reference_markdown(), (
-        "README config table is stale: run  python -m recur config-doc  and paste it"
+        "docs/configuration.md's table is stale: run  bash scripts/update-config-doc"
     )
 
 

@@ -105,7 +105,7 @@ def test_native_grid_concentric_within_one_voxel():
     t = ball((48, 48, 48), (1.0, 1.0, 1.0), C, 8.0)
     z = ball((48, 48, 48), (1.0, 1.0, 1.0), C, 14.0)
     s = metrics(t, z, iso_spacing_mm=None)
-    # the minimum over a voxel staircase runs up to about one voxel low (docs/margin.md)
+    # the minimum over a voxel staircase runs up to about one voxel low (docs/methods/margin.md)
     assert s["min_margin_mm"] == pytest.approx(6.0, abs=1.2)
     assert s["median_margin_mm"] == pytest.approx(6.0, abs=1.0)
 

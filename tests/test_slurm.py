@@ -43,7 +43,7 @@ CONFIG_YAML = "synthetic: {n_train: 4, n_test: [2, 2]}\n"
 #   ("--group-components", "patient=1")
 # with CONFIG_YAML = "synthetic: {n_train: 4, n_test: [2]}\n" and TARGETS the crops of one
 # training and one test patient, "results/crops/P0001.npz", "results/crops/P0005.npz"
-# (measured: local 56-74 s, SLURM 113-147 s on 2 cores; docs/cluster.md).
+# (measured: local 56-74 s, SLURM 113-147 s on 2 cores; docs/guide/cluster.md).
 SLURM_EXTRA_ARGS: tuple[str, ...] = ()
 
 #: Rules Snakemake completes without running anything (no job to submit).

@@ -213,7 +213,7 @@ def test_er_share_fixes_the_paper_counts():
     # the conditioned draw still follows the risk: events are the likelier patients
     assert fixed.loc[er, "p"].mean() > fixed.loc[~er, "p"].mean() + 0.1
     # None keeps the independent draws of the generator before er_share existed: with seed
-    # 2025 they gave 5 of 35 and 55 of 254 (docs/synthetic.md), i.e. the random streams of
+    # 2025 they gave 5 of 35 and 55 of 254 (docs/methods/synthetic.md), i.e. the random streams of
     # the other variables are consumed exactly as before
     assert free.groupby("cohort")["er"].sum().tolist() == [5, 55]
 

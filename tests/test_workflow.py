@@ -52,7 +52,7 @@ def assert_chain_per_patient(counts: dict[str, int], n_patients: int) -> None:
         assert counts.get(rule) == n_patients, (rule, counts)
     if n_patients > 50:  # (small cohorts: the 12 training jobs, 20 margin figures)
         # nothing else runs once per patient (or per patient and time point): Snakemake's
-        # own cost is per job (docs/cluster.md, Scale)
+        # own cost is per job (docs/methods/scale.md)
         per_patient = {r for r, n in counts.items() if n >= n_patients}
         assert per_patient == set(PER_PATIENT), counts
 

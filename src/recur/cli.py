@@ -1394,7 +1394,7 @@ def _add_on_failure(p: argparse.ArgumentParser) -> None:
         choices=("stop", "exclude"),
         default="stop",
         help="on a refused input: stop with the message (default) or record the patient as "
-        "excluded (placeholder outputs holding the reason; see docs/reporting.md)",
+        "excluded (placeholder outputs holding the reason; see docs/guide/reporting.md)",
     )
 
 

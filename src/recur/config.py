@@ -130,7 +130,7 @@ def reference_rows(schema: dict[str, Any] | None = None) -> list[tuple[str, str,
 
 
 def reference_markdown(schema: dict[str, Any] | None = None) -> str:
-    """The configuration reference as a Markdown table (README's 'Configuration' section)."""
+    """The configuration reference as a Markdown table (docs/configuration.md)."""
     lines = ["| key | default | what it does |", "|---|---|---|"]
     for key, default, desc in reference_rows(schema):
         cell, text = default.replace("|", "\\|"), desc.replace("|", "\\|")

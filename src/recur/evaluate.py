@@ -1,7 +1,7 @@
 """Performance statistics of the ER models: metrics, bootstrap CIs, cutoffs, DeLong, calibration.
 
 Everything here is a pure function over numpy arrays or DataFrames (file I/O lives in the CLI
-handlers and :mod:`recur.figures`). Conventions (see ``docs/statistics.md``):
+handlers and :mod:`recur.figures`). Conventions (see ``docs/methods/statistics.md``):
 
 * ``y`` is the binary outcome (1 = early recurrence), ``score`` the predicted ER probability.
 * A patient is called positive (high risk) when ``score >= cutoff``.

@@ -1,6 +1,6 @@
 """Patient exclusions: by configuration, and by a QC refusal recorded as a decision.
 
-Two ways a patient leaves the analysis (docs/reporting.md):
+Two ways a patient leaves the analysis (docs/guide/reporting.md):
 
 * **by configuration** (``exclude:`` in the config: patient id + reason): removed from the DAG
   at parse time, counted in Figure 1 with the reason;

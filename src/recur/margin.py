@@ -1,6 +1,6 @@
 """The ablative margin: cross-time registration of post onto pre and signed-distance metrics.
 
-Three steps (see ``docs/margin.md`` for the definitions and their biases):
+Three steps (see ``docs/methods/margin.md`` for the definitions and their biases):
 
 1. :class:`CrossTimeRegistration` registers the post-ablation delayed phase (DP) onto the
    pre-ablation DP (rigid: :class:`recur.register.PhaseRegistration`, the phase

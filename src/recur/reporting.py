@@ -1,7 +1,7 @@
 """Study reporting: Figure 1 (enrolment flow), Table S1 (MRI acquisition), TRIPOD+AI checklist.
 
 Pure functions over DataFrames build each item; ``write_*`` functions are the file edges.
-See docs/reporting.md.
+See docs/guide/reporting.md.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ The generator has three layers, each usable alone:
    fake identifying values), NIfTI ROI masks in the DP geometry, the contract tables and
    ``truth.csv``.
 
-See ``docs/synthetic.md`` for the equations, coefficients and ``truth.csv`` columns. Nothing
+See ``docs/methods/synthetic.md`` for the equations, coefficients and ``truth.csv`` columns. Nothing
 outside this module and the benchmarks may read the generator's truth.
 """
 
@@ -295,7 +295,7 @@ SITE_PROFILES: dict[str, SiteProfile] = {
 
 
 # =========================================================================== latent model
-#: Coefficients of the latent risk model (see docs/synthetic.md).
+#: Coefficients of the latent risk model (see docs/methods/synthetic.md).
 RISK: dict[str, float] = {
     "b0": -4.07,
     # clinical component (standardised predictors)
@@ -685,7 +685,7 @@ def outcome_ceilings(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -> di
 #: but the satellite nodule. The ``*_without_satellite`` sets bound a model's ceiling from
 #: below where the satellite nodule (a 5-8 mm dot beside the tumour, easily taken for a vessel
 #: in the crops) is not read: the same CNN trained on the satellite label itself detects it
-#: at an AUC of only ~0.6 (docs/models.md), against >= 0.98 for capsule, peritumoral
+#: at an AUC of only ~0.6 (docs/results/2026-12-04-gap-and-stacking.md), against >= 0.98 for capsule, peritumoral
 #: enhancement and rim APHE.
 INFORMATION_SETS: dict[str, tuple[str, ...]] = {
     "Clinical": ("size", "clinical_rest"),
