@@ -152,6 +152,55 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
     return rows
 
 
+def internal_rows(study: Path) -> list[dict]:
+    """Every tabular model, the margin variants included, refitted for each estimator x
+    stacking on the study's training patients and scored on its own test patients (the
+    held-out sites; the fresh cohorts carry no margin measurements)."""
+    from recur import margin, tabular
+    from recur.bundle import load_bundle
+
+    clinical, split, full, oof = study_tables(study)
+    margins = pd.read_csv(study / "results" / "margin" / "margin.csv", dtype={"patient_id": str})
+    features = load_bundle(study / "results" / "bundle").settings["margin"]["features"]
+    choice, _ = tabular.choose_signature(full, clinical)
+    name = f"{choice}_signature"
+    rows = []
+    for estimator, stacking in VARIANTS:
+        st = tabular.TabularSettings(estimator=estimator)
+        sig = tabular.signature_values(full[choice], oof[choice], split, stacking)
+        fits = {
+            "Clinical": tabular.clinical_model(clinical, split, st)[1],
+            "DL_Clinical": tabular.dl_clinical_model(clinical, split, sig, name, st)[1],
+            "Clinical_Margin": margin.fit_margin_model(
+                "Clinical_Margin", clinical, split, margins, features, st
+            )[1],
+            "DL_Clinical_Margin": margin.fit_margin_model(
+                "DL_Clinical_Margin", clinical, split, margins, features, st, sig, name
+            )[1],
+        }
+        for model, pred in fits.items():
+            if model.startswith("Clinical") and stacking == "crossfit":
+                continue  # no signature: stacking changes nothing
+            test = pred[pred["split"] == "test"].merge(
+                clinical[["patient_id", "er"]], on="patient_id", suffixes=("_pred", "")
+            )
+            a, lo, hi = delong_ci(test["er"].to_numpy(int), test["score"].to_numpy(float))
+            rows.append(
+                {
+                    "study": study.name,
+                    "model": model,
+                    "estimator": estimator,
+                    "stacking": stacking if "DL" in model else "-",
+                    "n": len(test),
+                    "n_er": int(test["er"].sum()),
+                    "auc": round(a, 4),
+                    "ci_low": round(lo, 4),
+                    "ci_high": round(hi, 4),
+                }
+            )
+    return rows
+
+
 def log_odds_sum(clinical, split, ext: pd.DataFrame, signature: np.ndarray) -> np.ndarray:
     """A fusion without fitting the signature's weight: the signature's log-odds plus the
     linear predictor of the logistic Clinical model (fitted on the study's train split), i.e.
@@ -172,7 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--study", type=Path, action="append", required=True)
     ap.add_argument("--cohort", type=Path, action="append", required=True)
     ap.add_argument("--csv", type=Path, default=None)
+    ap.add_argument(
+        "--internal-csv",
+        type=Path,
+        default=None,
+        help="also refit every tabular model (margin variants included) per estimator x "
+        "stacking and score each study's own test patients",
+    )
     a = ap.parse_args(argv)
+    if a.internal_csv:
+        internal = pd.DataFrame([r for s in a.study for r in internal_rows(s.resolve())])
+        print(internal.to_string(index=False))
+        internal.to_csv(a.internal_csv, index=False)
     rows = [r for s in a.study for r in measure(s.resolve(), [c.resolve() for c in a.cohort])]
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 250, "display.max_columns", 40):

@@ -685,8 +685,8 @@ def outcome_ceilings(latent: pd.DataFrame, n_mc: int = 200, seed: int = 0) -> di
 #: but the satellite nodule. The ``*_without_satellite`` sets bound a model's ceiling from
 #: below where the satellite nodule (a 5-8 mm dot beside the tumour, easily taken for a vessel
 #: in the crops) is not read: the same CNN trained on the satellite label itself detects it
-#: at an AUC of only ~0.6 (docs/results/2026-12-04-gap-and-stacking.md), against >= 0.98 for capsule, peritumoral
-#: enhancement and rim APHE.
+#: at an AUC of only ~0.6 (docs/results/2026-12-04-gap-and-stacking.md), against >= 0.98 for
+#: capsule, peritumoral enhancement and rim APHE.
 INFORMATION_SETS: dict[str, tuple[str, ...]] = {
     "Clinical": ("size", "clinical_rest"),
     "Pre": ("size", "pre"),
