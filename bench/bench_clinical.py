@@ -4,13 +4,13 @@ The Clinical model needs no image, so this measures it on the generator's tables
 same rows ``recur synth`` writes into clinical.csv, missing cells included): for each
 training cohort (``synthetic.seed`` of the default study: 254 training patients with the
 paper's event count, the workflow's tuning split), each estimator of
-:class:`recur.tabular.TabularSettings` is fitted on the train split exactly as the workflow's
-``clinical-model`` does (:func:`recur.tabular.clinical_model`) and scores the pooled fresh
+:class:`recur.models.tabular.TabularSettings` is fitted on the train split exactly as the workflow's
+``clinical-model`` does (:func:`recur.models.tabular.clinical_model`) and scores the pooled fresh
 external patients (the cohorts bench/pool_external.py pools: seeds 7, 11, 13, 17; 1,000
 patients). Printed per estimator: AUC (DeLong 95% CI), the paired DeLong test against the
 paper's ExtraTrees, and the ceilings the generator's truth allows for the clinical variables
-(:func:`recur.synth.information_ceilings`; learnable: a logistic regression on the true
-variables fitted on the same training patients, :func:`recur.synth.learnable_ceilings`).
+(:func:`recur.synthetic.cohort.information_ceilings`; learnable: a logistic regression on the true
+variables fitted on the same training patients, :func:`recur.synthetic.cohort.learnable_ceilings`).
 
     .venv/bin/python bench/bench_clinical.py [--train-seed 2025 --train-seed 1] [--csv out.csv]
 """
@@ -48,7 +48,7 @@ ESTIMATORS: dict[str, dict] = {
 
 def clinical_rows(seed: int, n_train: int, n_test: tuple[int, ...], er_share) -> pd.DataFrame:
     """The latent table with the clinical columns as ``recur synth`` writes them (blanks)."""
-    from recur import synth
+    from recur.synthetic import cohort as synth
 
     latent = synth.sample_latent(n_train, list(n_test), seed, er_share)
     shown = synth.blank_cells(synth._rng(seed, 99), latent.loc[:, list(synth.CLINICAL_COLUMNS)])
@@ -60,7 +60,7 @@ def clinical_rows(seed: int, n_train: int, n_test: tuple[int, ...], er_share) ->
 
 def shown_clinical(latent: pd.DataFrame) -> pd.DataFrame:
     """The clinical table a model sees (blank cells as NaN), typed like the contract's."""
-    from recur import contract
+    from recur.cohort import contract
 
     cols = ["patient_id", "site", "cohort", "er", *contract.CLINICAL_FEATURES]
     out = latent[["patient_id", "site", "cohort", "er"]].copy()
@@ -70,7 +70,10 @@ def shown_clinical(latent: pd.DataFrame) -> pd.DataFrame:
 
 
 def measure(train_seed: int) -> list[dict]:
-    from recur import evaluate, split, synth, tabular
+    from recur.cohort import split
+    from recur.evaluate import stats as evaluate
+    from recur.models import tabular
+    from recur.synthetic import cohort as synth
 
     study = clinical_rows(train_seed, 254, (20, 15), synth.PAPER_ER_SHARE)
     train = study[study["cohort"] == "train"].reset_index(drop=True)

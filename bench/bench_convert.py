@@ -6,8 +6,8 @@ series (30 x 192 x 192, file names shuffled) written to a temporary folder. Both
 level-1 .nii.gz (recur's default ``convert.compression_level``; dcm2niix ``-1 -z y``), dcm2niix
 without its BIDS sidecar (``-b n``).
 
-Columns: ``recur_s`` (in-process :func:`recur.convert.convert_series`), ``recur_cli_s`` (the
-``python -m recur convert`` command, Python start-up included), ``dcm2niix_s`` (its binary, a
+Columns: ``recur_s`` (in-process :func:`recur.preprocess.dicom.convert_series`), ``recur_cli_s``
+(the ``python -m recur convert`` command, Python start-up included), ``dcm2niix_s`` (its binary, a
 subprocess), ``ratio`` = recur_s / dcm2niix_s (< 1: recur faster); the same in CPU seconds
 (``recur_cpu_s``, ``dcm2niix_cpu_s``, ``cpu_ratio``: steadier on a shared machine). Median of
 ``--repeats``. recur converts the two echoes with one reader (one parse of the folder), as one
@@ -35,7 +35,7 @@ import pandas as pd
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from recur import convert
+from recur.preprocess import dicom as convert
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"

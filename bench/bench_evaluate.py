@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from recur import evaluate as ev
+from recur.evaluate import stats as ev
 
 MODELS = list(ev.MODELS)
 
@@ -76,7 +76,7 @@ def main() -> None:
     table = pd.DataFrame(
         [
             {
-                "implementation": "recur.evaluate.table2 (vectorised)",
+                "implementation": "recur.evaluate.stats.table2 (vectorised)",
                 "models": len(MODELS),
                 "cohorts": n_cohorts,
                 "resamples": a.boot,

@@ -3,15 +3,16 @@
 The trained models of a workflow run (its verified bundle, ``results/bundle``) score a large
 external cohort made by the same generator with another seed (fresh patients, the test sites
 siteB/siteC), every patient going through the workflow's own functions from DICOM
-(:func:`recur.predict.prepare_patient`: conversion, mask check, registration, crops) in a
-process pool, then :func:`recur.predict.dl_scores` / :func:`recur.predict.tabular_scores`.
-Each model's AUC (DeLong 95% CI) is printed beside the ceiling the generator's truth allows
-for the information that model sees (:func:`recur.synth.information_ceilings`: Pre = tumour
-size + pre-image latents, PrePost = + margin, Clinical = the clinical variables, DL_Clinical =
-clinical + the chosen signature's information), the same without the satellite nodule (Pre
-and PrePost: a latent the crops barely show), and, for a synthetic study, the "learnable"
-ceilings (:func:`recur.synth.learnable_ceilings`: a logistic regression on the true latents
-fitted on the study's training patients).
+(:func:`recur.deploy.predict.prepare_patient`: conversion, mask check, registration, crops) in a
+process pool, then :func:`recur.deploy.predict.dl_scores` /
+:func:`recur.deploy.predict.tabular_scores`. Each model's AUC (DeLong 95% CI) is printed beside the
+ceiling the generator's truth allows for the information that model sees
+(:func:`recur.synthetic.cohort.information_ceilings`: Pre = tumour size + pre-image latents, PrePost
+= + margin, Clinical = the clinical variables, DL_Clinical = clinical + the chosen signature's
+information), the same without the satellite nodule (Pre and PrePost: a latent the crops barely
+show), and, for a synthetic study, the "learnable" ceilings
+(:func:`recur.synthetic.cohort.learnable_ceilings`: a logistic regression on the true latents fitted
+on the study's training patients).
 
     .venv/bin/python bench/bench_external.py --study /work/main --cohort /tmp/ext/cohort \\
         [--n-test 500 500 --seed 7] [--workers 2] [--csv out.csv]
@@ -52,8 +53,8 @@ def image_settings_key(settings: dict) -> str:
 
 
 def _init(bundle_dir: str, cohort: str, work: str) -> None:
-    from recur import predict
-    from recur.bundle import load_bundle
+    from recur.deploy import predict
+    from recur.deploy.bundle import load_bundle
 
     logging.basicConfig(level=logging.WARNING)
     c = Path(cohort)
@@ -68,7 +69,7 @@ def _prepare(patient: str) -> tuple[str, float, str]:
     """Crops of one patient (cached); returns (id, seconds, error or '')."""
     import shutil
 
-    from recur import predict
+    from recur.deploy import predict
 
     work = _STATE["work"]
     out = work / "crops" / f"{patient}.npz"
@@ -88,10 +89,10 @@ def _prepare(patient: str) -> tuple[str, float, str]:
 
 
 def delong_ci(y: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
-    """AUC and its DeLong 95% CI (:func:`recur.evaluate.delong_auc_cov`)."""
+    """AUC and its DeLong 95% CI (:func:`recur.evaluate.stats.delong_auc_cov`)."""
     from scipy import stats
 
-    from recur.evaluate import delong_auc_cov
+    from recur.evaluate.stats import delong_auc_cov
 
     aucs, cov = delong_auc_cov(y, np.asarray(score, dtype=float)[None, :])
     half = stats.norm.ppf(0.975) * float(np.sqrt(cov[0, 0]))
@@ -99,7 +100,7 @@ def delong_ci(y: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
 
 
 def seen_information(signature: str) -> dict[str, str]:
-    """Model -> the information set of :data:`recur.synth.INFORMATION_SETS` it sees
+    """Model -> the information set of :data:`recur.synthetic.cohort.INFORMATION_SETS` it sees
     (DL_Clinical: the clinical variables + the information of the chosen signature)."""
     return {
         "Pre": "Pre",
@@ -112,9 +113,9 @@ def seen_information(signature: str) -> dict[str, str]:
 def learnable_for(study: Path, truth: pd.DataFrame) -> dict[str, float]:
     """What a perfect reader of each information set's true latents reaches on ``truth``'s
     patients when it learns their weights from the study's training patients (logistic
-    regression, :func:`recur.synth.learnable_ceilings`); empty unless ``study`` is a
+    regression, :func:`recur.synthetic.cohort.learnable_ceilings`); empty unless ``study`` is a
     synthetic study (its truth.csv is there)."""
-    from recur import synth
+    from recur.synthetic import cohort as synth
 
     study_truth = study / "results" / "synthetic" / "truth.csv"
     if not study_truth.is_file():
@@ -133,7 +134,7 @@ def summary_table(
     learn: dict[str, float],
 ) -> pd.DataFrame:
     """One row per scored model: AUC (DeLong 95% CI) beside the ceilings of its information
-    (``ceil``: :func:`recur.synth.information_ceilings` of the scored patients) and the
+    (``ceil``: :func:`recur.synthetic.cohort.information_ceilings` of the scored patients) and the
     learnable ceilings (``learn``: :func:`learnable_for`)."""
     rows = []
     for name, score in scores.items():
@@ -174,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from recur import predict, synth
-    from recur.bundle import load_bundle
+    from recur.deploy import predict
+    from recur.deploy.bundle import load_bundle
+    from recur.synthetic import cohort as synth
 
     cohort = a.cohort.resolve()
     truth_csv = cohort.parent / "truth.csv"
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         ignore_index=True,
     )
     print(out.to_string(index=False))
-    from recur.evaluate import delong_test
+    from recur.evaluate.stats import delong_test
 
     for a_, b_ in (("PrePost", "Pre"), ("DL_Clinical", "Clinical")):
         t = delong_test(y, scores[a_], scores[b_])

@@ -2,8 +2,8 @@
 
 For each finished study (a workflow run on a synthetic training cohort), DL_Clinical is fitted
 again offline exactly as the workflow's ``dl-clinical-model`` does
-(:func:`recur.tabular.choose_signature`, :func:`recur.tabular.signature_values`,
-:func:`recur.tabular.dl_clinical_model` on the study's own signatures, clinical table and
+(:func:`recur.models.tabular.choose_signature`, :func:`recur.models.tabular.signature_values`,
+:func:`recur.models.tabular.dl_clinical_model` on the study's own signatures, clinical table and
 split), for every estimator x stacking, and scores the pooled fresh external patients whose
 DL signatures ``bench/bench_external.py`` kept (``<cohort>/../bench_external_work/<image
 settings digest>/scores.csv``, scored with that study's bundle), and a variant that fits no
@@ -41,7 +41,7 @@ VARIANTS: tuple[tuple[str, str], ...] = (
 
 def study_tables(study: Path):
     """The study's clinical table, split, full and out-of-fold DL predictions."""
-    from recur import evaluate as ev
+    from recur.evaluate import stats as ev
 
     res = study / "results"
     clinical = ev.read_clinical(res / "synthetic" / "cohort" / "clinical.csv")
@@ -57,7 +57,7 @@ def study_tables(study: Path):
 def fresh_table(cohorts: list[Path], key: str) -> pd.DataFrame:
     """Every fresh external patient: the kept DL scores, the clinical table as written (blank
     cells included) and the truth's ER; ids prefixed with the cohort's position."""
-    from recur import contract
+    from recur.cohort import contract
 
     parts = []
     for i, cohort in enumerate(cohorts):
@@ -81,8 +81,10 @@ def fresh_table(cohorts: list[Path], key: str) -> pd.DataFrame:
 
 def measure(study: Path, cohorts: list[Path]) -> list[dict]:
     from bench_external import image_settings_key
-    from recur import evaluate, synth, tabular
-    from recur.bundle import load_bundle
+    from recur.deploy.bundle import load_bundle
+    from recur.evaluate import stats as evaluate
+    from recur.models import tabular
+    from recur.synthetic import cohort as synth
 
     bundle = load_bundle(study / "results" / "bundle")
     ext = fresh_table(cohorts, image_settings_key(bundle.settings))
@@ -156,8 +158,9 @@ def internal_rows(study: Path) -> list[dict]:
     """Every tabular model, the margin variants included, refitted for each estimator x
     stacking on the study's training patients and scored on its own test patients (the
     held-out sites; the fresh cohorts carry no margin measurements)."""
-    from recur import margin, tabular
-    from recur.bundle import load_bundle
+    from recur.deploy.bundle import load_bundle
+    from recur.margin import ablative as margin
+    from recur.models import tabular
 
     clinical, split, full, oof = study_tables(study)
     margins = pd.read_csv(study / "results" / "margin" / "margin.csv", dtype={"patient_id": str})
@@ -205,7 +208,7 @@ def log_odds_sum(clinical, split, ext: pd.DataFrame, signature: np.ndarray) -> n
     """A fusion without fitting the signature's weight: the signature's log-odds plus the
     linear predictor of the logistic Clinical model (fitted on the study's train split), i.e.
     the two combined as if independent given the outcome."""
-    from recur import tabular
+    from recur.models import tabular
 
     model, _ = tabular.clinical_model(
         clinical, split, tabular.TabularSettings(estimator="logistic")

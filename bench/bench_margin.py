@@ -2,10 +2,10 @@
 
 For every patient of a synthetic cohort (``results/synthetic/`` by default: ``cohort/`` and
 ``truth.csv``; or a small one generated into a temporary folder with ``--generate N``) this
-reads the pre and post DP series (``recur.convert.SeriesReader`` when available, else
+reads the pre and post DP series (``recur.preprocess.dicom.SeriesReader`` when available, else
 SimpleITK's ImageSeriesReader) and the ROI masks, registers post onto pre
-(:class:`recur.margin.CrossTimeRegistration`), computes the margin
-(:class:`recur.margin.MarginMetrics`) and compares the minimal margin with ``margin_mm`` of
+(:class:`recur.margin.ablative.CrossTimeRegistration`), computes the margin
+(:class:`recur.margin.ablative.MarginMetrics`) and compares the minimal margin with ``margin_mm`` of
 ``truth.csv``. The table gives per variant the median absolute error (MAE), the median
 signed error (bias), the largest absolute error, the median seconds per patient
 (registration + metric, median of ``--repeats``; wall clock, registration alone, and CPU
@@ -29,13 +29,13 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from recur import margin
+from recur.margin import ablative as margin
 
 
 def read_dp(folder: Path) -> sitk.Image:
     """The DP series of ``folder`` as a SimpleITK image."""
     try:
-        from recur.convert import SeriesReader
+        from recur.preprocess.dicom import SeriesReader
 
         return SeriesReader()(folder).image
     except ImportError:
@@ -117,7 +117,7 @@ def shift_error(tx: sitk.Transform, centre: np.ndarray, shift: np.ndarray) -> fl
 
 
 def run(root: Path, repeats: int, limit: int | None, variants: list[str]) -> pd.DataFrame:
-    from recur import synth
+    from recur.synthetic import cohort as synth
 
     cohort = root / "cohort"
     patients, motions = synth.load_truth(root / "truth.csv")
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(a.root)
     tmp = None
     if a.generate or not (root / "truth.csv").is_file():
-        from recur import synth
+        from recur.synthetic import cohort as synth
 
         n = a.generate or 6
         tmp = tempfile.TemporaryDirectory(prefix="bench_margin_")

@@ -73,10 +73,10 @@ def cli_once(study: Path, patient: str, threads: int, out: Path) -> tuple[float,
 
 
 def stages_once(study: Path, patient: str, threads: int, out: Path) -> dict[str, float]:
-    """The stages of :func:`recur.predict.predict`, timed in this process."""
-    from recur import predict as rp
-    from recur import train
-    from recur.bundle import load_bundle
+    """The stages of :func:`recur.deploy.predict.predict`, timed in this process."""
+    from recur.deploy import predict as rp
+    from recur.deploy.bundle import load_bundle
+    from recur.models import train
 
     cohort = study / "results" / "synthetic" / "cohort"
     times: dict[str, float] = {}

@@ -10,8 +10,8 @@ on) with the same metric, optimiser and sampling.
 
 Crops: ``crop_timepoint`` (reorient, slice choice, 4 phases × 3 slices × 128²,
 normalisation) per second. The crop job's QC montage in a fresh interpreter (what a
-per-patient job pays, imports included): Pillow (``recur.qc_images``) against the matplotlib
-figure it replaced, the reference.
+per-patient job pays, imports included): Pillow (``recur.preprocess.qc_images``) against the
+matplotlib figure it replaced, the reference.
 
     .venv/bin/python bench/bench_preprocess.py [--repeats 5] [--csv bench.csv]
 """
@@ -32,8 +32,8 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from recur.crops import PHASES, CropSettings, crop_timepoint
-from recur.register import PhaseRegistration, RegistrationSettings
+from recur.preprocess.crops import PHASES, CropSettings, crop_timepoint
+from recur.preprocess.register import PhaseRegistration, RegistrationSettings
 
 SIZES = {
     "synthetic 160x160x26 @1.8x1.8x5mm": ((160, 160, 26), (1.8, 1.8, 5.0)),
@@ -147,7 +147,8 @@ def cohort_tre(results: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: The crop QC montage as it was drawn before recur.qc_images (matplotlib), the reference.
+#: The crop QC montage as it was drawn before recur.preprocess.qc_images (matplotlib), the
+#: reference.
 _MATPLOTLIB_MONTAGE = """
 import sys, numpy as np
 import matplotlib
@@ -166,10 +167,10 @@ fig.suptitle("P0001"); fig.tight_layout()
 fig.savefig(sys.argv[1], format="png", dpi=80, metadata={"Software": None})
 """
 
-#: The same picture through recur.crops.qc_montage (Pillow, recur.qc_images).
+#: The same picture through recur.preprocess.crops.qc_montage (Pillow, recur.preprocess.qc_images).
 _PILLOW_MONTAGE = """
 import sys, numpy as np
-from recur.crops import qc_montage
+from recur.preprocess.crops import qc_montage
 crops = np.random.default_rng(0).normal(size=(2, 4, 3, 128, 128)).astype(np.float32)
 masks = np.zeros((2, 3, 128, 128), np.uint8); masks[:, :, 50:80, 50:80] = 1
 qc_montage(crops, masks, "P0001", sys.argv[1])

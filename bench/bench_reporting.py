@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recur import exclusions, reporting
+from recur.cohort import exclusions
+from recur.reporting import report as reporting
 
 
 def _timed(fn, repeats: int) -> float:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recur import synth
+from recur.synthetic import cohort as synth
 
 
 def ceilings(seeds: list[int], n: int, n_mc: int) -> pd.DataFrame:

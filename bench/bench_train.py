@@ -31,7 +31,7 @@ from pathlib import Path
 def _one(args: argparse.Namespace) -> None:
     """Child process: train one model once and print a JSON line of measurements."""
     from recur.config import defaults
-    from recur.train import Architecture, TrainSettings, configure_torch, run_training
+    from recur.models.train import Architecture, TrainSettings, configure_torch, run_training
 
     configure_torch(0, args.threads)
     root = Path(args.data)
@@ -99,8 +99,8 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from recur.dl_data import write_toy_cohort
-    from recur.split import make_split, read_outcome, write_split
+    from recur.cohort.split import make_split, read_outcome, write_split
+    from recur.models.data import write_toy_cohort
 
     with tempfile.TemporaryDirectory(prefix="bench_train_data_") as tmp:
         n_test = max(4, args.patients // 8)

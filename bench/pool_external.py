@@ -3,8 +3,8 @@
 ``bench/bench_external.py`` scores one fresh cohort and keeps every patient's scores in
 ``<cohort>/../bench_external_work/<image-settings digest>/scores.csv``. This script pools
 those of several cohorts (each made with another generator seed), recomputes the ceilings on
-the pooled patients (:func:`recur.synth.information_ceilings`, the learnable ones from the
-study's training patients) and prints, for each model, the AUC (DeLong 95% CI) beside them,
+the pooled patients (:func:`recur.synthetic.cohort.information_ceilings`, the learnable ones from
+the study's training patients) and prints, for each model, the AUC (DeLong 95% CI) beside them,
 then the paired DeLong tests PrePost vs Pre, DL_Clinical vs Clinical and DL_Clinical vs
 PrePost.
 
@@ -45,7 +45,7 @@ PAIRS: tuple[tuple[str, str], ...] = (
 def pooled_scores(cohorts: list[Path], key: str) -> pd.DataFrame:
     """The scores of every cohort's patients joined with their truth, one row per patient
     (``patient_id`` prefixed with the cohort's position, as each cohort numbers from P0001)."""
-    from recur import synth
+    from recur.synthetic import cohort as synth
 
     parts = []
     for i, cohort in enumerate(cohorts):
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--csv", type=Path, default=None)
     a = ap.parse_args(argv)
 
-    from recur import synth
-    from recur.bundle import load_bundle
-    from recur.evaluate import delong_test
+    from recur.deploy.bundle import load_bundle
+    from recur.evaluate.stats import delong_test
+    from recur.synthetic import cohort as synth
 
     bundle = load_bundle((a.study / "results" / "bundle").resolve())
     data = pooled_scores([c.resolve() for c in a.cohort], image_settings_key(bundle.settings))

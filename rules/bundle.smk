@@ -2,7 +2,7 @@
 # No patient data: no ids, no predictions tables.
 import json
 
-from recur.bundle import MANIFEST, required_files
+from recur.deploy.bundle import MANIFEST, required_files
 
 BUNDLE_DIR = f"{RESULTS}/bundle"
 BUNDLE_FILES = [f"{BUNDLE_DIR}/{name}" for name in [MANIFEST, *required_files()]]

@@ -42,14 +42,18 @@ _environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_SRC, _environ.get("PYTHONPATH")) if p
 )
 
-from recur import cohort_record, contract, input_links, split, synth  # noqa: E402
+from recur._snakemake.scheduling import coalesce_reevaluations  # noqa: E402
+from recur.cohort import contract, split  # noqa: E402
+from recur.cohort import links as input_links  # noqa: E402
+from recur.cohort import record as cohort_record  # noqa: E402
 from recur.config import check_config  # noqa: E402
 from recur.errors import RecurError  # noqa: E402
-from recur.scheduling import coalesce_reevaluations  # noqa: E402
+from recur.synthetic import cohort as synth  # noqa: E402
 
 # Snakemake's scheduler starts a re-evaluation timer in every round and never coalesces them:
 # with hundreds of ready per-patient jobs they pile up to ~100+ rounds a second and Snakemake's
-# own process took ~40 % of a core (recur.scheduling, docs/methods/scale.md). Keep one pending.
+# own process took ~40 % of a core (recur._snakemake.scheduling, docs/methods/scale.md). Keep
+# one pending.
 from snakemake.scheduling import job_scheduler as _job_scheduler  # noqa: E402
 
 coalesce_reevaluations(_job_scheduler.JobScheduler)
@@ -107,8 +111,8 @@ else:
         len(PATIENT_TABLE),
     )
 
-# One cohort per working directory (recur.cohort_record, docs/guide/reliability.md): a results/ made from
-# another cohort is refused, and only the process holding the working-directory lock writes
+# One cohort per working directory (recur.cohort.record, docs/guide/reliability.md): a results/ made
+# from another cohort is refused, and only the process holding the working-directory lock writes
 # the input links (a second invocation, dry runs included, never changes what a running study
 # reads). Cluster jobs parse this file again: the main process did all of this for them.
 if workflow.is_main_process:
@@ -128,7 +132,7 @@ else:
 
 if COHORT is not None:
     # Every job reads the cohort through links named by pseudonym (input_links/, see
-    # recur.input_links), so snakemake's records (.snakemake/) and results/ never hold the
+    # recur.cohort.links), so snakemake's records (.snakemake/) and results/ never hold the
     # cohort's folder names; rewritten only when a target changes (that job then reruns).
     _LINK_PLAN = input_links.link_plan(COHORT.series, COHORT.rois, COHORT_DIR)
     if _HOLDS_WORKDIR:
@@ -147,7 +151,7 @@ if COHORT is not None:
 # Exclusions (docs/guide/reporting.md): config-excluded patients leave the DAG here (Figure 1
 # still counts them); with qc.on_failure 'exclude' a refused patient is recorded by the
 # per-patient steps and dropped by the split (QC_EXCLUSIONS lists them).
-from recur import exclusions  # noqa: E402
+from recur.cohort import exclusions  # noqa: E402
 
 try:
     CONFIG_EXCLUDED = exclusions.config_exclusions(

@@ -5,8 +5,8 @@
 # pydicom + SimpleITK start-up; the post time point also needs the pre DP examination date
 # for its day offsets, which a per-patient job has at hand. A changed DICOM folder or
 # series.csv row of a patient reruns that patient's conversion. The job also checks, from the
-# headers, that the 8 series are consistent (recur.series_checks: one patient, no series twice,
-# one study and the phase order per time point, post at least convert.min_interval_days after
+# headers, that the 8 series are consistent (recur.cohort.series_checks: one patient, no series
+# twice, one study and the phase order per time point, post at least convert.min_interval_days after
 # pre) and refuses the patient otherwise.
 
 

@@ -165,7 +165,8 @@ def test_bench_clinical_sees_the_clinical_table_recur_synth_writes(tmp_path: Pat
     cells included, not the generator's true values."""
     import pandas as pd
 
-    from recur import contract, synth
+    from recur.cohort import contract
+    from recur.synthetic import cohort as synth
 
     synth.write_cohort(tmp_path / "cohort", 3, [3], seed=5, er_share=synth.PAPER_ER_SHARE)
     written = contract.check_clinical(contract.read_table(tmp_path / "cohort" / "clinical.csv"))

@@ -1,4 +1,4 @@
-"""Unit tests of recur.cohort_record: cohort identities, the record check, the lock."""
+"""Unit tests of recur.cohort.record: cohort identities, the record check, the lock."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recur import cohort_record
+from recur.cohort import record as cohort_record
 from recur.errors import RecurError
 
 
@@ -80,7 +80,7 @@ def test_the_lock_is_held_by_one_process_only(tmp_path: Path):
     other = [
         sys.executable,
         "-c",
-        "import sys; from recur import cohort_record as c;"
+        "import sys; from recur.cohort import record as c;"
         "sys.exit(0 if c.hold_lock(sys.argv[1]) else 3)",
         str(tmp_path),
     ]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recur import contract
-from recur.contract import ContractError
+from recur.cohort import contract
+from recur.cohort.contract import ContractError
 
 
 def clinical_rows(n_train: int = 4, n_test: int = 2) -> list[dict[str, str]]:

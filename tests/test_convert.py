@@ -20,9 +20,10 @@ import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
 
-from recur import convert
-from recur.cli import main
-from recur.convert import (
+from recur.cli.main import main
+from recur.errors import RecurError
+from recur.preprocess import dicom as convert
+from recur.preprocess.dicom import (
     ConvertSettings,
     GeometryError,
     SeriesReader,
@@ -34,7 +35,6 @@ from recur.convert import (
     position_groups,
     slice_normal,
 )
-from recur.errors import RecurError
 
 # Fake identifying values written into every hand-made file; none may reach an output.
 SECRETS = {
@@ -610,8 +610,8 @@ def test_reader_parses_a_folder_once_for_two_series(tmp_path):
 
 
 def test_series_table_rows_as_the_contract_reads_them(tmp_path):
-    """The pandas-free reader of the conversion job finds what recur.contract finds."""
-    from recur import contract
+    """The pandas-free reader of the conversion job finds what recur.cohort.contract finds."""
+    from recur.cohort import contract
 
     text = (
         "\ufeffpatient_id , timepoint,phase,dicom_dir,series_uid\n"
@@ -690,7 +690,7 @@ def test_convert_patient_all_or_nothing_across_time_points(tmp_path):
 
 
 def test_cli_convert_patient_exclude_keeps_the_good_time_point(tmp_path):
-    from recur import exclusions
+    from recur.cohort import exclusions
 
     root = _patient_cohort(tmp_path, broken="pre/AP")
     out = tmp_path / "nifti" / "P1"

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from recur import cli
-from recur.crops import (
+from recur.cli import main as cli
+from recur.errors import RecurError
+from recur.preprocess.crops import (
     PHASES,
     CropSettings,
     Normalise,
@@ -30,7 +31,6 @@ from recur.crops import (
     neighbour_slices,
     window_origins,
 )
-from recur.errors import RecurError
 
 TS = "totalsegmentator-mr/tests/reference_files"
 

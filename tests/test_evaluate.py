@@ -1,4 +1,4 @@
-"""recur.evaluate: metrics, bootstrap, cutoffs, net benefit, DeLong, calibration (by hand)."""
+"""recur.evaluate.stats: metrics, bootstrap, cutoffs, net benefit, DeLong, calibration (by hand)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from recur import evaluate as ev
 from recur.errors import RecurError
+from recur.evaluate import stats as ev
 
 # --------------------------------------------------------------------------- metrics
 

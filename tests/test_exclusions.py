@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recur import exclusions as ex
+from recur.cohort import exclusions as ex
 from recur.errors import RecurError
 
 from .conftest import run_snakemake

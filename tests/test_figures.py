@@ -1,4 +1,4 @@
-"""recur.figures: every figure kind is written, metadata-free and deterministic."""
+"""recur.evaluate.figures: every figure kind is written, metadata-free and deterministic."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recur import figures
+from recur.evaluate import figures
 
 
 @pytest.fixture(scope="module")

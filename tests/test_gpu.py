@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from recur.cli import main
-from recur.dl_data import make_dataset, make_items, write_toy_cohort
-from recur.gradcam import PrePostGradCAM
-from recur.split import make_split, read_outcome, write_split
-from recur.train import (
+from recur.cli.main import main
+from recur.cohort.split import make_split, read_outcome, write_split
+from recur.models.data import make_dataset, make_items, write_toy_cohort
+from recur.models.gradcam import PrePostGradCAM
+from recur.models.train import (
     Architecture,
     TrainSettings,
     load_model,
@@ -96,7 +96,7 @@ def test_gpu_weights_reload_on_the_cpu_with_the_same_scores(toy, tmp_path):
 def test_gradcam_on_the_gpu_through_the_cudnn_rnn(toy):
     """Grad-CAM backpropagates through the GRU in eval mode (cuDNN's RNN backward refuses
     eval mode; PrePostGradCAM switches cuDNN off for that pass)."""
-    from recur.networks import PrePostNet
+    from recur.models.networks import PrePostNet
 
     torch.manual_seed(0)
     model = PrePostNet(widths=(8, 8, 16, 16), hidden=8).cuda().eval()

@@ -1,4 +1,4 @@
-"""Grad-CAM of the PrePost model (recur.gradcam)."""
+"""Grad-CAM of the PrePost model (recur.models.gradcam)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from recur.dl_data import make_items, write_toy_cohort
+from recur.cohort.split import read_outcome
 from recur.errors import RecurError
-from recur.gradcam import (
+from recur.models.data import make_items, write_toy_cohort
+from recur.models.gradcam import (
     PrePostGradCAM,
     explain_patient,
     explained_network,
@@ -18,9 +19,8 @@ from recur.gradcam import (
     select_patients,
     youden_cutoff,
 )
-from recur.networks import EnsembleNet, PreNet, PrePostNet
-from recur.split import read_outcome
-from recur.train import Architecture, TrainSettings, configure_torch, train_model
+from recur.models.networks import EnsembleNet, PreNet, PrePostNet
+from recur.models.train import Architecture, TrainSettings, configure_torch, train_model
 
 
 def test_youden_and_groups_by_hand():

@@ -1,4 +1,5 @@
-"""Pseudonymous input links (recur.input_links) and the pre/post day offset (recur.convert).
+"""Pseudonymous input links (recur.cohort.links) and the pre/post day offset
+(recur.preprocess.dicom).
 
 Fast unit tests on real files: real symbolic links in ``tmp_path``, real DICOM files written
 with pydicom. The end-to-end claim (no folder name in ``.snakemake/`` or ``results/``, reruns
@@ -16,8 +17,9 @@ import pandas as pd
 import pydicom
 import pytest
 
-from recur import convert, input_links
+from recur.cohort import links as input_links
 from recur.errors import RecurError
+from recur.preprocess import dicom as convert
 
 from .test_convert import write_stack
 
@@ -200,7 +202,7 @@ def test_missing_pre_date_gives_a_null_offset(tmp_path, caplog):
 
 
 def test_redaction_names_table_rows_instead_of_folders(tmp_path):
-    from recur.input_links import path_replacements, redact
+    from recur.cohort.links import path_replacements, redact
 
     series = pd.DataFrame(
         {"dicom_dir": ["Doe John/pre AP", "Doe John/pre AP/sub", "./Roe Ann//DP"]}

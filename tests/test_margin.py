@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from recur import margin
-from recur.cli import main as cli_main
+from recur.cli.main import main as cli_main
 from recur.errors import RecurError
+from recur.margin import ablative as margin
 
 
 # --------------------------------------------------------------------------- helpers
@@ -278,9 +278,11 @@ def test_region_mask_is_exact_on_the_cropped_box():
 
 
 def test_rigid_defaults_agree_in_package_cli_and_schema():
-    """The rigid stage is recur.register's settings object with one set of margin defaults."""
-    from recur import config, register
-    from recur.cli import _registration_settings, build_parser
+    """The rigid stage is recur.preprocess.register's settings object with one set of margin
+    defaults."""
+    from recur import config
+    from recur.cli.main import _registration_settings, build_parser
+    from recur.preprocess import register
 
     req = ["--pre-dp", "a", "--post-dp", "b", "--pre-mask", "c", "--post-mask", "d"]
     args = build_parser().parse_args(["margin-register", *req, "--out-tfm", "t", "--out-mask", "m"])
@@ -500,7 +502,7 @@ def test_model_data_joins_margin_features():
 
 
 def test_clinical_margin_model_uses_the_margin():
-    from recur.tabular import TabularSettings
+    from recur.models.tabular import TabularSettings
 
     clinical, split, margins = _tabular_inputs()
     st = TabularSettings(n_estimators=50, min_samples_leaf=1)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recur import synth
+from recur.synthetic import cohort as synth
 
 pytestmark = pytest.mark.slow
 

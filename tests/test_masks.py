@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from recur import cli
+from recur.cli import main as cli
 from recur.errors import RecurError
-from recur.masks import (
+from recur.preprocess.masks import (
     GeometryTolerance,
     MaskCheck,
     check_mask_file,

@@ -1,4 +1,4 @@
-"""Pre and PrePost networks (recur.networks) and the crop dataset (recur.dl_data)."""
+"""Pre and PrePost networks (recur.models.networks) and the crop dataset (recur.models.data)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from recur.dl_data import (
+from recur.errors import RecurError
+from recur.models.data import (
     Augmentation,
     LoadCropsd,
     load_crops,
@@ -17,8 +18,7 @@ from recur.dl_data import (
     roi_channels,
     stack_channels,
 )
-from recur.errors import RecurError
-from recur.networks import EnsembleNet, PreNet, PrePostNet, build_model, make_encoder
+from recur.models.networks import EnsembleNet, PreNet, PrePostNet, build_model, make_encoder
 
 
 def test_forward_shapes():

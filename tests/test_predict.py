@@ -1,4 +1,4 @@
-"""Tests of the model bundle (recur.bundle) and `recur predict` (recur.predict)."""
+"""Tests of the model bundle (recur.deploy.bundle) and `recur predict` (recur.deploy.predict)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recur import bundle as rb
-from recur import margin
-from recur import predict as rp
 from recur.config import defaults
-from recur.crops import CropSettings
+from recur.deploy import bundle as rb
+from recur.deploy import predict as rp
 from recur.errors import RecurError
-from recur.register import RegistrationSettings
+from recur.margin import ablative as margin
+from recur.preprocess.crops import CropSettings
+from recur.preprocess.register import RegistrationSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,7 +224,7 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(caplog) -> None:
     assert "[########] 4/4" in text
 
     plain = io.StringIO()
-    with caplog.at_level(logging.INFO, logger="recur.predict"):
+    with caplog.at_level(logging.INFO, logger="recur.deploy.predict"):
         q = rp.Progress(2, plain)
         q.step("convert")
         q.close()

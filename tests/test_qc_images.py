@@ -1,4 +1,5 @@
-"""Per-patient QC pictures (recur.qc_images): pure array functions with hand-worked values."""
+"""Per-patient QC pictures (recur.preprocess.qc_images): pure array functions with hand-worked
+values."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recur import qc_images
+from recur.preprocess import qc_images
 
 
 def test_window_maps_percentiles_to_0_and_255():

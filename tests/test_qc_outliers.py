@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recur import cli
-from recur.crops import SIMILARITY_MIN_PATIENTS, similarity_outliers
+from recur.cli import main as cli
+from recur.preprocess.crops import SIMILARITY_MIN_PATIENTS, similarity_outliers
 
 
 def cohort(ap_pre, ap_post=None, flags=None, **columns) -> pd.DataFrame:

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from recur import cli
+from recur.cli import main as cli
 from recur.errors import RecurError
-from recur.register import (
+from recur.preprocess.register import (
     PhaseRegistration,
     RegistrationSettings,
     level_shrink_factors,
@@ -291,7 +291,7 @@ def _files(*folders: Path) -> list[Path]:
 
 
 def test_register_patient_all_or_nothing_across_time_points(tmp_path: Path):
-    from recur.register import register_patient
+    from recur.preprocess.register import register_patient
 
     nifti, _ = _patient_dirs(tmp_path)
     (nifti / "post" / "AP.nii.gz").write_bytes(b"not an image")
@@ -307,7 +307,7 @@ def test_cli_register_patient_checks_masks_then_registers_or_excludes(
 ):
     import logging
 
-    from recur import exclusions
+    from recur.cohort import exclusions
 
     caplog.set_level(logging.INFO, logger="recur")  # as the CLI's own logging set-up
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recur import reporting as rp
+from recur.cohort.exclusions import Exclusion, write_placeholders
 from recur.errors import RecurError
-from recur.exclusions import Exclusion, write_placeholders
+from recur.reporting import report as rp
 
 
 def _flow_inputs():
@@ -239,7 +239,7 @@ def _delete_middle_slice(series_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def broken_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 10 + 3 + 3 synthetic cohort (directory source) with one broken series."""
-    from recur import synth
+    from recur.synthetic import cohort as synth
 
     cohort = tmp_path_factory.mktemp("rep_cohort") / "cohort"
     synth.write_cohort(cohort, n_train=10, n_test=(3, 3), seed=5, workers=2)

@@ -11,8 +11,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from recur import scan
-from recur.cli import main
+from recur.cli.main import main
+from recur.cohort import scan
 from recur.errors import RecurError
 
 PATTERNS = scan.load_patterns(None)

@@ -1,11 +1,12 @@
-"""The Snakemake re-evaluation workaround (recur.scheduling): one pending timer at a time."""
+"""The Snakemake re-evaluation workaround (recur._snakemake.scheduling): one pending timer at a
+time."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from recur.scheduling import coalesce_reevaluations, coalesced_reevaluation
+from recur._snakemake.scheduling import coalesce_reevaluations, coalesced_reevaluation
 
 
 class _FakeScheduler:

@@ -1,4 +1,4 @@
-"""Consistency of a patient's 8 series (recur.series_checks): pure checks on hand-made header
+"""Consistency of a patient's 8 series (recur.cohort.series_checks): pure checks on hand-made header
 values, then the wiring in the conversion job on hand-made DICOM stacks."""
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from recur import convert, exclusions
-from recur import series_checks as sc
-from recur.cli import main
+from recur.cli.main import main
+from recur.cohort import exclusions
+from recur.cohort import series_checks as sc
 from recur.errors import RecurError
+from recur.preprocess import dicom as convert
 
 from .test_convert import write_stack
 

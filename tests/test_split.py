@@ -1,4 +1,4 @@
-"""Tuning split and cross-fitting folds (recur.split)."""
+"""Tuning split and cross-fitting folds (recur.cohort.split)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recur.cli import main
+from recur.cli.main import main
+from recur.cohort.split import crossfit_folds, make_split, read_outcome, read_split
 from recur.errors import RecurError
-from recur.split import crossfit_folds, make_split, read_outcome, read_split
 
 
 def _cohort(n_train: int = 100, n_pos: int = 30, n_test: int = 15):

@@ -16,8 +16,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from recur import contract, synth
+from recur.cohort import contract
 from recur.errors import RecurError
+from recur.synthetic import cohort as synth
 
 SEED = 7
 N_TRAIN, N_TEST = 4, (2, 2)
@@ -219,7 +220,7 @@ def test_er_share_fixes_the_paper_counts():
 
 
 def test_synth_cli_er_share(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    from recur import cli
+    from recur.cli import main as cli
 
     out = tmp_path / "cohort"
     argv = ["synth", str(out), "--n-train", "4", "--n-test", "2", "--seed", "3"]
@@ -587,7 +588,7 @@ def test_write_cohort_refuses_bad_sizes_and_leaves_nothing(tmp_path: Path):
 
 
 def test_cli_synth_reports_bad_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    from recur import cli
+    from recur.cli import main as cli
 
     rc = cli.main(["synth", str(tmp_path / "c"), "--n-train", "4", "--n-test", *["1"] * 6])
     assert rc == 2

@@ -1,4 +1,4 @@
-"""recur.table1: the paper's test choice and the table layout."""
+"""recur.evaluate.table1: the paper's test choice and the table layout."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from recur import table1
+from recur.evaluate import table1
 
 
 def test_continuous_normal_uses_t_test():

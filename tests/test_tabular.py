@@ -1,4 +1,4 @@
-"""recur.tabular (Clinical / DL_Clinical ExtraTrees) and the evaluation CLI on tiny data."""
+"""recur.models.tabular (Clinical / DL_Clinical ExtraTrees) and the evaluation CLI on tiny data."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recur import cli, tabular
+from recur.cli import main as cli
 from recur.errors import RecurError
+from recur.models import tabular
 
 SMALL = tabular.TabularSettings(n_estimators=40, min_samples_leaf=2, seed=1)
 

@@ -1,4 +1,4 @@
-"""Training, model selection, signatures and cross-fitting (recur.train)."""
+"""Training, model selection, signatures and cross-fitting (recur.models.train)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ import pytest
 import torch
 from monai.data import get_track_meta
 
-from recur.cli import main
-from recur.dl_data import (
+from recur.cli.main import main
+from recur.cohort.split import make_split, read_outcome, write_split
+from recur.errors import RecurError
+from recur.models.data import (
     Augmentation,
     make_dataset,
     make_items,
     plain_tensors,
     write_toy_cohort,
 )
-from recur.errors import RecurError
-from recur.split import make_split, read_outcome, write_split
-from recur.train import (
+from recur.models.train import (
     LOG_COLUMNS,
     PREDICTION_COLUMNS,
     Architecture,
@@ -457,7 +457,7 @@ def test_plain_tensors_leave_the_augmented_crops_identical(toy):
 
 
 def test_dihedral_views_are_the_eight_symmetries_of_the_square():
-    from recur.train import dihedral_views
+    from recur.models.train import dihedral_views
 
     x = torch.arange(9.0).reshape(1, 1, 3, 3)  # 0 1 2 / 3 4 5 / 6 7 8
     views = dihedral_views(x)
@@ -482,7 +482,7 @@ def test_dihedral_views_are_the_eight_symmetries_of_the_square():
 
 
 def test_tta_scores_are_the_mean_logit_of_the_views(toy):
-    from recur.train import dihedral_views
+    from recur.models.train import dihedral_views
 
     items = make_items(["T0001", "T0002", "T0003"], toy["crops"])
     ds = make_dataset(items, 1)

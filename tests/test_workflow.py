@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recur import contract, synth
+from recur.cohort import contract
+from recur.synthetic import cohort as synth
 
 from .test_contract import write_cohort_tables
 

@@ -1,5 +1,5 @@
 """``python -m recur`` is the same as the ``recur`` console script."""
 
-from recur.cli import main
+from recur.cli.main import main
 
 raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Shared fixtures of the reliability suite: a tiny canary cohort and one end-to-end run on it.
 
-The canary cohort is a small synthetic cohort (``recur.synth.write_cohort``) whose DICOM
+The canary cohort is a small synthetic cohort (``recur.synthetic.cohort.write_cohort``) whose DICOM
 headers are rewritten with pydicom so that every identifying attribute carries a unique,
 greppable canary string, and whose folders (cohort dir, DICOM folders, mask folder) carry
 canaries too, with spaces and non-ASCII characters. ``canary_study`` runs the whole workflow
@@ -141,7 +141,7 @@ def rename_folders(cohort: Path) -> None:
 
 def write_canary_cohort(parent: Path) -> Path:
     """A tiny synthetic cohort with canaries planted; returns the cohort directory."""
-    from recur import synth
+    from recur.synthetic import cohort as synth
 
     cohort = parent / CANARY_COHORT_DIR
     synth.write_cohort(

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 import torch
 
-from recur import tabular, train
 from recur.errors import RecurError
+from recur.models import tabular, train
 
 
 class _WritesMarker:

@@ -10,7 +10,7 @@ and ``.skops`` (zip) archives, PNG text chunks, symbolic-link targets; in UTF-8,
 UTF-16, case-insensitively.
 
 The workflow reads a directory cohort through pseudonymous links (``input_links/``,
-recur.input_links), so even snakemake's own records name no input folder; the last tests show
+recur.cohort.links), so even snakemake's own records name no input folder; the last tests show
 that reruns are still triggered through those links.
 """
 

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from recur import contract, split, tabular
-from recur.cli import main as recur_main
+from recur.cli.main import main as recur_main
+from recur.cohort import contract, split
+from recur.models import tabular
 
 pytestmark = pytest.mark.slow
 

@@ -1,8 +1,8 @@
 """series.csv mistakes that convert without a geometry problem are refused by the conversion
-job, from the series' DICOM headers (recur.series_checks).
+job, from the series' DICOM headers (recur.cohort.series_checks).
 
-A tiny synthetic cohort (real DICOM files, ``recur.synth.write_cohort``) gets a series table
-with three mistakes, each in its own patient, and one patient left as it is:
+A tiny synthetic cohort (real DICOM files, ``recur.synthetic.cohort.write_cohort``) gets a series
+table with three mistakes, each in its own patient, and one patient left as it is:
 
 * (a) P0002's pre AP row points at another patient's series (P0007's pre AP folder);
 * (b) P0003's pre PVP row points at its own pre AP series;
@@ -67,7 +67,7 @@ def _mistaken_series(series: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny cohort; ``series_mistakes.csv`` beside its correct ``series.csv``."""
-    from recur import synth
+    from recur.synthetic import cohort as synth
 
     root = tmp_path_factory.mktemp("consistency")
     cohort = root / "cohort"
@@ -156,7 +156,8 @@ def test_consistent_patient_converts_without_review_notes(stopped):
 
 
 def test_exclude_records_the_refusal_for_both_time_points(excluded, cohort: Path):
-    from recur import convert, exclusions
+    from recur.cohort import exclusions
+    from recur.preprocess import dicom as convert
 
     work, res = excluded
     assert res.returncode == 0, res.stderr[-3000:]

@@ -30,7 +30,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recur import cohort_record, exclusions
+from recur.cohort import exclusions
+from recur.cohort import record as cohort_record
 
 from ..conftest import run_snakemake
 from ..test_contract import write_cohort_tables
@@ -81,7 +82,7 @@ def _digests(work: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path):
     """Cohort A running in ``work`` while B's config is tried there; a clean run of A."""
-    from recur import synth
+    from recur.synthetic import cohort as synth
 
     root = tmp_path_factory.mktemp("workdir")
     cohort_b = root / "cohort B"
@@ -177,7 +178,7 @@ def test_a_held_lock_keeps_a_second_invocation_from_writing_links(tmp_path: Path
         [
             sys.executable,
             "-c",
-            "import sys, time; from recur import cohort_record as c;"
+            "import sys, time; from recur.cohort import record as c;"
             "assert c.hold_lock(sys.argv[1]); print('held', flush=True); time.sleep(120)",
             str(work),
         ],

@@ -113,7 +113,7 @@ def check_trainable(clinical: pd.DataFrame, fraction: float, seed: int, folds: i
 
 def read_outcome(clinical_csv: str | Path) -> pd.Series:
     """The ``er`` column (0/1, NaN where unknown) of a clinical table, indexed by patient_id."""
-    from recur.contract import read_table
+    from recur.cohort.contract import read_table
 
     path = Path(clinical_csv)
     df = read_table(path)

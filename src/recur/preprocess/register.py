@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need
 
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, write_nifti_to
-from recur.steps import TIMEPOINTS, Abandon, Guard, run_step
+from recur.preprocess.steps import TIMEPOINTS, Abandon, Guard, run_step
 
 #: The phases registered onto DP, and the fixed phase.
 MOVING_PHASES: tuple[str, ...] = ("PS", "AP", "PVP")
@@ -243,7 +243,7 @@ class PhaseRegistration:
         """The configured method (metric, seeded sampling, mask, interpolator), no optimiser.
 
         For stages built on this registration's metric (e.g. the B-spline of
-        :mod:`recur.margin`); the caller sets the optimiser, transform and pyramid.
+        :mod:`recur.margin.ablative`); the caller sets the optimiser, transform and pyramid.
         """
         return self._method(fixed, fixed_mask)
 
@@ -468,8 +468,8 @@ def register_patient(
     Reads ``nifti_dir/{tp}/{phase}.nii.gz`` and writes ``outdir/{tp}/`` as
     :func:`register_timepoint_dir` does. ``masks_dir/{tp}.nii.gz`` is the ROI mask of each
     time point (the metric's region); with ``check_mask(tp, dp_path, out_path)`` that file is
-    first written by the check (``recur.masks.check_mask_file`` with the cohort's names, as
-    the CLI's ``register-patient --check-roi`` does), before the registration reads it.
+    first written by the check (``recur.preprocess.masks.check_mask_file`` with the cohort's names,
+    as the CLI's ``register-patient --check-roi`` does), before the registration reads it.
 
     **All or nothing**: every file of both time points (checked masks included) goes to a
     temporary name, and all are renamed only after every check and registration succeeded.

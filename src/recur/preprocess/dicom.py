@@ -39,11 +39,11 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from recur import series_checks
+from recur.cohort import series_checks
+from recur.cohort.series_checks import SeriesHeader
 from recur.errors import RecurError
 from recur.io import atomic_path, write_nifti_to
-from recur.series_checks import SeriesHeader
-from recur.steps import TIMEPOINTS, Abandon, Guard, run_step
+from recur.preprocess.steps import TIMEPOINTS, Abandon, Guard, run_step
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class ConvertSettings:
     min_slices: int = 3
     allow_single_slice: bool = False
     compression_level: int = 1
-    #: fewest days from the pre DP to a post series (recur.series_checks.check_interval)
+    #: fewest days from the pre DP to a post series (recur.cohort.series_checks.check_interval)
     min_interval_days: int = 1
 
 
@@ -266,7 +266,7 @@ class ConvertedSeries:
     notes: list[str] = field(default_factory=list)
     #: examination day (for day offsets only; never written)
     study_date: datetime.date | None = field(default=None, repr=False)
-    #: header values of the consistency checks (recur.series_checks; never written)
+    #: header values of the consistency checks (recur.cohort.series_checks; never written)
     header: SeriesHeader = field(default_factory=SeriesHeader, repr=False)
     #: this series as the checks see it (set by the per-patient conversion)
     checked: series_checks.Series | None = field(default=None, repr=False)
@@ -820,10 +820,10 @@ def read_series_table(cohort_dir: str | Path, series_table: str | Path) -> Serie
     """The rows of the series table (relative to ``cohort_dir`` unless absolute), indexed by
     (patient_id, timepoint, phase), values ``(dicom_dir, series_uid or '')``.
 
-    Read with the ``csv`` module as :func:`recur.contract.read_table` reads it with pandas
+    Read with the ``csv`` module as :func:`recur.cohort.contract.read_table` reads it with pandas
     (every cell text, spaces after a comma skipped, header names stripped): a conversion job
     then does not import pandas (~0.15 CPU s of a ~0.8 s job). Raises
-    :class:`recur.contract.ContractError` for a missing file or column.
+    :class:`recur.cohort.contract.ContractError` for a missing file or column.
     """
     import csv
 
@@ -856,13 +856,13 @@ def read_series_table(cohort_dir: str | Path, series_table: str | Path) -> Serie
 
 
 def _contract_error(table: str, problems: list[str]) -> NoReturn:
-    from recur.contract import ContractError  # (imports pandas: the error path only)
+    from recur.cohort.contract import ContractError  # (imports pandas: the error path only)
 
     raise ContractError(table, problems)
 
 
 def series_lookup(rows: SeriesRows, patient: str, timepoint: str, phase: str) -> tuple[str, str]:
-    """``(dicom_dir, series_uid)`` of one series (as :func:`recur.contract.series_row`)."""
+    """``(dicom_dir, series_uid)`` of one series (as :func:`recur.cohort.contract.series_row`)."""
     found = rows.get((patient, timepoint, phase), [])
     if len(found) != 1:
         _contract_error(
@@ -898,7 +898,7 @@ def _convert_staged(
     (renamed into ``outdir`` when the stack closes without an error, removed otherwise).
 
     ``reference(timepoint, results)`` gives the pre DP examination day once the phases are
-    converted. The time point's consistency checks (:func:`recur.series_checks.
+    converted. The time point's consistency checks (:func:`recur.cohort.series_checks.
     check_timepoint`) run before ``acquisition.json`` is written; what they could not check
     goes into its phases' ``review`` lists (and the log).
     """
@@ -959,7 +959,7 @@ def convert_timepoint(
     """Convert the phases of one patient and time point; write all files or none.
 
     Reads the rows of ``series_table`` (relative to ``cohort_dir`` unless absolute) with
-    :mod:`recur.contract`, converts each phase, and writes ``{phase}.nii.gz`` plus
+    :mod:`recur.cohort.contract`, converts each phase, and writes ``{phase}.nii.gz`` plus
     ``acquisition.json`` into ``outdir``. Files are first written to temporary names and
     renamed only once every phase converted, so a refusal leaves no output behind.
 
@@ -1006,7 +1006,7 @@ def convert_patient(
     handles a refusal itself (writing placeholders, as ``--on-failure exclude`` does) lets the
     other time point go on, and the refused time point has no entry in the result.
 
-    **Consistency** (:mod:`recur.series_checks`): each time point's step also checks its 4
+    **Consistency** (:mod:`recur.cohort.series_checks`): each time point's step also checks its 4
     series against each other (one patient, no series twice, one study, phase order). Once
     every time point converted, and before anything is renamed into place, the checks across
     time points (one patient over all series, no series twice, post acquired at least

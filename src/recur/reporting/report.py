@@ -303,7 +303,7 @@ def read_acquisitions(paths: Sequence[str | Path]) -> dict[tuple[str, str], dict
 
     Exclusion placeholders are skipped (checked by marker).
     """
-    from recur.exclusions import is_placeholder
+    from recur.cohort.exclusions import is_placeholder
 
     out = {}
     for p in paths:
@@ -348,7 +348,7 @@ def _pct(k: int, n: int) -> str:
 
 
 def estimator_text(estimator: str | None) -> str:
-    """How the methods text names a tabular model's estimator (recur.tabular.ESTIMATORS)."""
+    """How the methods text names a tabular model's estimator (recur.models.tabular.ESTIMATORS)."""
     if estimator == "logistic":
         return (
             "L2-penalised logistic regression (penalty chosen by cross-validation on the "

@@ -1,9 +1,9 @@
 """The Clinical and DL_Clinical models: extremely randomised trees or a penalised logistic
 regression on tabular predictors.
 
-* **Clinical**: the paper's five clinical predictors (:data:`recur.contract.CLINICAL_FEATURES`)
-  inside a ``Pipeline`` whose ``SimpleImputer`` handles missing values; the whole pipeline is
-  fitted on the train split only.
+* **Clinical**: the paper's five clinical predictors
+  (:data:`recur.cohort.contract.CLINICAL_FEATURES`) inside a ``Pipeline`` whose ``SimpleImputer``
+  handles missing values; the whole pipeline is fitted on the train split only.
 * **DL_Clinical**: the same on the five predictors plus the signature (predicted ER
   probability) of the deep-learning model with the higher tuning AUC (Pre or PrePost).
   Stacking: ``in_sample`` (the paper's: the full model's signature everywhere) or
@@ -40,9 +40,9 @@ from sklearn.linear_model import LogisticRegressionCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
 
-from recur.contract import CLINICAL_FEATURES
+from recur.cohort.contract import CLINICAL_FEATURES
 from recur.errors import RecurError
-from recur.evaluate import auc
+from recur.evaluate.stats import auc
 from recur.io import atomic_path, write_text_atomic
 
 #: DL models whose signature DL_Clinical may use (ties of tuning AUC go to the last: PrePost).
@@ -64,7 +64,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "numpy.dtype",
     "sklearn.tree._tree.Tree",
     "numpy.log1p",
-    "recur.tabular.clipped_logit",
+    "recur.models.tabular.clipped_logit",
     "scipy.interpolate._bsplines.BSpline",
     "scipy._lib.array_api_compat.numpy._aliases.asarray",
 )

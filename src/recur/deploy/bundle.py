@@ -236,19 +236,19 @@ class Bundle:
         d = self.root / "models" / model
         return d / "model.skops", d / "manifest.json"
 
-    def convert_settings(self):  # -> recur.convert.ConvertSettings
+    def convert_settings(self):  # -> recur.preprocess.dicom.ConvertSettings
         """The conversion settings the workflow used."""
         from dataclasses import fields
 
-        from recur.convert import ConvertSettings
+        from recur.preprocess.dicom import ConvertSettings
 
         names = {f.name for f in fields(ConvertSettings)}
         s = self.settings["convert"]
         return ConvertSettings(**{k: v for k, v in s.items() if k in names})
 
-    def registration_settings(self):  # -> recur.register.RegistrationSettings
+    def registration_settings(self):  # -> recur.preprocess.register.RegistrationSettings
         """The registration settings the workflow used (``threads`` is not a setting)."""
-        from recur.register import settings_from_args
+        from recur.preprocess.register import settings_from_args
 
         s = dict(self.settings["registration"])
         s.pop("threads", None)
@@ -260,9 +260,9 @@ class Bundle:
         """Threads of one registration in the workflow (results may depend on them)."""
         return int(self.settings["registration"].get("threads", 1))
 
-    def crop_settings(self):  # -> recur.crops.CropSettings
+    def crop_settings(self):  # -> recur.preprocess.crops.CropSettings
         """The crop settings the workflow used."""
-        from recur.crops import CropSettings
+        from recur.preprocess.crops import CropSettings
 
         s = self.settings["crop"]
         return CropSettings(
@@ -274,9 +274,9 @@ class Bundle:
             post_frame=s.get("post_frame", "own"),
         )
 
-    def cross_time_settings(self):  # -> recur.margin.CrossTimeSettings
+    def cross_time_settings(self):  # -> recur.margin.ablative.CrossTimeSettings
         """The post-to-pre registration settings (the ``margin`` section) the workflow used."""
-        from recur.margin import settings_from_config
+        from recur.margin.ablative import settings_from_config
 
         if not isinstance(self.settings.get("margin"), Mapping):
             raise RecurError(

@@ -5,15 +5,16 @@ no outcome columns needed; ``site`` and ``cohort`` optional and ignored). Every 
 workflow's own functions with the settings recorded in the bundle, so a patient scored here
 gets the score the workflow would have given it:
 
-1. :func:`recur.convert.convert_timepoint` (DICOM -> de-identified NIfTI, both time points);
-2. :func:`recur.masks.check_mask_file` (ROI mask against its DP series);
-3. :func:`recur.register.register_timepoint_dir` (PS/AP/PVP onto DP);
-4. :func:`recur.crops.crop_patient_files` (3-slice crops + QC montage);
-5. :func:`recur.train.load_model` + :func:`recur.train.predict_logits` (Pre, PrePost);
-6. :func:`recur.tabular.load_model` + :func:`recur.tabular.predict_scores` (Clinical,
+1. :func:`recur.preprocess.dicom.convert_timepoint` (DICOM -> de-identified NIfTI, both time
+   points);
+2. :func:`recur.preprocess.masks.check_mask_file` (ROI mask against its DP series);
+3. :func:`recur.preprocess.register.register_timepoint_dir` (PS/AP/PVP onto DP);
+4. :func:`recur.preprocess.crops.crop_patient_files` (3-slice crops + QC montage);
+5. :func:`recur.models.train.load_model` + :func:`recur.models.train.predict_logits` (Pre, PrePost);
+6. :func:`recur.models.tabular.load_model` + :func:`recur.models.tabular.predict_scores` (Clinical,
    DL_Clinical with the bundle's chosen signature, as for the workflow's test patients);
-7. :func:`recur.evaluate.risk_groups` at the bundle's Youden cutoffs;
-8. :func:`recur.gradcam.explain_patient` (PrePost Grad-CAM) and a one-page HTML summary.
+7. :func:`recur.evaluate.stats.risk_groups` at the bundle's Youden cutoffs;
+8. :func:`recur.models.gradcam.explain_patient` (PrePost Grad-CAM) and a one-page HTML summary.
 
 Outputs in ``--out``: ``predictions.csv`` (one row per patient), ``crops/{patient}.npz``,
 ``{patient}/crops.png``, ``{patient}/gradcam.png``, ``{patient}/summary.html``; the
@@ -36,8 +37,8 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
-from recur import contract
-from recur.bundle import DL_MODELS, MODELS, Bundle, load_bundle
+from recur.cohort import contract
+from recur.deploy.bundle import DL_MODELS, MODELS, Bundle, load_bundle
 from recur.errors import RecurError
 from recur.io import atomic_path, write_text_atomic
 
@@ -111,7 +112,7 @@ class NewPatients:
 
 
 def check_new_clinical(table: pd.DataFrame) -> pd.DataFrame:
-    """A clinical table of new patients, checked by :func:`recur.contract.check_clinical`
+    """A clinical table of new patients, checked by :func:`recur.cohort.contract.check_clinical`
     without outcomes. ``site``/``cohort`` are ignored: absent or not, placeholders replace
     them (a new patient is scored like an external test patient)."""
     table = table.copy()
@@ -179,7 +180,8 @@ def prepare_patient(
 
     The workflow's functions with the bundle's settings; returns the crop file.
     """
-    from recur import convert, crops, masks, register
+    from recur.preprocess import crops, masks, register
+    from recur.preprocess import dicom as convert
 
     conv, reg, crop = (
         bundle.convert_settings(),
@@ -216,7 +218,7 @@ def prepare_patient(
         )
     post_to_pre = None
     if crop.post_frame == "pre":
-        from recur import margin
+        from recur.margin import ablative as margin
 
         if progress:
             progress.step(f"{patient}: register post DP onto pre DP")
@@ -246,8 +248,9 @@ def _relative(path: Path, root: Path) -> str:
 
 # --------------------------------------------------------------------------- model steps
 def load_dl_models(bundle: Bundle, device: str = "cpu") -> dict:
-    """``{model: (network, architecture)}`` of Pre and PrePost (:func:`recur.train.load_model`)."""
-    from recur import train
+    """``{model: (network, architecture)}`` of Pre and PrePost
+    (:func:`recur.models.train.load_model`)."""
+    from recur.models import train
 
     dev = train.resolve_device(device)
     out = {}
@@ -261,10 +264,10 @@ def load_dl_models(bundle: Bundle, device: str = "cpu") -> dict:
 
 def load_tabular_models(bundle: Bundle) -> dict:
     """``{model: (pipeline, features)}`` of Clinical and DL_Clinical
-    (:func:`recur.tabular.load_model`: sha256 and trusted types checked)."""
+    (:func:`recur.models.tabular.load_model`: sha256 and trusted types checked)."""
     import json
 
-    from recur import tabular
+    from recur.models import tabular
 
     out = {}
     name = f"{bundle.signature}_signature"
@@ -289,9 +292,10 @@ def dl_scores(
     models: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Pre and PrePost ER probabilities of ``patients`` (crop files ``crops_dir/{id}.npz``),
-    as the workflow scores them (:func:`recur.train.predict_logits`, evaluation transform)."""
-    from recur import train
-    from recur.dl_data import make_dataset, make_items
+    as the workflow scores them (:func:`recur.models.train.predict_logits`, evaluation
+    transform)."""
+    from recur.models import train
+    from recur.models.data import make_dataset, make_items
 
     dev = train.resolve_device(device)
     models = models or load_dl_models(bundle, device)
@@ -316,7 +320,7 @@ def tabular_scores(
     DL_Clinical reads the bundle's chosen signature (the signature network's score, as the workflow
     gives its tuning and test patients).
     """
-    from recur import tabular
+    from recur.models import tabular
 
     models = models or load_tabular_models(bundle)
     data = clinical.reset_index(drop=True).copy()
@@ -328,8 +332,8 @@ def predictions_table(
     patients: Sequence[str], scores: dict[str, np.ndarray], cutoffs: dict[str, float]
 ) -> pd.DataFrame:
     """``predictions.csv``: id, the four scores, and ``<model>_risk`` = high (score >= the
-    model's cutoff, as :func:`recur.evaluate.risk_groups`) or low."""
-    from recur.evaluate import risk_groups
+    model's cutoff, as :func:`recur.evaluate.stats.risk_groups`) or low."""
+    from recur.evaluate.stats import risk_groups
 
     frame = pd.DataFrame({"patient_id": list(patients)})
     for m in MODELS:
@@ -482,7 +486,10 @@ def predict(
         futures = [executor.submit(_prepare_child, *job(pid), not progress.tty) for pid in ids]
     try:
         progress.step("loading the models")
-        from recur import gradcam, train  # torch: imported once the inputs are known good
+        from recur.models import (
+            gradcam,  # torch: imported once the inputs are known good
+            train,  # torch: imported once the inputs are known good
+        )
 
         train.configure_torch(0, threads)
         dev = train.resolve_device(device)

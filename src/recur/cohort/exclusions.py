@@ -152,7 +152,7 @@ def run_or_exclude(
 
     ``write_excluded(records)``, when given, writes outputs meant for human eyes instead of a
     placeholder (e.g. a QC PNG saying why); it runs after the placeholders. ``redact`` takes
-    the cohort's paths out of a refusal's message (recur.input_links.redact) before it is
+    the cohort's paths out of a refusal's message (recur.cohort.links.redact) before it is
     raised, logged or recorded: records, placeholders, logs and QC pictures name the patient,
     the step and the problem, and a cohort file only by its table row. Returns the records
     (empty when the step ran).
@@ -194,7 +194,7 @@ def excluded_lines(patient: str, records: Sequence[Exclusion]) -> list[str]:
 
 def excluded_png(path: str | Path, patient: str, records: Sequence[Exclusion]) -> None:
     """A small PNG that says the patient was excluded and why (for the QC montage slot)."""
-    from recur import qc_images
+    from recur.preprocess import qc_images
 
     qc_images.save_png(qc_images.text_image(excluded_lines(patient, records)), path)
 

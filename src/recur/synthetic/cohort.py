@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recur import contract
+from recur.cohort import contract
 from recur.errors import RecurError
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Figures of the evaluation: ROC, decision curves, Kaplan–Meier, calibration, importance.
 
 Each ``*_figure`` function takes data (the evaluation frame of
-:func:`recur.evaluate.evaluation_frame`) and returns a matplotlib ``Figure``;
+:func:`recur.evaluate.stats.evaluation_frame`) and returns a matplotlib ``Figure``;
 :func:`save_figure` writes it as PNG and PDF (Agg backend) without software/date metadata,
 so the files are deterministic and carry nothing but the plot.
 """
@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from recur import evaluate as ev
+from recur.evaluate import stats as ev
 from recur.io import atomic_path
 
 COLORS: dict[str, str] = {
@@ -220,7 +220,7 @@ def cohort_figures(
     thresholds: Sequence[float] | None = None,
     frac: float = 2.0 / 3.0,
 ) -> pd.DataFrame | None:
-    """Draw one ``kind`` figure per cohort of :func:`recur.evaluate.cohort_masks` into
+    """Draw one ``kind`` figure per cohort of :func:`recur.evaluate.stats.cohort_masks` into
     ``outdir/<cohort>.png|pdf``. For ``km`` returns the log-rank table."""
     outdir = Path(outdir)
     figs: list[tuple[str, Figure]] = []

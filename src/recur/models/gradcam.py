@@ -31,9 +31,14 @@ from monai.visualize import GradCAM
 from sklearn.metrics import roc_curve
 from torch import nn
 
-from recur.dl_data import crop_frame, load_crops, model_input
 from recur.errors import RecurError
-from recur.networks import CHANNELS_PER_TIMEPOINT, ENCODER_LAST_BLOCK, EnsembleNet, PrePostNet
+from recur.models.data import crop_frame, load_crops, model_input
+from recur.models.networks import (
+    CHANNELS_PER_TIMEPOINT,
+    ENCODER_LAST_BLOCK,
+    EnsembleNet,
+    PrePostNet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +64,8 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 def explained_network(model: torch.nn.Module) -> torch.nn.Module:
     """The network Grad-CAM explains: the model itself, or for an
-    :class:`~recur.networks.EnsembleNet` (``train.signature: ensemble``) its first member, the
-    full model (members are ordered full, fold 0, fold 1, ...), as the workflow's Grad-CAM
+    :class:`~recur.models.networks.EnsembleNet` (``train.signature: ensemble``) its first member,
+    the full model (members are ordered full, fold 0, fold 1, ...), as the workflow's Grad-CAM
     figures read the full model."""
     return model.members[0] if isinstance(model, EnsembleNet) else model
 

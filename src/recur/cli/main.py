@@ -41,7 +41,7 @@ def _threads(n: int | None) -> None:
 
 # --------------------------------------------------------------------------- foundation
 def _cmd_synth(a: argparse.Namespace) -> None:
-    from recur import synth
+    from recur.synthetic import cohort as synth
 
     synth.write_cohort(
         Path(a.outdir),
@@ -55,7 +55,7 @@ def _cmd_synth(a: argparse.Namespace) -> None:
 
 
 def _cmd_scan(a: argparse.Namespace) -> None:
-    from recur import scan
+    from recur.cohort import scan
 
     patterns = scan.load_patterns(Path(a.config) if a.config else None)
     table = scan.scan_tree(Path(a.dicom_root), patterns)
@@ -65,7 +65,7 @@ def _cmd_scan(a: argparse.Namespace) -> None:
 
 
 def _cmd_validate_cohort(a: argparse.Namespace) -> None:
-    from recur import contract
+    from recur.cohort import contract
 
     cohort = contract.load_cohort(
         Path(a.cohort_dir), a.clinical, a.series, a.rois, require_outcome=not a.no_outcome
@@ -135,16 +135,16 @@ _CONVERT_SETTINGS = (
 )
 
 
-def _convert_settings(a: argparse.Namespace):  # -> recur.convert.ConvertSettings
+def _convert_settings(a: argparse.Namespace):  # -> recur.preprocess.dicom.ConvertSettings
     """Settings from the options given; the others keep ConvertSettings' defaults."""
-    from recur.convert import ConvertSettings
+    from recur.preprocess.dicom import ConvertSettings
 
     given = {k: getattr(a, k) for k in _CONVERT_SETTINGS if getattr(a, k) is not None}
     return ConvertSettings(**given)
 
 
 def _cmd_convert(a: argparse.Namespace) -> None:
-    from recur import convert
+    from recur.preprocess import dicom as convert
 
     res = convert.convert_series(
         Path(a.dicom_dir),
@@ -160,7 +160,7 @@ def _cmd_convert(a: argparse.Namespace) -> None:
 
 
 def _cmd_convert_timepoint(a: argparse.Namespace) -> None:
-    from recur import convert
+    from recur.preprocess import dicom as convert
 
     convert.convert_timepoint(
         Path(a.cohort_dir),
@@ -176,7 +176,7 @@ def _cmd_convert_timepoint(a: argparse.Namespace) -> None:
 def _cmd_convert_patient(a: argparse.Namespace) -> None:
     import dataclasses
 
-    from recur import convert
+    from recur.preprocess import dicom as convert
 
     settings = _convert_settings(a)
     if a.min_interval_days is not None:
@@ -196,7 +196,7 @@ def _cmd_convert_patient(a: argparse.Namespace) -> None:
 
 
 def _add_convert_settings(p: argparse.ArgumentParser) -> None:
-    """Options of the geometry checks (defaults: recur.convert.ConvertSettings, which the
+    """Options of the geometry checks (defaults: recur.preprocess.dicom.ConvertSettings, which the
     schema's ``convert:`` section mirrors); no heavy import at parser-build time."""
     p.add_argument(
         "--spacing-tolerance",
@@ -301,7 +301,8 @@ def _optional_float(v: str) -> float | None:
 
 
 def _cmd_check_mask(a: argparse.Namespace) -> None:
-    from recur import contract, masks
+    from recur.cohort import contract
+    from recur.preprocess import masks
 
     cohort_dir = Path(a.cohort_dir)
     rois = contract.read_table(cohort_dir / a.rois_table)
@@ -330,7 +331,7 @@ def _cmd_check_mask(a: argparse.Namespace) -> None:
     log.info("mask accepted: %s", summary)
 
 
-#: Defaults of the registration options (recur.register.RegistrationSettings's).
+#: Defaults of the registration options (recur.preprocess.register.RegistrationSettings's).
 _REGISTRATION_DEFAULTS: dict[str, object] = {
     "shrink_factors": [4, 2, 1],
     "smoothing_sigmas_mm": [2.0, 1.0, 0.0],
@@ -351,7 +352,8 @@ def _add_registration_settings(
     region_help: str = "metric only in the ROI box grown by this margin (default: whole image)",
     **defaults: object,
 ) -> None:
-    """Options of a ``recur.register.RegistrationSettings`` (``register``, ``margin-register``).
+    """Options of a ``recur.preprocess.register.RegistrationSettings`` (``register``,
+    ``margin-register``).
 
     ``defaults`` override :data:`_REGISTRATION_DEFAULTS`; ``region_flag`` names the option of
     ``mask_margin_mm`` (the metric's region around the ROI).
@@ -379,9 +381,9 @@ def _add_registration_settings(
     )
 
 
-def _registration_settings(a: argparse.Namespace):  # -> recur.register.RegistrationSettings
+def _registration_settings(a: argparse.Namespace):  # -> preprocess.register.RegistrationSettings
     """The ``RegistrationSettings`` of the options added by :func:`_add_registration_settings`."""
-    from recur import register
+    from recur.preprocess import register
 
     return register.settings_from_args(
         getattr(a, "transform", "rigid"),
@@ -399,7 +401,7 @@ def _registration_settings(a: argparse.Namespace):  # -> recur.register.Registra
 
 
 def _cmd_register(a: argparse.Namespace) -> None:
-    from recur import register
+    from recur.preprocess import register
 
     settings = _registration_settings(a)
     qc = register.register_timepoint_dir(
@@ -411,7 +413,8 @@ def _cmd_register(a: argparse.Namespace) -> None:
 def _mask_checker(a: argparse.Namespace):  # -> Callable[[str, Path, Path], None]
     """``check(tp, dp_path, out_path)``: the cohort's ROI mask of ``tp`` checked against DP
     (as ``check-mask``), messages also in ``--check-log``; refusals named as check-mask's."""
-    from recur import contract, masks
+    from recur.cohort import contract
+    from recur.preprocess import masks
 
     cohort_dir = Path(a.cohort_dir)
     series = None
@@ -466,8 +469,8 @@ def _mask_checker(a: argparse.Namespace):  # -> Callable[[str, Path, Path], None
 def _cmd_register_patient(a: argparse.Namespace) -> None:
     """``register-patient``: for each time point, check the ROI mask (``--check-roi``, as
     ``check-mask``) and register, in one process; every file is written only after all
-    succeeded (``recur.register.register_patient``)."""
-    from recur import register
+    succeeded (``recur.preprocess.register.register_patient``)."""
+    from recur.preprocess import register
 
     if a.check_log:  # one check log per patient, written afresh by each run
         Path(a.check_log).parent.mkdir(parents=True, exist_ok=True)
@@ -493,7 +496,7 @@ def _cmd_register_patient(a: argparse.Namespace) -> None:
 
 
 def _cmd_crop(a: argparse.Namespace) -> None:
-    from recur import crops
+    from recur.preprocess import crops
 
     settings = crops.CropSettings(
         size=a.size,
@@ -518,8 +521,8 @@ def _cmd_crop(a: argparse.Namespace) -> None:
 
 
 def _cmd_crop_qc(a: argparse.Namespace) -> None:
-    from recur import crops
     from recur.io import atomic_path
+    from recur.preprocess import crops
 
     table = crops.crop_qc_table(a.crops, a.registration_qc or [])
     with atomic_path(a.out) as tmp:
@@ -625,7 +628,7 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
 def _cmd_split(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur import split
+    from recur.cohort import split
 
     patients = pd.read_csv(a.patients, dtype={"patient_id": str})
     patients = _drop_excluded(patients, a)
@@ -635,7 +638,7 @@ def _cmd_split(a: argparse.Namespace) -> None:
 
 
 def _dl_arch(a: argparse.Namespace):
-    from recur.train import Architecture
+    from recur.models.train import Architecture
 
     return Architecture(
         model=a.model,
@@ -651,8 +654,8 @@ def _dl_arch(a: argparse.Namespace):
 
 
 def _cmd_train_dl(a: argparse.Namespace) -> None:
-    from recur import train
-    from recur.dl_data import Augmentation
+    from recur.models import train
+    from recur.models.data import Augmentation
 
     settings = train.TrainSettings(
         epochs=a.epochs,
@@ -697,8 +700,8 @@ def _cmd_signature_dl(a: argparse.Namespace) -> None:
 
     import pandas as pd
 
-    from recur import train
     from recur.io import atomic_path
+    from recur.models import train
 
     model_dir = Path(a.model_dir)
     scores = Path(a.scores) if a.scores else model_dir / "scores.csv"
@@ -711,7 +714,7 @@ def _cmd_signature_dl(a: argparse.Namespace) -> None:
 
 
 def _cmd_ensemble_dl(a: argparse.Namespace) -> None:
-    from recur import train
+    from recur.models import train
 
     train.configure_torch(0, a.threads)
     train.run_ensemble(
@@ -722,8 +725,8 @@ def _cmd_ensemble_dl(a: argparse.Namespace) -> None:
 def _cmd_crossfit_dl(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur import train
     from recur.io import atomic_path
+    from recur.models import train
 
     def read(d: str) -> pd.DataFrame:
         return pd.read_csv(Path(d) / "scores.csv", dtype={"patient_id": str})
@@ -736,8 +739,8 @@ def _cmd_crossfit_dl(a: argparse.Namespace) -> None:
 def _cmd_gradcam(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur import gradcam, train
-    from recur.split import read_outcome
+    from recur.cohort.split import read_outcome
+    from recur.models import gradcam, train
 
     train.configure_torch(0, a.threads)
     device = train.resolve_device(a.device)
@@ -776,7 +779,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crops-dir", required=True, help="folder of {patient}.npz crops")
     p.add_argument("--outdir", required=True, help="where weights.pt etc. go")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    # defaults = recur.train.TrainSettings / recur.dl_data.Augmentation (= the schema's)
+    # defaults = recur.models.train.TrainSettings / recur.models.data.Augmentation (= the schema's)
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--patience", type=int, default=15)
     p.add_argument("--min-epochs", type=int, default=10, help="no epoch kept before this one")
@@ -876,7 +879,7 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_tabular_args(p: argparse.ArgumentParser) -> None:
-    """The estimator options of a tabular model (recur.tabular.TabularSettings)."""
+    """The estimator options of a tabular model (recur.models.tabular.TabularSettings)."""
     p.add_argument("--estimator", default="extra_trees", choices=["extra_trees", "logistic"])
     p.add_argument("--n-estimators", type=int, default=500)
     p.add_argument(
@@ -893,7 +896,7 @@ def _add_tabular_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tree_settings(a: argparse.Namespace):
-    from recur.tabular import TabularSettings
+    from recur.models.tabular import TabularSettings
 
     mf = a.max_features
     if mf not in ("sqrt", "log2"):
@@ -935,7 +938,7 @@ def _model_paths(items: list[str]) -> dict[str, str]:
 
 def _eval_frame(a: argparse.Namespace):
     """The evaluation frame (ids, outcomes, one score column per model) and the models."""
-    from recur import evaluate as ev
+    from recur.evaluate import stats as ev
 
     paths = _model_paths(a.predictions)
     preds = {m: ev.read_predictions(p, m) for m, p in paths.items()}
@@ -951,8 +954,8 @@ def _read_cutoffs(path: str) -> dict[str, float]:
 
 
 def _cmd_clinical_model(a: argparse.Namespace) -> None:
-    from recur import evaluate as ev
-    from recur import tabular
+    from recur.evaluate import stats as ev
+    from recur.models import tabular
 
     st = _tree_settings(a)
     model, pred = tabular.clinical_model(
@@ -968,9 +971,9 @@ def _cmd_clinical_model(a: argparse.Namespace) -> None:
 def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
     import json
 
-    from recur import evaluate as ev
-    from recur import tabular
+    from recur.evaluate import stats as ev
     from recur.io import write_text_atomic
+    from recur.models import tabular
 
     st = _tree_settings(a)
     clinical = ev.read_clinical(a.clinical)
@@ -1018,14 +1021,14 @@ def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
 
 
 def _cmd_cutoffs(a: argparse.Namespace) -> None:
-    from recur import evaluate as ev
+    from recur.evaluate import stats as ev
 
     frame, models = _eval_frame(a)
     _write_csv(ev.cutoffs_table(frame, models), a.out)
 
 
 def _cmd_table2(a: argparse.Namespace) -> None:
-    from recur import evaluate as ev
+    from recur.evaluate import stats as ev
     from recur.io import write_text_atomic
 
     frame, models = _eval_frame(a)
@@ -1044,15 +1047,15 @@ def _cmd_table2(a: argparse.Namespace) -> None:
 
 
 def _cmd_delong(a: argparse.Namespace) -> None:
-    from recur import evaluate as ev
+    from recur.evaluate import stats as ev
 
     frame, models = _eval_frame(a)
     _write_csv(ev.delong_table(frame, models), a.out)
 
 
 def _cmd_calibration(a: argparse.Namespace) -> None:
-    from recur import evaluate as ev
-    from recur import figures
+    from recur.evaluate import figures
+    from recur.evaluate import stats as ev
 
     frame, models = _eval_frame(a)
     table = ev.calibration_table(frame, models)
@@ -1061,8 +1064,8 @@ def _cmd_calibration(a: argparse.Namespace) -> None:
 
 
 def _cmd_table1(a: argparse.Namespace) -> None:
-    from recur import evaluate as ev
-    from recur import table1
+    from recur.evaluate import stats as ev
+    from recur.evaluate import table1
     from recur.io import write_text_atomic
 
     t = table1.table1(ev.read_clinical(a.clinical), alpha=a.alpha)
@@ -1073,7 +1076,7 @@ def _cmd_table1(a: argparse.Namespace) -> None:
 def _cmd_figures(a: argparse.Namespace) -> None:
     import numpy as np
 
-    from recur import figures
+    from recur.evaluate import figures
 
     frame, models = _eval_frame(a)
     thresholds = None
@@ -1095,7 +1098,7 @@ def _cmd_figures(a: argparse.Namespace) -> None:
 def _cmd_importance_figure(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur import figures
+    from recur.evaluate import figures
 
     imp = pd.read_csv(a.importance)
     figures.save_figure(figures.importance_figure(imp, a.title), a.png, a.pdf)
@@ -1194,7 +1197,7 @@ def _sitk_threads(n: int | None) -> None:
 
 
 def _cmd_margin_register(a: argparse.Namespace) -> None:
-    from recur import margin
+    from recur.margin import ablative as margin
 
     _sitk_threads(a.threads)
     settings = margin.CrossTimeSettings(
@@ -1230,7 +1233,7 @@ def _cmd_margin_register(a: argparse.Namespace) -> None:
 
 
 def _cmd_margin_metrics(a: argparse.Namespace) -> None:
-    from recur import margin
+    from recur.margin import ablative as margin
 
     _sitk_threads(a.threads)
     rec = margin.metrics_files(
@@ -1248,13 +1251,13 @@ def _cmd_margin_metrics(a: argparse.Namespace) -> None:
 
 
 def _cmd_margin_figure(a: argparse.Namespace) -> None:
-    from recur import margin
+    from recur.margin import ablative as margin
 
     margin.plot_patient_margins(margin.load_surface(a.surface), a.patient, a.out)
 
 
 def _cmd_margin_table(a: argparse.Namespace) -> None:
-    from recur import margin
+    from recur.margin import ablative as margin
 
     table = margin.table_files(a.metrics, a.out, a.figure)
     log.info("wrote %d patients to %s", len(table), a.out)
@@ -1263,8 +1266,9 @@ def _cmd_margin_table(a: argparse.Namespace) -> None:
 def _cmd_margin_model(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur import evaluate as ev
-    from recur import margin, tabular
+    from recur.evaluate import stats as ev
+    from recur.margin import ablative as margin
+    from recur.models import tabular
 
     st = _tree_settings(a)
     clinical = ev.read_clinical(a.clinical)
@@ -1429,10 +1433,11 @@ def _step_files(a: argparse.Namespace, stage: str) -> tuple[str, list[str], list
 
 
 def _redactor(a: argparse.Namespace) -> Callable[[str], str]:
-    """Takes the cohort's paths out of a per-patient step's messages (recur.input_links.redact):
+    """Takes the cohort's paths out of a per-patient step's messages (recur.cohort.links.redact):
     what a job says is stored under results/logs, and a cohort folder may be named after a
     patient, so a file is named by its table row instead."""
-    from recur import contract, input_links
+    from recur.cohort import contract
+    from recur.cohort import links as input_links
 
     cohort_dir = getattr(a, "cohort_dir", None)
     if not cohort_dir:
@@ -1453,10 +1458,10 @@ def _redactor(a: argparse.Namespace) -> Callable[[str], str]:
 def _excludable(
     cmd: Callable[[argparse.Namespace], None], stage: str
 ) -> Callable[[argparse.Namespace], None]:
-    """Run ``cmd`` under ``--on-failure`` (recur.exclusions.run_or_exclude)."""
+    """Run ``cmd`` under ``--on-failure`` (recur.cohort.exclusions.run_or_exclude)."""
 
     def handler(a: argparse.Namespace) -> None:
-        from recur import exclusions
+        from recur.cohort import exclusions
 
         timepoint, inputs, outputs = _step_files(a, stage)
         patient = getattr(a, "patient", None) or Path(a.indir).parent.name
@@ -1478,14 +1483,14 @@ def _excludable(
     return handler
 
 
-def _exclusion_guard(a: argparse.Namespace):  # -> recur.steps.Guard
+def _exclusion_guard(a: argparse.Namespace):  # -> recur.preprocess.steps.Guard
     """The ``guard`` of a per-patient package function under ``--on-failure``: runs one step of
-    one time point through recur.exclusions.run_or_exclude; False when it was excluded."""
+    one time point through recur.cohort.exclusions.run_or_exclude; False when it was excluded."""
 
     redact = _redactor(a)
 
     def guard(stage, timepoint, step, inputs, outputs) -> bool:
-        from recur import exclusions
+        from recur.cohort import exclusions
 
         records = exclusions.run_or_exclude(
             step,
@@ -1509,7 +1514,7 @@ def _add_exclusion_args(p: argparse.ArgumentParser) -> None:
 
 def _drop_excluded(patients, a: argparse.Namespace):
     """``patients`` without the config- and QC-excluded ids (split)."""
-    from recur import exclusions
+    from recur.cohort import exclusions
 
     qc = exclusions.read_exclusions(a.qc_exclusions)
     drop = set(a.exclude) | set(qc["patient_id"])
@@ -1519,7 +1524,7 @@ def _drop_excluded(patients, a: argparse.Namespace):
 
 
 def _cmd_qc_exclusions(a: argparse.Namespace) -> None:
-    from recur import exclusions
+    from recur.cohort import exclusions
     from recur.io import atomic_path
 
     files = {Path(p).stem: p for p in a.crops}
@@ -1532,7 +1537,8 @@ def _cmd_qc_exclusions(a: argparse.Namespace) -> None:
 def _cmd_figure1(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur import exclusions, reporting, split
+    from recur.cohort import exclusions, split
+    from recur.reporting import report as reporting
 
     patients = pd.read_csv(a.patients, dtype={"patient_id": str})
     cfg = pd.DataFrame(
@@ -1548,7 +1554,7 @@ def _cmd_figure1(a: argparse.Namespace) -> None:
 def _cmd_table_s1(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur import reporting
+    from recur.reporting import report as reporting
 
     sites = pd.read_csv(a.patients, dtype={"patient_id": str}).set_index("patient_id")["site"]
     acq = reporting.read_acquisitions(a.acquisition)
@@ -1562,8 +1568,9 @@ def _cmd_table_s1(a: argparse.Namespace) -> None:
 def _cmd_tripod(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur import reporting, split
-    from recur.contract import CLINICAL_FEATURES
+    from recur.cohort import split
+    from recur.cohort.contract import CLINICAL_FEATURES
+    from recur.reporting import report as reporting
 
     items = reporting.tripod_items(
         pd.read_csv(a.clinical, dtype={"patient_id": str}),
@@ -1633,7 +1640,7 @@ def _add_reporting(sub: argparse._SubParsersAction) -> None:
 def _cmd_bundle(a: argparse.Namespace) -> None:
     import json
 
-    from recur import bundle
+    from recur.deploy import bundle
 
     manifest = bundle.write_bundle(
         a.out,
@@ -1650,7 +1657,7 @@ def _cmd_bundle(a: argparse.Namespace) -> None:
 
 
 def _cmd_predict(a: argparse.Namespace) -> None:
-    from recur import predict
+    from recur.deploy import predict
 
     table = predict.predict(
         a.bundle,

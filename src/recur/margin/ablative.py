@@ -3,7 +3,7 @@
 Three steps (see ``docs/methods/margin.md`` for the definitions and their biases):
 
 1. :class:`CrossTimeRegistration` registers the post-ablation delayed phase (DP) onto the
-   pre-ablation DP (rigid: :class:`recur.register.PhaseRegistration`, the phase
+   pre-ablation DP (rigid: :class:`recur.preprocess.register.PhaseRegistration`, the phase
    registration's engine and settings object, on a liver region around the tumour;
    optionally a B-spline refinement restricted to the region within ``region_mm`` of the
    tumour) and
@@ -40,8 +40,8 @@ if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need
 
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, read_transform, write_text_atomic
-from recur.register import PhaseRegistration, RegistrationSettings, settings_from_args
-from recur.register import normalised_cross_correlation as ncc
+from recur.preprocess.register import PhaseRegistration, RegistrationSettings, settings_from_args
+from recur.preprocess.register import normalised_cross_correlation as ncc
 
 #: Margin thresholds (mm) of the summary: < 0 (tumour outside the zone), < 5, >= 5.
 SAFE_MARGIN_MM = 5.0
@@ -71,8 +71,8 @@ def default_rigid(**overrides: object) -> RegistrationSettings:
     """Rigid-stage settings of the cross-time registration (a ``RegistrationSettings``).
 
     The same settings object and machinery as the phase-to-DP registration
-    (:class:`recur.register.PhaseRegistration`); only the defaults differ: heavier pyramid
-    smoothing (the post image differs from the pre image around the lesion by design), a
+    (:class:`recur.preprocess.register.PhaseRegistration`); only the defaults differ: heavier
+    pyramid smoothing (the post image differs from the pre image around the lesion by design), a
     larger voxel sample, and the metric restricted to the liver region around the tumour
     (``mask_margin_mm``: the tumour's bounding box grown by that many mm per side).
     """
@@ -89,8 +89,8 @@ def default_rigid(**overrides: object) -> RegistrationSettings:
 class CrossTimeSettings:
     """Settings of the post-to-pre registration (the ``margin:`` config section).
 
-    ``rigid``: the rigid stage, a :class:`recur.register.RegistrationSettings` run by
-    :class:`recur.register.PhaseRegistration` with the pre DP as fixed and the post DP as
+    ``rigid``: the rigid stage, a :class:`recur.preprocess.register.RegistrationSettings` run by
+    :class:`recur.preprocess.register.PhaseRegistration` with the pre DP as fixed and the post DP as
     moving image; its ``mask_margin_mm`` restricts the metric to the tumour's bounding box
     grown by that distance (``None``: whole image). ``deformable``: add a B-spline stage
     (control points every ``bspline_spacing_mm``, each displaced at most
@@ -173,7 +173,7 @@ def _bbox_image(mask: sitk.Image, image: sitk.Image) -> sitk.Image:
 class CrossTimeRegistration:
     """Register the post-ablation DP onto the pre-ablation DP (settings, then call).
 
-    The rigid stage is :class:`recur.register.PhaseRegistration` (pre DP fixed, post DP
+    The rigid stage is :class:`recur.preprocess.register.PhaseRegistration` (pre DP fixed, post DP
     moving, the tumour as ROI); the optional B-spline stage is built on the same metric.
 
     >>> reg = CrossTimeRegistration(CrossTimeSettings())     # doctest: +SKIP
@@ -742,7 +742,7 @@ def model_data(
     signature_name: str = "signature",
 ) -> pd.DataFrame:
     """One row per patient of ``split``: ids, ``er``, clinical predictors, margin features
-    (and the DL ``signature``), ready for :func:`recur.tabular.fit_and_score`."""
+    (and the DL ``signature``), ready for :func:`recur.models.tabular.fit_and_score`."""
     missing = sorted(set(split["patient_id"]) - set(clinical["patient_id"]))
     if missing:
         raise RecurError(
@@ -769,13 +769,13 @@ def fit_margin_model(
     signature_name: str = "signature",
     n_jobs: int = 1,
 ) -> tuple[object, pd.DataFrame, list[str]]:
-    """Fit ``Clinical_Margin`` or ``DL_Clinical_Margin`` with :mod:`recur.tabular`.
+    """Fit ``Clinical_Margin`` or ``DL_Clinical_Margin`` with :mod:`recur.models.tabular`.
 
-    The predictors are the Clinical model's five (``recur.contract.CLINICAL_FEATURES``),
+    The predictors are the Clinical model's five (``recur.cohort.contract.CLINICAL_FEATURES``),
     then (DL_Clinical_Margin only) the DL signature, then the margin ``features``. ``settings``
-    is a :class:`recur.tabular.TabularSettings`. Returns (pipeline, predictions, features).
+    is a :class:`recur.models.tabular.TabularSettings`. Returns (pipeline, predictions, features).
     """
-    from recur import tabular
+    from recur.models import tabular
 
     if model not in MARGIN_MODELS:
         raise RecurError(f"unknown margin model {model!r}; expected one of {MARGIN_MODELS}")
@@ -892,8 +892,8 @@ def plot_registration_qc(
 ) -> None:
     """QC overlay on the tumour's largest slice: pre DP and registered post DP, both with the
     tumour outline (yellow) and the transformed ablation-zone outline (cyan), zoomed on the
-    ROIs (+ 40 mm) and drawn at 0.5 mm per pixel (Pillow; :mod:`recur.qc_images`)."""
-    from recur import qc_images
+    ROIs (+ 40 mm) and drawn at 0.5 mm per pixel (Pillow; :mod:`recur.preprocess.qc_images`)."""
+    from recur.preprocess import qc_images
 
     t = sitk.GetArrayViewFromImage(tumour) > 0
     z = sitk.GetArrayViewFromImage(zone) > 0

@@ -42,7 +42,7 @@ from monai.transforms import (
 )
 
 from recur.errors import RecurError
-from recur.networks import CHANNELS_PER_TIMEPOINT
+from recur.models.networks import CHANNELS_PER_TIMEPOINT
 
 N_TIMEPOINTS, N_PHASES, N_SLICES = 2, 4, 3
 

@@ -46,7 +46,7 @@ COLUMNS: tuple[str, ...] = (
     "series_number",
     "series_description",
 )
-SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).resolve().parents[3] / "schemas" / "config.schema.yaml"
 
 #: Header fields read per file (identifying ones are used for grouping only, never written).
 _TAGS = (

@@ -1,7 +1,7 @@
 """Performance statistics of the ER models: metrics, bootstrap CIs, cutoffs, DeLong, calibration.
 
 Everything here is a pure function over numpy arrays or DataFrames (file I/O lives in the CLI
-handlers and :mod:`recur.figures`). Conventions (see ``docs/methods/statistics.md``):
+handlers and :mod:`recur.evaluate.figures`). Conventions (see ``docs/methods/statistics.md``):
 
 * ``y`` is the binary outcome (1 = early recurrence), ``score`` the predicted ER probability.
 * A patient is called positive (high risk) when ``score >= cutoff``.
@@ -638,7 +638,7 @@ def read_clinical(path: object) -> pd.DataFrame:
     """Read and validate ``clinical.csv`` (the input contract) from ``path``."""
     from pathlib import Path
 
-    from recur import contract
+    from recur.cohort import contract
 
     p = Path(str(path))
     return contract.check_clinical(contract.read_table(p))

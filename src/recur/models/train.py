@@ -51,18 +51,18 @@ from monai.utils import set_determinism
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from recur.contract import OUTCOME_COLUMNS
-from recur.dl_data import Augmentation, make_dataset, make_items, plain_tensors
+from recur.cohort.contract import OUTCOME_COLUMNS
+from recur.cohort.split import crossfit_folds, read_outcome, read_split
 from recur.errors import RecurError
 from recur.io import atomic_path
-from recur.networks import (
+from recur.models.data import Augmentation, make_dataset, make_items, plain_tensors
+from recur.models.networks import (
     CHANNELS_PER_TIMEPOINT,
     MODEL_TIMEPOINTS,
     ROI_CHANNELS,
     EnsembleNet,
     build_model,
 )
-from recur.split import crossfit_folds, read_outcome, read_split
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Architecture:
     hidden: int = 32
     dropout: float = 0.5
     max_pool: bool = True
-    #: the tumour ROI as 3 more input channels per time point (recur.dl_data)
+    #: the tumour ROI as 3 more input channels per time point (recur.models.data)
     roi_channel: bool = False
     #: scores are the mean logit over the 8 dihedral views of the input (test-time
     #: augmentation, :func:`predict_logits`); the tuning AUC of each epoch uses the plain view
@@ -99,8 +99,9 @@ class Architecture:
     #: names of auxiliary regression targets learnt beside ER (multi-task; e.g. the measured
     #: minimal ablative margin, ``min_margin_mm``): one more output of the network each
     aux_targets: tuple[str, ...] = ()
-    #: number of member networks: 1 = one network; more = :class:`~recur.networks.EnsembleNet`
-    #: of that many networks of this design (:func:`run_ensemble`)
+    #: number of member networks: 1 = one network; more =
+    #: :class:`~recur.models.networks.EnsembleNet` of that many networks of this design
+    #: (:func:`run_ensemble`)
     members: int = 1
 
     @property
@@ -644,7 +645,7 @@ def run_ensemble(
     device: str = "auto",
 ) -> pd.DataFrame:
     """Join trained networks of one model (``train-dl`` output folders: the full model and
-    its fold models) into one :class:`~recur.networks.EnsembleNet` whose score is their mean
+    its fold models) into one :class:`~recur.models.networks.EnsembleNet` whose score is their mean
     logit; score every patient of ``split_csv`` with it and write ``weights.pt`` (one
     ``state_dict``), ``model.json`` (``members`` = their number) and ``scores.csv`` into
     ``outdir``. Returns the scores table.

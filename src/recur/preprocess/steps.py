@@ -3,7 +3,7 @@
 A patient's job runs one step per time point through a ``guard``. The default guard just runs
 the step; the CLI's ``--on-failure exclude`` passes one that, on a refusal (or an exclusion
 placeholder among the step's inputs), writes placeholders at its outputs and returns False
-(:func:`recur.exclusions.run_or_exclude`); the job then abandons that time point's staged
+(:func:`recur.cohort.exclusions.run_or_exclude`); the job then abandons that time point's staged
 files (:class:`Abandon`) and goes on with the other.
 """
 

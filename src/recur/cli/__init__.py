@@ -1,0 +1,1 @@
+"""The command line: ``recur <command> ...`` (also ``python -m recur``)."""
