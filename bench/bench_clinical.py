@@ -9,8 +9,9 @@ paper's event count, the workflow's tuning split), each estimator of
 external patients (the cohorts bench/pool_external.py pools: seeds 7, 11, 13, 17; 1,000
 patients). Printed per estimator: AUC (DeLong 95% CI), the paired DeLong test against the
 paper's ExtraTrees, and the ceilings the generator's truth allows for the clinical variables
-(:func:`recur.synthetic.cohort.information_ceilings`; learnable: a logistic regression on the true
-variables fitted on the same training patients, :func:`recur.synthetic.cohort.learnable_ceilings`).
+(:func:`recur.synthetic.ceilings.information_ceilings`; learnable: a logistic regression on the
+true variables fitted on the same training patients,
+:func:`recur.synthetic.ceilings.learnable_ceilings`).
 
     .venv/bin/python bench/bench_clinical.py [--train-seed 2025 --train-seed 1] [--csv out.csv]
 """
@@ -48,10 +49,10 @@ ESTIMATORS: dict[str, dict] = {
 
 def clinical_rows(seed: int, n_train: int, n_test: tuple[int, ...], er_share) -> pd.DataFrame:
     """The latent table with the clinical columns as ``recur synth`` writes them (blanks)."""
-    from recur.synthetic import cohort as synth
+    from recur.synthetic.latent import CLINICAL_COLUMNS, blank_cells, random_stream, sample_latent
 
-    latent = synth.sample_latent(n_train, list(n_test), seed, er_share)
-    shown = synth.blank_cells(synth._rng(seed, 99), latent.loc[:, list(synth.CLINICAL_COLUMNS)])
+    latent = sample_latent(n_train, list(n_test), seed, er_share)
+    shown = blank_cells(random_stream(seed, 99), latent.loc[:, list(CLINICAL_COLUMNS)])
     out = latent.copy()
     for col in shown.columns:
         out[col + "_shown"] = shown[col]
@@ -73,9 +74,10 @@ def measure(train_seed: int) -> list[dict]:
     from recur.cohort import split
     from recur.evaluate import stats as evaluate
     from recur.models import tabular
-    from recur.synthetic import cohort as synth
+    from recur.synthetic.ceilings import information_ceilings, learnable_ceilings
+    from recur.synthetic.latent import PAPER_ER_SHARE
 
-    study = clinical_rows(train_seed, 254, (20, 15), synth.PAPER_ER_SHARE)
+    study = clinical_rows(train_seed, 254, (20, 15), PAPER_ER_SHARE)
     train = study[study["cohort"] == "train"].reset_index(drop=True)
     er = pd.Series(train["er"].to_numpy(), index=train["patient_id"])
     sp = split.make_split(train[["patient_id", "site", "cohort"]], er, 0.2, 42)
@@ -89,8 +91,8 @@ def measure(train_seed: int) -> list[dict]:
         fresh.append(lat)
     ext = pd.concat(fresh, ignore_index=True)
     y = ext["er"].to_numpy(int)
-    ceiling = synth.information_ceilings(ext)["Clinical"]
-    learnable = synth.learnable_ceilings(train[train["patient_id"].isin(fit_ids)], ext)["Clinical"]
+    ceiling = information_ceilings(ext)["Clinical"]
+    learnable = learnable_ceilings(train[train["patient_id"].isin(fit_ids)], ext)["Clinical"]
 
     # one table: the study's training patients (split as the workflow does) + the fresh ones
     both = pd.concat([shown_clinical(train), shown_clinical(ext)], ignore_index=True)

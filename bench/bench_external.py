@@ -7,12 +7,12 @@ siteB/siteC), every patient going through the workflow's own functions from DICO
 process pool, then :func:`recur.deploy.predict.dl_scores` /
 :func:`recur.deploy.predict.tabular_scores`. Each model's AUC (DeLong 95% CI) is printed beside the
 ceiling the generator's truth allows for the information that model sees
-(:func:`recur.synthetic.cohort.information_ceilings`: Pre = tumour size + pre-image latents, PrePost
-= + margin, Clinical = the clinical variables, DL_Clinical = clinical + the chosen signature's
-information), the same without the satellite nodule (Pre and PrePost: a latent the crops barely
-show), and, for a synthetic study, the "learnable" ceilings
-(:func:`recur.synthetic.cohort.learnable_ceilings`: a logistic regression on the true latents fitted
-on the study's training patients).
+(:func:`recur.synthetic.ceilings.information_ceilings`: Pre = tumour size + pre-image latents,
+PrePost = + margin, Clinical = the clinical variables, DL_Clinical = clinical + the chosen
+signature's information), the same without the satellite nodule (Pre and PrePost: a latent the
+crops barely show), and, for a synthetic study, the "learnable" ceilings
+(:func:`recur.synthetic.ceilings.learnable_ceilings`: a logistic regression on the true latents
+fitted on the study's training patients).
 
     .venv/bin/python bench/bench_external.py --study /work/main --cohort /tmp/ext/cohort \\
         [--n-test 500 500 --seed 7] [--workers 2] [--csv out.csv]
@@ -100,7 +100,7 @@ def delong_ci(y: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
 
 
 def seen_information(signature: str) -> dict[str, str]:
-    """Model -> the information set of :data:`recur.synthetic.cohort.INFORMATION_SETS` it sees
+    """Model -> the information set of :data:`recur.synthetic.ceilings.INFORMATION_SETS` it sees
     (DL_Clinical: the clinical variables + the information of the chosen signature)."""
     return {
         "Pre": "Pre",
@@ -113,9 +113,10 @@ def seen_information(signature: str) -> dict[str, str]:
 def learnable_for(study: Path, truth: pd.DataFrame) -> dict[str, float]:
     """What a perfect reader of each information set's true latents reaches on ``truth``'s
     patients when it learns their weights from the study's training patients (logistic
-    regression, :func:`recur.synthetic.cohort.learnable_ceilings`); empty unless ``study`` is a
+    regression, :func:`recur.synthetic.ceilings.learnable_ceilings`); empty unless ``study`` is a
     synthetic study (its truth.csv is there)."""
     from recur.synthetic import cohort as synth
+    from recur.synthetic.ceilings import learnable_ceilings
 
     study_truth = study / "results" / "synthetic" / "truth.csv"
     if not study_truth.is_file():
@@ -123,7 +124,7 @@ def learnable_for(study: Path, truth: pd.DataFrame) -> dict[str, float]:
     st, _ = synth.load_truth(study_truth)
     split = pd.read_csv(study / "results" / "splits" / "split.csv", dtype=str)
     st = st[st["patient_id"].isin(split.loc[split["split"] == "train", "patient_id"])]
-    return synth.learnable_ceilings(st, truth)
+    return learnable_ceilings(st, truth)
 
 
 def summary_table(
@@ -134,7 +135,7 @@ def summary_table(
     learn: dict[str, float],
 ) -> pd.DataFrame:
     """One row per scored model: AUC (DeLong 95% CI) beside the ceilings of its information
-    (``ceil``: :func:`recur.synthetic.cohort.information_ceilings` of the scored patients) and the
+    (``ceil``: :func:`recur.synthetic.ceilings.information_ceilings` of the scored patients) and the
     learnable ceilings (``learn``: :func:`learnable_for`)."""
     rows = []
     for name, score in scores.items():
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from recur.deploy import predict
     from recur.deploy.bundle import load_bundle
     from recur.synthetic import cohort as synth
+    from recur.synthetic.ceilings import information_ceilings
 
     cohort = a.cohort.resolve()
     truth_csv = cohort.parent / "truth.csv"
@@ -230,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     truth, _ = synth.load_truth(truth_csv)
     truth = truth.set_index("patient_id").loc[ok].reset_index()
-    ceil = synth.information_ceilings(truth, n_mc=a.n_mc)
+    ceil = information_ceilings(truth, n_mc=a.n_mc)
     learn = learnable_for(a.study, truth)
     y = truth["er"].to_numpy()
     seen = seen_information(bundle.signature)

@@ -85,6 +85,7 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
     from recur.evaluate import stats as evaluate
     from recur.models import tabular
     from recur.synthetic import cohort as synth
+    from recur.synthetic.ceilings import learnable_ceilings
 
     bundle = load_bundle(study / "results" / "bundle")
     ext = fresh_table(cohorts, image_settings_key(bundle.settings))
@@ -109,7 +110,7 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
         .loc[ext["patient_id"]]
         .reset_index()
     )
-    learn = synth.learnable_ceilings(truth[truth["patient_id"].isin(fit_ids)], pooled_truth)
+    learn = learnable_ceilings(truth[truth["patient_id"].isin(fit_ids)], pooled_truth)
     settings = {e: tabular.TabularSettings(estimator=e) for e in tabular.ESTIMATORS}
     scores: dict[tuple[str, str], np.ndarray] = {}
     rows = []

@@ -27,17 +27,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recur.synthetic import cohort as synth
+from recur.synthetic.anatomy import Grid
+from recur.synthetic.ceilings import outcome_ceilings
+from recur.synthetic.cohort import write_cohort
+from recur.synthetic.dicom_writer import write_series
+from recur.synthetic.latent import sample_latent
+from recur.synthetic.sites import SITE_PROFILES
 
 
 def ceilings(seeds: list[int], n: int, n_mc: int) -> pd.DataFrame:
     rows = []
     for seed in seeds:
         t0 = time.perf_counter()
-        lat = synth.sample_latent(n, (20, 15), seed)
+        lat = sample_latent(n, (20, 15), seed)
         t_lat = time.perf_counter() - t0
         tr = lat[lat["cohort"] == "train"]
-        c = synth.outcome_ceilings(tr, n_mc=n_mc, seed=seed)
+        c = outcome_ceilings(tr, n_mc=n_mc, seed=seed)
         rows.append(
             {
                 "seed": seed,
@@ -60,7 +65,7 @@ def generation(n_train: int, n_test: tuple[int, ...], workers: int, keep: Path |
     tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     out = (keep or tmp) / "cohort"
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
-    synth.write_cohort(out, n_train=n_train, n_test=n_test, seed=2025, workers=workers)
+    write_cohort(out, n_train=n_train, n_test=n_test, seed=2025, workers=workers)
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     n = n_train + sum(n_test)
@@ -101,8 +106,8 @@ def slice_writer(repeats: int) -> dict:
 
     CPU time, not wall time: file creation dominates wall time on a shared disk.
     """
-    site = synth.SITE_PROFILES["siteA"]
-    grid = synth.Grid((-140.0, -140.0, -60.0), (1.75, 1.75, 5.0), (160, 160, 24))
+    site = SITE_PROFILES["siteA"]
+    grid = Grid((-140.0, -140.0, -60.0), (1.75, 1.75, 5.0), (160, 160, 24))
     vol = np.random.default_rng(0).integers(0, 4000, (24, 160, 160)).astype(np.uint16)
     header = {
         "PatientName": "FAKEMAN^ALPHA",
@@ -117,7 +122,7 @@ def slice_writer(repeats: int) -> dict:
             tmp = Path(tempfile.mkdtemp(prefix="bench_synth_w_"))
             t0 = time.process_time()
             if mode == "fast":
-                synth.write_series(
+                write_series(
                     tmp,
                     vol,
                     grid,
@@ -131,8 +136,8 @@ def slice_writer(repeats: int) -> dict:
                 import pydicom
 
                 fast_dir = Path(tempfile.mkdtemp(prefix="bench_synth_r_"))
-                one = synth.Grid(grid.origin, grid.spacing, (160, 160, 1))
-                synth.write_series(
+                one = Grid(grid.origin, grid.spacing, (160, 160, 1))
+                write_series(
                     fast_dir,
                     vol[:1],
                     one,

@@ -3,7 +3,7 @@
 ``bench/bench_external.py`` scores one fresh cohort and keeps every patient's scores in
 ``<cohort>/../bench_external_work/<image-settings digest>/scores.csv``. This script pools
 those of several cohorts (each made with another generator seed), recomputes the ceilings on
-the pooled patients (:func:`recur.synthetic.cohort.information_ceilings`, the learnable ones from
+the pooled patients (:func:`recur.synthetic.ceilings.information_ceilings`, the learnable ones from
 the study's training patients) and prints, for each model, the AUC (DeLong 95% CI) beside them,
 then the paired DeLong tests PrePost vs Pre, DL_Clinical vs Clinical and DL_Clinical vs
 PrePost.
@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from recur.deploy.bundle import load_bundle
     from recur.evaluate.stats import delong_test
-    from recur.synthetic import cohort as synth
+    from recur.synthetic.ceilings import information_ceilings
 
     bundle = load_bundle((a.study / "results" / "bundle").resolve())
     data = pooled_scores([c.resolve() for c in a.cohort], image_settings_key(bundle.settings))
     y = data["er"].to_numpy()
     seen = seen_information(bundle.signature)
-    ceil = synth.information_ceilings(data, n_mc=a.n_mc)
+    ceil = information_ceilings(data, n_mc=a.n_mc)
     table = summary_table(
         y, {m: data[m].to_numpy() for m in seen}, seen, ceil, learnable_for(a.study, data)
     )

@@ -48,7 +48,7 @@ from recur.cohort import links as input_links  # noqa: E402
 from recur.cohort import record as cohort_record  # noqa: E402
 from recur.config import check_config  # noqa: E402
 from recur.errors import RecurError  # noqa: E402
-from recur.synthetic import cohort as synth  # noqa: E402
+from recur.synthetic import sites as synthetic_sites  # noqa: E402
 
 # Snakemake's scheduler starts a re-evaluation timer in every round and never coalesces them:
 # with hundreds of ready per-patient jobs they pile up to ~100+ rounds a second and Snakemake's
@@ -79,7 +79,7 @@ FINAL_TARGETS = []
 if config["cohort"]["source"] == "synthetic":
     COHORT_DIR = f"{RESULTS}/synthetic/cohort"
     TRUTH_CSV = f"{RESULTS}/synthetic/truth.csv"
-    PATIENT_TABLE = synth.planned_patients(
+    PATIENT_TABLE = synthetic_sites.planned_patients(
         config["synthetic"]["n_train"], config["synthetic"]["n_test"]
     )
     COHORT = None

@@ -18,7 +18,46 @@ import SimpleITK as sitk
 
 from recur.cohort import contract
 from recur.errors import RecurError
-from recur.synthetic import cohort as synth
+from recur.synthetic.acquisition import Motion, _smooth_field
+from recur.synthetic.anatomy import (
+    CAPSULE,
+    HVEIN,
+    LIVER,
+    PERITUMORAL,
+    PORTAL,
+    SATELLITE,
+    TUMOUR,
+    ZONE_RIM,
+    Grid,
+    PatientAnatomy,
+)
+from recur.synthetic.ceilings import (
+    INFORMATION_SETS,
+    information_ceilings,
+    information_scores,
+    latent_features,
+    learnable_ceilings,
+    outcome_ceilings,
+)
+from recur.synthetic.cohort import load_truth, write_cohort, write_patient
+from recur.synthetic.dicom_writer import _LAST, _PRIVATE_CREATOR
+from recur.synthetic.latent import (
+    CLINICAL_COLUMNS,
+    PAPER_ER_SHARE,
+    RISK,
+    _force_both_classes,
+    blank_cells,
+    conditional_bernoulli,
+    ellipse_distance,
+    er_count,
+    random_stream,
+    risk_components,
+    sample_clinical,
+    sample_latent,
+    sample_outcome,
+    sample_post_image,
+)
+from recur.synthetic.sites import PHASES, SITE_PROFILES, TIMEPOINTS, planned_patients
 
 SEED = 7
 N_TRAIN, N_TEST = 4, (2, 2)
@@ -27,19 +66,19 @@ N_TRAIN, N_TEST = 4, (2, 2)
 # --------------------------------------------------------------------------- pure functions
 def test_ellipse_distance_hand_values():
     # circle of radius 10, point at distance 5 from the centre -> 5 to the boundary
-    assert synth.ellipse_distance(np.array([3.0]), np.array([4.0]), 10.0, 10.0)[0] == (
+    assert ellipse_distance(np.array([3.0]), np.array([4.0]), 10.0, 10.0)[0] == (
         pytest.approx(5.0, abs=1e-6)
     )
     # ellipse a=10, b=5: from the centre the nearest boundary point is the minor vertex
-    assert synth.ellipse_distance(np.array([0.0]), np.array([0.0]), 10.0, 5.0)[0] == (
+    assert ellipse_distance(np.array([0.0]), np.array([0.0]), 10.0, 5.0)[0] == (
         pytest.approx(5.0, abs=1e-6)
     )
     # point (6, 0): 6 < (a^2 - b^2)/a = 7.5, so the nearest point is off-axis at
     # x = a^2 * 6 / (a^2 - b^2) = 8, y = 5 * sqrt(1 - 0.64) = 3 -> distance sqrt(4 + 9)
-    d = synth.ellipse_distance(np.array([6.0]), np.array([0.0]), 10.0, 5.0)[0]
+    d = ellipse_distance(np.array([6.0]), np.array([0.0]), 10.0, 5.0)[0]
     assert d == pytest.approx(math.sqrt(13.0), abs=1e-5)
     # beyond that threshold the nearest point is the major vertex
-    d = synth.ellipse_distance(np.array([8.0]), np.array([0.0]), 10.0, 5.0)[0]
+    d = ellipse_distance(np.array([8.0]), np.array([0.0]), 10.0, 5.0)[0]
     assert d == pytest.approx(2.0, abs=1e-5)
 
 
@@ -47,7 +86,7 @@ def test_post_image_margin_matches_geometry():
     """margin_mm = distance(tumour centre, zone boundary) - radius, checked by dense sampling."""
     rng = np.random.default_rng(0)
     r = rng.uniform(4, 20, 200)
-    post = synth.sample_post_image(rng, r)
+    post = sample_post_image(rng, r)
     phi = np.linspace(0, 2 * np.pi, 20000)
     a, b, ang = post["zone_a"].to_numpy(), post["zone_b"].to_numpy(), post["zone_angle"].to_numpy()
     # boundary points of the zone relative to the tumour centre: zone centre is at (dx, dy)
@@ -61,7 +100,7 @@ def test_post_image_margin_matches_geometry():
 
 def test_sample_outcome_is_consistent():
     rng = np.random.default_rng(1)
-    out = synth.sample_outcome(rng, np.full(3000, 0.3))
+    out = sample_outcome(rng, np.full(3000, 0.3))
     er1 = out[out["er"] == 1]
     er0 = out[out["er"] == 0]
     assert (er1["rfs_event"] == 1).all()
@@ -74,15 +113,15 @@ def test_sample_outcome_is_consistent():
 
 
 def test_force_both_classes_flips_most_likely():
-    er = synth._force_both_classes(np.array([0, 0, 0]), np.array([0.1, 0.5, 0.2]))
+    er = _force_both_classes(np.array([0, 0, 0]), np.array([0.1, 0.5, 0.2]))
     assert er.tolist() == [0, 1, 0]
-    er = synth._force_both_classes(np.array([1, 1]), np.array([0.9, 0.4]))
+    er = _force_both_classes(np.array([1, 1]), np.array([0.9, 0.4]))
     assert er.tolist() == [1, 0]
-    assert synth._force_both_classes(np.array([0, 1]), np.array([0.1, 0.2])).tolist() == [0, 1]
+    assert _force_both_classes(np.array([0, 1]), np.array([0.1, 0.2])).tolist() == [0, 1]
 
 
 def test_smooth_field_is_standardised_and_smooth():
-    f = synth._smooth_field(np.random.default_rng(3), (30, 40, 50), (3.0, 5.0, 5.0))
+    f = _smooth_field(np.random.default_rng(3), (30, 40, 50), (3.0, 5.0, 5.0))
     assert f.shape == (30, 40, 50)
     assert f.dtype == np.float32
     assert abs(float(f.mean())) < 1e-3
@@ -94,7 +133,7 @@ def test_smooth_field_is_standardised_and_smooth():
 # --------------------------------------------------------------------------- latent model
 @pytest.fixture(scope="module")
 def latent2000() -> pd.DataFrame:
-    return synth.sample_latent(2000, (20, 15), seed=11)
+    return sample_latent(2000, (20, 15), seed=11)
 
 
 def test_latent_resembles_table1(latent2000: pd.DataFrame):
@@ -130,7 +169,7 @@ def test_latent_margin_range(latent2000: pd.DataFrame):
 def test_latent_risk_decomposition(latent2000: pd.DataFrame):
     d = latent2000
     total = (
-        synth.RISK["b0"]
+        RISK["b0"]
         + d["clinical_component"]
         + d["pre_image_component"]
         + (d["post_image_component"])
@@ -140,9 +179,9 @@ def test_latent_risk_decomposition(latent2000: pd.DataFrame):
 
 
 def test_latent_is_deterministic_and_seed_dependent():
-    a = synth.sample_latent(30, (5,), seed=1)
-    b = synth.sample_latent(30, (5,), seed=1)
-    c = synth.sample_latent(30, (5,), seed=2)
+    a = sample_latent(30, (5,), seed=1)
+    b = sample_latent(30, (5,), seed=1)
+    c = sample_latent(30, (5,), seed=2)
     pd.testing.assert_frame_equal(a, b)
     assert not a["p"].equals(c["p"])
 
@@ -152,7 +191,7 @@ def test_conditional_bernoulli_by_hand():
     # {0,1}: 0.5*0.2*0.3 = 0.03, {0,2}: 0.5*0.8*0.7 = 0.28, {1,2}: 0.5*0.2*0.7 = 0.07 (sum 0.38),
     # so P(X0) = 0.31/0.38 = 0.8158, P(X1) = 0.10/0.38 = 0.2632, P(X2) = 0.35/0.38 = 0.9211
     rng = np.random.default_rng(0)
-    draws = np.array([synth.conditional_bernoulli(rng, [0.5, 0.2, 0.7], 2) for _ in range(20000)])
+    draws = np.array([conditional_bernoulli(rng, [0.5, 0.2, 0.7], 2) for _ in range(20000)])
     assert (draws.sum(axis=1) == 2).all()
     np.testing.assert_allclose(
         draws.mean(axis=0), [0.31 / 0.38, 0.10 / 0.38, 0.35 / 0.38], atol=0.01
@@ -160,46 +199,46 @@ def test_conditional_bernoulli_by_hand():
     # the pair {0, 2} in 0.28/0.38 = 73.7% of the draws
     assert (draws[:, 1] == 0).mean() == pytest.approx(0.28 / 0.38, abs=0.01)
     # the edges: no event, all events, forced by a certain patient
-    assert synth.conditional_bernoulli(rng, [0.3, 0.6], 0).tolist() == [0, 0]
-    assert synth.conditional_bernoulli(rng, [0.3, 0.6], 2).tolist() == [1, 1]
-    assert synth.conditional_bernoulli(rng, [0.0, 1.0, 0.0], 1).tolist() == [0, 1, 0]
+    assert conditional_bernoulli(rng, [0.3, 0.6], 0).tolist() == [0, 0]
+    assert conditional_bernoulli(rng, [0.3, 0.6], 2).tolist() == [1, 1]
+    assert conditional_bernoulli(rng, [0.0, 1.0, 0.0], 1).tolist() == [0, 1, 0]
     # deterministic for the generator's state
-    a = synth.conditional_bernoulli(np.random.default_rng(5), np.full(50, 0.3), 9)
-    b = synth.conditional_bernoulli(np.random.default_rng(5), np.full(50, 0.3), 9)
+    a = conditional_bernoulli(np.random.default_rng(5), np.full(50, 0.3), 9)
+    b = conditional_bernoulli(np.random.default_rng(5), np.full(50, 0.3), 9)
     assert a.tolist() == b.tolist()
     assert a.sum() == 9
     with pytest.raises(ValueError, match="cannot place 3 events among 2"):
-        synth.conditional_bernoulli(rng, [0.5, 0.5], 3)
+        conditional_bernoulli(rng, [0.5, 0.5], 3)
     with pytest.raises(ValueError, match="impossible"):
-        synth.conditional_bernoulli(rng, [0.0, 0.0], 1)
+        conditional_bernoulli(rng, [0.0, 0.0], 1)
     with pytest.raises(ValueError, match="probabilities"):
-        synth.conditional_bernoulli(rng, [0.5, 1.5], 1)
+        conditional_bernoulli(rng, [0.5, 1.5], 1)
 
 
 def test_conditional_bernoulli_many_patients_no_underflow():
     # 2,000 patients with small risks and an improbable count (expected 100, asked 300)
     p = np.linspace(0.01, 0.09, 2000)
-    x = synth.conditional_bernoulli(np.random.default_rng(1), p, 300)
+    x = conditional_bernoulli(np.random.default_rng(1), p, 300)
     assert x.sum() == 300
     # conditioning keeps the risk ordering: the riskier half holds more of the events
     assert x[1000:].sum() > x[:1000].sum()
 
 
 def test_er_count():
-    assert synth.er_count(59 / 254, 254) == 59
-    assert synth.er_count(0.2, 35) == 7
-    assert synth.er_count(0.2, 4) == 1  # round(0.8)
-    assert synth.er_count(0.01, 10) == 1  # at least one event
-    assert synth.er_count(0.99, 10) == 9  # at least one non-event
+    assert er_count(59 / 254, 254) == 59
+    assert er_count(0.2, 35) == 7
+    assert er_count(0.2, 4) == 1  # round(0.8)
+    assert er_count(0.01, 10) == 1  # at least one event
+    assert er_count(0.99, 10) == 9  # at least one non-event
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        synth.er_count(1.0, 10)
+        er_count(1.0, 10)
     with pytest.raises(ValueError, match="at least 2 patients"):
-        synth.er_count(0.5, 1)
+        er_count(0.5, 1)
 
 
 def test_er_share_fixes_the_paper_counts():
-    free = synth.sample_latent(254, (20, 15), seed=2025)
-    fixed = synth.sample_latent(254, (20, 15), seed=2025, er_share=synth.PAPER_ER_SHARE)
+    free = sample_latent(254, (20, 15), seed=2025)
+    fixed = sample_latent(254, (20, 15), seed=2025, er_share=PAPER_ER_SHARE)
     counts = fixed.groupby("cohort")["er"].agg(["sum", "count"])
     assert counts.loc["train"].tolist() == [59, 254]  # paper, Table 1: 59 of 254
     assert counts.loc["test"].tolist() == [7, 35]  # 7 of 35
@@ -228,7 +267,7 @@ def test_synth_cli_er_share(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     clinical = pd.read_csv(out / "clinical.csv")
     # round(0.5 * 4) = 2 of the 4 training patients; round(0.9 * 2) = 2, kept at n - 1 = 1
     assert clinical.groupby("cohort")["er"].sum().to_dict() == {"test": 1, "train": 2}
-    truth, _ = synth.load_truth(tmp_path / "truth.csv")
+    truth, _ = load_truth(tmp_path / "truth.csv")
     assert truth.set_index("patient_id")["er"].to_dict() == (
         clinical.set_index("patient_id")["er"].to_dict()
     )
@@ -246,12 +285,12 @@ def test_synth_cli_er_share(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
 def test_er_share_default_is_the_papers():
     from recur import config
 
-    assert config.defaults()["synthetic"]["er_share"] == synth.PAPER_ER_SHARE
+    assert config.defaults()["synthetic"]["er_share"] == PAPER_ER_SHARE
 
 
 def test_ceilings_are_ordered(latent2000: pd.DataFrame):
     tr = latent2000[latent2000["cohort"] == "train"]
-    ceil = synth.outcome_ceilings(tr, n_mc=40, seed=0)
+    ceil = outcome_ceilings(tr, n_mc=40, seed=0)
     assert 0.58 < ceil["clinical"] < ceil["clinical_pre"] - 0.04
     assert ceil["clinical_pre"] < ceil["all"] - 0.04
     assert ceil["all"] < 0.95
@@ -259,7 +298,7 @@ def test_ceilings_are_ordered(latent2000: pd.DataFrame):
 
 def test_information_ceilings_grow_with_information(latent2000: pd.DataFrame):
     tr = latent2000[latent2000["cohort"] == "train"]
-    c = synth.information_ceilings(tr, n_mc=30, seed=0)
+    c = information_ceilings(tr, n_mc=30, seed=0)
     # more information, higher ceiling; everything = the AUC of p itself
     assert c["Clinical"] < c["Clinical+Pre"] < c["Clinical+PrePost"] <= c["all"] + 0.01
     assert c["Pre"] < c["PrePost"] - 0.03
@@ -270,15 +309,15 @@ def test_information_ceilings_grow_with_information(latent2000: pd.DataFrame):
     assert c["PrePost_without_satellite"] < c["PrePost"] - 0.01
     assert c["Pre_without_satellite"] < c["PrePost_without_satellite"] - 0.03
     with pytest.raises(ValueError, match="lacks"):
-        synth.information_ceilings(tr.drop(columns=["margin_mm"]))
+        information_ceilings(tr.drop(columns=["margin_mm"]))
 
 
 def test_information_scores_are_conditional_means_of_the_risk(latent2000: pd.DataFrame):
     tr = latent2000[latent2000["cohort"] == "train"].iloc[:300]
-    s = synth.information_scores(tr, n_mc=30, seed=0)
-    assert list(s.columns) == [*synth.INFORMATION_SETS, "all"]
+    s = information_scores(tr, n_mc=30, seed=0)
+    assert list(s.columns) == [*INFORMATION_SETS, "all"]
     assert s.index.equals(tr.index)
-    p = synth.risk_components(tr, tr, tr)["p"].to_numpy()
+    p = risk_components(tr, tr, tr)["p"].to_numpy()
     np.testing.assert_allclose(s["all"], p)
     np.testing.assert_allclose(s["Clinical+PrePost"], p)  # every part known: p itself
     # a conditional mean keeps the mean of p (tower rule) but varies less than p
@@ -289,8 +328,8 @@ def test_information_scores_are_conditional_means_of_the_risk(latent2000: pd.Dat
 
 
 def test_blank_cells_rate():
-    clin = synth.sample_clinical(np.random.default_rng(0), 4000, synth.SITE_PROFILES["siteA"])
-    out = synth.blank_cells(np.random.default_rng(1), clin)
+    clin = sample_clinical(np.random.default_rng(0), 4000, SITE_PROFILES["siteA"])
+    out = blank_cells(np.random.default_rng(1), clin)
     rate = out["afp_ng_ml"].isna().mean()
     assert 0.012 < rate < 0.03
     assert out["tumor_size_cm"].notna().all()
@@ -301,7 +340,7 @@ def test_blank_cells_rate():
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "cohort"
-    synth.write_cohort(root, n_train=N_TRAIN, n_test=N_TEST, seed=SEED, workers=2)
+    write_cohort(root, n_train=N_TRAIN, n_test=N_TEST, seed=SEED, workers=2)
     return root
 
 
@@ -329,7 +368,7 @@ def test_cohort_layout_and_contract(cohort: Path):
     assert (cohort.parent / "truth.csv").is_file()
     assert not any(p.name.startswith(".") for p in cohort.parent.iterdir())  # no leftovers
     c = contract.load_cohort(cohort)
-    planned = synth.planned_patients(N_TRAIN, N_TEST)
+    planned = planned_patients(N_TRAIN, N_TEST)
     assert c.patients == list(planned["patient_id"])
     assert list(c.clinical["site"]) == list(planned["site"])
     assert len(c.series) == 8 * len(planned)
@@ -365,7 +404,7 @@ def test_dicom_files_are_valid_mr_with_fake_identifiers(cohort: Path):
         ):
             assert kw in ds, kw
         # fake identifying values, present so that de-identification can be tested
-        assert str(ds.PatientName).split("^")[0] in synth._LAST
+        assert str(ds.PatientName).split("^")[0] in _LAST
         assert ds.PatientID.startswith("FKMRN")
         assert ds.AccessionNumber.startswith("FKACC")
         assert "FAKE" in ds.InstitutionName
@@ -373,7 +412,7 @@ def test_dicom_files_are_valid_mr_with_fake_identifiers(cohort: Path):
         assert ds.DeviceSerialNumber.startswith("FKSN")
         assert str(ds.ReferringPhysicianName).startswith("FAKEDOC")
         assert len(ds.PatientBirthDate) == 8
-        block = ds.private_block(0x0029, synth._PRIVATE_CREATOR)
+        block = ds.private_block(0x0029, _PRIVATE_CREATOR)
         assert block[0x10].value.startswith("FAKEPRIV-")
         syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
         dates[(row["patient_id"], row["timepoint"])] = ds.StudyDate
@@ -388,7 +427,7 @@ def test_dicom_files_are_valid_mr_with_fake_identifiers(cohort: Path):
 @pytest.mark.slow
 def test_acquisition_time_and_numbering(cohort: Path):
     times = []
-    for phase in synth.PHASES:
+    for phase in PHASES:
         ds = pydicom.dcmread(next(_series_dir(cohort, "P0001", "pre", phase).iterdir()))
         times.append(float(ds.AcquisitionTime))
         assert ds.SeriesDescription
@@ -409,10 +448,10 @@ def test_acquisition_time_and_numbering(cohort: Path):
 def test_sitk_geometry_matches_masks(cohort: Path):
     c = contract.load_cohort(cohort)
     for pid in c.patients:
-        for tp in synth.TIMEPOINTS:
+        for tp in TIMEPOINTS:
             mask = sitk.ReadImage(str(contract.roi_path(c.rois, c.root, pid, tp)))
             assert mask.GetPixelID() == sitk.sitkUInt8
-            for phase in synth.PHASES:
+            for phase in PHASES:
                 img = _read_series(_series_dir(cohort, pid, tp, phase))
                 assert img.GetSize() == mask.GetSize()
                 np.testing.assert_allclose(img.GetSpacing(), mask.GetSpacing(), atol=1e-4)
@@ -422,15 +461,15 @@ def test_sitk_geometry_matches_masks(cohort: Path):
 
 @pytest.mark.slow
 def test_masks_nonempty_in_liver(cohort: Path):
-    truth, _ = synth.load_truth(cohort.parent / "truth.csv")
+    truth, _ = load_truth(cohort.parent / "truth.csv")
     for i, row in enumerate(truth.to_dict("records")):
-        anatomy = synth.PatientAnatomy(row, synth._rng(SEED, 100, i + 1))
-        for tp in synth.TIMEPOINTS:
+        anatomy = PatientAnatomy(row, random_stream(SEED, 100, i + 1))
+        for tp in TIMEPOINTS:
             mask_img = sitk.ReadImage(str(cohort / "rois" / f"{row['patient_id']}_{tp}.nii.gz"))
             mask = sitk.GetArrayFromImage(mask_img)
             assert set(np.unique(mask)) == {0, 1}
             assert mask.sum() >= 5
-            grid = synth.Grid(mask_img.GetOrigin(), mask_img.GetSpacing(), mask_img.GetSize())
+            grid = Grid(mask_img.GetOrigin(), mask_img.GetSpacing(), mask_img.GetSize())
             labels = anatomy.rasterise(grid, tp)
             ring = sitk.GetArrayFromImage(sitk.BinaryDilate(mask_img, [3, 3, 1])).astype(
                 bool
@@ -439,14 +478,14 @@ def test_masks_nonempty_in_liver(cohort: Path):
             liverish = np.isin(
                 around,
                 (
-                    synth.LIVER,
-                    synth.PERITUMORAL,
-                    synth.ZONE_RIM,
-                    synth.HVEIN,
-                    synth.PORTAL,
-                    synth.CAPSULE,
-                    synth.SATELLITE,
-                    synth.TUMOUR,
+                    LIVER,
+                    PERITUMORAL,
+                    ZONE_RIM,
+                    HVEIN,
+                    PORTAL,
+                    CAPSULE,
+                    SATELLITE,
+                    TUMOUR,
                 ),
             )
             assert liverish.mean() > 0.8, (row["patient_id"], tp, liverish.mean())
@@ -456,7 +495,7 @@ def test_masks_nonempty_in_liver(cohort: Path):
 def test_truth_table(cohort: Path):
     truth = pd.read_csv(cohort.parent / "truth.csv")
     assert len(truth) == 8 * (N_TRAIN + sum(N_TEST))
-    patients, motion = synth.load_truth(cohort.parent / "truth.csv")
+    patients, motion = load_truth(cohort.parent / "truth.csv")
     clinical = pd.read_csv(cohort / "clinical.csv")
     assert list(patients["patient_id"]) == list(clinical["patient_id"])
     assert (patients["er"].to_numpy() == clinical["er"].to_numpy()).all()
@@ -508,7 +547,7 @@ def _corr_after(moving: sitk.Image, fixed: sitk.Image, transform: sitk.Transform
 @pytest.mark.slow
 def test_recorded_motion_moves_the_anatomy(cohort: Path):
     """Resampling a phase with the recorded T onto DP aligns it better than identity or T^-1."""
-    _, motion = synth.load_truth(cohort.parent / "truth.csv")
+    _, motion = load_truth(cohort.parent / "truth.csv")
     checked = 0
     for _, row in motion[motion["phase"] != "DP"].iterrows():
         shift = np.abs(row[["translation_x", "translation_y", "translation_z"]].astype(float))
@@ -518,7 +557,7 @@ def test_recorded_motion_moves_the_anatomy(cohort: Path):
         moving = _read_series(
             _series_dir(cohort, row["patient_id"], row["timepoint"], row["phase"])
         )
-        t = synth.Motion(
+        t = Motion(
             tuple(row[["center_x", "center_y", "center_z"]].astype(float)),
             tuple(row[["angle_x", "angle_y", "angle_z"]].astype(float)),
             tuple(row[["translation_x", "translation_y", "translation_z"]].astype(float)),
@@ -545,12 +584,12 @@ def _tree_hash(root: Path) -> str:
 
 @pytest.mark.slow
 def test_same_seed_identical_other_seed_different(cohort: Path, tmp_path: Path):
-    latent = synth.sample_latent(N_TRAIN, N_TEST, SEED)
+    latent = sample_latent(N_TRAIN, N_TEST, SEED)
     # first patient of siteC: it stores half its series RLE-compressed, whose encoder must not
     # draw fresh random UIDs
     rle = N_TRAIN + N_TEST[0]
     row = latent.iloc[rle].to_dict()
-    again = synth.write_patient((row, SEED, rle + 1, str(tmp_path / "again_rle")))
+    again = write_patient((row, SEED, rle + 1, str(tmp_path / "again_rle")))
     pid = row["patient_id"]
     syntaxes = {
         str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
@@ -562,7 +601,7 @@ def test_same_seed_identical_other_seed_different(cohort: Path, tmp_path: Path):
     assert _tree_hash(tmp_path / "again_rle" / "dicom" / pid) == _tree_hash(cohort / "dicom" / pid)
     row = latent.iloc[N_TRAIN].to_dict()  # first patient of siteB (written by a worker)
     pid = row["patient_id"]
-    res = synth.write_patient((row, SEED, N_TRAIN + 1, str(tmp_path / "again")))
+    res = write_patient((row, SEED, N_TRAIN + 1, str(tmp_path / "again")))
     assert _tree_hash(tmp_path / "again" / "dicom" / pid) == _tree_hash(cohort / "dicom" / pid)
     assert (tmp_path / "again" / "rois" / f"{pid}_pre.nii.gz").read_bytes() == (
         cohort / "rois" / f"{pid}_pre.nii.gz"
@@ -572,18 +611,18 @@ def test_same_seed_identical_other_seed_different(cohort: Path, tmp_path: Path):
         ser[ser["patient_id"] == pid]["series_uid"]
     )
     # tables: regenerate the clinical table alone
-    clin = synth.blank_cells(synth._rng(SEED, 99), latent.loc[:, list(synth.CLINICAL_COLUMNS)])
+    clin = blank_cells(random_stream(SEED, 99), latent.loc[:, list(CLINICAL_COLUMNS)])
     clin.to_csv(tmp_path / "clinical.csv", index=False)
     assert (tmp_path / "clinical.csv").read_bytes() == (cohort / "clinical.csv").read_bytes()
     # a different seed gives different pixels and uids
-    other = synth.write_patient((row, SEED + 1, N_TRAIN + 1, str(tmp_path / "other")))
+    other = write_patient((row, SEED + 1, N_TRAIN + 1, str(tmp_path / "other")))
     assert _tree_hash(tmp_path / "other" / "dicom" / pid) != _tree_hash(cohort / "dicom" / pid)
     assert other["series"][0]["series_uid"] != res["series"][0]["series_uid"]
 
 
 def test_write_cohort_refuses_bad_sizes_and_leaves_nothing(tmp_path: Path):
     with pytest.raises(RecurError, match="external test sites"):
-        synth.write_cohort(tmp_path / "cohort", n_train=4, n_test=(2,) * 6, seed=1)
+        write_cohort(tmp_path / "cohort", n_train=4, n_test=(2,) * 6, seed=1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -601,13 +640,13 @@ def test_same_bytes_whatever_the_blas_thread_count(tmp_path: Path):
     """Multi-threaded BLAS may round differently; the generator must not depend on it."""
     from threadpoolctl import threadpool_limits
 
-    latent = synth.sample_latent(N_TRAIN, N_TEST, SEED)
+    latent = sample_latent(N_TRAIN, N_TEST, SEED)
     index = N_TRAIN + N_TEST[0]  # a siteC patient (RLE series too)
     row = latent.iloc[index].to_dict()
     hashes = []
     for n in (1, 2):
         with threadpool_limits(limits=n, user_api="blas"):
-            synth.write_patient((row, SEED, index + 1, str(tmp_path / f"blas{n}")))
+            write_patient((row, SEED, index + 1, str(tmp_path / f"blas{n}")))
         hashes.append(_tree_hash(tmp_path / f"blas{n}" / "dicom" / row["patient_id"]))
     assert hashes[0] == hashes[1]
 
@@ -617,8 +656,8 @@ def test_information_without_satellite_ignores_the_satellite(latent2000: pd.Data
     patient's satellite leaves them unchanged (same seed, same draws) but moves Pre."""
     tr = latent2000[latent2000["cohort"] == "train"].iloc[:50]
     flipped = tr.assign(satellite=1 - tr["satellite"])
-    a = synth.information_scores(tr, n_mc=5, seed=3)
-    b = synth.information_scores(flipped, n_mc=5, seed=3)
+    a = information_scores(tr, n_mc=5, seed=3)
+    b = information_scores(flipped, n_mc=5, seed=3)
     for name in ("Pre_without_satellite", "PrePost_without_satellite", "Clinical"):
         np.testing.assert_allclose(a[name], b[name], err_msg=name)
     assert not np.allclose(a["Pre"], b["Pre"])
@@ -640,33 +679,33 @@ def test_latent_features_by_hand():
             "margin_mm": [-7.0, 12.0],
         }
     )
-    np.testing.assert_allclose(synth.latent_features(lat, ("size",)), [[0.0], [1.0]])
+    np.testing.assert_allclose(latent_features(lat, ("size",)), [[0.0], [1.0]])
     np.testing.assert_allclose(
-        synth.latent_features(lat, ("size", "clinical_rest")),
+        latent_features(lat, ("size", "clinical_rest")),
         [[0.0, 0.0, 0.0, 0.0, 70.0], [1.0, 1.0, 2.0, 1.0, 60.0]],
     )
     # PRE_LATENTS order: rim_aphe, capsule, heterogeneity, satellite, peritumoral
     np.testing.assert_allclose(
-        synth.latent_features(lat, ("pre_no_satellite", "post")),
+        latent_features(lat, ("pre_no_satellite", "post")),
         [[1, 0, 0.25, 0, -4.0], [0, 1, 0.75, 1, 10.0]],  # margin clipped to [-4, 10]
     )
-    assert synth.latent_features(lat, ("size", "pre", "post")).shape == (2, 7)
+    assert latent_features(lat, ("size", "pre", "post")).shape == (2, 7)
     with pytest.raises(ValueError, match=r"lacks \['margin_mm'\]"):
-        synth.latent_features(lat.drop(columns=["margin_mm"]), ("size", "post"))
+        latent_features(lat.drop(columns=["margin_mm"]), ("size", "post"))
     # a part not asked for may be missing
-    assert synth.latent_features(lat.drop(columns=["margin_mm"]), ("size",)).shape == (2, 1)
+    assert latent_features(lat.drop(columns=["margin_mm"]), ("size",)).shape == (2, 1)
 
 
 def test_learnable_ceilings(latent2000: pd.DataFrame):
     all_train = latent2000[latent2000["cohort"] == "train"]
     tr, te = all_train.iloc[:1500], all_train.iloc[1500:]
-    got = synth.learnable_ceilings(tr, te)
-    assert set(got) == set(synth.INFORMATION_SETS)
-    ceil = synth.information_ceilings(te, n_mc=30, seed=0)
+    got = learnable_ceilings(tr, te)
+    assert set(got) == set(INFORMATION_SETS)
+    ceil = information_ceilings(te, n_mc=30, seed=0)
     for name in ("Pre", "PrePost", "Clinical+PrePost"):
         # learning the weights costs something, but with many patients little
         assert ceil[name] - 0.06 < got[name] < ceil[name] + 0.03, name
     assert got["Pre_without_satellite"] < got["Pre"]
     assert got["Pre"] < got["PrePost"]
     with pytest.raises(ValueError, match="both outcomes"):
-        synth.learnable_ceilings(tr.assign(er=0), te)
+        learnable_ceilings(tr.assign(er=0), te)

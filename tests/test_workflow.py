@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from recur.cohort import contract
-from recur.synthetic import cohort as synth
+from recur.synthetic.sites import planned_patients
 
 from .test_contract import write_cohort_tables
 
@@ -75,7 +75,7 @@ def test_dry_run_small_synthetic_lists_one_chain_per_patient(tmp_path: Path):
     res = snakemake(tmp_path, "-n", "--configfile", str(cfg))
     assert res.returncode == 0, res.stderr + res.stdout
     assert_chain_per_patient(job_counts(res.stdout), 11)
-    planned = synth.planned_patients(6, [2, 3])
+    planned = planned_patients(6, [2, 3])
     assert list(planned["cohort"]).count("test") == 5
 
 
