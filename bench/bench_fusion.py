@@ -160,7 +160,7 @@ def internal_rows(study: Path) -> list[dict]:
     stacking on the study's training patients and scored on its own test patients (the
     held-out sites; the fresh cohorts carry no margin measurements)."""
     from recur.deploy.bundle import load_bundle
-    from recur.margin import ablative as margin
+    from recur.margin.models import fit_margin_model
     from recur.models import tabular
 
     clinical, split, full, oof = study_tables(study)
@@ -175,10 +175,10 @@ def internal_rows(study: Path) -> list[dict]:
         fits = {
             "Clinical": tabular.clinical_model(clinical, split, st)[1],
             "DL_Clinical": tabular.dl_clinical_model(clinical, split, sig, name, st)[1],
-            "Clinical_Margin": margin.fit_margin_model(
+            "Clinical_Margin": fit_margin_model(
                 "Clinical_Margin", clinical, split, margins, features, st
             )[1],
-            "DL_Clinical_Margin": margin.fit_margin_model(
+            "DL_Clinical_Margin": fit_margin_model(
                 "DL_Clinical_Margin", clinical, split, margins, features, st, sig, name
             )[1],
         }

@@ -4,9 +4,9 @@ For every patient of a synthetic cohort (``results/synthetic/`` by default: ``co
 ``truth.csv``; or a small one generated into a temporary folder with ``--generate N``) this
 reads the pre and post DP series (``recur.preprocess.dicom.SeriesReader`` when available, else
 SimpleITK's ImageSeriesReader) and the ROI masks, registers post onto pre
-(:class:`recur.margin.ablative.CrossTimeRegistration`), computes the margin
-(:class:`recur.margin.ablative.MarginMetrics`) and compares the minimal margin with ``margin_mm`` of
-``truth.csv``. The table gives per variant the median absolute error (MAE), the median
+(:class:`recur.margin.registration.CrossTimeRegistration`), computes the margin
+(:class:`recur.margin.metrics.MarginMetrics`) and compares the minimal margin with ``margin_mm``
+of ``truth.csv``. The table gives per variant the median absolute error (MAE), the median
 signed error (bias), the largest absolute error, the median seconds per patient
 (registration + metric, median of ``--repeats``; wall clock, registration alone, and CPU
 seconds, which a busy machine disturbs less) and both ratioed to the reference variant
@@ -29,7 +29,9 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from recur.margin import ablative as margin
+from recur.margin.masks import zone_on_pre
+from recur.margin.metrics import MarginMetrics
+from recur.margin.registration import CrossTimeRegistration, CrossTimeSettings, default_rigid
 
 
 def read_dp(folder: Path) -> sitk.Image:
@@ -58,27 +60,27 @@ def load(cohort: Path, patient: str) -> dict[str, sitk.Image]:
     return out
 
 
-def _rigid_variant(**rigid: object) -> tuple[margin.CrossTimeSettings, margin.MarginMetrics, bool]:
+def _rigid_variant(**rigid: object) -> tuple[CrossTimeSettings, MarginMetrics, bool]:
     """The default pipeline with other rigid-stage settings (``RegistrationSettings`` fields)."""
-    settings = margin.CrossTimeSettings(rigid=margin.default_rigid(**rigid))
-    return settings, margin.MarginMetrics("auto", 0.5, 0.5), True
+    settings = CrossTimeSettings(rigid=default_rigid(**rigid))
+    return settings, MarginMetrics("auto", 0.5, 0.5), True
 
 
 #: name -> (registration settings, metric settings, zone carried via the transform?)
 VARIANTS = {
     "rigid (region 60 mm), iso 0.5 mm, smooth 0.5": (
-        margin.CrossTimeSettings(),
-        margin.MarginMetrics("auto", 0.5, 0.5),
+        CrossTimeSettings(),
+        MarginMetrics("auto", 0.5, 0.5),
         True,
     ),
     "rigid, nearest zone, native grid": (
-        margin.CrossTimeSettings(zone_interpolation="nearest"),
-        margin.MarginMetrics("auto", None),
+        CrossTimeSettings(zone_interpolation="nearest"),
+        MarginMetrics("auto", None),
         False,
     ),
     "rigid+bspline, iso 0.5 mm, smooth 0.5": (
-        margin.CrossTimeSettings(deformable=True),
-        margin.MarginMetrics("auto", 0.5, 0.5),
+        CrossTimeSettings(deformable=True),
+        MarginMetrics("auto", 0.5, 0.5),
         True,
     ),
     "rigid whole image, iso 0.5 mm": _rigid_variant(mask_margin_mm=None),
@@ -129,7 +131,7 @@ def run(root: Path, repeats: int, limit: int | None, variants: list[str]) -> pd.
         imgs = load(cohort, pid)
         for name in variants:
             settings, metrics, direct = VARIANTS[name]
-            reg = margin.CrossTimeRegistration(settings)
+            reg = CrossTimeRegistration(settings)
             times, reg_times, cpu_times = [], [], []
             for _ in range(repeats):
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -138,7 +140,7 @@ def run(root: Path, repeats: int, limit: int | None, variants: list[str]) -> pd.
                 if direct:
                     sm = metrics(imgs["pre_mask"], imgs["post_mask"], res.transform)
                 else:
-                    zone = margin.zone_on_pre(
+                    zone = zone_on_pre(
                         imgs["post_mask"],
                         imgs["pre_mask"],
                         res.transform,

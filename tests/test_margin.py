@@ -11,7 +11,17 @@ import SimpleITK as sitk
 
 from recur.cli.main import main as cli_main
 from recur.errors import RecurError
-from recur.margin import ablative as margin
+from recur.margin.files import load_surface, register_files
+from recur.margin.masks import region_mask, roi_slices, signed_distance, zone_on_pre
+from recur.margin.metrics import (
+    TABLE_COLUMNS,
+    MarginMetrics,
+    SurfaceMargins,
+    margin_table,
+    surface_faces,
+)
+from recur.margin.models import fit_margin_model, model_data
+from recur.margin.registration import CrossTimeRegistration, CrossTimeSettings, default_rigid
 
 
 # --------------------------------------------------------------------------- helpers
@@ -40,7 +50,7 @@ C = (24.3, 23.8, 24.1)  # off-grid centre (mm)
 
 
 def metrics(t: sitk.Image, z: sitk.Image, **kw) -> dict:
-    return margin.MarginMetrics(**kw)(t, z).summary()
+    return MarginMetrics(**kw)(t, z).summary()
 
 
 # --------------------------------------------------------------------------- pure pieces
@@ -50,7 +60,7 @@ def test_surface_faces_area_of_a_box_and_face_values():
     t[1:3, 1:3, 1:3] = True
     field = np.zeros((4, 4, 4))
     field[1:3, 1:3, 1:3] = 2.0  # inside 2, outside 0 -> every face value is (2 + 0) / 2 = 1
-    vals, w = margin.surface_faces(t, field, (1.0, 2.0, 3.0))
+    vals, w = surface_faces(t, field, (1.0, 2.0, 3.0))
     assert w.sum() == pytest.approx(88.0)
     assert len(vals) == 24  # 6 sides x 4 faces
     assert np.allclose(vals, 1.0)
@@ -63,7 +73,7 @@ def test_signed_distance_of_a_slab_is_exact_at_voxel_centres():
     # slices 3 and 4 lies at index 3.5; beyond the array counts as outside the zone
     zone = np.zeros((14, 41, 41), bool)
     zone[4:] = True
-    sdm = margin.signed_distance(zone, (2.5, 1.0, 1.0))
+    sdm = signed_distance(zone, (2.5, 1.0, 1.0))
     k = np.arange(9)
     assert np.allclose(sdm[:9, 20, 20], (k - 3.5) * 2.5)  # inside positive, 0 on the face
     assert sdm[13, 20, 20] == pytest.approx(1.25)  # half a slice inside the last slice
@@ -72,13 +82,13 @@ def test_signed_distance_of_a_slab_is_exact_at_voxel_centres():
 def test_signed_distance_of_a_zone_touching_the_array_border():
     zone = np.ones((3, 6, 6), bool)
     zone[:, :, 3:] = False
-    sdm = margin.signed_distance(zone, (1.0, 1.0, 1.0))
+    sdm = signed_distance(zone, (1.0, 1.0, 1.0))
     # x = 0 touches the array border (outside beyond it): 0.5 mm from that boundary too
     assert np.allclose(sdm[1, 3, :], [0.5, 1.5, 0.5, -0.5, -1.5, -2.5])
 
 
 def test_summary_weights_and_percentages():
-    sm = margin.SurfaceMargins(
+    sm = SurfaceMargins(
         np.array([-1.0, 2.0, 4.99, 5.0, 8.0]), np.array([1.0, 1.0, 2.0, 3.0, 3.0]), "3d"
     )
     s = sm.summary()
@@ -145,10 +155,10 @@ def test_empty_and_mismatched_masks_are_refused():
     empty = sitk.Image(t.GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(t)
     with pytest.raises(ValueError, match="empty"):
-        margin.MarginMetrics()(t, empty)
+        MarginMetrics()(t, empty)
     other = ball((21, 20, 20), (1.0, 1.0, 1.0), (10, 10, 10), 6.0)
     with pytest.raises(ValueError, match="same grid"):
-        margin.MarginMetrics()(t, other)
+        MarginMetrics()(t, other)
 
 
 # --------------------------------------------------------------------------- 2-D mode
@@ -166,13 +176,13 @@ def test_2d_mode_on_single_slice_rois():
     k = 5
     t = _single_slice(ball((60, 60, 10), sp, (24.3, 23.8, 25.0), 8.0), k)
     z = _single_slice(ball((60, 60, 10), sp, (24.3 + 1.8, 23.8 + 2.4, 25.0), 14.0), k)  # d = 3
-    sm = margin.MarginMetrics()(t, z)
+    sm = MarginMetrics()(t, z)
     s = sm.summary()
     assert s["mode"] == "2d"
     assert sm.slices == (k,)
     assert s["min_margin_mm"] == pytest.approx(3.0, abs=0.8)
     assert (
-        margin.MarginMetrics(mode="3d").resolve_mode(
+        MarginMetrics(mode="3d").resolve_mode(
             sitk.GetArrayViewFromImage(t), sitk.GetArrayViewFromImage(z)
         )
         == "3d"
@@ -184,9 +194,9 @@ def test_single_slice_zone_is_carried_to_the_tumour_slice():
     t = _single_slice(ball((40, 40, 10), sp, (20.2, 19.7, 20.0), 6.0), 5)
     z = _single_slice(ball((40, 40, 10), sp, (20.2, 19.7, 20.0), 11.0), 5)
     shift = sitk.TranslationTransform(3, (0.0, 0.0, 6.0))  # through-plane motion: ignored
-    zp = margin.zone_on_pre(z, t, shift)
-    assert margin.roi_slices(zp).tolist() == [5]
-    s = margin.MarginMetrics()(t, z, shift).summary()
+    zp = zone_on_pre(z, t, shift)
+    assert roi_slices(zp).tolist() == [5]
+    s = MarginMetrics()(t, z, shift).summary()
     assert s["mode"] == "2d"
     assert s["min_margin_mm"] == pytest.approx(5.0, abs=1.1)  # about one pixel
 
@@ -217,19 +227,19 @@ def test_rigid_registration_recovers_a_known_shift():
     pre, tumour = phantom()
     shift = (3.0, -2.0, 4.5)
     post, zone = phantom(shift, zone=True, seed=1)
-    res = margin.CrossTimeRegistration()(pre, post, tumour)
+    res = CrossTimeRegistration()(pre, post, tumour)
     p = np.array([62.7, 58.3, 36.9])  # tumour centre, pre space
     mapped = np.array(res.transform.TransformPoint(p.tolist()))
     assert np.linalg.norm(mapped - (p - np.array(shift))) < 1.0
     assert res.qc["translation_mm"] == pytest.approx(np.linalg.norm(shift), abs=1.0)
     # the zone carried onto pre is concentric with the tumour again: margin 13 - 8 = 5, as
     # measured without motion (1.5 x 1.5 x 2.5 mm voxels: the minimum runs ~half a voxel low)
-    s = margin.MarginMetrics()(tumour, zone, res.transform).summary()
-    still = margin.MarginMetrics()(tumour, phantom(zone=True, seed=1)[1]).summary()
+    s = MarginMetrics()(tumour, zone, res.transform).summary()
+    still = MarginMetrics()(tumour, phantom(zone=True, seed=1)[1]).summary()
     assert still["min_margin_mm"] == pytest.approx(5.0, abs=1.5)
     assert s["min_margin_mm"] == pytest.approx(still["min_margin_mm"], abs=0.7)
     assert s["median_margin_mm"] == pytest.approx(5.0, abs=0.6)
-    unregistered = margin.MarginMetrics()(tumour, zone, sitk.TranslationTransform(3)).summary()
+    unregistered = MarginMetrics()(tumour, zone, sitk.TranslationTransform(3)).summary()
     assert unregistered["min_margin_mm"] < s["min_margin_mm"] - 2.0
 
 
@@ -237,8 +247,8 @@ def test_rigid_registration_recovers_a_known_shift():
 def test_deformable_stage_runs_and_keeps_the_rigid_solution(tmp_path):
     pre, tumour = phantom()
     post, zone = phantom((2.0, 1.0, -3.0), zone=True, seed=1)
-    settings = margin.CrossTimeSettings(deformable=True, bspline_iterations=10)
-    res = margin.CrossTimeRegistration(settings)(pre, post, tumour, zone)
+    settings = CrossTimeSettings(deformable=True, bspline_iterations=10)
+    res = CrossTimeRegistration(settings)(pre, post, tumour, zone)
     assert res.qc["bspline_failed"] == ""
     assert res.transform.GetName() == "CompositeTransform"
     p = [62.7, 58.3, 36.9]
@@ -251,13 +261,11 @@ def test_deformable_stage_runs_and_keeps_the_rigid_solution(tmp_path):
 
 def test_settings_are_checked():
     with pytest.raises(RecurError, match="same, non-zero"):
-        margin.CrossTimeSettings(
-            rigid=margin.default_rigid(shrink_factors=(2, 1), smoothing_sigmas_mm=(1.0,))
-        )
+        CrossTimeSettings(rigid=default_rigid(shrink_factors=(2, 1), smoothing_sigmas_mm=(1.0,)))
     with pytest.raises(RecurError, match="rigid, not 'affine'"):
-        margin.CrossTimeSettings(rigid=margin.default_rigid(transform="affine"))
+        CrossTimeSettings(rigid=default_rigid(transform="affine"))
     with pytest.raises(RecurError, match="zone_interpolation"):
-        margin.CrossTimeSettings(zone_interpolation="cubic")
+        CrossTimeSettings(zone_interpolation="cubic")
 
 
 def test_region_mask_is_exact_on_the_cropped_box():
@@ -266,14 +274,14 @@ def test_region_mask_is_exact_on_the_cropped_box():
         t, insideIsPositive=False, squaredDistance=False, useImageSpacing=True
     )
     for d in (3.0, 10.0, 30.0):
-        got = margin.region_mask(t, d)
+        got = region_mask(t, d)
         assert got.GetSize() == t.GetSize()
         assert got.GetOrigin() == t.GetOrigin()
         ref = sitk.GetArrayFromImage(full <= d)
         assert np.array_equal(sitk.GetArrayFromImage(got), ref)
     # row z = 8 mm, y = 39 mm (2.24 mm off the centre): the ball covers x = 25.5..34.5 mm
     # (indices 17..23, 1.5 mm voxels); within 3 mm of those voxel centres: indices 15..25
-    arr = sitk.GetArrayFromImage(margin.region_mask(t, 3.0))
+    arr = sitk.GetArrayFromImage(region_mask(t, 3.0))
     assert arr[2, 26, :].nonzero()[0].tolist() == list(range(15, 26))
 
 
@@ -286,10 +294,10 @@ def test_rigid_defaults_agree_in_package_cli_and_schema():
 
     req = ["--pre-dp", "a", "--post-dp", "b", "--pre-mask", "c", "--post-mask", "d"]
     args = build_parser().parse_args(["margin-register", *req, "--out-tfm", "t", "--out-mask", "m"])
-    rigid = margin.default_rigid()
+    rigid = default_rigid()
     assert isinstance(rigid, register.RegistrationSettings)
     assert _registration_settings(args) == rigid
-    assert margin.CrossTimeSettings().rigid == rigid
+    assert CrossTimeSettings().rigid == rigid
     schema = config.defaults()["margin"]
     assert rigid.mask_margin_mm == schema["rigid_region_mm"] == 60.0
     for key in ("histogram_bins", "sampling_fraction", "min_samples", "iterations", "seed"):
@@ -368,7 +376,7 @@ def test_cli_register_metrics_figure_table(tmp_path):
     assert rec["mode"] == "3d"
     assert rec["min_margin_mm"] == pytest.approx(5.0, abs=1.5)
     assert rec["median_margin_mm"] == pytest.approx(5.0, abs=0.6)
-    sm = margin.load_surface(out / "s.npz")
+    sm = load_surface(out / "s.npz")
     assert sm.summary()["min_margin_mm"] == pytest.approx(rec["min_margin_mm"], abs=1e-4)
     assert (
         cli_main(
@@ -402,7 +410,7 @@ def test_cli_register_metrics_figure_table(tmp_path):
         == 0
     )
     table = pd.read_csv(out / "margin.csv")
-    assert list(table.columns) == list(margin.TABLE_COLUMNS)
+    assert list(table.columns) == list(TABLE_COLUMNS)
     assert table["patient_id"].tolist() == ["P0001", "P0002"]
     assert (out / "c.png").stat().st_size > 1000
 
@@ -437,7 +445,7 @@ def test_register_refuses_mask_off_its_dp_grid(tmp_path):
     moved = sitk.Image(tumour)
     moved.SetOrigin((5.0, 0.0, 0.0))
     with pytest.raises(RecurError, match=r"P0007: pre tumour mask t\.nii\.gz is not on the grid"):
-        margin.register_files(
+        register_files(
             _write(pre, tmp_path / "pre.nii.gz"),
             _write(post, tmp_path / "post.nii.gz"),
             _write(moved, tmp_path / "t.nii.gz"),
@@ -451,11 +459,11 @@ def test_register_refuses_mask_off_its_dp_grid(tmp_path):
 
 # --------------------------------------------------------------------------- table and models
 def test_margin_table_refuses_duplicates_and_sorts():
-    rec = {c: 0.0 for c in margin.TABLE_COLUMNS} | {"mode": "3d"}
-    t = margin.margin_table([rec | {"patient_id": "P2"}, rec | {"patient_id": "P1"}])
+    rec = {c: 0.0 for c in TABLE_COLUMNS} | {"mode": "3d"}
+    t = margin_table([rec | {"patient_id": "P2"}, rec | {"patient_id": "P1"}])
     assert t["patient_id"].tolist() == ["P1", "P2"]
     with pytest.raises(RecurError, match="P1"):
-        margin.margin_table([rec | {"patient_id": "P1"}, rec | {"patient_id": "P1"}])
+        margin_table([rec | {"patient_id": "P1"}, rec | {"patient_id": "P1"}])
 
 
 def _tabular_inputs(n: int = 60):
@@ -493,12 +501,12 @@ def _tabular_inputs(n: int = 60):
 
 def test_model_data_joins_margin_features():
     clinical, split, margins = _tabular_inputs()
-    d = margin.model_data(clinical, split, margins, ["min_margin_mm"])
+    d = model_data(clinical, split, margins, ["min_margin_mm"])
     assert len(d) == 60
     assert "min_margin_mm" in d
     assert np.isnan(d.loc[d.patient_id == "P0059", "min_margin_mm"]).all()
     with pytest.raises(RecurError, match="unknown margin feature"):
-        margin.model_data(clinical, split, margins, ["volume"])
+        model_data(clinical, split, margins, ["volume"])
 
 
 def test_clinical_margin_model_uses_the_margin():
@@ -506,7 +514,7 @@ def test_clinical_margin_model_uses_the_margin():
 
     clinical, split, margins = _tabular_inputs()
     st = TabularSettings(n_estimators=50, min_samples_leaf=1)
-    _, pred, feats = margin.fit_margin_model(
+    _, pred, feats = fit_margin_model(
         "Clinical_Margin", clinical, split, margins, ["min_margin_mm", "pct_lt5"], st
     )
     assert feats[-2:] == ["min_margin_mm", "pct_lt5"]
@@ -518,9 +526,9 @@ def test_clinical_margin_model_uses_the_margin():
 
     assert roc_auc_score(tune["er"], tune["score"]) > 0.9
     sig = pd.Series(np.linspace(0, 1, 60), index=clinical["patient_id"])
-    _, _, feats = margin.fit_margin_model(
+    _, _, feats = fit_margin_model(
         "DL_Clinical_Margin", clinical, split, margins, ["pct_lt0"], st, sig, "Pre_signature"
     )
     assert feats[-2:] == ["Pre_signature", "pct_lt0"]
     with pytest.raises(RecurError, match="needs the DL signature"):
-        margin.fit_margin_model("DL_Clinical_Margin", clinical, split, margins, ["pct_lt0"], st)
+        fit_margin_model("DL_Clinical_Margin", clinical, split, margins, ["pct_lt0"], st)

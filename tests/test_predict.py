@@ -17,7 +17,7 @@ from recur.config import defaults
 from recur.deploy import bundle as rb
 from recur.deploy import predict as rp
 from recur.errors import RecurError
-from recur.margin import ablative as margin
+from recur.margin.registration import settings_from_config
 from recur.preprocess.crops import CropSettings
 from recur.preprocess.register import RegistrationSettings
 
@@ -150,7 +150,7 @@ def test_bundle_settings_rebuild_the_workflow_settings(tmp_path: Path) -> None:
     assert b.registration_settings() == RegistrationSettings(mask_margin_mm=20.0)
     assert b.registration_threads() == 3
     assert b.crop_settings() == CropSettings(size=128, spacing_mm=None, post_frame="pre")
-    assert b.cross_time_settings() == margin.settings_from_config(cfg["margin"])
+    assert b.cross_time_settings() == settings_from_config(cfg["margin"])
     assert b.cross_time_settings().rigid.mask_margin_mm == cfg["margin"]["rigid_region_mm"]
     # a bundle written before crop.post_frame existed: own-frame crops, no margin needed
     old = _settings(cfg)

@@ -1197,10 +1197,11 @@ def _sitk_threads(n: int | None) -> None:
 
 
 def _cmd_margin_register(a: argparse.Namespace) -> None:
-    from recur.margin import ablative as margin
+    from recur.margin.files import register_files
+    from recur.margin.registration import CrossTimeSettings
 
     _sitk_threads(a.threads)
-    settings = margin.CrossTimeSettings(
+    settings = CrossTimeSettings(
         rigid=_registration_settings(a),
         deformable=a.deformable,
         region_mm=a.region_mm,
@@ -1210,7 +1211,7 @@ def _cmd_margin_register(a: argparse.Namespace) -> None:
         exclude_mm=a.exclude_mm,
         zone_interpolation=a.zone_interpolation,
     )
-    qc = margin.register_files(
+    qc = register_files(
         a.pre_dp,
         a.post_dp,
         a.pre_mask,
@@ -1233,10 +1234,10 @@ def _cmd_margin_register(a: argparse.Namespace) -> None:
 
 
 def _cmd_margin_metrics(a: argparse.Namespace) -> None:
-    from recur.margin import ablative as margin
+    from recur.margin.files import metrics_files
 
     _sitk_threads(a.threads)
-    rec = margin.metrics_files(
+    rec = metrics_files(
         a.tumour,
         a.zone,
         a.out,
@@ -1251,15 +1252,16 @@ def _cmd_margin_metrics(a: argparse.Namespace) -> None:
 
 
 def _cmd_margin_figure(a: argparse.Namespace) -> None:
-    from recur.margin import ablative as margin
+    from recur.margin.files import load_surface
+    from recur.margin.plots import plot_patient_margins
 
-    margin.plot_patient_margins(margin.load_surface(a.surface), a.patient, a.out)
+    plot_patient_margins(load_surface(a.surface), a.patient, a.out)
 
 
 def _cmd_margin_table(a: argparse.Namespace) -> None:
-    from recur.margin import ablative as margin
+    from recur.margin.files import table_files
 
-    table = margin.table_files(a.metrics, a.out, a.figure)
+    table = table_files(a.metrics, a.out, a.figure)
     log.info("wrote %d patients to %s", len(table), a.out)
 
 
@@ -1267,7 +1269,7 @@ def _cmd_margin_model(a: argparse.Namespace) -> None:
     import pandas as pd
 
     from recur.evaluate import stats as ev
-    from recur.margin import ablative as margin
+    from recur.margin.models import fit_margin_model
     from recur.models import tabular
 
     st = _tree_settings(a)
@@ -1292,7 +1294,7 @@ def _cmd_margin_model(a: argparse.Namespace) -> None:
         sig = tabular.signature_values(full[choice], oof, split, a.stacking)
         name = f"{choice}_signature"
         extra = {"signature": choice, "stacking": a.stacking}
-    model, pred, feats = margin.fit_margin_model(
+    model, pred, feats = fit_margin_model(
         a.model, clinical, split, margins, a.features, st, sig, name, n_jobs=a.threads or 1
     )
     if a.model_out and a.manifest:

@@ -274,9 +274,9 @@ class Bundle:
             post_frame=s.get("post_frame", "own"),
         )
 
-    def cross_time_settings(self):  # -> recur.margin.ablative.CrossTimeSettings
+    def cross_time_settings(self):  # -> recur.margin.registration.CrossTimeSettings
         """The post-to-pre registration settings (the ``margin`` section) the workflow used."""
-        from recur.margin.ablative import settings_from_config
+        from recur.margin.registration import settings_from_config
 
         if not isinstance(self.settings.get("margin"), Mapping):
             raise RecurError(

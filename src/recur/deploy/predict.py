@@ -218,12 +218,12 @@ def prepare_patient(
         )
     post_to_pre = None
     if crop.post_frame == "pre":
-        from recur.margin import ablative as margin
+        from recur.margin.files import register_files
 
         if progress:
             progress.step(f"{patient}: register post DP onto pre DP")
         post_to_pre = workdir / "margin" / "post_to_pre.tfm"
-        margin.register_files(
+        register_files(
             workdir / "nifti" / "pre" / "DP.nii.gz",
             workdir / "nifti" / "post" / "DP.nii.gz",
             checked["pre"],

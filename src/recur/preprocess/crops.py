@@ -27,11 +27,12 @@ For each time point (pre, post):
 Post-ablation frame (``post_frame``): with ``"pre"`` [the workflow's default] the post phases
 are not cropped around their own ROI. They are carried onto the *pre* crop's own pixel grid
 (the same three slices and window, step 2's spacing) through the cross-time rigid transform
-(post DP registered onto pre DP, :mod:`recur.margin.ablative`), linearly, by :func:`crop_carried`:
-tumour and ablation zone then sit at the same pixels of the two time points, so a network
-can read the ablative margin by comparing them. The post masks are the ablation zone carried
-the same way (linear, thresholded at 0.5). With ``"own"`` each time point is cropped around its
-own ROI as in the paper; the zone's offset from the tumour is then lost.
+(post DP registered onto pre DP, :mod:`recur.margin.registration`), linearly, by
+:func:`crop_carried`: tumour and ablation zone then sit at the same pixels of the two time
+points, so a network can read the ablative margin by comparing them. The post masks are the
+ablation zone carried the same way (linear, thresholded at 0.5). With ``"own"`` each time
+point is cropped around its own ROI as in the paper; the zone's offset from the tumour is then
+lost.
 
 Pure functions over numpy arrays do the science; :func:`crop_patient_files` and
 :func:`crop_qc_table` read and write files.
@@ -402,10 +403,11 @@ def crop_carried(
     """Post-ablation crops on the pre crop's pixel grid (``post_frame: pre``).
 
     ``phases`` and ``mask`` (the ablation zone) are on the post DP grid; ``transform`` maps
-    pre DP points to post DP points (:mod:`recur.margin.ablative`'s ``post_to_pre.tfm``); ``anchor``
-    is the pre time point's crop of ``pre_dp`` (its slices and centre). Each phase is sampled once
-    (linearly) on the pre window, normalised like any crop (``region: volume`` takes the post
-    phase's own volume), and the zone mask is carried the same way and thresholded at 0.5.
+    pre DP points to post DP points (:mod:`recur.margin.registration`'s ``post_to_pre.tfm``);
+    ``anchor`` is the pre time point's crop of ``pre_dp`` (its slices and centre). Each phase is
+    sampled once (linearly) on the pre window, normalised like any crop (``region: volume`` takes
+    the post phase's own volume), and the zone mask is carried the same way and thresholded at
+    0.5.
     """
     s = settings or CropSettings()
     grid = in_plane_grid(sitk.DICOMOrient(pre_dp, "LPS"), s.spacing_mm)

@@ -243,7 +243,7 @@ class PhaseRegistration:
         """The configured method (metric, seeded sampling, mask, interpolator), no optimiser.
 
         For stages built on this registration's metric (e.g. the B-spline of
-        :mod:`recur.margin.ablative`); the caller sets the optimiser, transform and pyramid.
+        :mod:`recur.margin.registration`); the caller sets the optimiser, transform and pyramid.
         """
         return self._method(fixed, fixed_mask)
 
