@@ -6,7 +6,7 @@ series (30 x 192 x 192, file names shuffled) written to a temporary folder. Both
 level-1 .nii.gz (recur's default ``convert.compression_level``; dcm2niix ``-1 -z y``), dcm2niix
 without its BIDS sidecar (``-b n``).
 
-Columns: ``recur_s`` (in-process :func:`recur.preprocess.dicom.convert_series`), ``recur_cli_s``
+Columns: ``recur_s`` (in-process :func:`recur.preprocess.convert.convert_series`), ``recur_cli_s``
 (the ``python -m recur convert`` command, Python start-up included), ``dcm2niix_s`` (its binary, a
 subprocess), ``ratio`` = recur_s / dcm2niix_s (< 1: recur faster); the same in CPU seconds
 (``recur_cpu_s``, ``dcm2niix_cpu_s``, ``cpu_ratio``: steadier on a shared machine). Median of
@@ -35,7 +35,7 @@ import pandas as pd
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from recur.preprocess import dicom as convert
+from recur.preprocess import convert, dicom_series
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"
@@ -121,7 +121,7 @@ def run(repeats: int) -> pd.DataFrame:
             ("synthetic MR 30x192x192", mr, [None]),
         ]
         rows = []
-        settings = convert.ConvertSettings(compression_level=1)
+        settings = dicom_series.ConvertSettings(compression_level=1)
         for name, folder, echoes in cases:
             out = tmp / "out"
             out.mkdir(exist_ok=True)
@@ -129,7 +129,7 @@ def run(repeats: int) -> pd.DataFrame:
             def ours(folder=folder, echoes=echoes, out=out) -> None:
                 # one reader, as one job: both echoes from one parse of the folder (dcm2niix
                 # also writes both in one run)
-                reader = convert.SeriesReader(settings)
+                reader = dicom_series.SeriesReader(settings)
                 for e in echoes:
                     res = reader(folder, echo=e)
                     convert.write_nifti(res.image, out / f"r{e}.nii.gz", settings.compression_level)

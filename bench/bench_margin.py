@@ -2,8 +2,8 @@
 
 For every patient of a synthetic cohort (``results/synthetic/`` by default: ``cohort/`` and
 ``truth.csv``; or a small one generated into a temporary folder with ``--generate N``) this
-reads the pre and post DP series (``recur.preprocess.dicom.SeriesReader`` when available, else
-SimpleITK's ImageSeriesReader) and the ROI masks, registers post onto pre
+reads the pre and post DP series (``recur.preprocess.dicom_series.SeriesReader`` when available,
+else SimpleITK's ImageSeriesReader) and the ROI masks, registers post onto pre
 (:class:`recur.margin.registration.CrossTimeRegistration`), computes the margin
 (:class:`recur.margin.metrics.MarginMetrics`) and compares the minimal margin with ``margin_mm``
 of ``truth.csv``. The table gives per variant the median absolute error (MAE), the median
@@ -37,7 +37,7 @@ from recur.margin.registration import CrossTimeRegistration, CrossTimeSettings, 
 def read_dp(folder: Path) -> sitk.Image:
     """The DP series of ``folder`` as a SimpleITK image."""
     try:
-        from recur.preprocess.dicom import SeriesReader
+        from recur.preprocess.dicom_series import SeriesReader
 
         return SeriesReader()(folder).image
     except ImportError:

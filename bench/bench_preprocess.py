@@ -167,10 +167,11 @@ fig.suptitle("P0001"); fig.tight_layout()
 fig.savefig(sys.argv[1], format="png", dpi=80, metadata={"Software": None})
 """
 
-#: The same picture through recur.preprocess.crops.qc_montage (Pillow, recur.preprocess.qc_images).
+#: The same picture through recur.preprocess.crop_files.qc_montage (Pillow,
+#: recur.preprocess.qc_images).
 _PILLOW_MONTAGE = """
 import sys, numpy as np
-from recur.preprocess.crops import qc_montage
+from recur.preprocess.crop_files import qc_montage
 crops = np.random.default_rng(0).normal(size=(2, 4, 3, 128, 128)).astype(np.float32)
 masks = np.zeros((2, 3, 128, 128), np.uint8); masks[:, :, 50:80, 50:80] = 1
 qc_montage(crops, masks, "P0001", sys.argv[1])

@@ -22,11 +22,9 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, gen
 
 from recur.cli.main import main
 from recur.errors import RecurError
-from recur.preprocess import dicom as convert
-from recur.preprocess.dicom import (
-    ConvertSettings,
+from recur.preprocess import convert, dicom_series, dicom_slice, series_table
+from recur.preprocess.dicom_geometry import (
     GeometryError,
-    SeriesReader,
     check_slice_spacing,
     check_stacking,
     direction_matrix,
@@ -35,6 +33,7 @@ from recur.preprocess.dicom import (
     position_groups,
     slice_normal,
 )
+from recur.preprocess.dicom_series import ConvertSettings, SeriesReader
 
 # Fake identifying values written into every hand-made file; none may reach an output.
 SECRETS = {
@@ -525,7 +524,7 @@ def test_convert_timepoint_writes_all_files(tmp_path, caplog):
         _assert_deidentified(out / f"{ph}.nii.gz")
     acq = json.loads((out / "acquisition.json").read_text())
     assert list(acq) == ["PS", "AP", "PVP", "DP"]
-    assert set(acq["AP"]) == set(convert.ACQUISITION_FIELDS) | {
+    assert set(acq["AP"]) == set(dicom_slice.ACQUISITION_FIELDS) | {
         "n_slices",
         "slice_spacing_mm",
         "days_from_pre",
@@ -559,8 +558,8 @@ def test_native_pixels_equal_pydicom_pixel_array(tmp_path, stored, signed):
     f = tmp_path / "a.dcm"
     extra = {"BitsStored": stored, "HighBit": stored - 1, "PixelRepresentation": signed}
     write_slice(f, raw, (0.0, 0.0, 0.0), extra=extra)
-    ds = pydicom.dcmread(f, defer_size=convert.DEFER_BYTES)
-    fast = convert.native_pixels(ds)
+    ds = pydicom.dcmread(f, defer_size=dicom_series.DEFER_BYTES)
+    fast = dicom_slice.native_pixels(ds)
     assert fast is not None
     ref = pydicom.dcmread(f).pixel_array
     assert fast.dtype == ref.dtype
@@ -574,7 +573,7 @@ def test_native_pixels_equal_pydicom_pixel_array(tmp_path, stored, signed):
 def test_native_pixels_leave_compressed_data_to_pydicom(testdata):
     folder = testdata / "dicom2nifti/tests/data/generic/compressed_rle/001"
     ds = pydicom.dcmread(next(p for p in sorted(folder.iterdir()) if p.is_file()))
-    assert convert.native_pixels(ds) is None
+    assert dicom_slice.native_pixels(ds) is None
     assert READ(folder).n_slices > 1  # decoded by pydicom's RLE plugin
 
 
@@ -622,24 +621,24 @@ def test_series_table_rows_as_the_contract_reads_them(tmp_path):
         "P2,post,AP,x/z,\n"
     )
     (tmp_path / "series.csv").write_text(text, encoding="utf-8")
-    rows = convert.read_series_table(tmp_path, "series.csv")
+    rows = series_table.read_series_table(tmp_path, "series.csv")
     table = contract.read_table(tmp_path / "series.csv")
     table["series_uid"] = table["series_uid"].fillna("").astype(str).str.strip()
     for key in (("P1", "pre", "AP"), ("P1", "pre", "DP")):
         row = contract.series_row(table, *key)
-        assert convert.series_lookup(rows, *key) == (row["dicom_dir"], row["series_uid"])
-    assert convert.series_lookup(rows, "P1", "pre", "AP") == ("dicom/with, comma", "1.2.3")
+        assert series_table.series_lookup(rows, *key) == (row["dicom_dir"], row["series_uid"])
+    assert series_table.series_lookup(rows, "P1", "pre", "AP") == ("dicom/with, comma", "1.2.3")
     for key in (("P2", "post", "AP"), ("P3", "pre", "AP")):  # twice / missing: refused alike
         with pytest.raises(contract.ContractError) as ours:
-            convert.series_lookup(rows, *key)
+            series_table.series_lookup(rows, *key)
         with pytest.raises(contract.ContractError) as theirs:
             contract.series_row(table, *key)
         assert str(ours.value) == str(theirs.value)
     (tmp_path / "bad.csv").write_text("patient_id,timepoint,phase\nP1,pre,AP\n")
     with pytest.raises(contract.ContractError, match="missing required column 'dicom_dir'"):
-        convert.read_series_table(tmp_path, "bad.csv")
+        series_table.read_series_table(tmp_path, "bad.csv")
     with pytest.raises(contract.ContractError, match="file not found"):
-        convert.read_series_table(tmp_path, "none.csv")
+        series_table.read_series_table(tmp_path, "none.csv")
 
 
 def _patient_cohort(tmp_path: Path, broken: str | None = None) -> Path:

@@ -13,6 +13,8 @@ import SimpleITK as sitk
 
 from recur.cli import main as cli
 from recur.errors import RecurError
+from recur.preprocess.crop_files import crop_patient_files
+from recur.preprocess.crop_qc import crop_qc_table
 from recur.preprocess.crops import (
     PHASES,
     CropSettings,
@@ -22,8 +24,6 @@ from recur.preprocess.crops import (
     crop_2d,
     crop_arrays,
     crop_carried,
-    crop_patient_files,
-    crop_qc_table,
     crop_stack,
     crop_timepoint,
     in_plane_grid,

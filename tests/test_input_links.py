@@ -1,5 +1,5 @@
 """Pseudonymous input links (recur.cohort.links) and the pre/post day offset
-(recur.preprocess.dicom).
+(recur.preprocess.dicom_slice, recur.preprocess.convert).
 
 Fast unit tests on real files: real symbolic links in ``tmp_path``, real DICOM files written
 with pydicom. The end-to-end claim (no folder name in ``.snakemake/`` or ``results/``, reruns
@@ -19,7 +19,7 @@ import pytest
 
 from recur.cohort import links as input_links
 from recur.errors import RecurError
-from recur.preprocess import dicom as convert
+from recur.preprocess import convert, dicom_slice
 
 from .test_convert import write_stack
 
@@ -133,24 +133,24 @@ def _ds(**dates: str) -> pydicom.Dataset:
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR DA")
 def test_dicom_date_takes_the_first_valid_date():
-    assert convert.dicom_date(_ds(StudyDate="20170313")) == datetime.date(2017, 3, 13)
-    assert convert.dicom_date(_ds(StudyDate="", SeriesDate="20170314")) == datetime.date(
+    assert dicom_slice.dicom_date(_ds(StudyDate="20170313")) == datetime.date(2017, 3, 13)
+    assert dicom_slice.dicom_date(_ds(StudyDate="", SeriesDate="20170314")) == datetime.date(
         2017, 3, 14
     )
-    assert convert.dicom_date(_ds(StudyDate="20171399", AcquisitionDate="20170315")) == (
+    assert dicom_slice.dicom_date(_ds(StudyDate="20171399", AcquisitionDate="20170315")) == (
         datetime.date(2017, 3, 15)
     )
-    assert convert.dicom_date(_ds(StudyDate="2017")) is None
-    assert convert.dicom_date(_ds()) is None
+    assert dicom_slice.dicom_date(_ds(StudyDate="2017")) is None
+    assert dicom_slice.dicom_date(_ds()) is None
 
 
 def test_day_offset_counts_whole_days():
     pre = datetime.date(2016, 2, 20)
-    assert convert.day_offset(datetime.date(2016, 3, 21), pre) == 30  # leap year: 9 + 21
-    assert convert.day_offset(datetime.date(2017, 1, 1), datetime.date(2016, 12, 31)) == 1
-    assert convert.day_offset(pre, datetime.date(2016, 2, 27)) == -7
-    assert convert.day_offset(None, pre) is None
-    assert convert.day_offset(pre, None) is None
+    assert dicom_slice.day_offset(datetime.date(2016, 3, 21), pre) == 30  # leap year: 9 + 21
+    assert dicom_slice.day_offset(datetime.date(2017, 1, 1), datetime.date(2016, 12, 31)) == 1
+    assert dicom_slice.day_offset(pre, datetime.date(2016, 2, 27)) == -7
+    assert dicom_slice.day_offset(None, pre) is None
+    assert dicom_slice.day_offset(pre, None) is None
 
 
 def _set_date(folder: Path, date: str) -> None:
@@ -174,9 +174,9 @@ def test_post_acquisition_json_holds_the_day_offset_and_no_date(tmp_path):
             rows.append(f"P1,{tp},{ph},{rel}")
     _set_date(root / "dicom/pre/PS", "20190404")  # a plain series the day before
     (root / "series.csv").write_text("\n".join(rows) + "\n")
-    assert convert.series_date(root / "dicom/pre/DP") == datetime.date(2019, 4, 5)
-    assert convert.series_date(root / "dicom/pre/DP", series_uid="9.9.9") is None
-    assert convert.series_date(root / "missing") is None
+    assert dicom_slice.series_date(root / "dicom/pre/DP") == datetime.date(2019, 4, 5)
+    assert dicom_slice.series_date(root / "dicom/pre/DP", series_uid="9.9.9") is None
+    assert dicom_slice.series_date(root / "missing") is None
 
     for tp, expected in (("pre", [-1, 0, 0, 0]), ("post", [41, 41, 41, 41])):
         out = tmp_path / "nifti" / tp

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from recur.cli import main as cli
-from recur.preprocess.crops import SIMILARITY_MIN_PATIENTS, similarity_outliers
+from recur.preprocess.crop_qc import SIMILARITY_MIN_PATIENTS, similarity_outliers
 
 
 def cohort(ap_pre, ap_post=None, flags=None, **columns) -> pd.DataFrame:

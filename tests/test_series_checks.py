@@ -14,7 +14,7 @@ from recur.cli.main import main
 from recur.cohort import exclusions
 from recur.cohort import series_checks as sc
 from recur.errors import RecurError
-from recur.preprocess import dicom as convert
+from recur.preprocess import convert
 
 from .test_convert import write_stack
 

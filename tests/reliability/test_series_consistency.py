@@ -157,7 +157,7 @@ def test_consistent_patient_converts_without_review_notes(stopped):
 
 def test_exclude_records_the_refusal_for_both_time_points(excluded, cohort: Path):
     from recur.cohort import exclusions
-    from recur.preprocess import dicom as convert
+    from recur.preprocess import convert
 
     work, res = excluded
     assert res.returncode == 0, res.stderr[-3000:]

@@ -135,16 +135,16 @@ _CONVERT_SETTINGS = (
 )
 
 
-def _convert_settings(a: argparse.Namespace):  # -> recur.preprocess.dicom.ConvertSettings
+def _convert_settings(a: argparse.Namespace):  # -> recur.preprocess.dicom_series.ConvertSettings
     """Settings from the options given; the others keep ConvertSettings' defaults."""
-    from recur.preprocess.dicom import ConvertSettings
+    from recur.preprocess.dicom_series import ConvertSettings
 
     given = {k: getattr(a, k) for k in _CONVERT_SETTINGS if getattr(a, k) is not None}
     return ConvertSettings(**given)
 
 
 def _cmd_convert(a: argparse.Namespace) -> None:
-    from recur.preprocess import dicom as convert
+    from recur.preprocess import convert
 
     res = convert.convert_series(
         Path(a.dicom_dir),
@@ -160,7 +160,7 @@ def _cmd_convert(a: argparse.Namespace) -> None:
 
 
 def _cmd_convert_timepoint(a: argparse.Namespace) -> None:
-    from recur.preprocess import dicom as convert
+    from recur.preprocess import convert
 
     convert.convert_timepoint(
         Path(a.cohort_dir),
@@ -176,7 +176,7 @@ def _cmd_convert_timepoint(a: argparse.Namespace) -> None:
 def _cmd_convert_patient(a: argparse.Namespace) -> None:
     import dataclasses
 
-    from recur.preprocess import dicom as convert
+    from recur.preprocess import convert
 
     settings = _convert_settings(a)
     if a.min_interval_days is not None:
@@ -196,8 +196,8 @@ def _cmd_convert_patient(a: argparse.Namespace) -> None:
 
 
 def _add_convert_settings(p: argparse.ArgumentParser) -> None:
-    """Options of the geometry checks (defaults: recur.preprocess.dicom.ConvertSettings, which the
-    schema's ``convert:`` section mirrors); no heavy import at parser-build time."""
+    """Options of the geometry checks (defaults: recur.preprocess.dicom_series.ConvertSettings,
+    which the schema's ``convert:`` section mirrors); no heavy import at parser-build time."""
     p.add_argument(
         "--spacing-tolerance",
         type=float,
@@ -496,7 +496,7 @@ def _cmd_register_patient(a: argparse.Namespace) -> None:
 
 
 def _cmd_crop(a: argparse.Namespace) -> None:
-    from recur.preprocess import crops
+    from recur.preprocess import crop_files, crops
 
     settings = crops.CropSettings(
         size=a.size,
@@ -505,7 +505,7 @@ def _cmd_crop(a: argparse.Namespace) -> None:
         region=a.region,
         post_frame=a.post_frame,
     )
-    res = crops.crop_patient_files(
+    res = crop_files.crop_patient_files(
         a.patient,
         {"pre": a.registered_pre, "post": a.registered_post},
         {"pre": a.mask_pre, "post": a.mask_post},
@@ -522,9 +522,9 @@ def _cmd_crop(a: argparse.Namespace) -> None:
 
 def _cmd_crop_qc(a: argparse.Namespace) -> None:
     from recur.io import atomic_path
-    from recur.preprocess import crops
+    from recur.preprocess import crop_qc
 
-    table = crops.crop_qc_table(a.crops, a.registration_qc or [])
+    table = crop_qc.crop_qc_table(a.crops, a.registration_qc or [])
     with atomic_path(a.out) as tmp:
         table.to_csv(tmp, index=False)
     n_flag = int((table["flags"] != "").sum()) if len(table) else 0

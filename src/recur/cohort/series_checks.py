@@ -2,7 +2,7 @@
 
 series.csv is typed by hand, and some of its mistakes give series that convert without a
 single geometry problem: a row that points at another patient's series, one series given for
-two phases, the pre and post rows swapped. The conversion job (:func:`recur.preprocess.dicom.
+two phases, the pre and post rows swapped. The conversion job (:func:`recur.preprocess.convert.
 convert_patient`) keeps a few header values of each series' first slice
 (:func:`header_values`) and runs these checks on them:
 
@@ -91,7 +91,7 @@ class Series:
         return f"{self.timepoint}/{self.phase}"
 
     def context(self, patient: str) -> str:
-        """The start of a refusal (as :func:`recur.preprocess.dicom._convert_staged` words it)."""
+        """The start of a refusal (as :func:`recur.preprocess.convert._convert_staged` words it)."""
         return f"patient {patient}, {self.name}, folder '{self.folder}'"
 
 

@@ -236,11 +236,11 @@ class Bundle:
         d = self.root / "models" / model
         return d / "model.skops", d / "manifest.json"
 
-    def convert_settings(self):  # -> recur.preprocess.dicom.ConvertSettings
+    def convert_settings(self):  # -> recur.preprocess.dicom_series.ConvertSettings
         """The conversion settings the workflow used."""
         from dataclasses import fields
 
-        from recur.preprocess.dicom import ConvertSettings
+        from recur.preprocess.dicom_series import ConvertSettings
 
         names = {f.name for f in fields(ConvertSettings)}
         s = self.settings["convert"]

@@ -5,11 +5,11 @@ no outcome columns needed; ``site`` and ``cohort`` optional and ignored). Every 
 workflow's own functions with the settings recorded in the bundle, so a patient scored here
 gets the score the workflow would have given it:
 
-1. :func:`recur.preprocess.dicom.convert_timepoint` (DICOM -> de-identified NIfTI, both time
+1. :func:`recur.preprocess.convert.convert_timepoint` (DICOM -> de-identified NIfTI, both time
    points);
 2. :func:`recur.preprocess.masks.check_mask_file` (ROI mask against its DP series);
 3. :func:`recur.preprocess.register.register_timepoint_dir` (PS/AP/PVP onto DP);
-4. :func:`recur.preprocess.crops.crop_patient_files` (3-slice crops + QC montage);
+4. :func:`recur.preprocess.crop_files.crop_patient_files` (3-slice crops + QC montage);
 5. :func:`recur.models.train.load_model` + :func:`recur.models.train.predict_logits` (Pre, PrePost);
 6. :func:`recur.models.tabular.load_model` + :func:`recur.models.tabular.predict_scores` (Clinical,
    DL_Clinical with the bundle's chosen signature, as for the workflow's test patients);
@@ -180,8 +180,7 @@ def prepare_patient(
 
     The workflow's functions with the bundle's settings; returns the crop file.
     """
-    from recur.preprocess import crops, masks, register
-    from recur.preprocess import dicom as convert
+    from recur.preprocess import convert, crop_files, masks, register
 
     conv, reg, crop = (
         bundle.convert_settings(),
@@ -235,7 +234,9 @@ def prepare_patient(
         )
     if progress:
         progress.step(f"{patient}: crop")
-    crops.crop_patient_files(patient, registered, checked, crops_out, qc_png, crop, post_to_pre)
+    crop_files.crop_patient_files(
+        patient, registered, checked, crops_out, qc_png, crop, post_to_pre
+    )
     return crops_out
 
 
