@@ -72,7 +72,7 @@ def shown_clinical(latent: pd.DataFrame) -> pd.DataFrame:
 
 def measure(train_seed: int) -> list[dict]:
     from recur.cohort import split
-    from recur.evaluate import stats as evaluate
+    from recur.evaluate import metrics
     from recur.models import tabular
     from recur.synthetic.ceilings import information_ceilings, learnable_ceilings
     from recur.synthetic.latent import PAPER_ER_SHARE
@@ -116,7 +116,7 @@ def measure(train_seed: int) -> list[dict]:
         scores[name] = s
         a, lo, hi = delong_ci(y, s)
         tune = pred[pred["split"] == "tune"].merge(both[["patient_id", "er"]], on="patient_id")
-        test = evaluate.delong_test(y, s, scores["extra_trees"]) if name != "extra_trees" else {}
+        test = metrics.delong_test(y, s, scores["extra_trees"]) if name != "extra_trees" else {}
         rows.append(
             {
                 "train_seed": train_seed,
@@ -126,8 +126,8 @@ def measure(train_seed: int) -> list[dict]:
                 "auc": round(a, 4),
                 "ci_low": round(lo, 4),
                 "ci_high": round(hi, 4),
-                "tune_auc": round(evaluate.auc(tune["er"], tune["score"]), 4),
-                "delta_vs_extra_trees": round(a - evaluate.auc(y, scores["extra_trees"]), 4),
+                "tune_auc": round(metrics.auc(tune["er"], tune["score"]), 4),
+                "delta_vs_extra_trees": round(a - metrics.auc(y, scores["extra_trees"]), 4),
                 "p_vs_extra_trees": round(test.get("p", float("nan")), 4),
                 "ceiling": round(ceiling, 4),
                 "learnable_ceiling": round(learnable, 4),

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from recur.evaluate import stats as ev
+from recur.evaluate import metrics, tables
 
-MODELS = list(ev.MODELS)
+MODELS = list(tables.MODELS)
 
 
 def make_frame(seed: int = 0) -> pd.DataFrame:
@@ -37,16 +37,16 @@ def make_frame(seed: int = 0) -> pd.DataFrame:
 
 def reference_loop(frame: pd.DataFrame, cutoffs: dict, n_boot: int, seed: int) -> None:
     """The naive implementation: one resample at a time."""
-    for ci, mask in enumerate(ev.cohort_masks(frame).values()):
+    for ci, mask in enumerate(tables.cohort_masks(frame).values()):
         sub = frame[mask]
         y = sub["er"].to_numpy()
-        idx = ev.stratified_indices(y, n_boot, seed + ci)
+        idx = metrics.stratified_indices(y, n_boot, seed + ci)
         for m in MODELS:
             s = sub[m].to_numpy()
             for b in range(n_boot):
                 yb, sb = y[idx[b]], s[idx[b]]
                 roc_auc_score(yb, sb)
-                ev.classification_metrics(yb, (sb >= cutoffs[m]).astype(int))
+                metrics.classification_metrics(yb, (sb >= cutoffs[m]).astype(int))
 
 
 def main() -> None:
@@ -58,13 +58,13 @@ def main() -> None:
     a = ap.parse_args()
 
     frame = make_frame()
-    cutoffs = dict(zip(MODELS, ev.cutoffs_table(frame, MODELS)["cutoff"], strict=True))
-    ev.table2(frame, MODELS, cutoffs, n_boot=10, seed=0)  # warm-up (imports)
+    cutoffs = dict(zip(MODELS, tables.cutoffs_table(frame, MODELS)["cutoff"], strict=True))
+    tables.table2(frame, MODELS, cutoffs, n_boot=10, seed=0)  # warm-up (imports)
 
     times = []
     for _ in range(a.repeats):
         t0 = time.perf_counter()
-        ev.table2(frame, MODELS, cutoffs, n_boot=a.boot, seed=0)
+        tables.table2(frame, MODELS, cutoffs, n_boot=a.boot, seed=0)
         times.append(time.perf_counter() - t0)
     vec = statistics.median(times)
 
@@ -72,11 +72,11 @@ def main() -> None:
     reference_loop(frame, cutoffs, a.ref_boot, 0)
     ref = (time.perf_counter() - t0) * a.boot / a.ref_boot
 
-    n_cohorts = len(ev.cohort_masks(frame))
+    n_cohorts = len(tables.cohort_masks(frame))
     table = pd.DataFrame(
         [
             {
-                "implementation": "recur.evaluate.stats.table2 (vectorised)",
+                "implementation": "recur.evaluate.tables.table2 (vectorised)",
                 "models": len(MODELS),
                 "cohorts": n_cohorts,
                 "resamples": a.boot,

@@ -89,10 +89,10 @@ def _prepare(patient: str) -> tuple[str, float, str]:
 
 
 def delong_ci(y: np.ndarray, score: np.ndarray) -> tuple[float, float, float]:
-    """AUC and its DeLong 95% CI (:func:`recur.evaluate.stats.delong_auc_cov`)."""
+    """AUC and its DeLong 95% CI (:func:`recur.evaluate.metrics.delong_auc_cov`)."""
     from scipy import stats
 
-    from recur.evaluate.stats import delong_auc_cov
+    from recur.evaluate.metrics import delong_auc_cov
 
     aucs, cov = delong_auc_cov(y, np.asarray(score, dtype=float)[None, :])
     half = stats.norm.ppf(0.975) * float(np.sqrt(cov[0, 0]))
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         ignore_index=True,
     )
     print(out.to_string(index=False))
-    from recur.evaluate.stats import delong_test
+    from recur.evaluate.metrics import delong_test
 
     for a_, b_ in (("PrePost", "Pre"), ("DL_Clinical", "Clinical")):
         t = delong_test(y, scores[a_], scores[b_])

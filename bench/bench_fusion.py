@@ -41,14 +41,16 @@ VARIANTS: tuple[tuple[str, str], ...] = (
 
 def study_tables(study: Path):
     """The study's clinical table, split, full and out-of-fold DL predictions."""
-    from recur.evaluate import stats as ev
+    from recur.evaluate import readers
 
     res = study / "results"
-    clinical = ev.read_clinical(res / "synthetic" / "cohort" / "clinical.csv")
-    split = ev.read_split(res / "splits" / "split.csv")
-    full = {m: ev.read_predictions(res / "predictions" / f"{m}.csv", m) for m in ("Pre", "PrePost")}
+    clinical = readers.read_clinical(res / "synthetic" / "cohort" / "clinical.csv")
+    split = readers.read_split(res / "splits" / "split.csv")
+    full = {
+        m: readers.read_predictions(res / "predictions" / f"{m}.csv", m) for m in ("Pre", "PrePost")
+    }
     oof = {
-        m: ev.read_predictions(res / "predictions" / "oof" / f"{m}.csv", m)
+        m: readers.read_predictions(res / "predictions" / "oof" / f"{m}.csv", m)
         for m in ("Pre", "PrePost")
     }
     return clinical, split, full, oof
@@ -82,7 +84,7 @@ def fresh_table(cohorts: list[Path], key: str) -> pd.DataFrame:
 def measure(study: Path, cohorts: list[Path]) -> list[dict]:
     from bench_external import image_settings_key
     from recur.deploy.bundle import load_bundle
-    from recur.evaluate import stats as evaluate
+    from recur.evaluate import metrics
     from recur.models import tabular
     from recur.synthetic import cohort as synth
     from recur.synthetic.ceilings import learnable_ceilings
@@ -126,8 +128,8 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
             s = tabular.predict_scores(model, ext, feats)
         scores[(estimator, stacking)] = s
         a, lo, hi = delong_ci(y, s)
-        vs_sig = evaluate.delong_test(y, s, alone)
-        vs_paper = evaluate.delong_test(y, s, scores[("extra_trees", "in_sample")])
+        vs_sig = metrics.delong_test(y, s, alone)
+        vs_paper = metrics.delong_test(y, s, scores[("extra_trees", "in_sample")])
         row = {
             "study": study.name,
             "signature": choice,
@@ -138,7 +140,7 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
             "auc": round(a, 4),
             "ci_low": round(lo, 4),
             "ci_high": round(hi, 4),
-            "signature_auc": round(evaluate.auc(y, alone), 4),
+            "signature_auc": round(metrics.auc(y, alone), 4),
             "diff_vs_signature": round(vs_sig["diff"], 4),
             "p_vs_signature": round(vs_sig["p"], 4),
             "diff_vs_paper": round(vs_paper["diff"], 4),
@@ -147,7 +149,7 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
         }
         for i in sorted(ext["cohort_index"].unique()):
             m = (ext["cohort_index"] == i).to_numpy()
-            t = evaluate.delong_test(y[m], s[m], alone[m])
+            t = metrics.delong_test(y[m], s[m], alone[m])
             half = 1.959964 * t["se"]
             row[f"c{i}_diff_vs_signature"] = round(t["diff"], 4)
             row[f"c{i}_diff_ci"] = f"{t['diff'] - half:.3f}..{t['diff'] + half:.3f}"

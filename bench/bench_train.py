@@ -31,7 +31,8 @@ from pathlib import Path
 def _one(args: argparse.Namespace) -> None:
     """Child process: train one model once and print a JSON line of measurements."""
     from recur.config import defaults
-    from recur.models.train import Architecture, TrainSettings, configure_torch, run_training
+    from recur.models.jobs import run_training
+    from recur.models.train import Architecture, TrainSettings, configure_torch
 
     configure_torch(0, args.threads)
     root = Path(args.data)

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from recur.deploy.bundle import load_bundle
-    from recur.evaluate.stats import delong_test
+    from recur.evaluate.metrics import delong_test
     from recur.synthetic.ceilings import information_ceilings
 
     bundle = load_bundle((a.study / "results" / "bundle").resolve())

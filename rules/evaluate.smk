@@ -1,6 +1,6 @@
 # Clinical and DL_Clinical models, cutoffs, Table 1, Table 2, figures
-# Thin rules: every statistic lives in recur.evaluate (stats, table1, figures) and
-# recur.models.tabular.
+# Thin rules: every statistic lives in recur.evaluate (metrics, tables, readers, table1,
+# figures) and recur.models.tabular.
 
 EVAL_MODELS = ["Clinical", "Pre", "PrePost", "DL_Clinical"]
 # The margin-extended models (rules/margin.smk) are evaluated like every other model.

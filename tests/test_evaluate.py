@@ -1,4 +1,4 @@
-"""recur.evaluate.stats: metrics, bootstrap, cutoffs, net benefit, DeLong, calibration (by hand)."""
+"""recur.evaluate metrics, tables, readers: bootstrap, cutoffs, DeLong, calibration (by hand)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from recur.errors import RecurError
-from recur.evaluate import stats as ev
+from recur.evaluate import metrics, readers, tables
 
 # --------------------------------------------------------------------------- metrics
 
@@ -20,7 +20,7 @@ def test_classification_metrics_hand_confusion_matrix():
     # TP=2, FN=1, FP=1, TN=4
     y = [1, 1, 1, 0, 0, 0, 0, 0]
     p = [1, 1, 0, 1, 0, 0, 0, 0]
-    m = ev.classification_metrics(y, p)
+    m = metrics.classification_metrics(y, p)
     assert list(m) == ["accuracy", "sensitivity", "specificity", "ppv", "npv", "f1"]
     assert m["accuracy"] == pytest.approx(6 / 8)
     assert m["sensitivity"] == pytest.approx(2 / 3)
@@ -32,7 +32,7 @@ def test_classification_metrics_hand_confusion_matrix():
 
 def test_classification_metrics_zero_denominators_are_nan():
     # no positive patient and no positive prediction: TP=FP=FN=0, TN=3
-    m = ev.classification_metrics([0, 0, 0], [0, 0, 0])
+    m = metrics.classification_metrics([0, 0, 0], [0, 0, 0])
     assert math.isnan(m["sensitivity"])
     assert math.isnan(m["ppv"])
     assert math.isnan(m["f1"])
@@ -40,7 +40,7 @@ def test_classification_metrics_zero_denominators_are_nan():
     assert m["npv"] == 1.0
     assert m["accuracy"] == 1.0
     # nobody predicted positive but one event: PPV 0/0, F1 = 0/(0+0+1) = 0
-    m = ev.classification_metrics([1, 0], [0, 0])
+    m = metrics.classification_metrics([1, 0], [0, 0])
     assert math.isnan(m["ppv"])
     assert m["f1"] == 0.0
     assert m["sensitivity"] == 0.0
@@ -53,24 +53,24 @@ def test_classification_metrics_zero_denominators_are_nan():
 )
 def test_classification_metrics_bad_input(y, p):
     with pytest.raises(RecurError):
-        ev.classification_metrics(y, p)
+        metrics.classification_metrics(y, p)
 
 
 def test_auc_hand_and_checks():
     # positives 0.35, 0.8 vs negatives 0.1, 0.4: 3 of 4 pairs ordered
-    assert ev.auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert metrics.auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
     with pytest.raises(RecurError, match="single class"):
-        ev.auc([1, 1, 1], [0.1, 0.2, 0.3])
+        metrics.auc([1, 1, 1], [0.1, 0.2, 0.3])
     with pytest.raises(RecurError, match="non-finite"):
-        ev.auc([0, 1], [0.1, np.nan])
+        metrics.auc([0, 1], [0.1, np.nan])
     with pytest.raises(RecurError, match="length"):
-        ev.auc([0, 1], [0.1, 0.2, 0.3])
+        metrics.auc([0, 1], [0.1, 0.2, 0.3])
 
 
 def test_youden_cutoff_known_roc_and_tie_rule():
-    assert ev.youden_cutoff([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) == 0.4
+    assert metrics.youden_cutoff([0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) == 0.4
     # J = 0.5 at cutoff 0.8 (tpr .5, fpr 0) and at 0.35 (tpr 1, fpr .5): highest wins
-    assert ev.youden_cutoff([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.8
+    assert metrics.youden_cutoff([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.8
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -79,8 +79,8 @@ def test_youden_cutoff_known_roc_and_tie_rule():
 def test_bootstrap_degenerate_all_correct_is_one_one():
     y = [0, 0, 0, 1, 1, 1]
     s = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
-    t = ev.bootstrap_ci(y, s, cutoff=0.5, n_boot=500, seed=3).set_index("metric")
-    assert list(t.index) == list(ev.METRICS)
+    t = metrics.bootstrap_ci(y, s, cutoff=0.5, n_boot=500, seed=3).set_index("metric")
+    assert list(t.index) == list(metrics.METRICS)
     assert (t["estimate"] == 1.0).all()
     assert (t["ci_low"] == 1.0).all()
     assert (t["ci_high"] == 1.0).all()
@@ -92,11 +92,11 @@ def _slow_bootstrap(y, s, cutoff, n_boot, seed, level=0.95):
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     ip = pos[rng.integers(0, pos.size, size=(n_boot, pos.size))]
     ineg = neg[rng.integers(0, neg.size, size=(n_boot, neg.size))]
-    vals = {m: [] for m in ev.METRICS}
+    vals = {m: [] for m in metrics.METRICS}
     for b in range(n_boot):
         idx = np.concatenate([ip[b], ineg[b]])
         vals["auc"].append(roc_auc_score(y[idx], s[idx]))
-        cm = ev.classification_metrics(y[idx], (s[idx] >= cutoff).astype(int))
+        cm = metrics.classification_metrics(y[idx], (s[idx] >= cutoff).astype(int))
         for k, v in cm.items():
             vals[k].append(v)
     a = (1 - level) / 2
@@ -112,9 +112,9 @@ def test_bootstrap_matches_slow_reference_loop():
     rng = np.random.default_rng(11)
     y = (rng.random(40) < 0.3).astype(int)
     s = np.round(np.clip(0.3 * y + rng.normal(0.4, 0.2, 40), 0, 1), 2)  # rounding: ties
-    t = ev.bootstrap_ci(y, s, cutoff=0.5, n_boot=300, seed=5).set_index("metric")
+    t = metrics.bootstrap_ci(y, s, cutoff=0.5, n_boot=300, seed=5).set_index("metric")
     ref = _slow_bootstrap(y, s, 0.5, 300, 5)
-    for m in ev.METRICS:
+    for m in metrics.METRICS:
         est = t.loc[m, "estimate"]
         lo, hi = ref[m]
         # the module widens to the estimate; the reference is the raw percentile interval
@@ -124,20 +124,20 @@ def test_bootstrap_matches_slow_reference_loop():
 
 
 def test_percentile_ci_contains_estimate_and_handles_undefined():
-    lo, hi, nu = ev.percentile_ci(np.full(100, 0.9), 1.0)
+    lo, hi, nu = metrics.percentile_ci(np.full(100, 0.9), 1.0)
     assert (lo, hi, nu) == (0.9, 1.0, 0)
-    lo, hi, nu = ev.percentile_ci(np.array([np.nan, np.nan]), 0.5)
+    lo, hi, nu = metrics.percentile_ci(np.array([np.nan, np.nan]), 0.5)
     assert math.isnan(lo)
     assert math.isnan(hi)
     assert nu == 2
-    lo, hi, nu = ev.percentile_ci(np.array([np.nan, 0.2, 0.4]), 0.3)
+    lo, hi, nu = metrics.percentile_ci(np.array([np.nan, 0.2, 0.4]), 0.3)
     assert nu == 1
     assert lo <= 0.3 <= hi
 
 
 def test_stratified_indices_keep_class_counts():
     y = np.array([1, 0, 0, 1, 0, 0, 0])
-    idx = ev.stratified_indices(y, 50, 0)
+    idx = metrics.stratified_indices(y, 50, 0)
     assert idx.shape == (50, 7)
     assert (y[idx].sum(axis=1) == 2).all()
 
@@ -148,15 +148,15 @@ def test_stratified_indices_keep_class_counts():
 def test_net_benefit_hand():
     y = [1, 1, 0, 0, 0]
     s = [0.9, 0.4, 0.6, 0.2, 0.1]
-    nb = ev.net_benefit(y, s, [0.25, 0.5])
+    nb = metrics.net_benefit(y, s, [0.25, 0.5])
     # pt .25: treated .9 .4 .6 -> TP 2, FP 1: 2/5 - 1/5 * (.25/.75)
     assert nb[0] == pytest.approx(2 / 5 - 1 / 5 * (1 / 3))
     # pt .5: treated .9 .6 -> TP 1, FP 1: 1/5 - 1/5 * 1
     assert nb[1] == pytest.approx(0.0)
-    allnb = ev.net_benefit_treat_all(y, [0.25])
+    allnb = metrics.net_benefit_treat_all(y, [0.25])
     assert allnb[0] == pytest.approx(0.4 - 0.6 / 3)
     with pytest.raises(RecurError):
-        ev.net_benefit(y, s, [1.0])
+        metrics.net_benefit(y, s, [1.0])
 
 
 # --------------------------------------------------------------------------- DeLong
@@ -186,7 +186,7 @@ def test_delong_matches_slow_structural_components_with_ties():
     y = (rng.random(60) < 0.4).astype(int)
     a = np.round(y * 0.8 + rng.normal(0, 1, 60), 1)  # rounding creates ties
     b = np.round(y * 0.3 + rng.normal(0, 1, 60), 1)
-    r = ev.delong_test(y, a, b)
+    r = metrics.delong_test(y, a, b)
     auc_a, auc_b, se, z, p = _slow_delong(y, a, b)
     assert r["auc_a"] == pytest.approx(auc_a, abs=1e-12)
     assert r["auc_b"] == pytest.approx(auc_b, abs=1e-12)
@@ -202,7 +202,7 @@ def test_delong_hand_example():
     y = [1, 1, 0, 0]
     a = [0.8, 0.6, 0.7, 0.2]
     b = [0.9, 0.8, 0.3, 0.1]
-    r = ev.delong_test(y, a, b)
+    r = metrics.delong_test(y, a, b)
     # a: psi = [[1,1],[0,1]] -> AUC .75; V10 = (1, .5), V01 = (.5, 1); b: all 1, zero var
     assert r["auc_a"] == pytest.approx(0.75)
     assert r["auc_b"] == pytest.approx(1.0)
@@ -215,7 +215,7 @@ def test_delong_hand_example():
 def test_delong_identical_scores_p_one():
     y = [0, 1, 0, 1, 1]
     s = [0.1, 0.7, 0.4, 0.3, 0.9]
-    r = ev.delong_test(y, s, s)
+    r = metrics.delong_test(y, s, s)
     assert r["diff"] == 0.0
     assert r["p"] == 1.0
 
@@ -233,24 +233,24 @@ def _grouped(p_groups):
 
 
 def test_brier_hand():
-    assert ev.brier([1, 0], [0.8, 0.4]) == pytest.approx((0.04 + 0.16) / 2)
+    assert metrics.brier([1, 0], [0.8, 0.4]) == pytest.approx((0.04 + 0.16) / 2)
 
 
 def test_calibration_intercept_slope_exact_cases():
     y, s = _grouped([(0.2, 1, 5), (0.5, 2, 4), (0.8, 4, 5)])
-    icpt, slope = ev.calibration_intercept_slope(y, s)
+    icpt, slope = metrics.calibration_intercept_slope(y, s)
     assert icpt == pytest.approx(0.0, abs=1e-6)
     assert slope == pytest.approx(1.0, abs=1e-6)
     # predictions twice as extreme on the logit scale: slope 1/2
     lp = np.log(s / (1 - s))
     s2 = 1 / (1 + np.exp(-2 * lp))
-    _, slope2 = ev.calibration_intercept_slope(y, s2)
+    _, slope2 = metrics.calibration_intercept_slope(y, s2)
     assert slope2 == pytest.approx(0.5, abs=1e-6)
 
 
 def test_calibration_curve_lowess_range():
     y, s = _grouped([(0.2, 1, 5), (0.5, 2, 4), (0.8, 4, 5)])
-    x, obs = ev.calibration_curve_lowess(y, s)
+    x, obs = metrics.calibration_curve_lowess(y, s)
     assert (np.diff(x) >= 0).all()
     assert ((obs >= 0) & (obs <= 1)).all()
     assert obs.shape == x.shape == (14,)
@@ -282,7 +282,7 @@ def frame() -> pd.DataFrame:
 
 
 def test_cohort_masks(frame):
-    masks = ev.cohort_masks(frame)
+    masks = tables.cohort_masks(frame)
     assert list(masks) == ["training", "tuning", "external", "B", "C"]
     assert masks["external"].sum() == 16
     assert masks["B"].sum() == 8
@@ -290,12 +290,12 @@ def test_cohort_masks(frame):
 
 
 def test_table2_long_format_and_ci_contains_estimate(frame):
-    cut = ev.cutoffs_table(frame, ["M1", "M2"])
+    cut = tables.cutoffs_table(frame, ["M1", "M2"])
     assert list(cut["model"]) == ["M1", "M2"]
     tune = frame[frame["split"] == "tune"]
-    assert cut.loc[0, "cutoff"] == ev.youden_cutoff(tune["er"], tune["M1"])
+    assert cut.loc[0, "cutoff"] == metrics.youden_cutoff(tune["er"], tune["M1"])
     cutoffs = dict(zip(cut["model"], cut["cutoff"], strict=True))
-    t = ev.table2(frame, ["M1", "M2"], cutoffs, n_boot=200, seed=0)
+    t = tables.table2(frame, ["M1", "M2"], cutoffs, n_boot=200, seed=0)
     assert list(t.columns[:6]) == ["cohort", "model", "metric", "estimate", "ci_low", "ci_high"]
     assert len(t) == 5 * 2 * 7
     ok = t["estimate"].notna()
@@ -305,16 +305,20 @@ def test_table2_long_format_and_ci_contains_estimate(frame):
     ext = frame[frame["split"] == "test"]
     assert row["estimate"] == pytest.approx(roc_auc_score(ext["er"], ext["M1"]))
     assert (row["n"], row["n_events"]) == (16, 4)
-    wide = ev.table2_wide(t)
-    assert list(wide.columns) == ["Cohort", "Model", *[ev.METRIC_LABELS[m] for m in ev.METRICS]]
+    wide = tables.table2_wide(t)
+    assert list(wide.columns) == [
+        "Cohort",
+        "Model",
+        *[metrics.METRIC_LABELS[m] for m in metrics.METRICS],
+    ]
     assert len(wide) == 10
-    assert ev.format_estimate(0.74, 0.4623, 0.935) == "0.740 [0.462, 0.935]"
+    assert tables.format_estimate(0.74, 0.4623, 0.935) == "0.740 [0.462, 0.935]"
 
 
 def test_delong_and_calibration_tables(frame):
-    d = ev.delong_table(frame, ["M1", "M2"])
+    d = tables.delong_table(frame, ["M1", "M2"])
     assert list(d["cohort"]) == ["training", "tuning", "external", "B", "C"]
-    c = ev.calibration_table(frame, ["M1", "M2"])
+    c = tables.calibration_table(frame, ["M1", "M2"])
     assert len(c) == 10
     assert {"brier", "intercept", "slope"} <= set(c.columns)
 
@@ -339,20 +343,20 @@ def test_evaluation_frame_checks():
             "score": [0.9, 0.1],
         }
     )
-    f = ev.evaluation_frame({"M": good}, split, clin)
+    f = readers.evaluation_frame({"M": good}, split, clin)
     assert list(f["M"]) == [0.1, 0.9]
     with pytest.raises(RecurError, match="no prediction"):
-        ev.evaluation_frame({"M": good.iloc[:1]}, split, clin)
+        readers.evaluation_frame({"M": good.iloc[:1]}, split, clin)
     bad = good.assign(split=["train", "train"])
     with pytest.raises(RecurError, match="disagrees"):
-        ev.evaluation_frame({"M": bad}, split, clin)
+        readers.evaluation_frame({"M": bad}, split, clin)
 
 
 def test_read_predictions_checks_columns(tmp_path):
     p = tmp_path / "M.csv"
     p.write_text("patient_id,split,score\na,train,0.1\n")
     with pytest.raises(RecurError, match="columns"):
-        ev.read_predictions(p, "M")
+        readers.read_predictions(p, "M")
     p.write_text("patient_id,cohort,split,score\na,train,train,\n")
     with pytest.raises(RecurError, match="patient a"):
-        ev.read_predictions(p, "M")
+        readers.read_predictions(p, "M")

@@ -13,10 +13,10 @@ from recur.cli.main import main
 from recur.cohort.split import make_split, read_outcome, write_split
 from recur.models.data import make_dataset, make_items, write_toy_cohort
 from recur.models.gradcam import PrePostGradCAM
+from recur.models.jobs import load_model
 from recur.models.train import (
     Architecture,
     TrainSettings,
-    load_model,
     predict_logits,
     resolve_device,
     sigmoid,

@@ -1,4 +1,5 @@
-"""Training, model selection, signatures and cross-fitting (recur.models.train)."""
+"""Training, model selection, signatures and cross-fitting (recur.models: train, selection,
+losses, crossfit, jobs)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from monai.data import get_track_meta
 from recur.cli.main import main
 from recur.cohort.split import make_split, read_outcome, write_split
 from recur.errors import RecurError
+from recur.models.crossfit import PREDICTION_COLUMNS, crossfit_table, job_patients
 from recur.models.data import (
     Augmentation,
     make_dataset,
@@ -20,28 +22,17 @@ from recur.models.data import (
     plain_tensors,
     write_toy_cohort,
 )
+from recur.models.jobs import load_model, read_aux_targets, read_offset_covariates
+from recur.models.losses import covariate_offset, masked_huber, pos_weight, standardise_targets
+from recur.models.selection import average_states, safe_auc, select_epoch, smoothed_auc
 from recur.models.train import (
     LOG_COLUMNS,
-    PREDICTION_COLUMNS,
     Architecture,
     TrainSettings,
-    average_states,
     configure_torch,
-    covariate_offset,
-    crossfit_table,
-    job_patients,
-    load_model,
-    masked_huber,
-    pos_weight,
     predict_logits,
-    read_aux_targets,
-    read_offset_covariates,
     resolve_device,
-    safe_auc,
-    select_epoch,
     sigmoid,
-    smoothed_auc,
-    standardise_targets,
     train_model,
 )
 

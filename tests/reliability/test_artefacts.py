@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from recur.errors import RecurError
-from recur.models import tabular, train
+from recur.models import jobs, tabular, train
 
 
 class _WritesMarker:
@@ -54,7 +54,7 @@ def _tiny_net_dir(tmp_path: Path) -> Path:
 
 
 def test_real_weights_load(tmp_path: Path):
-    model, arch = train.load_model(_tiny_net_dir(tmp_path))
+    model, arch = jobs.load_model(_tiny_net_dir(tmp_path))
     assert arch.model == "Pre"
     assert not model.training
 
@@ -65,7 +65,7 @@ def test_crafted_torch_pickle_is_refused_and_never_runs(tmp_path: Path):
     state = torch.load(d / "weights.pt", weights_only=True)
     torch.save({**state, "payload": _WritesMarker(marker)}, d / "weights.pt")
     with pytest.raises(RecurError, match="cannot load the trained model"):
-        train.load_model(d)
+        jobs.load_model(d)
     assert not marker.exists(), "the crafted pickle ran"
     # control: the crafted file is live, an unsafe load would have run it
     torch.load(d / "weights.pt", weights_only=False)

@@ -654,7 +654,7 @@ def _dl_arch(a: argparse.Namespace):
 
 
 def _cmd_train_dl(a: argparse.Namespace) -> None:
-    from recur.models import train
+    from recur.models import jobs, train
     from recur.models.data import Augmentation
 
     settings = train.TrainSettings(
@@ -679,7 +679,7 @@ def _cmd_train_dl(a: argparse.Namespace) -> None:
         aux_weight=a.aux_weight,
     )
     train.configure_torch(a.seed, a.threads)
-    train.run_training(
+    jobs.run_training(
         _dl_arch(a),
         settings,
         fold=a.fold,
@@ -701,23 +701,23 @@ def _cmd_signature_dl(a: argparse.Namespace) -> None:
     import pandas as pd
 
     from recur.io import atomic_path
-    from recur.models import train
+    from recur.models import crossfit, jobs
 
     model_dir = Path(a.model_dir)
     scores = Path(a.scores) if a.scores else model_dir / "scores.csv"
-    table = train.signature_table(pd.read_csv(scores, dtype={"patient_id": str}))
+    table = crossfit.signature_table(pd.read_csv(scores, dtype={"patient_id": str}))
     meta = json.loads((model_dir / "model.json").read_text())
     train_log = pd.read_csv(model_dir / "training_log.csv")
-    train.plot_training(train_log, meta["model"], a.figure, meta.get("selected_epoch"))
+    jobs.plot_training(train_log, meta["model"], a.figure, meta.get("selected_epoch"))
     with atomic_path(a.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.8g")
 
 
 def _cmd_ensemble_dl(a: argparse.Namespace) -> None:
-    from recur.models import train
+    from recur.models import jobs, train
 
     train.configure_torch(0, a.threads)
-    train.run_ensemble(
+    jobs.run_ensemble(
         a.members, split_csv=a.split, crops_dir=a.crops_dir, outdir=a.outdir, device=a.device
     )
 
@@ -726,12 +726,12 @@ def _cmd_crossfit_dl(a: argparse.Namespace) -> None:
     import pandas as pd
 
     from recur.io import atomic_path
-    from recur.models import train
+    from recur.models import crossfit
 
     def read(d: str) -> pd.DataFrame:
         return pd.read_csv(Path(d) / "scores.csv", dtype={"patient_id": str})
 
-    table = train.crossfit_table(read(a.full), [read(d) for d in a.folds])
+    table = crossfit.crossfit_table(read(a.full), [read(d) for d in a.folds])
     with atomic_path(a.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.8g")
 
@@ -740,16 +740,16 @@ def _cmd_gradcam(a: argparse.Namespace) -> None:
     import pandas as pd
 
     from recur.cohort.split import read_outcome
-    from recur.models import gradcam, train
+    from recur.models import crossfit, gradcam, jobs, train
 
     train.configure_torch(0, a.threads)
     device = train.resolve_device(a.device)
-    model, arch = train.load_model(a.model_dir, device)
+    model, arch = jobs.load_model(a.model_dir, device)
     if arch.model != "PrePost":
         raise RecurError(f"{a.model_dir}: Grad-CAM needs the PrePost model, not {arch.model}")
     gradcam.run_gradcam(
         model,
-        train.signature_table(pd.read_csv(a.predictions, dtype={"patient_id": str})),
+        crossfit.signature_table(pd.read_csv(a.predictions, dtype={"patient_id": str})),
         read_outcome(a.clinical),
         a.crops_dir,
         a.outdir,
@@ -938,11 +938,13 @@ def _model_paths(items: list[str]) -> dict[str, str]:
 
 def _eval_frame(a: argparse.Namespace):
     """The evaluation frame (ids, outcomes, one score column per model) and the models."""
-    from recur.evaluate import stats as ev
+    from recur.evaluate import readers
 
     paths = _model_paths(a.predictions)
-    preds = {m: ev.read_predictions(p, m) for m, p in paths.items()}
-    frame = ev.evaluation_frame(preds, ev.read_split(a.split), ev.read_clinical(a.clinical))
+    preds = {m: readers.read_predictions(p, m) for m, p in paths.items()}
+    frame = readers.evaluation_frame(
+        preds, readers.read_split(a.split), readers.read_clinical(a.clinical)
+    )
     return frame, list(paths)
 
 
@@ -954,12 +956,12 @@ def _read_cutoffs(path: str) -> dict[str, float]:
 
 
 def _cmd_clinical_model(a: argparse.Namespace) -> None:
-    from recur.evaluate import stats as ev
+    from recur.evaluate import readers
     from recur.models import tabular
 
     st = _tree_settings(a)
     model, pred = tabular.clinical_model(
-        ev.read_clinical(a.clinical), ev.read_split(a.split), st, n_jobs=a.threads or 1
+        readers.read_clinical(a.clinical), readers.read_split(a.split), st, n_jobs=a.threads or 1
     )
     tabular.save_model(
         model, a.model, a.manifest, features=list(tabular.CLINICAL_FEATURES), settings=st
@@ -971,21 +973,21 @@ def _cmd_clinical_model(a: argparse.Namespace) -> None:
 def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
     import json
 
-    from recur.evaluate import stats as ev
+    from recur.evaluate import readers
     from recur.io import write_text_atomic
     from recur.models import tabular
 
     st = _tree_settings(a)
-    clinical = ev.read_clinical(a.clinical)
-    split = ev.read_split(a.split)
+    clinical = readers.read_clinical(a.clinical)
+    split = readers.read_split(a.split)
     full = {
-        "Pre": ev.read_predictions(a.pre, "Pre"),
-        "PrePost": ev.read_predictions(a.prepost, "PrePost"),
+        "Pre": readers.read_predictions(a.pre, "Pre"),
+        "PrePost": readers.read_predictions(a.prepost, "PrePost"),
     }
     choice, aucs = tabular.choose_signature(full, clinical)
     oof_path = {"Pre": a.pre_oof, "PrePost": a.prepost_oof}[choice]
     oof = (
-        ev.read_predictions(oof_path, f"{choice} (out-of-fold)")
+        readers.read_predictions(oof_path, f"{choice} (out-of-fold)")
         if a.stacking == "crossfit"
         else None
     )
@@ -1021,54 +1023,52 @@ def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
 
 
 def _cmd_cutoffs(a: argparse.Namespace) -> None:
-    from recur.evaluate import stats as ev
+    from recur.evaluate import tables
 
     frame, models = _eval_frame(a)
-    _write_csv(ev.cutoffs_table(frame, models), a.out)
+    _write_csv(tables.cutoffs_table(frame, models), a.out)
 
 
 def _cmd_table2(a: argparse.Namespace) -> None:
-    from recur.evaluate import stats as ev
+    from recur.evaluate import tables
     from recur.io import write_text_atomic
 
     frame, models = _eval_frame(a)
-    long = ev.table2(
+    long = tables.table2(
         frame, models, _read_cutoffs(a.cutoffs), n_boot=a.bootstrap, seed=a.seed, level=a.ci_level
     )
-    wide = ev.table2_wide(long)
+    wide = tables.table2_wide(long)
     note = (
         f"\nEstimate [{a.ci_level:.0%} CI]; stratified percentile bootstrap, "
         f"{a.bootstrap} resamples, seed {a.seed}; cutoffs = Youden index on the tuning "
         "split. NA = undefined (0/0).\n"
     )
     _write_csv(long, a.out)
-    write_text_atomic(a.md, ev.markdown_table(wide) + note)
+    write_text_atomic(a.md, tables.markdown_table(wide) + note)
     write_text_atomic(a.html, wide.to_html(index=False, border=0) + f"<p>{note}</p>\n")
 
 
 def _cmd_delong(a: argparse.Namespace) -> None:
-    from recur.evaluate import stats as ev
+    from recur.evaluate import tables
 
     frame, models = _eval_frame(a)
-    _write_csv(ev.delong_table(frame, models), a.out)
+    _write_csv(tables.delong_table(frame, models), a.out)
 
 
 def _cmd_calibration(a: argparse.Namespace) -> None:
-    from recur.evaluate import figures
-    from recur.evaluate import stats as ev
+    from recur.evaluate import figures, tables
 
     frame, models = _eval_frame(a)
-    table = ev.calibration_table(frame, models)
+    table = tables.calibration_table(frame, models)
     figures.cohort_figures(frame, models, "calibration", a.figdir, frac=a.lowess_frac)
     _write_csv(table, a.out)
 
 
 def _cmd_table1(a: argparse.Namespace) -> None:
-    from recur.evaluate import stats as ev
-    from recur.evaluate import table1
+    from recur.evaluate import readers, table1
     from recur.io import write_text_atomic
 
-    t = table1.table1(ev.read_clinical(a.clinical), alpha=a.alpha)
+    t = table1.table1(readers.read_clinical(a.clinical), alpha=a.alpha)
     _write_csv(t, a.out)
     write_text_atomic(a.md, table1.to_markdown(t))
 
@@ -1268,21 +1268,21 @@ def _cmd_margin_table(a: argparse.Namespace) -> None:
 def _cmd_margin_model(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur.evaluate import stats as ev
+    from recur.evaluate import readers
     from recur.margin.models import fit_margin_model
     from recur.models import tabular
 
     st = _tree_settings(a)
-    clinical = ev.read_clinical(a.clinical)
-    split = ev.read_split(a.split)
+    clinical = readers.read_clinical(a.clinical)
+    split = readers.read_split(a.split)
     margins = pd.read_csv(a.margin)
     sig, name, extra = None, "signature", {}
     if a.model == "DL_Clinical_Margin":
         if not (a.pre and a.prepost):
             raise RecurError("DL_Clinical_Margin needs --pre and --prepost predictions")
         full = {
-            "Pre": ev.read_predictions(a.pre, "Pre"),
-            "PrePost": ev.read_predictions(a.prepost, "PrePost"),
+            "Pre": readers.read_predictions(a.pre, "Pre"),
+            "PrePost": readers.read_predictions(a.prepost, "PrePost"),
         }
         choice, _ = tabular.choose_signature(full, clinical)
         oof = None
@@ -1290,7 +1290,7 @@ def _cmd_margin_model(a: argparse.Namespace) -> None:
             path = {"Pre": a.pre_oof, "PrePost": a.prepost_oof}[choice]
             if not path:
                 raise RecurError("crossfit stacking needs --pre-oof and --prepost-oof")
-            oof = ev.read_predictions(path, f"{choice} (out-of-fold)")
+            oof = readers.read_predictions(path, f"{choice} (out-of-fold)")
         sig = tabular.signature_values(full[choice], oof, split, a.stacking)
         name = f"{choice}_signature"
         extra = {"signature": choice, "stacking": a.stacking}

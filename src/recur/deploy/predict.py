@@ -10,10 +10,10 @@ gets the score the workflow would have given it:
 2. :func:`recur.preprocess.masks.check_mask_file` (ROI mask against its DP series);
 3. :func:`recur.preprocess.register.register_timepoint_dir` (PS/AP/PVP onto DP);
 4. :func:`recur.preprocess.crop_files.crop_patient_files` (3-slice crops + QC montage);
-5. :func:`recur.models.train.load_model` + :func:`recur.models.train.predict_logits` (Pre, PrePost);
+5. :func:`recur.models.jobs.load_model` + :func:`recur.models.train.predict_logits` (Pre, PrePost);
 6. :func:`recur.models.tabular.load_model` + :func:`recur.models.tabular.predict_scores` (Clinical,
    DL_Clinical with the bundle's chosen signature, as for the workflow's test patients);
-7. :func:`recur.evaluate.stats.risk_groups` at the bundle's Youden cutoffs;
+7. :func:`recur.evaluate.tables.risk_groups` at the bundle's Youden cutoffs;
 8. :func:`recur.models.gradcam.explain_patient` (PrePost Grad-CAM) and a one-page HTML summary.
 
 Outputs in ``--out``: ``predictions.csv`` (one row per patient), ``crops/{patient}.npz``,
@@ -250,13 +250,13 @@ def _relative(path: Path, root: Path) -> str:
 # --------------------------------------------------------------------------- model steps
 def load_dl_models(bundle: Bundle, device: str = "cpu") -> dict:
     """``{model: (network, architecture)}`` of Pre and PrePost
-    (:func:`recur.models.train.load_model`)."""
-    from recur.models import train
+    (:func:`recur.models.jobs.load_model`)."""
+    from recur.models import jobs, train
 
     dev = train.resolve_device(device)
     out = {}
     for m in DL_MODELS:
-        model, arch = train.load_model(bundle.dl_model_dir(m), dev)
+        model, arch = jobs.load_model(bundle.dl_model_dir(m), dev)
         if arch.model != m:
             raise RecurError(f"bundle {bundle.root}: models/{m}/model.json describes {arch.model}")
         out[m] = (model, arch)
@@ -333,8 +333,8 @@ def predictions_table(
     patients: Sequence[str], scores: dict[str, np.ndarray], cutoffs: dict[str, float]
 ) -> pd.DataFrame:
     """``predictions.csv``: id, the four scores, and ``<model>_risk`` = high (score >= the
-    model's cutoff, as :func:`recur.evaluate.stats.risk_groups`) or low."""
-    from recur.evaluate.stats import risk_groups
+    model's cutoff, as :func:`recur.evaluate.tables.risk_groups`) or low."""
+    from recur.evaluate.tables import risk_groups
 
     frame = pd.DataFrame({"patient_id": list(patients)})
     for m in MODELS:

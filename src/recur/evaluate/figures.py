@@ -1,7 +1,7 @@
 """Figures of the evaluation: ROC, decision curves, Kaplan–Meier, calibration, importance.
 
 Each ``*_figure`` function takes data (the evaluation frame of
-:func:`recur.evaluate.stats.evaluation_frame`) and returns a matplotlib ``Figure``;
+:func:`recur.evaluate.readers.evaluation_frame`) and returns a matplotlib ``Figure``;
 :func:`save_figure` writes it as PNG and PDF (Agg backend) without software/date metadata,
 so the files are deterministic and carry nothing but the plot.
 """
@@ -20,7 +20,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from recur.evaluate import stats as ev
+from recur.evaluate import metrics
+from recur.evaluate.tables import cohort_masks
 from recur.io import atomic_path
 
 COLORS: dict[str, str] = {
@@ -68,7 +69,7 @@ def roc_figure(sub: pd.DataFrame, models: Sequence[str], cohort: str) -> Figure:
                 tpr,
                 color=_color(m),
                 lw=1.8,
-                label=f"{m} (AUC = {ev.auc(sub['er'], sub[m]):.3f})",
+                label=f"{m} (AUC = {metrics.auc(sub['er'], sub[m]):.3f})",
             )
     if not both:
         ax.text(0.5, 0.5, "single outcome class: ROC undefined", ha="center")
@@ -91,12 +92,12 @@ def dca_figure(
     """Decision curves: net benefit vs threshold probability, with treat-all/treat-none."""
     pt = np.asarray(thresholds, dtype=float)
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    all_nb = ev.net_benefit_treat_all(sub["er"], pt)
+    all_nb = metrics.net_benefit_treat_all(sub["er"], pt)
     ax.plot(pt, all_nb, color="grey", lw=1.2, label="Treat all")
     ax.axhline(0, color="black", lw=1.2, label="Treat none")
     top = max(float(sub["er"].mean()), 0.05)
     for m in models:
-        ax.plot(pt, ev.net_benefit(sub["er"], sub[m], pt), color=_color(m), lw=1.8, label=m)
+        ax.plot(pt, metrics.net_benefit(sub["er"], sub[m], pt), color=_color(m), lw=1.8, label=m)
     ax.set(
         xlim=(pt.min(), pt.max()),
         ylim=(-0.05, top * 1.15),
@@ -116,9 +117,13 @@ def calibration_figure(
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="Ideal")
     for k, m in enumerate(models):
-        x, y = ev.calibration_curve_lowess(sub["er"], sub[m], frac=frac)
+        x, y = metrics.calibration_curve_lowess(sub["er"], sub[m], frac=frac)
         ax.plot(
-            x, y, color=_color(m), lw=1.8, label=f"{m} (Brier {ev.brier(sub['er'], sub[m]):.3f})"
+            x,
+            y,
+            color=_color(m),
+            lw=1.8,
+            label=f"{m} (Brier {metrics.brier(sub['er'], sub[m]):.3f})",
         )
         ax.plot(sub[m], np.full(len(sub), -0.02 - 0.015 * k), "|", color=_color(m), ms=5)
     ax.set(
@@ -220,13 +225,13 @@ def cohort_figures(
     thresholds: Sequence[float] | None = None,
     frac: float = 2.0 / 3.0,
 ) -> pd.DataFrame | None:
-    """Draw one ``kind`` figure per cohort of :func:`recur.evaluate.stats.cohort_masks` into
+    """Draw one ``kind`` figure per cohort of :func:`recur.evaluate.tables.cohort_masks` into
     ``outdir/<cohort>.png|pdf``. For ``km`` returns the log-rank table."""
     outdir = Path(outdir)
     figs: list[tuple[str, Figure]] = []
     tables = []
     try:
-        for cohort, mask in ev.cohort_masks(frame).items():
+        for cohort, mask in cohort_masks(frame).items():
             sub = frame[mask]
             if sub.empty:
                 continue

@@ -220,7 +220,7 @@ def to_markdown(t: pd.DataFrame) -> str:
             f"{c}_p": f"{lab} P",
             f"{c}_test": f"{lab} test",
         }
-    from recur.evaluate.stats import markdown_table
+    from recur.evaluate.tables import markdown_table
 
     body = markdown_table(t.rename(columns=names))
     notes = (

@@ -42,7 +42,7 @@ from sklearn.preprocessing import FunctionTransformer, SplineTransformer, Standa
 
 from recur.cohort.contract import CLINICAL_FEATURES
 from recur.errors import RecurError
-from recur.evaluate.stats import auc
+from recur.evaluate.metrics import auc
 from recur.io import atomic_path, write_text_atomic
 
 #: DL models whose signature DL_Clinical may use (ties of tuning AUC go to the last: PrePost).

@@ -1,0 +1,104 @@
+"""The input files of the evaluation: predictions, clinical and split tables (the I/O edge).
+
+:func:`read_predictions`, :func:`read_clinical` and :func:`read_split` read and check the
+files; :func:`evaluation_frame` joins them into the frame of one row per patient that the
+tables (:mod:`recur.evaluate.tables`) and figures (:mod:`recur.evaluate.figures`) take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from recur.errors import RecurError
+
+
+def read_predictions(path: object, model: str) -> pd.DataFrame:
+    """Read ``predictions/<model>.csv`` (columns exactly patient_id, cohort, split, score)."""
+    from pathlib import Path
+
+    p = Path(str(path))
+    if not p.is_file():
+        raise RecurError(f"model {model}: predictions file not found: {p}")
+    df = pd.read_csv(p, dtype={"patient_id": str, "cohort": str, "split": str})
+    expected = ["patient_id", "cohort", "split", "score"]
+    if list(df.columns) != expected:
+        raise RecurError(f"{p.name} ({model}): columns {list(df.columns)}; expected {expected}")
+    if df["patient_id"].duplicated().any():
+        dup = df.loc[df["patient_id"].duplicated(), "patient_id"].iloc[0]
+        raise RecurError(f"{p.name} ({model}): patient {dup} is listed more than once")
+    bad = ~np.isfinite(pd.to_numeric(df["score"], errors="coerce"))
+    if bad.any():
+        raise RecurError(
+            f"{p.name} ({model}): patient {df.loc[bad, 'patient_id'].iloc[0]} has a "
+            "missing or non-numeric score"
+        )
+    df["score"] = df["score"].astype(float)
+    return df
+
+
+def evaluation_frame(
+    predictions: Mapping[str, pd.DataFrame], split: pd.DataFrame, clinical: pd.DataFrame
+) -> pd.DataFrame:
+    """One row per patient of ``split``: ids, split, site, outcomes and one score per model.
+
+    Every model must score every patient of the split table.
+    """
+    base = split[["patient_id", "site", "cohort", "split"]].merge(
+        clinical[["patient_id", "er", "rfs_months", "rfs_event"]], on="patient_id", how="left"
+    )
+    if base["er"].isna().any():
+        pid = base.loc[base["er"].isna(), "patient_id"].iloc[0]
+        raise RecurError(f"patient {pid} of split.csv has no outcome in clinical.csv")
+    base["er"] = base["er"].astype(int)
+    for model, pred in predictions.items():
+        missing = sorted(set(base["patient_id"]) - set(pred["patient_id"]))
+        if missing:
+            raise RecurError(
+                f"model {model}: {len(missing)} patient(s) of split.csv have no prediction "
+                f"(first: {missing[0]})"
+            )
+        m = base[["patient_id", "split"]].merge(
+            pred[["patient_id", "split", "score"]], on="patient_id", suffixes=("", "_pred")
+        )
+        if (m["split"] != m["split_pred"]).any():
+            pid = m.loc[m["split"] != m["split_pred"], "patient_id"].iloc[0]
+            raise RecurError(
+                f"model {model}: patient {pid} has a split that disagrees with split.csv"
+            )
+        base[model] = base["patient_id"].map(dict(zip(m["patient_id"], m["score"], strict=True)))
+    return base
+
+
+def read_clinical(path: object) -> pd.DataFrame:
+    """Read and validate ``clinical.csv`` (the input contract) from ``path``."""
+    from pathlib import Path
+
+    from recur.cohort import contract
+
+    p = Path(str(path))
+    return contract.check_clinical(contract.read_table(p))
+
+
+def read_split(path: object) -> pd.DataFrame:
+    """Read ``split.csv`` (patient_id, site, cohort, split)."""
+    from pathlib import Path
+
+    p = Path(str(path))
+    if not p.is_file():
+        raise RecurError(f"split table not found: {p}")
+    df = pd.read_csv(p, dtype=str)
+    need = ["patient_id", "site", "cohort", "split"]
+    miss = [c for c in need if c not in df.columns]
+    if miss:
+        raise RecurError(f"{p.name}: column(s) {miss} missing")
+    bad = ~df["split"].isin(["train", "tune", "test"])
+    if bad.any():
+        r = df[bad].iloc[0]
+        raise RecurError(
+            f"{p.name}: patient {r['patient_id']} has split {r['split']!r}; "
+            "expected train, tune or test"
+        )
+    return df[need]
