@@ -289,14 +289,15 @@ def test_rigid_defaults_agree_in_package_cli_and_schema():
     """The rigid stage is recur.preprocess.register's settings object with one set of margin
     defaults."""
     from recur import config
-    from recur.cli.main import _registration_settings, build_parser
+    from recur.cli.common import registration_settings
+    from recur.cli.main import build_parser
     from recur.preprocess import register
 
     req = ["--pre-dp", "a", "--post-dp", "b", "--pre-mask", "c", "--post-mask", "d"]
     args = build_parser().parse_args(["margin-register", *req, "--out-tfm", "t", "--out-mask", "m"])
     rigid = default_rigid()
     assert isinstance(rigid, register.RegistrationSettings)
-    assert _registration_settings(args) == rigid
+    assert registration_settings(args) == rigid
     assert CrossTimeSettings().rigid == rigid
     schema = config.defaults()["margin"]
     assert rigid.mask_margin_mm == schema["rigid_region_mm"] == 60.0
@@ -306,7 +307,7 @@ def test_rigid_defaults_agree_in_package_cli_and_schema():
     assert list(rigid.smoothing_sigmas_mm) == schema["smoothing_sigmas_mm"]
     # the phase registration keeps its own defaults through the same option helper
     args = build_parser().parse_args(["register", "--indir", "i", "--outdir", "o"])
-    assert _registration_settings(args) == register.RegistrationSettings()
+    assert registration_settings(args) == register.RegistrationSettings()
 
 
 # --------------------------------------------------------------------------- files and CLI

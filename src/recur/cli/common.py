@@ -1,0 +1,271 @@
+"""Argument helpers shared by the stage modules of the command line: registration and
+tabular-model options, ``--on-failure`` and the exclusion of a refused patient, the
+evaluation inputs, CSV output."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+
+from recur.errors import RecurError
+
+
+def _optional_float(v: str) -> float | None:
+    """A float, or None for 'none'/'null'/'' (config nulls on the command line).
+
+    Shared though private-looking: argparse names it in its message on a bad value
+    ("invalid _optional_float value").
+    """
+    return None if v.strip().lower() in ("", "none", "null") else float(v)
+
+
+#: Defaults of the registration options (recur.preprocess.register.RegistrationSettings's).
+REGISTRATION_DEFAULTS: dict[str, object] = {
+    "shrink_factors": [4, 2, 1],
+    "smoothing_sigmas_mm": [2.0, 1.0, 0.0],
+    "histogram_bins": 32,
+    "sampling_fraction": 0.005,
+    "min_samples": 5000,
+    "iterations": 100,
+    "learning_rate": 2.0,
+    "min_step": 0.005,
+    "seed": 2025,
+    "mask_margin_mm": None,
+}
+
+
+def add_registration_settings(
+    p: argparse.ArgumentParser,
+    region_flag: str = "--mask-margin-mm",
+    region_help: str = "metric only in the ROI box grown by this margin (default: whole image)",
+    **defaults: object,
+) -> None:
+    """Options of a ``recur.preprocess.register.RegistrationSettings`` (``register``,
+    ``margin-register``).
+
+    ``defaults`` override :data:`REGISTRATION_DEFAULTS`; ``region_flag`` names the option of
+    ``mask_margin_mm`` (the metric's region around the ROI).
+    """
+    d = {**REGISTRATION_DEFAULTS, **defaults}
+    p.add_argument("--shrink-factors", type=int, nargs="+", default=d["shrink_factors"])
+    p.add_argument("--smoothing-sigmas-mm", type=float, nargs="+", default=d["smoothing_sigmas_mm"])
+    for name, kind in (
+        ("histogram_bins", int),
+        ("sampling_fraction", float),
+        ("min_samples", int),
+        ("iterations", int),
+        ("learning_rate", float),
+        ("min_step", float),
+        ("seed", int),
+    ):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name])
+    p.add_argument(
+        region_flag,
+        dest="mask_margin_mm",
+        metavar="MM",
+        type=_optional_float,
+        default=d["mask_margin_mm"],
+        help=region_help,
+    )
+
+
+def registration_settings(a: argparse.Namespace):  # -> preprocess.register.RegistrationSettings
+    """The ``RegistrationSettings`` of the options added by :func:`add_registration_settings`."""
+    from recur.preprocess import register
+
+    return register.settings_from_args(
+        getattr(a, "transform", "rigid"),
+        a.shrink_factors,
+        a.smoothing_sigmas_mm,
+        histogram_bins=a.histogram_bins,
+        sampling_fraction=a.sampling_fraction,
+        min_samples=a.min_samples,
+        iterations=a.iterations,
+        learning_rate=a.learning_rate,
+        min_step=a.min_step,
+        seed=a.seed,
+        mask_margin_mm=a.mask_margin_mm,
+    )
+
+
+def add_tabular_args(p: argparse.ArgumentParser) -> None:
+    """The estimator options of a tabular model (recur.models.tabular.TabularSettings)."""
+    p.add_argument("--estimator", default="extra_trees", choices=["extra_trees", "logistic"])
+    p.add_argument("--n-estimators", type=int, default=500)
+    p.add_argument(
+        "--max-depth", type=lambda s: None if s in ("None", "null") else int(s), default=None
+    )
+    p.add_argument("--min-samples-leaf", type=int, default=3)
+    p.add_argument("--max-features", default="sqrt")
+    p.add_argument("--class-weight", default=None)
+    p.add_argument("--impute", default="median", choices=["mean", "median", "most_frequent"])
+    p.add_argument("--seed", type=int, default=2025)
+    p.add_argument("--cs", type=int, default=20, help="logistic: penalty values tried")
+    p.add_argument("--cv-folds", type=int, default=5, help="logistic: folds choosing it")
+    p.add_argument("--spline-knots", type=int, default=0, help="logistic: 0 = linear")
+
+
+def tree_settings(a: argparse.Namespace):  # -> recur.models.tabular.TabularSettings
+    """The ``TabularSettings`` of the options added by :func:`add_tabular_args`."""
+    from recur.models.tabular import TabularSettings
+
+    mf = a.max_features
+    if mf not in ("sqrt", "log2"):
+        try:
+            mf = float(mf)
+        except ValueError:
+            raise RecurError(f"max_features = {mf!r}: expected sqrt, log2 or a fraction") from None
+    return TabularSettings(
+        estimator=a.estimator,
+        n_estimators=a.n_estimators,
+        max_depth=a.max_depth,
+        min_samples_leaf=a.min_samples_leaf,
+        max_features=mf,
+        class_weight=None if a.class_weight in (None, "none", "None") else a.class_weight,
+        impute=a.impute,
+        seed=a.seed,
+        cs=a.cs,
+        cv_folds=a.cv_folds,
+        spline_knots=a.spline_knots,
+    )
+
+
+def write_csv(df, path: str) -> None:
+    """Write a table atomically (no index, 6 significant digits, LF line ends)."""
+    from recur.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+
+
+def add_evaluation_inputs(p: argparse.ArgumentParser, preds: bool = True) -> None:
+    """``--clinical`` and ``--split`` of a model or evaluation command, and its
+    ``--predictions`` unless ``preds`` is false."""
+    p.add_argument("--clinical", required=True, help="clinical.csv of the cohort")
+    p.add_argument("--split", required=True, help="results/splits/split.csv")
+    if preds:
+        p.add_argument(
+            "--predictions",
+            nargs="+",
+            required=True,
+            metavar="MODEL=PATH",
+            help="prediction tables, one per model, in display order",
+        )
+
+
+def add_on_failure(p: argparse.ArgumentParser) -> None:
+    """``--on-failure stop|exclude`` (config ``qc.on_failure``) for a per-patient step."""
+    p.add_argument(
+        "--on-failure",
+        choices=("stop", "exclude"),
+        default="stop",
+        help="on a refused input: stop with the message (default) or record the patient as "
+        "excluded (placeholder outputs holding the reason; see docs/guide/reporting.md)",
+    )
+
+
+def _step_files(a: argparse.Namespace, stage: str) -> tuple[str, list[str], list[str]]:
+    """(time point, input files, output files) of one per-patient step, from its arguments."""
+    phases = ("PS", "AP", "PVP", "DP")
+    if stage == "convert":
+        out = [str(Path(a.outdir) / f"{ph}.nii.gz") for ph in phases]
+        return a.timepoint, [], [*out, str(Path(a.outdir) / "acquisition.json")]
+    if stage == "check_mask":
+        return a.timepoint, [a.dp], [a.out]
+    if stage == "register":
+        tp = Path(a.indir).name
+        ins = [str(Path(a.indir) / f"{ph}.nii.gz") for ph in phases]
+        ins += [a.mask] if a.mask else []
+        outs = [str(Path(a.outdir) / f"{ph}.nii.gz") for ph in phases]
+        outs += [str(Path(a.outdir) / f"{ph}.tfm") for ph in phases[:3]]
+        return tp, ins, [*outs, str(Path(a.outdir) / "qc.csv")]
+    if stage == "crop":
+        ins = [
+            str(Path(d) / f"{ph}.nii.gz")
+            for d in (a.registered_pre, a.registered_post)
+            for ph in phases
+        ]
+        ins += [a.mask_pre, a.mask_post] + ([a.post_to_pre] if a.post_to_pre else [])
+        return "pre+post", ins, [a.out]
+    if stage == "margin_register":
+        ins = [a.pre_dp, a.post_dp, a.pre_mask, a.post_mask]
+        outs = [a.out_tfm, a.out_mask] + [f for f in (a.qc, a.qc_json) if f]
+        return "pre+post", ins, outs
+    raise ValueError(stage)
+
+
+def redactor(a: argparse.Namespace) -> Callable[[str], str]:
+    """Takes the cohort's paths out of a per-patient step's messages (recur.cohort.links.redact):
+    what a job says is stored under results/logs, and a cohort folder may be named after a
+    patient, so a file is named by its table row instead."""
+    from recur.cohort import contract
+    from recur.cohort import links as input_links
+
+    cohort_dir = getattr(a, "cohort_dir", None)
+    if not cohort_dir:
+        return lambda message: message
+    root = Path(cohort_dir)
+    tables = {}
+    for attr in ("series_table", "rois_table"):
+        name = getattr(a, attr, None)
+        if name and (root / name).is_file():
+            with contextlib.suppress(RecurError):
+                tables[attr] = (name, contract.read_table(root / name))
+    series_name, series = tables.get("series_table", ("series.csv", None))
+    rois_name, rois = tables.get("rois_table", ("rois.csv", None))
+    pairs = input_links.path_replacements(series, rois, root, series_name, rois_name)
+    return lambda message: input_links.redact(message, pairs)
+
+
+def excludable(
+    cmd: Callable[[argparse.Namespace], None], stage: str
+) -> Callable[[argparse.Namespace], None]:
+    """Run ``cmd`` under ``--on-failure`` (recur.cohort.exclusions.run_or_exclude)."""
+
+    def handler(a: argparse.Namespace) -> None:
+        from recur.cohort import exclusions
+
+        timepoint, inputs, outputs = _step_files(a, stage)
+        patient = getattr(a, "patient", None) or Path(a.indir).parent.name
+        write_excluded = None
+        if stage in ("crop", "margin_register") and a.qc:
+            write_excluded = lambda recs: exclusions.excluded_png(a.qc, patient, recs)  # noqa: E731
+        exclusions.run_or_exclude(
+            lambda: cmd(a),
+            on_failure=a.on_failure,
+            patient=patient,
+            stage=stage,
+            timepoint=timepoint,
+            inputs=inputs,
+            outputs=outputs,
+            write_excluded=write_excluded,
+            redact=redactor(a),
+        )
+
+    return handler
+
+
+def exclusion_guard(a: argparse.Namespace):  # -> recur.preprocess.steps.Guard
+    """The ``guard`` of a per-patient package function under ``--on-failure``: runs one step of
+    one time point through recur.cohort.exclusions.run_or_exclude; False when it was excluded."""
+
+    redact = redactor(a)
+
+    def guard(stage, timepoint, step, inputs, outputs) -> bool:
+        from recur.cohort import exclusions
+
+        records = exclusions.run_or_exclude(
+            step,
+            on_failure=a.on_failure,
+            patient=a.patient,
+            stage=stage,
+            timepoint=timepoint,
+            inputs=inputs,
+            outputs=outputs,
+            redact=redact,
+        )
+        return not records
+
+    return guard

@@ -1,0 +1,88 @@
+"""Deployment commands: ``bundle`` (the portable model bundle) and ``predict`` (score new
+patients from DICOM with it) (``recur.deploy``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("recur")
+
+
+def _cmd_bundle(a: argparse.Namespace) -> None:
+    import json
+
+    from recur.deploy import bundle
+
+    manifest = bundle.write_bundle(
+        a.out,
+        dl_models={"Pre": a.pre, "PrePost": a.prepost},
+        tabular_models={
+            "Clinical": (a.clinical_model, a.clinical_manifest),
+            "DL_Clinical": (a.dl_clinical_model, a.dl_clinical_manifest),
+        },
+        choice=a.choice,
+        cutoffs=a.cutoffs,
+        settings=json.loads(a.settings),
+    )
+    log.info("bundle %s: %d files + manifest.json", a.out, len(manifest["files"]))
+
+
+def _cmd_predict(a: argparse.Namespace) -> None:
+    from recur.deploy import predict
+
+    table = predict.predict(
+        a.bundle,
+        a.series,
+        a.rois,
+        a.clinical,
+        a.out,
+        cohort_dir=a.cohort_dir,
+        patients=a.patients,
+        device=a.device,
+        keep_work=a.keep_work,
+        threads=a.threads,
+    )
+    log.info("scored %d patient(s): %s", len(table), Path(a.out) / "predictions.csv")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``bundle`` and ``predict``."""
+    p = sub.add_parser("bundle", help="assemble the portable model bundle (results/bundle)")
+    p.add_argument("--pre", required=True, help="folder of the full Pre model")
+    p.add_argument("--prepost", required=True, help="folder of the full PrePost model")
+    p.add_argument("--clinical-model", required=True, help="Clinical model.skops")
+    p.add_argument("--clinical-manifest", required=True, help="Clinical manifest.json")
+    p.add_argument("--dl-clinical-model", required=True, help="DL_Clinical model.skops")
+    p.add_argument("--dl-clinical-manifest", required=True, help="DL_Clinical manifest.json")
+    p.add_argument("--choice", required=True, help="DL_Clinical choice.json")
+    p.add_argument("--cutoffs", required=True, help="results/tables/cutoffs.csv")
+    p.add_argument("--settings", required=True, help="JSON: the settings sections used")
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced)")
+    p.set_defaults(func=_cmd_bundle)
+
+    p = sub.add_parser(
+        "predict", help="score new patients from DICOM with a model bundle (not for clinical use)"
+    )
+    p.add_argument("--bundle", required=True, help="model bundle folder (results/bundle)")
+    p.add_argument("--series", required=True, help="series.csv of the new patients")
+    p.add_argument("--rois", required=True, help="rois.csv of the new patients")
+    p.add_argument(
+        "--clinical",
+        required=True,
+        help="clinical.csv (the five predictors; outcome, site and cohort not needed)",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--cohort-dir",
+        default=None,
+        help="folder the paths in series.csv/rois.csv are relative to (default: each "
+        "table's own folder)",
+    )
+    p.add_argument("--patients", nargs="*", default=[], help="score only these ids")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--keep-work", action="store_true", help="keep the intermediate NIfTI files (out/work)"
+    )
+    p.set_defaults(func=_cmd_predict)

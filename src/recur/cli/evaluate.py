@@ -1,0 +1,176 @@
+"""Evaluation commands: ``cutoffs``, ``table2``, ``delong``, ``calibration``, ``table1``,
+``figures`` and ``importance-figure`` (``recur.evaluate``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from recur.cli.common import add_evaluation_inputs, write_csv
+from recur.errors import RecurError
+
+
+def _model_paths(items: list[str]) -> dict[str, str]:
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise RecurError(f"--predictions expects MODEL=PATH, got {it!r}")
+        k, v = it.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _eval_frame(a: argparse.Namespace):
+    """The evaluation frame (ids, outcomes, one score column per model) and the models."""
+    from recur.evaluate import readers
+
+    paths = _model_paths(a.predictions)
+    preds = {m: readers.read_predictions(p, m) for m, p in paths.items()}
+    frame = readers.evaluation_frame(
+        preds, readers.read_split(a.split), readers.read_clinical(a.clinical)
+    )
+    return frame, list(paths)
+
+
+def _read_cutoffs(path: str) -> dict[str, float]:
+    import pandas as pd
+
+    t = pd.read_csv(path)
+    return dict(zip(t["model"], t["cutoff"].astype(float), strict=True))
+
+
+def _cmd_cutoffs(a: argparse.Namespace) -> None:
+    from recur.evaluate import tables
+
+    frame, models = _eval_frame(a)
+    write_csv(tables.cutoffs_table(frame, models), a.out)
+
+
+def _cmd_table2(a: argparse.Namespace) -> None:
+    from recur.evaluate import tables
+    from recur.io import write_text_atomic
+
+    frame, models = _eval_frame(a)
+    long = tables.table2(
+        frame, models, _read_cutoffs(a.cutoffs), n_boot=a.bootstrap, seed=a.seed, level=a.ci_level
+    )
+    wide = tables.table2_wide(long)
+    note = (
+        f"\nEstimate [{a.ci_level:.0%} CI]; stratified percentile bootstrap, "
+        f"{a.bootstrap} resamples, seed {a.seed}; cutoffs = Youden index on the tuning "
+        "split. NA = undefined (0/0).\n"
+    )
+    write_csv(long, a.out)
+    write_text_atomic(a.md, tables.markdown_table(wide) + note)
+    write_text_atomic(a.html, wide.to_html(index=False, border=0) + f"<p>{note}</p>\n")
+
+
+def _cmd_delong(a: argparse.Namespace) -> None:
+    from recur.evaluate import tables
+
+    frame, models = _eval_frame(a)
+    write_csv(tables.delong_table(frame, models), a.out)
+
+
+def _cmd_calibration(a: argparse.Namespace) -> None:
+    from recur.evaluate import figures, tables
+
+    frame, models = _eval_frame(a)
+    table = tables.calibration_table(frame, models)
+    figures.cohort_figures(frame, models, "calibration", a.figdir, frac=a.lowess_frac)
+    write_csv(table, a.out)
+
+
+def _cmd_table1(a: argparse.Namespace) -> None:
+    from recur.evaluate import readers, table1
+    from recur.io import write_text_atomic
+
+    t = table1.table1(readers.read_clinical(a.clinical), alpha=a.alpha)
+    write_csv(t, a.out)
+    write_text_atomic(a.md, table1.to_markdown(t))
+
+
+def _cmd_figures(a: argparse.Namespace) -> None:
+    import numpy as np
+
+    from recur.evaluate import figures
+
+    frame, models = _eval_frame(a)
+    thresholds = None
+    if a.kind == "dca":
+        thresholds = np.round(np.arange(a.dca_min, a.dca_max + a.dca_step / 2, a.dca_step), 6)
+        thresholds = thresholds[thresholds < 1]
+    cutoffs = _read_cutoffs(a.cutoffs) if a.cutoffs else None
+    if a.kind == "km" and cutoffs is None:
+        raise RecurError("figures --kind km needs --cutoffs")
+    table = figures.cohort_figures(
+        frame, models, a.kind, a.outdir, cutoffs=cutoffs, thresholds=thresholds
+    )
+    if a.table:
+        if table is None:
+            raise RecurError(f"figures --kind {a.kind} writes no table")
+        write_csv(table, a.table)
+
+
+def _cmd_importance_figure(a: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from recur.evaluate import figures
+
+    imp = pd.read_csv(a.importance)
+    figures.save_figure(figures.importance_figure(imp, a.title), a.png, a.pdf)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``cutoffs``, ``table2``, ``delong``, ``calibration``, ``table1``, ``figures`` and
+    ``importance-figure``."""
+    p = sub.add_parser("cutoffs", help="Youden cutoffs of every model on the tuning split")
+    add_evaluation_inputs(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_cutoffs)
+
+    p = sub.add_parser("table2", help="Table 2 with stratified bootstrap CIs")
+    add_evaluation_inputs(p)
+    p.add_argument("--cutoffs", required=True)
+    p.add_argument("--bootstrap", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=2025)
+    p.add_argument("--ci-level", type=float, default=0.95)
+    for opt in ("--out", "--md", "--html"):
+        p.add_argument(opt, required=True)
+    p.set_defaults(func=_cmd_table2)
+
+    p = sub.add_parser("delong", help="paired DeLong tests of every pair of models")
+    add_evaluation_inputs(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_delong)
+
+    p = sub.add_parser("calibration", help="Brier, calibration intercept/slope and plots")
+    add_evaluation_inputs(p)
+    p.add_argument("--lowess-frac", type=float, default=2.0 / 3.0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--figdir", required=True)
+    p.set_defaults(func=_cmd_calibration)
+
+    p = sub.add_parser("table1", help="baseline characteristics, ER vs non-ER")
+    p.add_argument("--clinical", required=True)
+    p.add_argument("--alpha", type=float, default=0.05, help="Shapiro-Wilk level")
+    p.add_argument("--out", required=True)
+    p.add_argument("--md", required=True)
+    p.set_defaults(func=_cmd_table1)
+
+    p = sub.add_parser("figures", help="ROC, decision-curve or Kaplan-Meier figures per cohort")
+    add_evaluation_inputs(p)
+    p.add_argument("--kind", required=True, choices=["roc", "dca", "km"])
+    p.add_argument("--outdir", required=True)
+    p.add_argument("--cutoffs", help="cutoffs.csv (km)")
+    p.add_argument("--dca-min", type=float, default=0.01)
+    p.add_argument("--dca-max", type=float, default=0.8)
+    p.add_argument("--dca-step", type=float, default=0.01)
+    p.add_argument("--table", help="km: log-rank table to write")
+    p.set_defaults(func=_cmd_figures)
+
+    p = sub.add_parser("importance-figure", help="bar chart of MDI feature importance")
+    p.add_argument("--importance", required=True)
+    p.add_argument("--title", default="DL_Clinical")
+    p.add_argument("--png", required=True)
+    p.add_argument("--pdf", required=True)
+    p.set_defaults(func=_cmd_importance_figure)

@@ -1,0 +1,223 @@
+"""Ablative-margin commands: ``margin-register``, ``margin-metrics``, ``margin-figure``,
+``margin-model`` and ``margin-table`` (``recur.margin``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from recur.cli.common import (
+    add_on_failure,
+    add_registration_settings,
+    add_tabular_args,
+    excludable,
+    registration_settings,
+    tree_settings,
+    write_csv,
+)
+from recur.errors import RecurError
+
+log = logging.getLogger("recur")
+
+
+def _sitk_threads(n: int | None) -> None:
+    import SimpleITK as sitk
+
+    if n:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+
+
+def _cmd_margin_register(a: argparse.Namespace) -> None:
+    from recur.margin.files import register_files
+    from recur.margin.registration import CrossTimeSettings
+
+    _sitk_threads(a.threads)
+    settings = CrossTimeSettings(
+        rigid=registration_settings(a),
+        deformable=a.deformable,
+        region_mm=a.region_mm,
+        bspline_spacing_mm=a.bspline_spacing_mm,
+        bspline_iterations=a.bspline_iterations,
+        max_displacement_mm=a.max_displacement_mm,
+        exclude_mm=a.exclude_mm,
+        zone_interpolation=a.zone_interpolation,
+    )
+    qc = register_files(
+        a.pre_dp,
+        a.post_dp,
+        a.pre_mask,
+        a.post_mask,
+        a.out_tfm,
+        a.out_mask,
+        qc_png=a.qc,
+        qc_json=a.qc_json,
+        settings=settings,
+        patient=a.patient,
+    )
+    log.info(
+        "%s: post->pre %.2f mm, NCC %.3f -> %.3f, %.1f s",
+        a.patient,
+        qc["translation_mm"],
+        qc["ncc_region_before"],
+        qc["ncc_region_after"],
+        qc["seconds"],
+    )
+
+
+def _cmd_margin_metrics(a: argparse.Namespace) -> None:
+    from recur.margin.files import metrics_files
+
+    _sitk_threads(a.threads)
+    rec = metrics_files(
+        a.tumour,
+        a.zone,
+        a.out,
+        a.surface,
+        mode=a.mode,
+        iso_spacing_mm=None if a.iso_spacing_mm <= 0 else a.iso_spacing_mm,
+        smooth_voxels=a.smooth_voxels,
+        transform=a.transform,
+        patient=a.patient,
+    )
+    log.info("%s: min margin %.2f mm (%s)", a.patient, rec["min_margin_mm"], rec["mode"])
+
+
+def _cmd_margin_figure(a: argparse.Namespace) -> None:
+    from recur.margin.files import load_surface
+    from recur.margin.plots import plot_patient_margins
+
+    plot_patient_margins(load_surface(a.surface), a.patient, a.out)
+
+
+def _cmd_margin_table(a: argparse.Namespace) -> None:
+    from recur.margin.files import table_files
+
+    table = table_files(a.metrics, a.out, a.figure)
+    log.info("wrote %d patients to %s", len(table), a.out)
+
+
+def _cmd_margin_model(a: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from recur.evaluate import readers
+    from recur.margin.models import fit_margin_model
+    from recur.models import tabular
+
+    st = tree_settings(a)
+    clinical = readers.read_clinical(a.clinical)
+    split = readers.read_split(a.split)
+    margins = pd.read_csv(a.margin)
+    sig, name, extra = None, "signature", {}
+    if a.model == "DL_Clinical_Margin":
+        if not (a.pre and a.prepost):
+            raise RecurError("DL_Clinical_Margin needs --pre and --prepost predictions")
+        full = {
+            "Pre": readers.read_predictions(a.pre, "Pre"),
+            "PrePost": readers.read_predictions(a.prepost, "PrePost"),
+        }
+        choice, _ = tabular.choose_signature(full, clinical)
+        oof = None
+        if a.stacking == "crossfit":
+            path = {"Pre": a.pre_oof, "PrePost": a.prepost_oof}[choice]
+            if not path:
+                raise RecurError("crossfit stacking needs --pre-oof and --prepost-oof")
+            oof = readers.read_predictions(path, f"{choice} (out-of-fold)")
+        sig = tabular.signature_values(full[choice], oof, split, a.stacking)
+        name = f"{choice}_signature"
+        extra = {"signature": choice, "stacking": a.stacking}
+    model, pred, feats = fit_margin_model(
+        a.model, clinical, split, margins, a.features, st, sig, name, n_jobs=a.threads or 1
+    )
+    if a.model_out and a.manifest:
+        tabular.save_model(
+            model,
+            a.model_out,
+            a.manifest,
+            features=feats,
+            settings=st,
+            extra={"model": a.model, **extra},
+        )
+    write_csv(pred, a.out)
+    log.info("%s fitted on %s; %d patients scored", a.model, ", ".join(feats), len(pred))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``margin-register``, ``margin-metrics``, ``margin-figure``, ``margin-model`` and
+    ``margin-table``."""
+    p = sub.add_parser("margin-register", help="register post DP onto pre DP; zone onto pre")
+    p.add_argument("--pre-dp", required=True)
+    p.add_argument("--post-dp", required=True)
+    p.add_argument("--pre-mask", required=True, help="tumour mask on the pre DP grid")
+    p.add_argument("--post-mask", required=True, help="ablation-zone mask on the post DP grid")
+    p.add_argument("--out-tfm", required=True, help="post-to-pre transform (.tfm)")
+    p.add_argument("--out-mask", required=True, help="ablation zone on the pre grid (.nii.gz)")
+    p.add_argument("--qc", help="QC overlay PNG")
+    p.add_argument("--qc-json", help="registration QC values (JSON)")
+    p.add_argument("--patient", default="?", help="pseudonym for messages and QC")
+    add_registration_settings(
+        p,
+        "--rigid-region-mm",
+        "rigid metric only in the tumour's bounding box grown by this (mm); null: whole image",
+        smoothing_sigmas_mm=[4.0, 2.0, 0.0],
+        sampling_fraction=0.05,
+        mask_margin_mm=60.0,
+    )
+    p.add_argument("--deformable", action="store_true", help="add the B-spline stage")
+    p.add_argument("--region-mm", type=float, default=30.0)
+    p.add_argument("--bspline-spacing-mm", type=float, default=25.0)
+    p.add_argument("--bspline-iterations", type=int, default=50)
+    p.add_argument("--max-displacement-mm", type=float, default=10.0)
+    p.add_argument("--exclude-mm", type=float, default=3.0)
+    p.add_argument("--zone-interpolation", default="sdm", choices=["sdm", "nearest", "linear"])
+    add_on_failure(p)
+    p.set_defaults(func=excludable(_cmd_margin_register, "margin_register"))
+
+    p = sub.add_parser("margin-metrics", help="ablative margin of one patient (JSON)")
+    p.add_argument("--tumour", required=True, help="tumour mask (pre grid)")
+    p.add_argument(
+        "--zone", required=True, help="ablation-zone mask (pre grid, or post grid + --transform)"
+    )
+    p.add_argument("--transform", help="post-to-pre .tfm when --zone is on the post grid")
+    p.add_argument("--out", required=True, help="metrics JSON")
+    p.add_argument("--surface", help="per-surface-element margins (.npz) for the figures")
+    p.add_argument("--mode", default="auto", choices=["auto", "3d", "2d"])
+    p.add_argument(
+        "--iso-spacing-mm", type=float, default=0.5, help="isotropic working grid; 0 = native"
+    )
+    p.add_argument(
+        "--smooth-voxels", type=float, default=0.5, help="Gaussian sigma of the SDMs (voxels)"
+    )
+    p.add_argument("--patient", default="?")
+    p.set_defaults(func=_cmd_margin_metrics)
+
+    p = sub.add_parser("margin-figure", help="histogram of one patient's surface margins")
+    p.add_argument("--surface", required=True, help=".npz written by margin-metrics")
+    p.add_argument("--out", required=True, help="PNG")
+    p.add_argument("--patient", default="?")
+    p.set_defaults(func=_cmd_margin_figure)
+
+    p = sub.add_parser("margin-model", help="Clinical or DL_Clinical + margin features")
+    p.add_argument("--model", required=True, choices=["Clinical_Margin", "DL_Clinical_Margin"])
+    p.add_argument("--clinical", required=True, help="clinical.csv of the cohort")
+    p.add_argument("--split", required=True, help="results/splits/split.csv")
+    p.add_argument("--margin", required=True, help="results/margin/margin.csv")
+    p.add_argument(
+        "--features",
+        nargs="+",
+        default=["min_margin_mm", "pct_lt0", "pct_lt5"],
+        choices=["min_margin_mm", "pct_lt0", "pct_lt5", "pct_ge5"],
+    )
+    add_tabular_args(p)
+    for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):
+        p.add_argument(opt, help="DL predictions (DL_Clinical_Margin)")
+    p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="in_sample")
+    p.add_argument("--out", required=True, help="predictions CSV")
+    p.add_argument("--model-out", help="fitted pipeline (.skops)")
+    p.add_argument("--manifest", help="sha256 manifest (.json)")
+    p.set_defaults(func=_cmd_margin_model)
+
+    p = sub.add_parser("margin-table", help="gather margin metrics into margin.csv")
+    p.add_argument("--metrics", nargs="+", required=True, help="per-patient metric JSONs")
+    p.add_argument("--out", required=True)
+    p.add_argument("--figure", help="cohort histogram PNG")
+    p.set_defaults(func=_cmd_margin_table)

@@ -1,0 +1,330 @@
+"""Model commands: the deep-learning models (``train-dl``, ``signature-dl``, ``ensemble-dl``,
+``crossfit-dl``, ``gradcam``) and the tabular ones (``clinical-model``,
+``dl-clinical-model``) (``recur.models``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from recur.cli.common import add_evaluation_inputs, add_tabular_args, tree_settings, write_csv
+from recur.errors import RecurError
+
+log = logging.getLogger("recur")
+
+
+def _dl_arch(a: argparse.Namespace):
+    from recur.models.train import Architecture
+
+    return Architecture(
+        model=a.model,
+        widths=tuple(a.widths),
+        blocks=tuple(a.blocks),
+        hidden=a.hidden,
+        dropout=a.dropout,
+        max_pool=not a.no_max_pool,
+        roi_channel=a.roi_channel,
+        tta=a.tta,
+        aux_targets=tuple(a.aux_columns),
+    )
+
+
+def _cmd_train_dl(a: argparse.Namespace) -> None:
+    from recur.models import jobs, train
+    from recur.models.data import Augmentation
+
+    settings = train.TrainSettings(
+        epochs=a.epochs,
+        patience=a.patience,
+        batch_size=a.batch_size,
+        learning_rate=a.learning_rate,
+        weight_decay=a.weight_decay,
+        seed=a.seed,
+        augment=Augmentation(
+            rotate_deg=a.rotate_deg,
+            flip=not a.no_flip,
+            flip_vertical=not a.no_flip_vertical,
+            intensity_scale=a.intensity_scale,
+            intensity_shift=a.intensity_shift,
+            prob=a.augment_prob,
+        ),
+        min_epochs=a.min_epochs,
+        smooth_epochs=a.smooth_epochs,
+        scheduler=a.scheduler,
+        average_window=a.average_window,
+        aux_weight=a.aux_weight,
+    )
+    train.configure_torch(a.seed, a.threads)
+    jobs.run_training(
+        _dl_arch(a),
+        settings,
+        fold=a.fold,
+        crossfit_k=a.folds,
+        split_csv=a.split,
+        clinical_csv=a.clinical,
+        crops_dir=a.crops_dir,
+        outdir=a.outdir,
+        device=a.device,
+        aux_csv=a.aux_table,
+        offset_variables=tuple(a.offset_variables),
+        offset_c=a.offset_c,
+    )
+
+
+def _cmd_signature_dl(a: argparse.Namespace) -> None:
+    import json
+
+    import pandas as pd
+
+    from recur.io import atomic_path
+    from recur.models import crossfit, jobs
+
+    model_dir = Path(a.model_dir)
+    scores = Path(a.scores) if a.scores else model_dir / "scores.csv"
+    table = crossfit.signature_table(pd.read_csv(scores, dtype={"patient_id": str}))
+    meta = json.loads((model_dir / "model.json").read_text())
+    train_log = pd.read_csv(model_dir / "training_log.csv")
+    jobs.plot_training(train_log, meta["model"], a.figure, meta.get("selected_epoch"))
+    with atomic_path(a.out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.8g")
+
+
+def _cmd_ensemble_dl(a: argparse.Namespace) -> None:
+    from recur.models import jobs, train
+
+    train.configure_torch(0, a.threads)
+    jobs.run_ensemble(
+        a.members, split_csv=a.split, crops_dir=a.crops_dir, outdir=a.outdir, device=a.device
+    )
+
+
+def _cmd_crossfit_dl(a: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from recur.io import atomic_path
+    from recur.models import crossfit
+
+    def read(d: str) -> pd.DataFrame:
+        return pd.read_csv(Path(d) / "scores.csv", dtype={"patient_id": str})
+
+    table = crossfit.crossfit_table(read(a.full), [read(d) for d in a.folds])
+    with atomic_path(a.out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.8g")
+
+
+def _cmd_gradcam(a: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from recur.cohort.split import read_outcome
+    from recur.models import crossfit, gradcam, jobs, train
+
+    train.configure_torch(0, a.threads)
+    device = train.resolve_device(a.device)
+    model, arch = jobs.load_model(a.model_dir, device)
+    if arch.model != "PrePost":
+        raise RecurError(f"{a.model_dir}: Grad-CAM needs the PrePost model, not {arch.model}")
+    gradcam.run_gradcam(
+        model,
+        crossfit.signature_table(pd.read_csv(a.predictions, dtype={"patient_id": str})),
+        read_outcome(a.clinical),
+        a.crops_dir,
+        a.outdir,
+        cutoff=a.cutoff,
+        n_per_group=a.n_per_group,
+        patients=a.patients,
+        device=device,
+    )
+
+
+def _cmd_clinical_model(a: argparse.Namespace) -> None:
+    from recur.evaluate import readers
+    from recur.models import tabular
+
+    st = tree_settings(a)
+    model, pred = tabular.clinical_model(
+        readers.read_clinical(a.clinical), readers.read_split(a.split), st, n_jobs=a.threads or 1
+    )
+    tabular.save_model(
+        model, a.model, a.manifest, features=list(tabular.CLINICAL_FEATURES), settings=st
+    )
+    write_csv(pred, a.out)
+    log.info("Clinical model fitted; %d patients scored", len(pred))
+
+
+def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
+    import json
+
+    from recur.evaluate import readers
+    from recur.io import write_text_atomic
+    from recur.models import tabular
+
+    st = tree_settings(a)
+    clinical = readers.read_clinical(a.clinical)
+    split = readers.read_split(a.split)
+    full = {
+        "Pre": readers.read_predictions(a.pre, "Pre"),
+        "PrePost": readers.read_predictions(a.prepost, "PrePost"),
+    }
+    choice, aucs = tabular.choose_signature(full, clinical)
+    oof_path = {"Pre": a.pre_oof, "PrePost": a.prepost_oof}[choice]
+    oof = (
+        readers.read_predictions(oof_path, f"{choice} (out-of-fold)")
+        if a.stacking == "crossfit"
+        else None
+    )
+    sig = tabular.signature_values(full[choice], oof, split, a.stacking)
+    name = f"{choice}_signature"
+    model, pred, feats = tabular.dl_clinical_model(
+        clinical, split, sig, name, st, n_jobs=a.threads or 1
+    )
+    imp = tabular.feature_importance(model, feats)
+    choice_info = {
+        "signature": choice,
+        "tune_auc": aucs,
+        "stacking": a.stacking,
+        "rule": "higher tuning AUC; ties go to PrePost",
+    }
+    tabular.save_model(
+        model,
+        a.model,
+        a.manifest,
+        features=feats,
+        settings=st,
+        extra={"signature": choice, "stacking": a.stacking},
+    )
+    write_text_atomic(a.choice, json.dumps(choice_info, indent=2, sort_keys=True) + "\n")
+    write_csv(imp, a.importance)
+    write_csv(pred, a.out)
+    log.info(
+        "DL_Clinical: signature %s (tune AUC %s), stacking %s",
+        choice,
+        {k: round(v, 3) for k, v in aucs.items()},
+        a.stacking,
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train-dl``, ``signature-dl``, ``ensemble-dl``, ``crossfit-dl``, ``gradcam``,
+    ``clinical-model`` and ``dl-clinical-model``."""
+    p = sub.add_parser("train-dl", help="train one deep-learning model (full or one fold)")
+    p.add_argument("--model", required=True, choices=["Pre", "PrePost"])
+    p.add_argument("--fold", default="full", help="'full' or a cross-fitting fold 0..K-1")
+    p.add_argument("--folds", type=int, default=4, help="K cross-fitting folds")
+    p.add_argument("--split", required=True, help="split.csv")
+    p.add_argument("--clinical", required=True, help="clinical.csv (er)")
+    p.add_argument("--crops-dir", required=True, help="folder of {patient}.npz crops")
+    p.add_argument("--outdir", required=True, help="where weights.pt etc. go")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    # defaults = recur.models.train.TrainSettings / recur.models.data.Augmentation (= the schema's)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--patience", type=int, default=15)
+    p.add_argument("--min-epochs", type=int, default=10, help="no epoch kept before this one")
+    p.add_argument("--smooth-epochs", type=int, default=3, help="tuning-AUC window (epochs)")
+    p.add_argument("--scheduler", default="onecycle", choices=["onecycle", "constant"])
+    p.add_argument(
+        "--average-window",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep the mean weights of the selection window's epochs (weight averaging)",
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 64])
+    p.add_argument("--blocks", type=int, nargs=4, default=[1, 1, 1, 1])
+    p.add_argument("--hidden", type=int, default=32, help="GRU hidden size (PrePost)")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--no-max-pool", action="store_true", help="no max-pool in the stem")
+    p.add_argument(
+        "--roi-channel",
+        action="store_true",
+        help="the tumour ROI as 3 more input channels per time point",
+    )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="score with the mean logit over the 8 dihedral views (test-time augmentation)",
+    )
+    p.add_argument("--rotate-deg", type=float, default=180.0)
+    p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--no-flip-vertical", action="store_true")
+    p.add_argument("--intensity-scale", type=float, default=0.1)
+    p.add_argument("--intensity-shift", type=float, default=0.1)
+    p.add_argument("--augment-prob", type=float, default=0.8)
+    p.add_argument(
+        "--aux-table", default=None, help="CSV with patient_id and the auxiliary targets"
+    )
+    p.add_argument(
+        "--aux-columns",
+        nargs="*",
+        default=[],
+        help="columns of --aux-table learnt as auxiliary regression targets (multi-task)",
+    )
+    p.add_argument("--aux-weight", type=float, default=3.0, help="weight of the auxiliary loss")
+    p.add_argument(
+        "--offset-variables",
+        nargs="*",
+        default=[],
+        help="clinical-table columns whose fitted log-odds offsets the training loss",
+    )
+    p.add_argument(
+        "--offset-c", type=float, default=1.0, help="inverse L2 strength of the offset's fit"
+    )
+    p.set_defaults(func=_cmd_train_dl)
+
+    p = sub.add_parser("signature-dl", help="signature CSV + training curve of a full model")
+    p.add_argument("model_dir", help="output folder of train-dl --fold full")
+    p.add_argument("--out", required=True, help="predictions/{model}.csv")
+    p.add_argument("--figure", required=True, help="training-curve PNG")
+    p.add_argument(
+        "--scores", default=None, help="scores.csv to publish (default: the model folder's)"
+    )
+    p.set_defaults(func=_cmd_signature_dl)
+
+    p = sub.add_parser(
+        "ensemble-dl", help="join the full and fold models into one mean-logit ensemble"
+    )
+    p.add_argument("members", nargs="+", help="train-dl output folders (full, 0, 1, ...)")
+    p.add_argument("--split", required=True, help="split.csv (every patient is scored)")
+    p.add_argument("--crops-dir", required=True, help="folder of {patient}.npz crops")
+    p.add_argument("--outdir", required=True, help="where weights.pt, model.json, scores.csv go")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_ensemble_dl)
+
+    p = sub.add_parser("crossfit-dl", help="out-of-fold signature from the fold models")
+    p.add_argument("--full", required=True, help="output folder of the full model")
+    p.add_argument("--folds", required=True, nargs="+", help="output folders of the folds")
+    p.add_argument("--out", required=True, help="predictions/oof/{model}.csv")
+    p.set_defaults(func=_cmd_crossfit_dl)
+
+    p = sub.add_parser("gradcam", help="Grad-CAM heat maps of the PrePost model")
+    p.add_argument("--model-dir", required=True, help="output folder of the full PrePost model")
+    p.add_argument("--predictions", required=True, help="predictions/PrePost.csv")
+    p.add_argument("--clinical", required=True, help="clinical.csv (er)")
+    p.add_argument("--crops-dir", required=True)
+    p.add_argument("--outdir", required=True, help="folder of {patient}.png and index.csv")
+    p.add_argument("--patients", nargs="*", default=[], help="ids (default: chosen by group)")
+    p.add_argument("--n-per-group", type=int, default=1)
+    p.add_argument("--cutoff", type=float, default=None, help="default: tune-split Youden")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=_cmd_gradcam)
+
+    p = sub.add_parser("clinical-model", help="fit the Clinical ExtraTrees model; score all")
+    add_evaluation_inputs(p, preds=False)
+    add_tabular_args(p)
+    p.add_argument("--out", required=True, help="predictions/Clinical.csv")
+    p.add_argument("--model", required=True, help="fitted model (.skops)")
+    p.add_argument("--manifest", required=True, help="JSON manifest with the sha256")
+    p.set_defaults(func=_cmd_clinical_model)
+
+    p = sub.add_parser("dl-clinical-model", help="fit DL_Clinical (clinical + DL signature)")
+    add_evaluation_inputs(p, preds=False)
+    add_tabular_args(p)
+    for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):
+        p.add_argument(opt, required=True)
+    p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="in_sample")
+    for opt in ("--out", "--model", "--manifest", "--choice", "--importance"):
+        p.add_argument(opt, required=True)
+    p.set_defaults(func=_cmd_dl_clinical_model)

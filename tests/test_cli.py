@@ -1,0 +1,115 @@
+"""The command line itself: ``recur --help``'s sections, the commands the rules call, the entry
+points (the console script and ``python -m recur``)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from recur.cli import main as cli
+
+REPO = Path(__file__).resolve().parents[1]
+#: ``python -m recur [--threads {threads}] <command>`` in a rule's shell command.
+RULE_CALL = re.compile(r"python -m recur(?:\s+--threads\s+\{threads\})?\s+([a-z][a-z0-9-]*)")
+
+
+def _rule_commands() -> set[str]:
+    text = "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+    text += (REPO / "Snakefile").read_text()
+    return set(RULE_CALL.findall(text))
+
+
+def _main_help(capsys, monkeypatch) -> list[str]:
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--help"])
+    assert exc.value.code == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def _listed(lines: list[str]) -> dict[str, int]:
+    """{command: line number} of the commands ``recur --help`` lists (4-space indent)."""
+    found: dict[str, int] = {}
+    for i, line in enumerate(lines):
+        m = re.match(r"    ([a-z][a-z0-9-]*)(?:\s|$)", line)
+        if m:
+            assert m.group(1) not in found, f"{m.group(1)} listed twice"
+            found[m.group(1)] = i
+    return found
+
+
+def test_rules_call_commands_of_the_parser(capsys):
+    """Every command a rule calls exists: ``recur <command> --help`` answers with its usage."""
+    commands = _rule_commands()
+    assert {"synth", "validate-cohort", "convert-patient", "train-dl", "table2"} <= commands
+    for command in sorted(commands):
+        with pytest.raises(SystemExit) as exc:
+            cli.main([command, "--help"])
+        assert exc.value.code == 0, command
+        assert capsys.readouterr().out.startswith(f"usage: recur {command} "), command
+
+
+def test_help_lists_user_commands_before_the_workflow_steps(capsys, monkeypatch):
+    lines = _main_help(capsys, monkeypatch)
+    listed = _listed(lines)
+    heading = lines.index(f"  {cli.WORKFLOW_HEADING}:")
+    single = lines.index(f"  {cli.SINGLE_STEPS_HEADING}:")
+    assert set(cli.USER_COMMANDS) >= {"synth", "scan", "predict", "config-doc"}
+    for command in cli.USER_COMMANDS:
+        assert listed[command] < single < heading, command
+    for command in cli.SINGLE_STEPS:
+        assert single < listed[command] < heading, command
+    # every command the rules call and no person runs is under the workflow heading
+    for command in _rule_commands() - set(cli.USER_COMMANDS):
+        assert listed[command] > heading, command
+    # the user commands in their own order, first of all
+    assert sorted(cli.USER_COMMANDS, key=listed.get) == list(cli.USER_COMMANDS)
+    assert min(listed.values()) == listed[cli.USER_COMMANDS[0]]
+
+
+def test_help_lists_every_command_once(capsys, monkeypatch):
+    """No command is lost from (or doubled in) the sections of ``recur --help``."""
+    parser = cli.build_parser()
+    listed = _listed(_main_help(capsys, monkeypatch))
+    for command in listed:
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([command, "--help"])
+        assert exc.value.code == 0, command
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["no-such-command"])
+    assert "invalid choice" in capsys.readouterr().err
+    assert len(listed) >= 38
+
+
+def test_recur_error_is_one_line_without_traceback(capsys, monkeypatch):
+    monkeypatch.delenv("RECUR_DEBUG", raising=False)
+    argv = ["figures", "--kind", "km", "--clinical", "c", "--split", "s", "--outdir", "o"]
+    assert cli.main([*argv, "--predictions", "bad"]) == 2
+    err = capsys.readouterr().err
+    assert err == "recur figures: error: --predictions expects MODEL=PATH, got 'bad'\n"
+
+
+def test_console_script_and_module_entry_points():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    target = pyproject["project"]["scripts"]["recur"]
+    module, func = target.split(":")
+    assert getattr(importlib.import_module(module), func) is cli.main
+    path = [str(REPO / "src"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+    res = subprocess.run(
+        [sys.executable, "-m", "recur", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    assert cli.WORKFLOW_HEADING in res.stdout
