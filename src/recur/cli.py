@@ -1114,7 +1114,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                 help="prediction tables, one per model, in display order",
             )
 
-    p = sub.add_parser("clinical-model", help="fit the Clinical ExtraTrees model; score all")
+    p = sub.add_parser("clinical-model", help="fit the Clinical model; score all")
     base(p, preds=False)
     _add_tabular_args(p)
     p.add_argument("--out", required=True, help="predictions/Clinical.csv")
