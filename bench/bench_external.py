@@ -52,6 +52,15 @@ def image_settings_key(settings: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def scores_name(bundle_dir: Path) -> str:
+    """The file, beside the cached crops, that keeps one bundle's scores of the cohort: the
+    crops depend on the image settings only, the scores on the trained models."""
+    import hashlib
+
+    digest = hashlib.sha256((Path(bundle_dir) / "manifest.json").read_bytes()).hexdigest()
+    return f"scores-{digest[:12]}.csv"
+
+
 def _init(bundle_dir: str, cohort: str, work: str) -> None:
     from recur.deploy import predict
     from recur.deploy.bundle import load_bundle
@@ -269,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.csv:
         out.to_csv(a.csv, index=False)
     pd.DataFrame({"patient_id": ok, **{m: scores[m] for m in seen}, "er": y}).to_csv(
-        work / "scores.csv", index=False
+        work / scores_name(bundle_dir), index=False
     )
     return 0
 

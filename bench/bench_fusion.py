@@ -5,9 +5,9 @@ again offline exactly as the workflow's ``dl-clinical-model`` does
 (:func:`recur.models.tabular.choose_signature`, :func:`recur.models.tabular.signature_values`,
 :func:`recur.models.tabular.dl_clinical_model` on the study's own signatures, clinical table and
 split), for every estimator x stacking, and scores the pooled fresh external patients whose
-DL signatures ``bench/bench_external.py`` kept (``<cohort>/../bench_external_work/<image
-settings digest>/scores.csv``, scored with that study's bundle), and a variant that fits no
-weight for the signature (:func:`log_odds_sum`). Printed per variant: AUC
+DL signatures ``bench/bench_external.py`` kept with that study's bundle
+(``<cohort>/../bench_external_work/<image settings digest>/scores-<bundle digest>.csv``), and a
+variant that fits no weight for the signature (:func:`log_odds_sum`). Printed per variant: AUC
 (DeLong 95% CI) on the pooled patients and per cohort, the paired DeLong test against the
 chosen DL signature alone (PrePost or Pre) and against the paper's ExtraTrees in-sample
 stacking, and the learnable ceiling of the clinical variables + that signature's information.
@@ -56,7 +56,7 @@ def study_tables(study: Path):
     return clinical, split, full, oof
 
 
-def fresh_table(cohorts: list[Path], key: str) -> pd.DataFrame:
+def fresh_table(cohorts: list[Path], key: str, name: str) -> pd.DataFrame:
     """Every fresh external patient: the kept DL scores, the clinical table as written (blank
     cells included) and the truth's ER; ids prefixed with the cohort's position."""
     from recur.cohort import contract
@@ -64,7 +64,7 @@ def fresh_table(cohorts: list[Path], key: str) -> pd.DataFrame:
     parts = []
     for i, cohort in enumerate(cohorts):
         scores = pd.read_csv(
-            cohort.parent / "bench_external_work" / key / "scores.csv", dtype={"patient_id": str}
+            cohort.parent / "bench_external_work" / key / name, dtype={"patient_id": str}
         )
         clinical = contract.check_clinical(contract.read_table(cohort / "clinical.csv"))
         both = scores.merge(
@@ -82,7 +82,7 @@ def fresh_table(cohorts: list[Path], key: str) -> pd.DataFrame:
 
 
 def measure(study: Path, cohorts: list[Path]) -> list[dict]:
-    from bench_external import image_settings_key
+    from bench_external import image_settings_key, scores_name
     from recur.deploy.bundle import load_bundle
     from recur.evaluate import metrics
     from recur.models import tabular
@@ -90,7 +90,9 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
     from recur.synthetic.ceilings import learnable_ceilings
 
     bundle = load_bundle(study / "results" / "bundle")
-    ext = fresh_table(cohorts, image_settings_key(bundle.settings))
+    ext = fresh_table(
+        cohorts, image_settings_key(bundle.settings), scores_name(study / "results" / "bundle")
+    )
     y = ext["er"].to_numpy(int)
     clinical, split, full, oof = study_tables(study)
     choice, _ = tabular.choose_signature(full, clinical)

@@ -1,7 +1,8 @@
 """One study's external validation pooled over several fresh synthetic cohorts.
 
 ``bench/bench_external.py`` scores one fresh cohort and keeps every patient's scores in
-``<cohort>/../bench_external_work/<image-settings digest>/scores.csv``. This script pools
+``<cohort>/../bench_external_work/<image-settings digest>/scores-<bundle digest>.csv``. This
+script pools
 those of several cohorts (each made with another generator seed), recomputes the ceilings on
 the pooled patients (:func:`recur.synthetic.ceilings.information_ceilings`, the learnable ones from
 the study's training patients) and prints, for each model, the AUC (DeLong 95% CI) beside them,
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_external import (  # noqa: E402
     image_settings_key,
     learnable_for,
+    scores_name,
     seen_information,
     summary_table,
 )
@@ -42,14 +44,14 @@ PAIRS: tuple[tuple[str, str], ...] = (
 )
 
 
-def pooled_scores(cohorts: list[Path], key: str) -> pd.DataFrame:
+def pooled_scores(cohorts: list[Path], key: str, name: str) -> pd.DataFrame:
     """The scores of every cohort's patients joined with their truth, one row per patient
     (``patient_id`` prefixed with the cohort's position, as each cohort numbers from P0001)."""
     from recur.synthetic import cohort as synth
 
     parts = []
     for i, cohort in enumerate(cohorts):
-        path = cohort.parent / "bench_external_work" / key / "scores.csv"
+        path = cohort.parent / "bench_external_work" / key / name
         if not path.is_file():
             raise SystemExit(f"{path}: not found (run bench_external.py on {cohort} first)")
         scores = pd.read_csv(path, dtype={"patient_id": str})
@@ -74,8 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     from recur.evaluate.metrics import delong_test
     from recur.synthetic.ceilings import information_ceilings
 
-    bundle = load_bundle((a.study / "results" / "bundle").resolve())
-    data = pooled_scores([c.resolve() for c in a.cohort], image_settings_key(bundle.settings))
+    bundle_dir = (a.study / "results" / "bundle").resolve()
+    bundle = load_bundle(bundle_dir)
+    data = pooled_scores(
+        [c.resolve() for c in a.cohort],
+        image_settings_key(bundle.settings),
+        scores_name(bundle_dir),
+    )
     y = data["er"].to_numpy()
     seen = seen_information(bundle.signature)
     ceil = information_ceilings(data, n_mc=a.n_mc)

@@ -135,16 +135,18 @@ def test_pooled_scores_prefix_each_cohort_and_check_the_truth(tmp_path: Path, po
         rows = "\n".join(f"{p},pre,DP,{e}" for p, e in zip(ids, er, strict=True))
         (root / "truth.csv").write_text(f"patient_id,timepoint,phase,er\n{rows}\n")
         scored = "\n".join(f"{p},0.5,{e}" for p, e in zip(ids, er, strict=True))
-        (work / "scores.csv").write_text(f"patient_id,Pre,er\n{scored}\n")
+        (work / "scores-B.csv").write_text(f"patient_id,Pre,er\n{scored}\n")
         cohorts.append(root / "cohort")
-    got = pool_external.pooled_scores(cohorts, "KEY")
+    got = pool_external.pooled_scores(cohorts, "KEY", "scores-B.csv")
     assert list(got["patient_id"]) == ["c0:P0001", "c0:P0002", "c1:P0001"]
     assert list(got["er"]) == [0, 1, 1]
     (tmp_path / "c1" / "truth.csv").write_text("patient_id,timepoint,phase,er\nP0001,pre,DP,0\n")
     with pytest.raises(SystemExit, match="disagree"):
-        pool_external.pooled_scores(cohorts, "KEY")
+        pool_external.pooled_scores(cohorts, "KEY", "scores-B.csv")
     with pytest.raises(SystemExit, match="not found"):
-        pool_external.pooled_scores(cohorts, "OTHER")
+        pool_external.pooled_scores(cohorts, "OTHER", "scores-B.csv")
+    with pytest.raises(SystemExit, match="not found"):  # another bundle's scores
+        pool_external.pooled_scores(cohorts, "KEY", "scores-A.csv")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ shared by the tests of this module. Training is shortened by config, nothing els
 from __future__ import annotations
 
 import html
+import json
 import re
 from pathlib import Path
 
@@ -36,6 +37,22 @@ def test_every_model_scores_every_patient(study: Path):
         assert list(pred.columns) == ["patient_id", "cohort", "split", "score"]
         assert sorted(pred["patient_id"]) == sorted(patients["patient_id"])
         assert pred["score"].between(0, 1).all(), model
+
+
+def test_both_tabular_estimators_run(study: Path):
+    """The tiny config gives Clinical the paper's ExtraTrees and leaves DL_Clinical on the
+    default logistic regression: each stored model is the pipeline its manifest names."""
+    from recur.models import tabular
+
+    for model, estimator, step in (
+        ("Clinical", "extra_trees", "trees"),
+        ("DL_Clinical", "logistic", "logistic"),
+    ):
+        folder = study / "results/models" / model
+        info = json.loads((folder / "manifest.json").read_text())
+        assert info["settings"]["estimator"] == estimator, model
+        fitted = tabular.load_model(folder / "model.skops", folder / "manifest.json")
+        assert step in fitted.named_steps, model
 
 
 def test_table2_is_complete_and_cis_contain_estimates(study: Path):

@@ -311,7 +311,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_cmd_gradcam)
 
-    p = sub.add_parser("clinical-model", help="fit the Clinical ExtraTrees model; score all")
+    p = sub.add_parser("clinical-model", help="fit the Clinical model; score all")
     add_evaluation_inputs(p, preds=False)
     add_tabular_args(p)
     p.add_argument("--out", required=True, help="predictions/Clinical.csv")
