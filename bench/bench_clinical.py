@@ -110,7 +110,7 @@ def measure(train_seed: int) -> list[dict]:
     rows = []
     for name, fields in ESTIMATORS.items():
         t0 = time.perf_counter()
-        _, pred = tabular.clinical_model(both, splits, tabular.TabularSettings(**fields))
+        _, pred = tabular.clinical_model(both, splits, tabular.TabularSettings.defaults(**fields))
         seconds = time.perf_counter() - t0
         s = pred.set_index("patient_id").loc[ext["patient_id"], "score"].to_numpy(float)
         scores[name] = s

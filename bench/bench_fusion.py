@@ -115,7 +115,7 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
         .reset_index()
     )
     learn = learnable_ceilings(truth[truth["patient_id"].isin(fit_ids)], pooled_truth)
-    settings = {e: tabular.TabularSettings(estimator=e) for e in tabular.ESTIMATORS}
+    settings = {e: tabular.TabularSettings.defaults(estimator=e) for e in tabular.ESTIMATORS}
     scores: dict[tuple[str, str], np.ndarray] = {}
     rows = []
     alone = ext[choice].to_numpy(float)
@@ -174,7 +174,7 @@ def internal_rows(study: Path) -> list[dict]:
     name = f"{choice}_signature"
     rows = []
     for estimator, stacking in VARIANTS:
-        st = tabular.TabularSettings(estimator=estimator)
+        st = tabular.TabularSettings.defaults(estimator=estimator)
         sig = tabular.signature_values(full[choice], oof[choice], split, stacking)
         fits = {
             "Clinical": tabular.clinical_model(clinical, split, st)[1],
@@ -216,7 +216,7 @@ def log_odds_sum(clinical, split, ext: pd.DataFrame, signature: np.ndarray) -> n
     from recur.models import tabular
 
     model, _ = tabular.clinical_model(
-        clinical, split, tabular.TabularSettings(estimator="logistic")
+        clinical, split, tabular.TabularSettings.defaults(estimator="logistic")
     )
     feats = list(tabular.CLINICAL_FEATURES)
     design = model[:-1].transform(ext[feats].astype(float).to_numpy())

@@ -48,6 +48,7 @@ from recur.cohort import links as input_links  # noqa: E402
 from recur.cohort import record as cohort_record  # noqa: E402
 from recur.config import check_config  # noqa: E402
 from recur.errors import RecurError  # noqa: E402
+from recur.settings import section_json  # noqa: E402
 from recur.synthetic import sites as synthetic_sites  # noqa: E402
 
 # Snakemake's scheduler starts a re-evaluation timer in every round and never coalesces them:
@@ -286,14 +287,8 @@ def clinical_csv(wildcards, input):
 
 
 def tree_args(c):
-    """The estimator and its hyper-parameters of a config section as command-line options."""
-    return (
-        f"--estimator {c['estimator']} "
-        f"--n-estimators {c['n_estimators']} --max-depth {c['max_depth']} "
-        f"--min-samples-leaf {c['min_samples_leaf']} --max-features {c['max_features']} "
-        f"--class-weight {c['class_weight']} --impute {c['impute']} --seed {c['seed']} "
-        f"--cs {c['cs']} --cv-folds {c['cv_folds']} --spline-knots {c['spline_knots']}"
-    )
+    """A tabular model's config section (clinical or dl_clinical) as the one --settings option."""
+    return f"--settings {shlex_quote(section_json(c))}"
 
 
 def synth_er_share_args():

@@ -514,7 +514,7 @@ def test_clinical_margin_model_uses_the_margin():
     from recur.models.tabular import TabularSettings
 
     clinical, split, margins = _tabular_inputs()
-    st = TabularSettings(n_estimators=50, min_samples_leaf=1)
+    st = TabularSettings.defaults(estimator="extra_trees", n_estimators=50, min_samples_leaf=1)
     _, pred, feats = fit_margin_model(
         "Clinical_Margin", clinical, split, margins, ["min_margin_mm", "pct_lt5"], st
     )

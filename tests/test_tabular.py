@@ -12,7 +12,9 @@ from recur.cli import main as cli
 from recur.errors import RecurError
 from recur.models import tabular
 
-SMALL = tabular.TabularSettings(n_estimators=40, min_samples_leaf=2, seed=1)
+SMALL = tabular.TabularSettings.defaults(
+    estimator="extra_trees", n_estimators=40, min_samples_leaf=2, seed=1
+)
 
 
 def _cohort(n_train=40, n_tune=12, n_test=14, seed=0):
@@ -141,7 +143,10 @@ def test_cli_end_to_end(tmp_path):
         p.to_csv(d / f"{m}.csv", index=False)
         p.assign(score=np.clip(p["score"] + 0.05, 0, 1)).to_csv(d / "oof" / f"{m}.csv", index=False)
     common = ["--clinical", str(d / "clinical.csv"), "--split", str(d / "split.csv")]
-    trees = ["--n-estimators", "30", "--max-depth", "None", "--class-weight", "None"]
+    from recur.settings import section_defaults, section_json
+
+    small = section_defaults("clinical", estimator="extra_trees", n_estimators=30)
+    trees = ["--settings", section_json(small)]
 
     def run(*args):
         assert cli.main([*args]) == 0
@@ -179,10 +184,12 @@ def test_cli_end_to_end(tmp_path):
         str(d / "choice.json"),
         "--importance",
         str(d / "imp.csv"),
+        "--stacking",
+        "in_sample",
     )
     choice = json.loads((d / "choice.json").read_text())
     assert choice["signature"] == "PrePost"
-    assert choice["stacking"] == "in_sample"  # the default
+    assert choice["stacking"] == "in_sample"
     preds = ["--predictions"] + [
         f"{m}={d / m}.csv" for m in ("Clinical", "Pre", "PrePost", "DL_Clinical")
     ]
@@ -292,14 +299,14 @@ def test_logistic_design_transforms_by_hand():
             "PrePost_signature": [0.5, 0.75, 0.0],
         }
     )
-    design = tabular.TabularSettings(estimator="logistic").design(list(data.columns))
+    design = tabular.TabularSettings.defaults(estimator="logistic").design(list(data.columns))
     out = design.fit_transform(data.to_numpy())
     # AFP: the missing cell gets the median of 0 and e - 1, i.e. (e - 1) / 2
     np.testing.assert_allclose(out[:, 0], [1.0, 2.0, 4.0])
     np.testing.assert_allclose(out[:, 1], [0.0, np.log1p((np.e - 1) / 2), 1.0])
     # log-odds: 0.5 -> 0, 0.75 -> log 3, 0 clipped to 1e-6 -> log(1e-6 / (1 - 1e-6))
     np.testing.assert_allclose(out[:, 2], [0.0, np.log(3.0), np.log(1e-6 / (1 - 1e-6))])
-    splined = tabular.TabularSettings(estimator="logistic", spline_knots=4).design(
+    splined = tabular.TabularSettings.defaults(estimator="logistic", spline_knots=4).design(
         ["tumor_size_cm", "hbv"]
     )
     # 4 knots, degree 3: 4 + 3 - 1 = 6 B-splines, less the one that adds to the intercept:
@@ -313,7 +320,7 @@ def test_logistic_coefficients_match_statsmodels_without_penalty():
     import statsmodels.api as sm
 
     data, features = _logistic_data()
-    pipe = tabular.TabularSettings(estimator="logistic").pipeline(features)
+    pipe = tabular.TabularSettings.defaults(estimator="logistic").pipeline(features)
     pipe.set_params(logistic__Cs=[1e12])
     X, y = data[features].to_numpy(float), data["er"].to_numpy()
     pipe.fit(X, y)
@@ -330,7 +337,7 @@ def test_logistic_penalty_is_chosen_on_training_rows_and_stored_safely(tmp_path)
     data, features = _logistic_data()
     tune = data.copy().assign(split="tune", patient_id=lambda d: "T" + d["patient_id"])
     both = pd.concat([data, tune], ignore_index=True)
-    st = tabular.TabularSettings(estimator="logistic", cs=5, cv_folds=3)
+    st = tabular.TabularSettings.defaults(estimator="logistic", cs=5, cv_folds=3)
     model, pred = tabular.fit_and_score(both, features, st)
     lr = model.named_steps["logistic"]
     assert lr.C_ in np.logspace(*tabular.C_RANGE, 5)
@@ -350,7 +357,7 @@ def test_logistic_penalty_is_chosen_on_training_rows_and_stored_safely(tmp_path)
 
 def test_unknown_estimator_is_refused():
     with pytest.raises(RecurError, match="estimator = 'svm'"):
-        tabular.TabularSettings(estimator="svm").pipeline(["tumor_size_cm"])
+        tabular.TabularSettings.defaults(estimator="svm").pipeline(["tumor_size_cm"])
 
 
 def test_logistic_folds_shrink_to_the_rarer_class():
@@ -358,8 +365,12 @@ def test_logistic_folds_shrink_to_the_rarer_class():
     data, features = _logistic_data(n=40)
     rare = data.index[data["er"] == 1][4:]
     data.loc[rare, "er"] = 0
-    model, _ = tabular.fit_and_score(data, features, tabular.TabularSettings(estimator="logistic"))
+    model, _ = tabular.fit_and_score(
+        data, features, tabular.TabularSettings.defaults(estimator="logistic")
+    )
     assert model.named_steps["logistic"].cv == 4
     data.loc[data.index[data["er"] == 1][1:], "er"] = 0
     with pytest.raises(RecurError, match="fewer than 2 patients of a class"):
-        tabular.fit_and_score(data, features, tabular.TabularSettings(estimator="logistic"))
+        tabular.fit_and_score(
+            data, features, tabular.TabularSettings.defaults(estimator="logistic")
+        )

@@ -78,7 +78,7 @@ def _fitted_model(tmp_path: Path, estimator: str = "extra_trees") -> tuple[Path,
     data = pd.DataFrame(rng.normal(size=(30, 5)), columns=features).abs()
     data.iloc[3, 2] = np.nan
     y = np.r_[np.zeros(15), np.ones(15)]
-    settings = tabular.TabularSettings(estimator=estimator, n_estimators=5, spline_knots=4)
+    settings = tabular.TabularSettings.defaults(estimator=estimator, n_estimators=5, spline_knots=4)
     model = settings.pipeline(features).fit(data.to_numpy(), y)
     path, manifest = tmp_path / "model.skops", tmp_path / "manifest.json"
     tabular.save_model(

@@ -169,7 +169,7 @@ def test_clinical_imputer_and_model_are_fitted_on_the_train_split_only(estimator
     for f in tabular.CLINICAL_FEATURES:
         data[f] = rng.normal(5.0, 1.0, n)
     data.loc[[0, 5, 30], "afp_ng_ml"] = np.nan
-    settings = tabular.TabularSettings(estimator=estimator, n_estimators=20, seed=1)
+    settings = tabular.TabularSettings.defaults(estimator=estimator, n_estimators=20, seed=1)
     features = list(tabular.CLINICAL_FEATURES)
     model, pred = tabular.fit_and_score(data, features, settings)
     train_rows = data["split"] == "train"

@@ -91,45 +91,20 @@ def registration_settings(a: argparse.Namespace):  # -> preprocess.register.Regi
 
 
 def add_tabular_args(p: argparse.ArgumentParser) -> None:
-    """The estimator options of a tabular model (recur.models.tabular.TabularSettings)."""
-    p.add_argument("--estimator", default="extra_trees", choices=["extra_trees", "logistic"])
-    p.add_argument("--n-estimators", type=int, default=500)
+    """The estimator settings of a tabular model: one config section as JSON."""
     p.add_argument(
-        "--max-depth", type=lambda s: None if s in ("None", "null") else int(s), default=None
+        "--settings",
+        required=True,
+        help="the config section (clinical or dl_clinical) as JSON, as the rules pass it",
     )
-    p.add_argument("--min-samples-leaf", type=int, default=3)
-    p.add_argument("--max-features", default="sqrt")
-    p.add_argument("--class-weight", default=None)
-    p.add_argument("--impute", default="median", choices=["mean", "median", "most_frequent"])
-    p.add_argument("--seed", type=int, default=2025)
-    p.add_argument("--cs", type=int, default=20, help="logistic: penalty values tried")
-    p.add_argument("--cv-folds", type=int, default=5, help="logistic: folds choosing it")
-    p.add_argument("--spline-knots", type=int, default=0, help="logistic: 0 = linear")
 
 
 def tree_settings(a: argparse.Namespace):  # -> recur.models.tabular.TabularSettings
-    """The ``TabularSettings`` of the options added by :func:`add_tabular_args`."""
+    """The ``TabularSettings`` of the section given by :func:`add_tabular_args`."""
     from recur.models.tabular import TabularSettings
+    from recur.settings import from_json
 
-    mf = a.max_features
-    if mf not in ("sqrt", "log2"):
-        try:
-            mf = float(mf)
-        except ValueError:
-            raise RecurError(f"max_features = {mf!r}: expected sqrt, log2 or a fraction") from None
-    return TabularSettings(
-        estimator=a.estimator,
-        n_estimators=a.n_estimators,
-        max_depth=a.max_depth,
-        min_samples_leaf=a.min_samples_leaf,
-        max_features=mf,
-        class_weight=None if a.class_weight in (None, "none", "None") else a.class_weight,
-        impute=a.impute,
-        seed=a.seed,
-        cs=a.cs,
-        cv_folds=a.cv_folds,
-        spline_knots=a.spline_knots,
-    )
+    return from_json(TabularSettings, a.settings)
 
 
 def write_csv(df, path: str) -> None:

@@ -111,6 +111,8 @@ def _cmd_margin_model(a: argparse.Namespace) -> None:
     if a.model == "DL_Clinical_Margin":
         if not (a.pre and a.prepost):
             raise RecurError("DL_Clinical_Margin needs --pre and --prepost predictions")
+        if not a.stacking:
+            raise RecurError("DL_Clinical_Margin needs --stacking (dl_clinical.stacking)")
         full = {
             "Pre": readers.read_predictions(a.pre, "Pre"),
             "PrePost": readers.read_predictions(a.prepost, "PrePost"),
@@ -210,7 +212,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_tabular_args(p)
     for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):
         p.add_argument(opt, help="DL predictions (DL_Clinical_Margin)")
-    p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="in_sample")
+    p.add_argument(
+        "--stacking", choices=["crossfit", "in_sample"], help="DL_Clinical_Margin: required"
+    )
     p.add_argument("--out", required=True, help="predictions CSV")
     p.add_argument("--model-out", help="fitted pipeline (.skops)")
     p.add_argument("--manifest", help="sha256 manifest (.json)")

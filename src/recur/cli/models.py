@@ -324,7 +324,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_tabular_args(p)
     for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):
         p.add_argument(opt, required=True)
-    p.add_argument("--stacking", choices=["crossfit", "in_sample"], default="in_sample")
+    p.add_argument("--stacking", choices=["crossfit", "in_sample"], required=True)
     for opt in ("--out", "--model", "--manifest", "--choice", "--importance"):
         p.add_argument(opt, required=True)
     p.set_defaults(func=_cmd_dl_clinical_model)

@@ -28,8 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +46,7 @@ from recur.cohort.contract import CLINICAL_FEATURES
 from recur.errors import RecurError
 from recur.evaluate.metrics import auc
 from recur.io import atomic_path, write_text_atomic
+from recur.settings import from_section, section_defaults
 
 #: DL models whose signature DL_Clinical may use (ties of tuning AUC go to the last: PrePost).
 DL_MODELS: tuple[str, ...] = ("Pre", "PrePost")
@@ -78,22 +81,41 @@ def clipped_logit(p: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TabularSettings:
-    """The estimator and its hyper-parameters (config sections clinical / dl_clinical)."""
+    """The estimator and its hyper-parameters: config section ``clinical`` or ``dl_clinical``
+    (types, ranges, meanings and defaults in ``schemas/config.schema.yaml``; build with
+    :meth:`from_config`)."""
 
-    estimator: str = "extra_trees"
-    n_estimators: int = 500
-    max_depth: int | None = None
-    min_samples_leaf: int = 3
-    max_features: str | float = "sqrt"
-    class_weight: str | None = None
-    impute: str = "median"
-    seed: int = 2025
+    estimator: str
+    n_estimators: int
+    max_depth: int | None
+    min_samples_leaf: int
+    max_features: str | float
+    class_weight: str | None
+    impute: str
+    seed: int
     #: logistic: number of penalty values tried (log-spaced over :data:`C_RANGE`)
-    cs: int = 20
+    cs: int
     #: logistic: stratified folds that choose the penalty (training patients only)
-    cv_folds: int = 5
+    cv_folds: int
     #: logistic: knots of the cubic B-splines of continuous predictors (0: linear)
-    spline_knots: int = 0
+    spline_knots: int
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise RecurError(f"estimator = {self.estimator!r}; expected one of {ESTIMATORS}")
+        mf = self.max_features
+        if isinstance(mf, str) and mf not in ("sqrt", "log2"):
+            raise RecurError(f"max_features = {mf!r}: expected sqrt, log2 or a fraction")
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any], name: str = "clinical") -> TabularSettings:
+        """The settings of a validated config section (``clinical`` or ``dl_clinical``)."""
+        return from_section(cls, section, name)
+
+    @classmethod
+    def defaults(cls, section: str = "clinical", **overrides: Any) -> TabularSettings:
+        """The schema's defaults of ``section`` with ``overrides`` (tests, bench scripts)."""
+        return cls.from_config(section_defaults(section, **overrides), section)
 
     def pipeline(self, features: list[str], n_jobs: int = 1) -> Pipeline:
         """An unfitted pipeline over the columns ``features`` (in that order)."""
