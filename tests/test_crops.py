@@ -12,11 +12,11 @@ import pytest
 import SimpleITK as sitk
 
 from recur.cli import main as cli
+from recur.constants import PHASES
 from recur.errors import RecurError
 from recur.preprocess.crop_files import crop_patient_files
 from recur.preprocess.crop_qc import crop_qc_table
 from recur.preprocess.crops import (
-    PHASES,
     CropSettings,
     Normalise,
     bbox_centre,

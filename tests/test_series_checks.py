@@ -13,6 +13,7 @@ import pytest
 from recur.cli.main import main
 from recur.cohort import exclusions
 from recur.cohort import series_checks as sc
+from recur.constants import PHASES
 from recur.errors import RecurError
 from recur.preprocess import convert
 
@@ -23,7 +24,6 @@ PATIENT = "P0042"
 ID_A = {"PatientID": "MRN-A-7781", "PatientName": "Doe^Jane", "PatientBirthDate": "19480312"}
 ID_B = {"PatientID": "MRN-B-1234", "PatientName": "Roe^Rick", "PatientBirthDate": "19600101"}
 SECRET_VALUES = [*ID_A.values(), *ID_B.values(), "Doe", "Roe", "MRN"]
-PHASES = ("PS", "AP", "PVP", "DP")
 
 
 def header(

@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recur.cohort import contract
 from recur.synthetic.sites import planned_patients
 
 from .test_contract import write_cohort_tables
@@ -156,8 +155,3 @@ def test_config_defaults_cover_every_key():
                 walk(sub, f"{path}.{key}" if path else key)
 
     walk(load_schema(), "")
-
-
-def test_timepoints_and_phases_match_contract():
-    assert contract.TIMEPOINTS == ("pre", "post")
-    assert contract.PHASES == ("PS", "AP", "PVP", "DP")
