@@ -22,7 +22,7 @@ from recur.models.gradcam import (
 from recur.models.networks import EnsembleNet, PreNet, PrePostNet
 from recur.models.train import Architecture, TrainSettings, configure_torch, train_model
 
-from .fixtures import write_toy_cohort
+from ..fixtures import write_toy_cohort
 
 
 def test_youden_and_groups_by_hand():

@@ -448,10 +448,10 @@ def test_rules_check_mask_register_crop_and_param_change(tmp_path: Path):
     import subprocess
     import sys
 
-    from .test_contract import write_cohort_tables
+    from ..cohort.test_contract import write_cohort_tables
+    from ..conftest import REPO as repo
     from .test_register import known_motion, moved, phantom
 
-    repo = Path(__file__).resolve().parents[1]
     cohort = tmp_path / "cohort"
     cohort.mkdir()
     patients = write_cohort_tables(cohort, n_train=18, n_test=2)

@@ -31,7 +31,7 @@ from recur.models.train import (
     train_model,
 )
 
-from .fixtures import write_toy_cohort
+from ..fixtures import write_toy_cohort
 
 SMALL = dict(widths=(8, 8, 16, 16), hidden=8)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from ..conftest import REPO
 
 
 @pytest.fixture(scope="module")

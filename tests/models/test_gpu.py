@@ -23,7 +23,7 @@ from recur.models.train import (
     train_model,
 )
 
-from .fixtures import write_toy_cohort
+from ..fixtures import write_toy_cohort
 
 pytestmark = [
     pytest.mark.gpu,

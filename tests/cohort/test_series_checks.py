@@ -17,7 +17,7 @@ from recur.constants import PHASES
 from recur.errors import RecurError
 from recur.preprocess import convert
 
-from .test_convert import write_stack
+from ..preprocess.test_convert import write_stack
 
 PATIENT = "P0042"
 #: Identifying values of the hand-made headers: none may appear in a message.

@@ -18,7 +18,7 @@ import pytest
 
 from recur.constants import MODELS, SCORE_COLUMNS
 
-from .conftest import run_snakemake
+from ..conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 

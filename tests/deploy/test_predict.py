@@ -23,8 +23,6 @@ from recur.margin.registration import settings_from_config
 from recur.preprocess.crops import CropSettings
 from recur.preprocess.register import RegistrationSettings
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 # --------------------------------------------------------------------------- helpers
 def _settings(cfg: dict | None = None) -> dict:

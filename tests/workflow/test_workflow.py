@@ -16,9 +16,8 @@ import pytest
 
 from recur.synthetic.sites import planned_patients
 
-from .test_contract import write_cohort_tables
-
-REPO = Path(__file__).resolve().parents[1]
+from ..cohort.test_contract import write_cohort_tables
+from ..conftest import REPO
 
 #: Rules that run once per patient: conversion and registration cover both time points in one
 #: job each, and the mask check runs inside the register job (no check_mask jobs).
