@@ -61,11 +61,11 @@ def clinical_rows(seed: int, n_train: int, n_test: tuple[int, ...], er_share) ->
 
 def shown_clinical(latent: pd.DataFrame) -> pd.DataFrame:
     """The clinical table a model sees (blank cells as NaN), typed like the contract's."""
-    from recur.cohort import contract
+    from recur.constants import CLINICAL_FEATURES
 
-    cols = ["patient_id", "site", "cohort", "er", *contract.CLINICAL_FEATURES]
+    cols = ["patient_id", "site", "cohort", "er", *CLINICAL_FEATURES]
     out = latent[["patient_id", "site", "cohort", "er"]].copy()
-    for c in contract.CLINICAL_FEATURES:
+    for c in CLINICAL_FEATURES:
         out[c] = pd.to_numeric(latent[c + "_shown"], errors="coerce")
     return out[cols]
 

@@ -132,7 +132,9 @@ def run(repeats: int) -> pd.DataFrame:
                 reader = dicom_series.SeriesReader(settings)
                 for e in echoes:
                     res = reader(folder, echo=e)
-                    convert.write_nifti(res.image, out / f"r{e}.nii.gz", settings.compression_level)
+                    convert.write_deidentified_nifti(
+                        res.image, out / f"r{e}.nii.gz", settings.compression_level
+                    )
 
             def cli(folder=folder, echoes=echoes, out=out) -> None:
                 for e in echoes:

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from recur.constants import MODELS_PAPER_ORDER
 from recur.evaluate import metrics, tables
 
-MODELS = list(tables.MODELS)
+MODELS = list(MODELS_PAPER_ORDER)
 
 
 def make_frame(seed: int = 0) -> pd.DataFrame:

@@ -41,17 +41,16 @@ VARIANTS: tuple[tuple[str, str], ...] = (
 
 def study_tables(study: Path):
     """The study's clinical table, split, full and out-of-fold DL predictions."""
+    from recur.cohort.split import read_split
+    from recur.constants import DL_MODELS
     from recur.evaluate import readers
 
     res = study / "results"
     clinical = readers.read_clinical(res / "synthetic" / "cohort" / "clinical.csv")
-    split = readers.read_split(res / "splits" / "split.csv")
-    full = {
-        m: readers.read_predictions(res / "predictions" / f"{m}.csv", m) for m in ("Pre", "PrePost")
-    }
+    split = read_split(res / "splits" / "split.csv")
+    full = {m: readers.read_predictions(res / "predictions" / f"{m}.csv", m) for m in DL_MODELS}
     oof = {
-        m: readers.read_predictions(res / "predictions" / "oof" / f"{m}.csv", m)
-        for m in ("Pre", "PrePost")
+        m: readers.read_predictions(res / "predictions" / "oof" / f"{m}.csv", m) for m in DL_MODELS
     }
     return clinical, split, full, oof
 
@@ -60,6 +59,7 @@ def fresh_table(cohorts: list[Path], key: str, name: str) -> pd.DataFrame:
     """Every fresh external patient: the kept DL scores, the clinical table as written (blank
     cells included) and the truth's ER; ids prefixed with the cohort's position."""
     from recur.cohort import contract
+    from recur.constants import CLINICAL_FEATURES
 
     parts = []
     for i, cohort in enumerate(cohorts):
@@ -68,7 +68,7 @@ def fresh_table(cohorts: list[Path], key: str, name: str) -> pd.DataFrame:
         )
         clinical = contract.check_clinical(contract.read_table(cohort / "clinical.csv"))
         both = scores.merge(
-            clinical[["patient_id", *contract.CLINICAL_FEATURES, "er"]],
+            clinical[["patient_id", *CLINICAL_FEATURES, "er"]],
             on="patient_id",
             suffixes=("", "_clinical"),
             validate="1:1",
@@ -213,12 +213,13 @@ def log_odds_sum(clinical, split, ext: pd.DataFrame, signature: np.ndarray) -> n
     """A fusion without fitting the signature's weight: the signature's log-odds plus the
     linear predictor of the logistic Clinical model (fitted on the study's train split), i.e.
     the two combined as if independent given the outcome."""
+    from recur.constants import CLINICAL_FEATURES
     from recur.models import tabular
 
     model, _ = tabular.clinical_model(
         clinical, split, tabular.TabularSettings.defaults(estimator="logistic")
     )
-    feats = list(tabular.CLINICAL_FEATURES)
+    feats = list(CLINICAL_FEATURES)
     design = model[:-1].transform(ext[feats].astype(float).to_numpy())
     lp = design @ model.named_steps["logistic"].coef_[0]
     return tabular.clipped_logit(signature) + lp

@@ -32,7 +32,8 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from recur.preprocess.crops import PHASES, CropSettings, crop_timepoint
+from recur.constants import PHASES
+from recur.preprocess.crops import CropSettings, crop_timepoint
 from recur.preprocess.register import PhaseRegistration, RegistrationSettings
 
 SIZES = {

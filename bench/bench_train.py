@@ -101,7 +101,7 @@ def main() -> None:
     import pandas as pd
 
     from recur.cohort.split import make_split, read_outcome, write_split
-    from recur.models.data import write_toy_cohort
+    from toy_cohort import write_toy_cohort  # bench/ (the script's folder) is on sys.path
 
     with tempfile.TemporaryDirectory(prefix="bench_train_data_") as tmp:
         n_test = max(4, args.patients // 8)

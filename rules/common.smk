@@ -47,6 +47,13 @@ from recur.cohort import contract, split  # noqa: E402
 from recur.cohort import links as input_links  # noqa: E402
 from recur.cohort import record as cohort_record  # noqa: E402
 from recur.config import check_config  # noqa: E402
+from recur.constants import (  # noqa: E402
+    DL_MODELS,
+    MARGIN_MODELS,
+    MODELS_PAPER_ORDER,
+    PHASES,
+    TIMEPOINTS,
+)
 from recur.errors import RecurError  # noqa: E402
 from recur.settings import section_json  # noqa: E402
 from recur.synthetic import sites as synthetic_sites  # noqa: E402
@@ -71,8 +78,6 @@ RESULTS = "results"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 RECUR = "python -m recur"
-TIMEPOINTS = list(contract.TIMEPOINTS)
-PHASES = list(contract.PHASES)
 
 # Targets the default `all` rule collects; each rules file appends what it delivers.
 FINAL_TARGETS = []

@@ -2,10 +2,11 @@
 # Thin rules: every statistic lives in recur.evaluate (metrics, tables, readers, table1,
 # figures) and recur.models.tabular.
 
-EVAL_MODELS = ["Clinical", "Pre", "PrePost", "DL_Clinical"]
-# The margin-extended models (rules/margin.smk) are evaluated like every other model.
+# The models in the paper's order; the margin-extended models (rules/margin.smk) are evaluated
+# like every other model.
+EVAL_MODELS = list(MODELS_PAPER_ORDER)
 if config["margin"]["enabled"] and config["margin"]["models"]:
-    EVAL_MODELS += ["Clinical_Margin", "DL_Clinical_Margin"]
+    EVAL_MODELS += MARGIN_MODELS
 SPLIT_CSV = f"{RESULTS}/splits/split.csv"
 PRED_DIR = f"{RESULTS}/predictions"
 TABLES = f"{RESULTS}/tables"

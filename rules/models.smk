@@ -5,7 +5,6 @@
 # DL_Clinical stacking model can be fitted on out-of-fold signatures. All jobs select their
 # epoch on the same tuning split.
 
-DL_MODELS = ["Pre", "PrePost"]
 CROSSFIT_K = config["train"]["crossfit_folds"]
 DL_FOLDS = ["full"] + [str(k) for k in range(CROSSFIT_K)]
 CROPS_DIR = f"{RESULTS}/crops"
@@ -73,7 +72,7 @@ rule train_dl:
     benchmark:
         f"{BENCH}/train_dl/{{model}}/{{fold}}.tsv"
     wildcard_constraints:
-        model="Pre|PrePost",
+        model="|".join(DL_MODELS),
         fold=r"full|\d+",
     conda:
         "../envs/dl.yaml"
@@ -171,7 +170,7 @@ rule ensemble_dl:
     benchmark:
         f"{BENCH}/ensemble_dl/{{model}}.tsv"
     wildcard_constraints:
-        model="Pre|PrePost",
+        model="|".join(DL_MODELS),
     conda:
         "../envs/dl.yaml"
     threads: config["train"]["threads"]
@@ -210,7 +209,7 @@ rule signature_dl:
     benchmark:
         f"{BENCH}/signature_dl/{{model}}.tsv"
     wildcard_constraints:
-        model="Pre|PrePost",
+        model="|".join(DL_MODELS),
     conda:
         "../envs/dl.yaml"
     threads: 1
@@ -240,7 +239,7 @@ rule crossfit_dl:
     benchmark:
         f"{BENCH}/crossfit_dl/{{model}}.tsv"
     wildcard_constraints:
-        model="Pre|PrePost",
+        model="|".join(DL_MODELS),
     conda:
         "../envs/dl.yaml"
     threads: 1

@@ -1,4 +1,4 @@
-"""File-system edges shared by every stage: atomic writes and safe reading.
+"""File-system edges shared by every stage: atomic writes, safe reading and file digests.
 
 Every output is written to a temporary file in the same folder and renamed into place only
 when complete, so an interrupted or refused job never leaves a half-written file that a rerun
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -55,6 +56,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (UTF-8)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_image(

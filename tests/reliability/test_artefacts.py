@@ -19,7 +19,9 @@ import pandas as pd
 import pytest
 import torch
 
+from recur.constants import CLINICAL_FEATURES
 from recur.errors import RecurError
+from recur.io import sha256
 from recur.models import jobs, tabular, train
 
 
@@ -74,23 +76,21 @@ def test_crafted_torch_pickle_is_refused_and_never_runs(tmp_path: Path):
 
 def _fitted_model(tmp_path: Path, estimator: str = "extra_trees") -> tuple[Path, Path]:
     rng = np.random.default_rng(0)
-    features = list(tabular.CLINICAL_FEATURES)
+    features = list(CLINICAL_FEATURES)
     data = pd.DataFrame(rng.normal(size=(30, 5)), columns=features).abs()
     data.iloc[3, 2] = np.nan
     y = np.r_[np.zeros(15), np.ones(15)]
     settings = tabular.TabularSettings.defaults(estimator=estimator, n_estimators=5, spline_knots=4)
     model = settings.pipeline(features).fit(data.to_numpy(), y)
     path, manifest = tmp_path / "model.skops", tmp_path / "manifest.json"
-    tabular.save_model(
-        model, path, manifest, features=list(tabular.CLINICAL_FEATURES), settings=settings
-    )
+    tabular.save_model(model, path, manifest, features=list(CLINICAL_FEATURES), settings=settings)
     return path, manifest
 
 
 def _rewrite_manifest(path: Path, manifest: Path) -> None:
     """Make the manifest match the (crafted) file, as an attacker with write access could."""
     info = json.loads(manifest.read_text())
-    info["sha256"] = tabular._sha256(path)
+    info["sha256"] = sha256(path)
     manifest.write_text(json.dumps(info))
 
 

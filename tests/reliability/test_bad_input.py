@@ -3,7 +3,7 @@
 Each case runs the real ``snakemake`` (not a dry run: ``--cores 1``) on the repository's
 Snakefile in a scratch directory and asserts that it stops at parse time with one clear
 message naming the key, or the table, row and patient, and that no ``results/`` folder was
-created. Cases already covered in tests/test_workflow.py (unknown key ``cohort.sourc``,
+created. Cases already covered in tests/workflow/test_workflow.py (unknown key ``cohort.sourc``,
 negative ``synthetic.n_train``, ``device: tpu``, unknown top-level key, tumour size in mm)
 are not repeated here.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ..cohort.test_contract import write_cohort_tables
 from ..conftest import run_snakemake
-from ..test_contract import write_cohort_tables
 
 pytestmark = pytest.mark.slow
 

@@ -16,12 +16,11 @@ import pytest
 import SimpleITK as sitk
 
 from recur.cli.main import main as recur_main
-from recur.cohort import contract, split
+from recur.cohort import split
+from recur.constants import CLINICAL_FEATURES, DL_MODELS, PHASES, TIMEPOINTS
 from recur.models import tabular
 
 pytestmark = pytest.mark.slow
-
-MODELS = ("Pre", "PrePost")
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +53,8 @@ def test_a_patients_phases_and_time_points_stay_together(study: Path):
     s = _split(study).set_index("patient_id")
     for p in s.index:
         with np.load(study / "results" / "crops" / f"{p}.npz", allow_pickle=False) as z:
-            assert z["crops"].shape[:3] == (2, len(contract.PHASES), 3), p
-    for model in MODELS:
+            assert z["crops"].shape[:3] == (2, len(PHASES), 3), p
+    for model in DL_MODELS:
         scores = pd.read_csv(
             study / "results" / "models" / model / "full" / "scores.csv", dtype={"patient_id": str}
         )
@@ -69,7 +68,7 @@ def test_out_of_fold_signatures_come_from_models_that_did_not_see_the_patient(st
     clinical = study / "results" / "synthetic" / "cohort" / "clinical.csv"
     er = split.read_outcome(clinical)
     folds = split.crossfit_folds(s, er, k=2, seed=42)
-    for model in MODELS:
+    for model in DL_MODELS:
         oof = pd.read_csv(
             study / "results" / "predictions" / "oof" / f"{model}.csv", dtype={"patient_id": str}
         ).set_index("patient_id")
@@ -89,7 +88,7 @@ def test_out_of_fold_signatures_come_from_models_that_did_not_see_the_patient(st
 
 def _registered_copy(study: Path, patient: str, dest: Path) -> dict[str, Path]:
     out = {}
-    for t in contract.TIMEPOINTS:
+    for t in TIMEPOINTS:
         d = dest / "registered" / t
         shutil.copytree(study / "results" / "registered" / patient / t, d)
         out[t] = d
@@ -145,8 +144,8 @@ def test_crops_are_normalised_from_the_patients_own_images(study: Path, tmp_path
     reg = _registered_copy(study, patient, tmp_path)
     alone = _crop(tmp_path, patient, reg, tmp_path / "alone.npz")
     np.testing.assert_array_equal(alone, reference)
-    for t in contract.TIMEPOINTS:  # affine change of this patient's intensities
-        for phase in contract.PHASES:
+    for t in TIMEPOINTS:  # affine change of this patient's intensities
+        for phase in PHASES:
             f = reg[t] / f"{phase}.nii.gz"
             img = sitk.Cast(sitk.ReadImage(str(f)), sitk.sitkFloat32)
             sitk.WriteImage(img * 3.0 + 250.0, str(f))
@@ -166,11 +165,11 @@ def test_clinical_imputer_and_model_are_fitted_on_the_train_split_only(estimator
             "er": np.r_[np.tile([0, 1], 15), np.tile([0, 1], 5)],
         }
     )
-    for f in tabular.CLINICAL_FEATURES:
+    for f in CLINICAL_FEATURES:
         data[f] = rng.normal(5.0, 1.0, n)
     data.loc[[0, 5, 30], "afp_ng_ml"] = np.nan
     settings = tabular.TabularSettings.defaults(estimator=estimator, n_estimators=20, seed=1)
-    features = list(tabular.CLINICAL_FEATURES)
+    features = list(CLINICAL_FEATURES)
     model, pred = tabular.fit_and_score(data, features, settings)
     train_rows = data["split"] == "train"
     expected = data.loc[train_rows, features].median().to_numpy()
@@ -195,8 +194,8 @@ def test_workflow_clinical_model_imputer_holds_train_split_medians(study: Path):
     clinical = study / "results" / "synthetic" / "cohort" / "clinical.csv"
     clin = pd.read_csv(clinical, dtype={"patient_id": str})
     train = clin[clin["patient_id"].isin(s.loc[s["split"] == "train", "patient_id"])]
-    expected = train[list(tabular.CLINICAL_FEATURES)].astype(float).median().to_numpy()
-    features = list(tabular.CLINICAL_FEATURES)
+    expected = train[list(CLINICAL_FEATURES)].astype(float).median().to_numpy()
+    features = list(CLINICAL_FEATURES)
     np.testing.assert_allclose(tabular.imputation_values(model, features), expected)
-    everyone = clin[list(tabular.CLINICAL_FEATURES)].astype(float).median().to_numpy()
+    everyone = clin[list(CLINICAL_FEATURES)].astype(float).median().to_numpy()
     assert not np.allclose(everyone, expected), "train and all-patient medians coincide"

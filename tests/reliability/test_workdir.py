@@ -33,8 +33,8 @@ import pytest
 from recur.cohort import exclusions
 from recur.cohort import record as cohort_record
 
+from ..cohort.test_contract import write_cohort_tables
 from ..conftest import run_snakemake
-from ..test_contract import write_cohort_tables
 from .conftest import (
     CANARY_COHORT_DIR,
     directory_config,

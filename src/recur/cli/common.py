@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+from recur.constants import PHASES
 from recur.errors import RecurError
 
 
@@ -143,24 +144,23 @@ def add_on_failure(p: argparse.ArgumentParser) -> None:
 
 def _step_files(a: argparse.Namespace, stage: str) -> tuple[str, list[str], list[str]]:
     """(time point, input files, output files) of one per-patient step, from its arguments."""
-    phases = ("PS", "AP", "PVP", "DP")
     if stage == "convert":
-        out = [str(Path(a.outdir) / f"{ph}.nii.gz") for ph in phases]
+        out = [str(Path(a.outdir) / f"{ph}.nii.gz") for ph in PHASES]
         return a.timepoint, [], [*out, str(Path(a.outdir) / "acquisition.json")]
     if stage == "check_mask":
         return a.timepoint, [a.dp], [a.out]
     if stage == "register":
         tp = Path(a.indir).name
-        ins = [str(Path(a.indir) / f"{ph}.nii.gz") for ph in phases]
+        ins = [str(Path(a.indir) / f"{ph}.nii.gz") for ph in PHASES]
         ins += [a.mask] if a.mask else []
-        outs = [str(Path(a.outdir) / f"{ph}.nii.gz") for ph in phases]
-        outs += [str(Path(a.outdir) / f"{ph}.tfm") for ph in phases[:3]]
+        outs = [str(Path(a.outdir) / f"{ph}.nii.gz") for ph in PHASES]
+        outs += [str(Path(a.outdir) / f"{ph}.tfm") for ph in PHASES[:-1]]  # registered onto DP
         return tp, ins, [*outs, str(Path(a.outdir) / "qc.csv")]
     if stage == "crop":
         ins = [
             str(Path(d) / f"{ph}.nii.gz")
             for d in (a.registered_pre, a.registered_post)
-            for ph in phases
+            for ph in PHASES
         ]
         ins += [a.mask_pre, a.mask_post] + ([a.post_to_pre] if a.post_to_pre else [])
         return "pre+post", ins, [a.out]

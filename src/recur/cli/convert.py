@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from recur.cli.common import add_on_failure, excludable, exclusion_guard
+from recur.constants import TIMEPOINTS
 
 log = logging.getLogger("recur")
 
@@ -150,7 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "convert-timepoint", help="convert the 4 phases of one patient and time point"
     )
     _add_cohort_series(p)
-    p.add_argument("--timepoint", required=True, choices=("pre", "post"))
+    p.add_argument("--timepoint", required=True, choices=TIMEPOINTS)
     p.add_argument(
         "--outdir", required=True, help="where {PS,AP,PVP,DP}.nii.gz and acquisition.json go"
     )
@@ -168,7 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="the patient's folder: {pre,post}/{PS,AP,PVP,DP}.nii.gz and acquisition.json go here",
     )
-    p.add_argument("--timepoints", nargs="+", choices=("pre", "post"), default=["pre", "post"])
+    p.add_argument("--timepoints", nargs="+", choices=TIMEPOINTS, default=list(TIMEPOINTS))
     _add_convert_settings(p)
     p.add_argument(
         "--min-interval-days",

@@ -21,13 +21,12 @@ def _model_paths(items: list[str]) -> dict[str, str]:
 
 def _eval_frame(a: argparse.Namespace):
     """The evaluation frame (ids, outcomes, one score column per model) and the models."""
+    from recur.cohort.split import read_split
     from recur.evaluate import readers
 
     paths = _model_paths(a.predictions)
     preds = {m: readers.read_predictions(p, m) for m, p in paths.items()}
-    frame = readers.evaluation_frame(
-        preds, readers.read_split(a.split), readers.read_clinical(a.clinical)
-    )
+    frame = readers.evaluation_frame(preds, read_split(a.split), readers.read_clinical(a.clinical))
     return frame, list(paths)
 
 

@@ -15,6 +15,7 @@ from recur.cli.common import (
     tree_settings,
     write_csv,
 )
+from recur.constants import MARGIN_MODELS
 from recur.errors import RecurError
 
 log = logging.getLogger("recur")
@@ -99,13 +100,14 @@ def _cmd_margin_table(a: argparse.Namespace) -> None:
 def _cmd_margin_model(a: argparse.Namespace) -> None:
     import pandas as pd
 
+    from recur.cohort.split import read_split
     from recur.evaluate import readers
     from recur.margin.models import fit_margin_model
     from recur.models import tabular
 
     st = tree_settings(a)
     clinical = readers.read_clinical(a.clinical)
-    split = readers.read_split(a.split)
+    split = read_split(a.split)
     margins = pd.read_csv(a.margin)
     sig, name, extra = None, "signature", {}
     if a.model == "DL_Clinical_Margin":
@@ -199,7 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_margin_figure)
 
     p = sub.add_parser("margin-model", help="Clinical or DL_Clinical + margin features")
-    p.add_argument("--model", required=True, choices=["Clinical_Margin", "DL_Clinical_Margin"])
+    p.add_argument("--model", required=True, choices=MARGIN_MODELS)
     p.add_argument("--clinical", required=True, help="clinical.csv of the cohort")
     p.add_argument("--split", required=True, help="results/splits/split.csv")
     p.add_argument("--margin", required=True, help="results/margin/margin.csv")

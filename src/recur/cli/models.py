@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from recur.cli.common import add_evaluation_inputs, add_tabular_args, tree_settings, write_csv
+from recur.constants import DL_MODELS
 from recur.errors import RecurError
 
 log = logging.getLogger("recur")
@@ -138,16 +139,16 @@ def _cmd_gradcam(a: argparse.Namespace) -> None:
 
 
 def _cmd_clinical_model(a: argparse.Namespace) -> None:
+    from recur.cohort.split import read_split
+    from recur.constants import CLINICAL_FEATURES
     from recur.evaluate import readers
     from recur.models import tabular
 
     st = tree_settings(a)
     model, pred = tabular.clinical_model(
-        readers.read_clinical(a.clinical), readers.read_split(a.split), st, n_jobs=a.threads or 1
+        readers.read_clinical(a.clinical), read_split(a.split), st, n_jobs=a.threads or 1
     )
-    tabular.save_model(
-        model, a.model, a.manifest, features=list(tabular.CLINICAL_FEATURES), settings=st
-    )
+    tabular.save_model(model, a.model, a.manifest, features=list(CLINICAL_FEATURES), settings=st)
     write_csv(pred, a.out)
     log.info("Clinical model fitted; %d patients scored", len(pred))
 
@@ -155,13 +156,14 @@ def _cmd_clinical_model(a: argparse.Namespace) -> None:
 def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
     import json
 
+    from recur.cohort.split import read_split
     from recur.evaluate import readers
     from recur.io import write_text_atomic
     from recur.models import tabular
 
     st = tree_settings(a)
     clinical = readers.read_clinical(a.clinical)
-    split = readers.read_split(a.split)
+    split = read_split(a.split)
     full = {
         "Pre": readers.read_predictions(a.pre, "Pre"),
         "PrePost": readers.read_predictions(a.prepost, "PrePost"),
@@ -208,7 +210,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train-dl``, ``signature-dl``, ``ensemble-dl``, ``crossfit-dl``, ``gradcam``,
     ``clinical-model`` and ``dl-clinical-model``."""
     p = sub.add_parser("train-dl", help="train one deep-learning model (full or one fold)")
-    p.add_argument("--model", required=True, choices=["Pre", "PrePost"])
+    p.add_argument("--model", required=True, choices=DL_MODELS)
     p.add_argument("--fold", default="full", help="'full' or a cross-fitting fold 0..K-1")
     p.add_argument("--folds", type=int, default=4, help="K cross-fitting folds")
     p.add_argument("--split", required=True, help="split.csv")

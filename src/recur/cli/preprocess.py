@@ -16,6 +16,7 @@ from recur.cli.common import (
     redactor,
     registration_settings,
 )
+from recur.constants import TIMEPOINTS
 from recur.errors import RecurError
 
 log = logging.getLogger("recur")
@@ -197,7 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rois-table", default="rois.csv")
     p.add_argument("--series-table", default=None, help="to name the DP series in messages")
     p.add_argument("--patient", required=True)
-    p.add_argument("--timepoint", required=True, choices=["pre", "post"])
+    p.add_argument("--timepoint", required=True, choices=TIMEPOINTS)
     p.add_argument("--dp", required=True, help="the DP NIfTI of this patient and time point")
     p.add_argument("--out", required=True, help="binary uint8 mask to write (.nii.gz)")
     add_on_failure(p)
@@ -228,7 +229,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the patient's checked masks ({pre,post}.nii.gz): written by --check-roi, else "
         "read as the QC region when present",
     )
-    p.add_argument("--timepoints", nargs="+", choices=("pre", "post"), default=["pre", "post"])
+    p.add_argument("--timepoints", nargs="+", choices=TIMEPOINTS, default=list(TIMEPOINTS))
     p.add_argument("--transform", choices=["rigid", "affine"], default="rigid")
     add_registration_settings(p)
     add_on_failure(p)

@@ -56,7 +56,7 @@ def _cmd_tripod(a: argparse.Namespace) -> None:
     import pandas as pd
 
     from recur.cohort import split
-    from recur.cohort.contract import CLINICAL_FEATURES
+    from recur.constants import CLINICAL_FEATURES
     from recur.reporting import report as reporting
 
     items = reporting.tripod_items(

@@ -19,20 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from recur.constants import CLINICAL_FEATURES, ER_HORIZON_MONTHS, PHASES, TIMEPOINTS
 from recur.errors import RecurError
 
-TIMEPOINTS: tuple[str, ...] = ("pre", "post")
-PHASES: tuple[str, ...] = ("PS", "AP", "PVP", "DP")
 COHORTS: tuple[str, ...] = ("train", "test")
-
-#: The five predictors of the paper's Clinical model.
-CLINICAL_FEATURES: tuple[str, ...] = (
-    "tumor_size_cm",
-    "tumor_number",
-    "hbv",
-    "tp_g_l",
-    "afp_ng_ml",
-)
 ID_COLUMNS: tuple[str, ...] = ("patient_id", "site", "cohort")
 OUTCOME_COLUMNS: tuple[str, ...] = ("er", "rfs_months", "rfs_event")
 OPTIONAL_COLUMNS: tuple[str, ...] = (
@@ -63,7 +53,6 @@ PLAUSIBLE: dict[str, tuple[float, float, str]] = {
     "alt_u_l": (0.0, 5000.0, "U/L"),
     "tbil_umol_l": (0.0, 1000.0, "umol/L"),
 }
-ER_HORIZON_MONTHS = 24.0
 
 
 class ContractError(RecurError, ValueError):

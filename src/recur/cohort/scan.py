@@ -28,13 +28,13 @@ import pandas as pd
 import pydicom
 import yaml
 
+from recur.config import SCHEMA_PATH, load_schema
+from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-PHASES: tuple[str, ...] = ("PS", "AP", "PVP", "DP")
-TIMEPOINTS: tuple[str, ...] = ("pre", "post")
 COLUMNS: tuple[str, ...] = (
     "patient_id",
     "timepoint",
@@ -46,7 +46,6 @@ COLUMNS: tuple[str, ...] = (
     "series_number",
     "series_description",
 )
-SCHEMA = Path(__file__).resolve().parents[3] / "schemas" / "config.schema.yaml"
 
 #: Header fields read per file (identifying ones are used for grouping only, never written).
 _TAGS = (
@@ -74,11 +73,13 @@ def load_patterns(config_path: Path | None = None) -> dict[str, re.Pattern[str]]
     Returns ``{phase: compiled case-insensitive pattern}`` for PS, AP, PVP, DP.
     """
     try:
-        schema = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+        schema = load_schema()
         props = schema["properties"]["scan"]["properties"]["phase_patterns"]["properties"]
         patterns = {ph: str(props[ph]["default"]) for ph in PHASES}
     except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise RecurError(f"cannot read the default phase patterns from {SCHEMA}: {exc}") from None
+        raise RecurError(
+            f"cannot read the default phase patterns from {SCHEMA_PATH}: {exc}"
+        ) from None
     if config_path is not None:
         try:
             cfg = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}

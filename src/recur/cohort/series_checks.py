@@ -42,10 +42,9 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 
-#: The phases of a time point in acquisition order.
-PHASE_ORDER: tuple[str, ...] = ("PS", "AP", "PVP", "DP")
 #: The attributes that say whose images these are (compared as keyed hashes only).
 IDENTITY_KEYWORDS: tuple[str, ...] = ("PatientID", "PatientName", "PatientBirthDate")
 #: Acquisition time keywords, in order of preference, each with the date that goes with it.
@@ -175,8 +174,8 @@ def header_values(ds: Any) -> SeriesHeader:
 # --------------------------------------------------------------------------- helpers
 def _ordered(series: Sequence[Series]) -> list[Series]:
     """Time point order (pre first), then phase order; unknown names last, order kept."""
-    rank = {p: i for i, p in enumerate(PHASE_ORDER)}
-    tps = {"pre": 0, "post": 1}
+    rank = {p: i for i, p in enumerate(PHASES)}
+    tps = {t: i for i, t in enumerate(TIMEPOINTS)}
     return sorted(series, key=lambda s: (tps.get(s.timepoint, 9), rank.get(s.phase, len(rank))))
 
 

@@ -17,11 +17,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
+from recur.constants import SPLIT_COLUMNS, SPLITS
 from recur.errors import RecurError
 from recur.io import atomic_path
-
-SPLITS: tuple[str, ...] = ("train", "tune", "test")
-SPLIT_COLUMNS: list[str] = ["patient_id", "site", "cohort", "split"]
 
 
 def _labels_for(ids: pd.Series, er: pd.Series, what: str) -> np.ndarray:
@@ -76,7 +74,7 @@ def make_split(
     out["split"] = "test"
     out.loc[is_train, "split"] = "train"
     out.loc[out["patient_id"].isin(set(tune_ids)), "split"] = "tune"
-    return out[SPLIT_COLUMNS]
+    return out[list(SPLIT_COLUMNS)]
 
 
 def crossfit_folds(split_df: pd.DataFrame, er: pd.Series, k: int, seed: int) -> pd.Series:
@@ -128,18 +126,26 @@ def read_outcome(clinical_csv: str | Path) -> pd.Series:
 
 
 def read_split(path: str | Path) -> pd.DataFrame:
-    """Read ``split.csv`` and check its columns and values."""
-    df = pd.read_csv(path, dtype={"patient_id": str})
+    """Read ``split.csv`` (:data:`recur.constants.SPLIT_COLUMNS`, every cell as text) and
+    check its columns and values; every stage reads the split through this function."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecurError(f"split table not found: {path}")
+    df = pd.read_csv(path, dtype=str)
     missing = [c for c in SPLIT_COLUMNS if c not in df.columns]
     if missing:
-        raise RecurError(f"{Path(path).name}: missing column(s) {', '.join(missing)}")
-    bad = df.loc[~df["split"].isin(SPLITS), "patient_id"]
-    if len(bad):
-        raise RecurError(f"{Path(path).name}: unknown split for patient {bad.iloc[0]}")
-    return df[SPLIT_COLUMNS]
+        raise RecurError(f"{path.name}: missing column(s) {', '.join(missing)}")
+    bad = ~df["split"].isin(SPLITS)
+    if bad.any():
+        r = df[bad].iloc[0]
+        raise RecurError(
+            f"{path.name}: patient {r['patient_id']} has split {r['split']!r}; "
+            f"expected {', '.join(SPLITS[:-1])} or {SPLITS[-1]}"
+        )
+    return df[list(SPLIT_COLUMNS)]
 
 
 def write_split(split_df: pd.DataFrame, path: str | Path) -> None:
     """Write ``split.csv`` atomically."""
     with atomic_path(path) as tmp:
-        split_df[SPLIT_COLUMNS].to_csv(tmp, index=False)
+        split_df[list(SPLIT_COLUMNS)].to_csv(tmp, index=False)

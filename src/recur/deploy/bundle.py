@@ -24,7 +24,6 @@ rewrites the manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,17 +36,15 @@ from typing import Any
 import pandas as pd
 
 from recur import __version__
+from recur.constants import DL_MODELS, MODELS, TABULAR_MODELS
 from recur.errors import RecurError
+from recur.io import sha256
 
 #: Version of the bundle layout (bumped when files move or change meaning).
 BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
 CUTOFFS = "cutoffs.csv"
-DL_MODELS: tuple[str, ...] = ("Pre", "PrePost")
-TABULAR_MODELS: tuple[str, ...] = ("Clinical", "DL_Clinical")
-#: All four models, in the order of the outputs.
-MODELS: tuple[str, ...] = ("Pre", "PrePost", "Clinical", "DL_Clinical")
 #: The settings sections a bundle must record (the config sections of the same name; the
 #: architecture is the ``train`` section's network keys).
 SETTINGS_SECTIONS: tuple[str, ...] = (
@@ -71,15 +68,6 @@ def required_files() -> list[str]:
     return sorted(files)
 
 
-def sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The settings with every section of :data:`SETTINGS_SECTIONS` present (as dicts)."""
     missing = [s for s in SETTINGS_SECTIONS if not isinstance(settings.get(s), Mapping)]
@@ -89,7 +77,8 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_cutoffs(table: pd.DataFrame, where: str = CUTOFFS) -> dict[str, float]:
-    """``{model: cutoff}`` of a cutoffs table; every model of :data:`MODELS` must be there."""
+    """``{model: cutoff}`` of a cutoffs table; every model of :data:`recur.constants.MODELS`
+    must be there."""
     if not {"model", "cutoff"} <= set(table.columns):
         raise RecurError(f"{where}: columns 'model' and 'cutoff' are required")
     cut = dict(zip(table["model"].astype(str), pd.to_numeric(table["cutoff"]), strict=True))

@@ -38,15 +38,18 @@ import numpy as np
 import pandas as pd
 
 from recur.cohort import contract
-from recur.deploy.bundle import DL_MODELS, MODELS, Bundle, load_bundle
+from recur.constants import DL_MODELS, MODELS, TABULAR_MODELS, TIMEPOINTS
+from recur.deploy.bundle import Bundle, load_bundle
 from recur.errors import RecurError
 from recur.io import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-#: Columns of ``predictions.csv``: id, the four scores, then the four risk groups.
 RISK_SUFFIX = "_risk"
-PREDICTION_COLUMNS: list[str] = ["patient_id", *MODELS, *(m + RISK_SUFFIX for m in MODELS)]
+#: Columns of ``recur predict``'s ``predictions.csv``, one row per new patient: id, the four
+#: scores, then the four risk groups (models in :data:`recur.constants.MODELS` order). Not the
+#: workflow's per-model score tables (:data:`recur.constants.SCORE_COLUMNS`).
+PREDICT_OUTPUT_COLUMNS: list[str] = ["patient_id", *MODELS, *(m + RISK_SUFFIX for m in MODELS)]
 #: Placeholder values of the optional clinical columns site/cohort (needed by the contract
 #: checks, never used for scoring).
 PLACEHOLDER = {"site": "new", "cohort": "test"}
@@ -188,7 +191,7 @@ def prepare_patient(
         bundle.crop_settings(),
     )
     registered, checked = {}, {}
-    for t in contract.TIMEPOINTS:
+    for t in TIMEPOINTS:
         nifti = workdir / "nifti" / t
         if progress:
             progress.step(f"{patient}: convert {t} DICOM")
@@ -272,7 +275,7 @@ def load_tabular_models(bundle: Bundle) -> dict:
 
     out = {}
     name = f"{bundle.signature}_signature"
-    for m in ("Clinical", "DL_Clinical"):
+    for m in TABULAR_MODELS:
         model_path, manifest_path = bundle.tabular_paths(m)
         model = tabular.load_model(model_path, manifest_path)
         features = list(json.loads(manifest_path.read_text(encoding="utf-8"))["features"])
@@ -342,7 +345,7 @@ def predictions_table(
     high = risk_groups(frame, {m: cutoffs[m] for m in MODELS})
     for m in MODELS:
         frame[m + RISK_SUFFIX] = np.where(high[m] == 1, "high", "low")
-    return frame[PREDICTION_COLUMNS]
+    return frame[PREDICT_OUTPUT_COLUMNS]
 
 
 # --------------------------------------------------------------------------- summary

@@ -1,8 +1,9 @@
 """The input files of the evaluation: predictions, clinical and split tables (the I/O edge).
 
-:func:`read_predictions`, :func:`read_clinical` and :func:`read_split` read and check the
-files; :func:`evaluation_frame` joins them into the frame of one row per patient that the
-tables (:mod:`recur.evaluate.tables`) and figures (:mod:`recur.evaluate.figures`) take.
+:func:`read_predictions` and :func:`read_clinical` read and check the files (the split table
+is read by :func:`recur.cohort.split.read_split`); :func:`evaluation_frame` joins them into the
+frame of one row per patient that the tables (:mod:`recur.evaluate.tables`) and figures
+(:mod:`recur.evaluate.figures`) take.
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from recur.constants import SCORE_COLUMNS, SPLIT_COLUMNS
 from recur.errors import RecurError
 
 
 def read_predictions(path: object, model: str) -> pd.DataFrame:
-    """Read ``predictions/<model>.csv`` (columns exactly patient_id, cohort, split, score)."""
+    """Read ``predictions/<model>.csv`` (columns exactly :data:`recur.constants.SCORE_COLUMNS`:
+    patient_id, cohort, split, score)."""
     from pathlib import Path
 
     p = Path(str(path))
     if not p.is_file():
         raise RecurError(f"model {model}: predictions file not found: {p}")
     df = pd.read_csv(p, dtype={"patient_id": str, "cohort": str, "split": str})
-    expected = ["patient_id", "cohort", "split", "score"]
+    expected = list(SCORE_COLUMNS)
     if list(df.columns) != expected:
         raise RecurError(f"{p.name} ({model}): columns {list(df.columns)}; expected {expected}")
     if df["patient_id"].duplicated().any():
@@ -46,7 +49,7 @@ def evaluation_frame(
 
     Every model must score every patient of the split table.
     """
-    base = split[["patient_id", "site", "cohort", "split"]].merge(
+    base = split[list(SPLIT_COLUMNS)].merge(
         clinical[["patient_id", "er", "rfs_months", "rfs_event"]], on="patient_id", how="left"
     )
     if base["er"].isna().any():
@@ -80,25 +83,3 @@ def read_clinical(path: object) -> pd.DataFrame:
 
     p = Path(str(path))
     return contract.check_clinical(contract.read_table(p))
-
-
-def read_split(path: object) -> pd.DataFrame:
-    """Read ``split.csv`` (patient_id, site, cohort, split)."""
-    from pathlib import Path
-
-    p = Path(str(path))
-    if not p.is_file():
-        raise RecurError(f"split table not found: {p}")
-    df = pd.read_csv(p, dtype=str)
-    need = ["patient_id", "site", "cohort", "split"]
-    miss = [c for c in need if c not in df.columns]
-    if miss:
-        raise RecurError(f"{p.name}: column(s) {miss} missing")
-    bad = ~df["split"].isin(["train", "tune", "test"])
-    if bad.any():
-        r = df[bad].iloc[0]
-        raise RecurError(
-            f"{p.name}: patient {r['patient_id']} has split {r['split']!r}; "
-            "expected train, tune or test"
-        )
-    return df[need]

@@ -33,9 +33,6 @@ from recur.evaluate.metrics import (
     youden_cutoff,
 )
 
-#: The models of the study, in the paper's order.
-MODELS: tuple[str, ...] = ("Clinical", "Pre", "PrePost", "DL_Clinical")
-
 
 def cohort_masks(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """The evaluation cohorts of Table 2 as boolean masks over ``frame`` rows.

@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas is imported where used
     import pandas as pd
 
+from recur.constants import CLINICAL_FEATURES, MARGIN_MODELS
 from recur.errors import RecurError
 
 #: Margin columns usable as model features.
 FEATURES: tuple[str, ...] = ("min_margin_mm", "pct_lt0", "pct_lt5", "pct_ge5")
-#: Names of the margin-extended models.
-MARGIN_MODELS: tuple[str, ...] = ("Clinical_Margin", "DL_Clinical_Margin")
 
 
 def margin_model_data(
@@ -76,7 +75,7 @@ def fit_margin_model(
 ) -> tuple[object, pd.DataFrame, list[str]]:
     """Fit ``Clinical_Margin`` or ``DL_Clinical_Margin`` with :mod:`recur.models.tabular`.
 
-    The predictors are the Clinical model's five (``recur.cohort.contract.CLINICAL_FEATURES``),
+    The predictors are the Clinical model's five (``recur.constants.CLINICAL_FEATURES``),
     then (DL_Clinical_Margin only) the DL signature, then the margin ``features``. ``settings``
     is a :class:`recur.models.tabular.TabularSettings`. Returns (pipeline, predictions, features).
     """
@@ -88,6 +87,6 @@ def fit_margin_model(
         raise RecurError("DL_Clinical_Margin needs the DL signature")
     sig = signature if model == "DL_Clinical_Margin" else None
     data = model_data(clinical, split, margins, features, sig, signature_name)
-    feats = [*tabular.CLINICAL_FEATURES, *([signature_name] if sig is not None else []), *features]
+    feats = [*CLINICAL_FEATURES, *([signature_name] if sig is not None else []), *features]
     fitted, pred = tabular.fit_and_score(data, feats, settings, n_jobs)
     return fitted, pred, feats

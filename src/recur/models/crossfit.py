@@ -7,7 +7,7 @@ One training job trains one model on one set of patients (:func:`job_patients`):
   patients of fold ``k`` only (they are out-of-fold for it).
 
 :func:`signature_table` and :func:`crossfit_table` assemble the prediction CSVs
-(:data:`PREDICTION_COLUMNS`) from the jobs' scores.
+(:data:`recur.constants.SCORE_COLUMNS`) from the jobs' scores.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from recur.cohort.split import crossfit_folds
+from recur.constants import SCORE_COLUMNS
 from recur.errors import RecurError
-
-PREDICTION_COLUMNS: list[str] = ["patient_id", "cohort", "split", "score"]
 
 
 def job_patients(
@@ -39,12 +38,12 @@ def job_patients(
 
 def signature_table(scores: pd.DataFrame) -> pd.DataFrame:
     """The signature CSV of a full model: exactly ``patient_id, cohort, split, score``."""
-    missing = [c for c in PREDICTION_COLUMNS if c not in scores.columns]
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
     if missing:
         raise RecurError(f"scores table: missing column(s) {', '.join(missing)}")
     if scores["score"].isna().any() or scores["patient_id"].duplicated().any():
         raise RecurError("scores table: missing scores or duplicated patients")
-    return scores[PREDICTION_COLUMNS].reset_index(drop=True)
+    return scores[list(SCORE_COLUMNS)].reset_index(drop=True)
 
 
 def crossfit_table(full: pd.DataFrame, folds: Sequence[pd.DataFrame]) -> pd.DataFrame:

@@ -25,9 +25,10 @@ import torch
 from torch import nn
 
 from recur.cohort.split import read_outcome, read_split
+from recur.constants import SCORE_COLUMNS
 from recur.errors import RecurError
 from recur.io import atomic_path
-from recur.models.crossfit import PREDICTION_COLUMNS, job_patients
+from recur.models.crossfit import job_patients
 from recur.models.data import make_dataset, make_items
 from recur.models.losses import covariate_offset
 from recur.models.networks import EnsembleNet
@@ -117,7 +118,7 @@ def run_training(
     )
     scores = split_df.set_index("patient_id").loc[score_ids, ["cohort", "split"]].reset_index()
     scores["score"] = sigmoid(predict_logits(model, score_ds, dev, tta=arch.tta))
-    scores = scores[PREDICTION_COLUMNS]
+    scores = scores[list(SCORE_COLUMNS)]
 
     outdir = Path(outdir)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -167,7 +168,7 @@ def run_ensemble(
     ds = make_dataset(make_items(ids, crops_dir), arch.timepoints, None, roi=arch.roi_channel)
     scores = split_df[["patient_id", "cohort", "split"]].reset_index(drop=True)
     scores["score"] = sigmoid(predict_logits(model, ds, dev, tta=arch.tta))
-    scores = scores[PREDICTION_COLUMNS]
+    scores = scores[list(SCORE_COLUMNS)]
     log.info("%s ensemble of %d networks scored %d patients", arch.model, len(loaded), len(ids))
     outdir = Path(outdir)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -2,7 +2,7 @@
 regression on tabular predictors.
 
 * **Clinical**: the paper's five clinical predictors
-  (:data:`recur.cohort.contract.CLINICAL_FEATURES`) inside a ``Pipeline`` whose ``SimpleImputer``
+  (:data:`recur.constants.CLINICAL_FEATURES`) inside a ``Pipeline`` whose ``SimpleImputer``
   handles missing values; the whole pipeline is fitted on the train split only.
 * **DL_Clinical**: the same on the five predictors plus the signature (predicted ER
   probability) of the deep-learning model with the higher tuning AUC (Pre or PrePost).
@@ -25,7 +25,6 @@ checked before loading; loading trusts only :data:`TRUSTED_TYPES`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from collections.abc import Mapping
@@ -42,14 +41,12 @@ from sklearn.linear_model import LogisticRegressionCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
 
-from recur.cohort.contract import CLINICAL_FEATURES
+from recur.constants import CLINICAL_FEATURES, DL_MODELS
 from recur.errors import RecurError
 from recur.evaluate.metrics import auc
-from recur.io import atomic_path, write_text_atomic
+from recur.io import atomic_path, sha256, write_text_atomic
 from recur.settings import from_section, section_defaults
 
-#: DL models whose signature DL_Clinical may use (ties of tuning AUC go to the last: PrePost).
-DL_MODELS: tuple[str, ...] = ("Pre", "PrePost")
 STACKING: tuple[str, ...] = ("crossfit", "in_sample")
 ESTIMATORS: tuple[str, ...] = ("extra_trees", "logistic")
 #: Predictors the logistic model takes on a log scale, log(1 + x).
@@ -255,9 +252,10 @@ def tune_auc(pred: pd.DataFrame, clinical: pd.DataFrame) -> float:
 def choose_signature(
     full: dict[str, pd.DataFrame], clinical: pd.DataFrame
 ) -> tuple[str, dict[str, float]]:
-    """The DL model (of :data:`DL_MODELS`) with the higher tuning AUC, and both AUCs.
+    """The DL model (of :data:`recur.constants.DL_MODELS`) with the higher tuning AUC, and both
+    AUCs.
 
-    Ties go to PrePost (the later of :data:`DL_MODELS`: the one with more information).
+    Ties go to PrePost (the later of the DL models: the one with more information).
     """
     aucs = {m: tune_auc(full[m], clinical) for m in DL_MODELS}
     best = max(DL_MODELS, key=lambda m: (aucs[m], DL_MODELS.index(m)))
@@ -339,14 +337,6 @@ def feature_importance(model: Pipeline, features: list[str]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- storage
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_model(
     model: Pipeline,
     path: str | Path,
@@ -363,7 +353,7 @@ def save_model(
     path, manifest = Path(path), Path(manifest)
     with atomic_path(path) as tmp:
         sio.dump(model, tmp)
-        digest = _sha256(tmp)
+        digest = sha256(tmp)
     info = {
         "file": path.name,
         "sha256": digest,
@@ -387,7 +377,7 @@ def load_model(path: str | Path, manifest: str | Path) -> Pipeline:
         raise RecurError(f"{manifest.name}: cannot read the model manifest ({exc})") from None
     if not path.is_file():
         raise RecurError(f"{path.name}: model file not found")
-    if _sha256(path) != info.get("sha256"):
+    if sha256(path) != info.get("sha256"):
         raise RecurError(f"{path.name}: sha256 differs from {manifest.name}; refusing to load")
     try:
         untrusted = sio.get_untrusted_types(file=path)

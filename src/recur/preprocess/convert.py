@@ -21,16 +21,15 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from recur.cohort import series_checks
+from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
-from recur.io import atomic_path, write_nifti_to
+from recur.io import atomic_path, write_nifti, write_nifti_to
 from recur.preprocess.dicom_series import ConvertedSeries, ConvertSettings, SeriesReader
 from recur.preprocess.dicom_slice import day_offset, series_date
 from recur.preprocess.series_table import SeriesRows, read_series_table, series_lookup
-from recur.preprocess.steps import TIMEPOINTS, Abandon, Guard, run_step
+from recur.preprocess.steps import Abandon, Guard, run_step
 
 log = logging.getLogger(__name__)
-
-PHASES: tuple[str, ...] = ("PS", "AP", "PVP", "DP")
 
 
 # --------------------------------------------------------------------------- writing
@@ -41,17 +40,13 @@ def strip_metadata(image: sitk.Image) -> sitk.Image:
     return image
 
 
-def write_nifti(image: sitk.Image, path: str | Path, compression_level: int = 1) -> None:
-    """Write ``image`` as NIfTI (``.nii`` or ``.nii.gz``) with no metadata, atomically."""
-    with atomic_path(path) as tmp:
-        _write_nifti_to(image, tmp, compression_level)
-
-
-def _write_nifti_to(image: sitk.Image, path: Path, compression_level: int) -> None:
-    """Strip the metadata and write (:func:`recur.io.write_nifti_to`: ITK writes the NIfTI, a
-    ``.gz`` path is then gzipped at ``compression_level``, by ISA-L when installed)."""
-    strip_metadata(image)
-    write_nifti_to(image, path, compression_level)
+def write_deidentified_nifti(
+    image: sitk.Image, path: str | Path, compression_level: int = 1
+) -> None:
+    """Write ``image`` as NIfTI (``.nii`` or ``.nii.gz``) with no metadata, atomically
+    (:func:`strip_metadata`, then :func:`recur.io.write_nifti`: ITK writes the NIfTI, a ``.gz``
+    path is then gzipped at ``compression_level``, by ISA-L when installed)."""
+    write_nifti(strip_metadata(image), path, compression_level)
 
 
 def convert_series(
@@ -66,7 +61,7 @@ def convert_series(
     """Convert one DICOM folder to a de-identified NIfTI file (``recur convert``)."""
     settings = settings or ConvertSettings()
     result = SeriesReader(settings)(folder, series_uid=series_uid, echo=echo, context=context)
-    write_nifti(result.image, out, settings.compression_level)
+    write_deidentified_nifti(result.image, out, settings.compression_level)
     return result
 
 
@@ -114,7 +109,7 @@ def _convert_staged(
         context = f"patient {patient}, {timepoint}/{phase}, folder '{rel}'"
         res = reader(cohort_dir / rel, series_uid=uid or None, context=context)
         tmp = stack.enter_context(atomic_path(outdir / f"{phase}.nii.gz"))
-        _write_nifti_to(res.image, tmp, compression_level)
+        write_nifti_to(strip_metadata(res.image), tmp, compression_level)
         res.image = sitk.Image()  # free the voxels; the file holds them now
         results[phase] = res
         size = "x".join(str(v) for v in (res.acquisition["columns"], res.acquisition["rows"]))

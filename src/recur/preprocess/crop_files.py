@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, read_transform
 from recur.preprocess.crops import (
-    PHASES,
-    TIMEPOINTS,
     CropSettings,
     TimepointCrop,
     crop_carried,

@@ -13,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need it
     import pandas as pd
 
-from recur.preprocess.crops import PHASES
+from recur.constants import PHASES
 
 #: Registration QC columns carried into the cohort QC table, per moving phase.
 REG_QC_COLUMNS: tuple[str, ...] = (

@@ -47,10 +47,9 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from recur.constants import PHASES
 from recur.errors import RecurError
 
-TIMEPOINTS: tuple[str, ...] = ("pre", "post")
-PHASES: tuple[str, ...] = ("PS", "AP", "PVP", "DP")
 NORMALISATIONS: tuple[str, ...] = ("robust_zscore", "zscore", "minmax", "none")
 REGIONS: tuple[str, ...] = ("crop", "volume")
 POST_FRAMES: tuple[str, ...] = ("pre", "own")

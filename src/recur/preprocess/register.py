@@ -31,14 +31,14 @@ import SimpleITK as sitk
 if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need it
     import pandas as pd
 
+from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, write_nifti_to
-from recur.preprocess.steps import TIMEPOINTS, Abandon, Guard, run_step
+from recur.preprocess.steps import Abandon, Guard, run_step
 
-#: The phases registered onto DP, and the fixed phase.
-MOVING_PHASES: tuple[str, ...] = ("PS", "AP", "PVP")
+#: The fixed phase, and the phases registered onto it (in acquisition order).
 FIXED_PHASE = "DP"
-ALL_PHASES: tuple[str, ...] = (*MOVING_PHASES, FIXED_PHASE)
+MOVING_PHASES: tuple[str, ...] = tuple(ph for ph in PHASES if ph != FIXED_PHASE)
 TRANSFORMS: tuple[str, ...] = ("rigid", "affine")
 
 
@@ -399,7 +399,7 @@ def registration_outputs(outdir: str | Path) -> list[Path]:
     """The files one time point's registration writes into ``outdir``."""
     outdir = Path(outdir)
     return [
-        *(outdir / f"{ph}.nii.gz" for ph in ALL_PHASES),
+        *(outdir / f"{ph}.nii.gz" for ph in PHASES),
         *(outdir / f"{ph}.tfm" for ph in MOVING_PHASES),
         outdir / "qc.csv",
     ]
@@ -424,7 +424,7 @@ def register_timepoint_dir(
     if threads:
         sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(int(threads))
     indir, outdir = Path(indir), Path(outdir)
-    phases = {ph: _read(indir / f"{ph}.nii.gz", f"phase {ph}") for ph in ALL_PHASES}
+    phases = {ph: _read(indir / f"{ph}.nii.gz", f"phase {ph}") for ph in PHASES}
     roi = _read(Path(mask), "ROI mask") if mask else None
     dp = phases[FIXED_PHASE]
     if roi is not None and (
@@ -504,7 +504,7 @@ def register_patient(
                         )
                         if not ran:
                             raise Abandon
-                    inputs = [indir / f"{ph}.nii.gz" for ph in ALL_PHASES]
+                    inputs = [indir / f"{ph}.nii.gz" for ph in PHASES]
                     inputs += [mask] if mask is not None else []
 
                     def step(tp=tp, indir=indir, mask=mask, tp_stack=tp_stack) -> None:

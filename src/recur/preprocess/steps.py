@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-#: The time points of a patient, in processing order (the pre DP is the reference of both).
-TIMEPOINTS: tuple[str, ...] = ("pre", "post")
-
 #: ``guard(stage, timepoint, step, inputs, outputs) -> bool``: runs ``step()`` of one time point
 #: and returns True when it ran, False when the guard handled a refusal.
 Guard = Callable[[str, str, Callable[[], object], Sequence[Path], Sequence[Path]], bool]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recur.constants import PHASES, SPLITS
 from recur.errors import RecurError
 from recur.io import atomic_path
 
@@ -83,7 +84,7 @@ def flow_table(
         add("excluded_qc", "all", "", reason, g)
     add("excluded_qc", "all", "", "", qc)
 
-    for split_ in ("train", "tune", "test"):
+    for split_ in SPLITS:
         s = split[split["split"] == split_]
         for site, g in s.groupby("site", sort=True):
             add("analysed", site, split_, "", g)
@@ -246,7 +247,7 @@ def distinct_counts(values: pd.Series) -> str:
     return "; ".join(f"{k} ({n})" for k, n in counts.items())
 
 
-def table_s1(rows: pd.DataFrame, phases: Sequence[str] = ("PS", "AP", "PVP", "DP")) -> pd.DataFrame:
+def table_s1(rows: pd.DataFrame, phases: Sequence[str] = PHASES) -> pd.DataFrame:
     """Table S1: per site and phase, the number of series and each parameter summarised.
 
     Numeric parameters as 'median (min–max)'; manufacturer/model and matrix (columns × rows)
@@ -375,7 +376,7 @@ def tripod_items(
     c["patient_id"] = c["patient_id"].astype(str)
     d = split.merge(c, on="patient_id", how="left", suffixes=("", "_clinical"))
     lines = []
-    for s in ("train", "tune", "test"):
+    for s in SPLITS:
         g = d[d["split"] == s]
         er = pd.to_numeric(g["er"], errors="coerce")
         events = _pct(int((er == 1).sum()), int(er.notna().sum()))

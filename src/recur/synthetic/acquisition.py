@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.synthetic.anatomy import (
     SATELLITE,
@@ -27,7 +28,7 @@ from recur.synthetic.anatomy import (
     axis_slice,
 )
 from recur.synthetic.latent import random_stream
-from recur.synthetic.sites import PHASES, SITE_PROFILES, TIMEPOINTS, SiteProfile
+from recur.synthetic.sites import SITE_PROFILES, SiteProfile
 
 
 @dataclass(frozen=True)

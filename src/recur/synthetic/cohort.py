@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from recur.cohort import contract
+from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.synthetic.acquisition import Motion, simulate_patient
 from recur.synthetic.anatomy import Grid
 from recur.synthetic.dicom_writer import dicom_time, dicom_uid, fake_identity, write_series
 from recur.synthetic.latent import CLINICAL_COLUMNS, blank_cells, random_stream, sample_latent
-from recur.synthetic.sites import PHASES, TEST_SITES, TIMEPOINTS, SiteProfile
+from recur.synthetic.sites import TEST_SITES, SiteProfile
 
 log = logging.getLogger(__name__)
 

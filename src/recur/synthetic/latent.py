@@ -21,15 +21,14 @@ import numpy as np
 import pandas as pd
 
 from recur.cohort import contract
+from recur.constants import CLINICAL_FEATURES, ER_HORIZON_MONTHS
 from recur.synthetic.sites import SITE_PROFILES, SiteProfile, planned_patients
-
-ER_HORIZON_MONTHS = 24.0
 
 #: Every column of the contract's clinical table, in the contract's order.
 CLINICAL_COLUMNS: tuple[str, ...] = (
     *contract.ID_COLUMNS,
     *contract.OUTCOME_COLUMNS,
-    *contract.CLINICAL_FEATURES,
+    *CLINICAL_FEATURES,
     *contract.OPTIONAL_COLUMNS,
 )
 

@@ -1,4 +1,4 @@
-"""Sites, contrast phases and time points of the synthetic cohort, and its patient plan.
+"""Sites of the synthetic cohort and its patient plan.
 
 :class:`SiteProfile` holds the scanner, protocol, naming style and patient mix of one
 synthetic hospital and :data:`SITE_PROFILES` the six of them (one training site, up to five
@@ -15,9 +15,6 @@ import pandas as pd
 #: Site names of the synthetic cohort: one training site and external test sites.
 TRAIN_SITE = "siteA"
 TEST_SITES: tuple[str, ...] = ("siteB", "siteC", "siteD", "siteE", "siteF")
-
-PHASES: tuple[str, ...] = ("PS", "AP", "PVP", "DP")
-TIMEPOINTS: tuple[str, ...] = ("pre", "post")
 
 
 def planned_patients(n_train: int, n_test: list[int] | tuple[int, ...]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from recur.cohort import contract
+from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.synthetic.acquisition import Motion, _smooth_field
 from recur.synthetic.anatomy import (
@@ -57,7 +58,7 @@ from recur.synthetic.latent import (
     sample_outcome,
     sample_post_image,
 )
-from recur.synthetic.sites import PHASES, SITE_PROFILES, TIMEPOINTS, planned_patients
+from recur.synthetic.sites import SITE_PROFILES, planned_patients
 
 SEED = 7
 N_TRAIN, N_TEST = 4, (2, 2)

@@ -9,7 +9,7 @@ import torch
 
 from recur.cohort.split import read_outcome
 from recur.errors import RecurError
-from recur.models.data import make_items, write_toy_cohort
+from recur.models.data import make_items
 from recur.models.gradcam import (
     PrePostGradCAM,
     explain_patient,
@@ -21,6 +21,8 @@ from recur.models.gradcam import (
 )
 from recur.models.networks import EnsembleNet, PreNet, PrePostNet
 from recur.models.train import Architecture, TrainSettings, configure_torch, train_model
+
+from ..fixtures import write_toy_cohort
 
 
 def test_youden_and_groups_by_hand():

@@ -119,7 +119,7 @@ def node_memory_mb() -> int:
 def slurm_conf(root: Path, cpus: int, memory_mb: int, ctld_port: int, slurmd_port: int) -> str:
     """``slurm.conf`` for one node ``localhost`` without accounting, cgroups or systemd."""
     return f"""\
-# Single-node test cluster written by tests/slurm_cluster.py; deleted when the test ends.
+# Single-node test cluster written by tests/workflow/slurm_cluster.py; deleted when the test ends.
 ClusterName=recurtest
 SlurmctldHost=localhost
 SlurmctldPort={ctld_port}

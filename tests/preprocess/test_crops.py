@@ -12,11 +12,11 @@ import pytest
 import SimpleITK as sitk
 
 from recur.cli import main as cli
+from recur.constants import PHASES
 from recur.errors import RecurError
 from recur.preprocess.crop_files import crop_patient_files
 from recur.preprocess.crop_qc import crop_qc_table
 from recur.preprocess.crops import (
-    PHASES,
     CropSettings,
     Normalise,
     bbox_centre,
@@ -448,10 +448,10 @@ def test_rules_check_mask_register_crop_and_param_change(tmp_path: Path):
     import subprocess
     import sys
 
-    from .test_contract import write_cohort_tables
+    from ..cohort.test_contract import write_cohort_tables
+    from ..conftest import REPO as repo
     from .test_register import known_motion, moved, phantom
 
-    repo = Path(__file__).resolve().parents[1]
     cohort = tmp_path / "cohort"
     cohort.mkdir()
     patients = write_cohort_tables(cohort, n_train=18, n_test=2)

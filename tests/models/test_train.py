@@ -13,15 +13,10 @@ from monai.data import get_track_meta
 
 from recur.cli.main import main
 from recur.cohort.split import make_split, read_outcome, write_split
+from recur.constants import SCORE_COLUMNS
 from recur.errors import RecurError
-from recur.models.crossfit import PREDICTION_COLUMNS, crossfit_table, job_patients
-from recur.models.data import (
-    Augmentation,
-    make_dataset,
-    make_items,
-    plain_tensors,
-    write_toy_cohort,
-)
+from recur.models.crossfit import crossfit_table, job_patients
+from recur.models.data import Augmentation, make_dataset, make_items, plain_tensors
 from recur.models.jobs import load_model, read_aux_targets, read_offset_covariates
 from recur.models.losses import covariate_offset, masked_huber, pos_weight, standardise_targets
 from recur.models.selection import average_states, safe_auc, select_epoch, smoothed_auc
@@ -35,6 +30,8 @@ from recur.models.train import (
     sigmoid,
     train_model,
 )
+
+from ..fixtures import write_toy_cohort
 
 SMALL = dict(widths=(8, 8, 16, 16), hidden=8)
 
@@ -88,7 +85,7 @@ def test_crossfit_table_by_hand():
     fold0 = full[full["patient_id"].isin(["P0", "P2", "P4", "P6"])].assign(score=0.1)
     fold1 = full[full["patient_id"].isin(["P1", "P3", "P5", "P7"])].assign(score=0.9)
     oof = crossfit_table(full, [fold1, fold0])
-    assert list(oof.columns) == PREDICTION_COLUMNS
+    assert list(oof.columns) == list(SCORE_COLUMNS)
     assert list(oof["patient_id"]) == list(full["patient_id"])
     expected = [0.1, 0.9] * 4 + [0.5] * 4  # train from folds; tune, test from the full model
     np.testing.assert_allclose(oof["score"], expected)
@@ -307,7 +304,7 @@ def test_training_is_deterministic_and_writes_outputs(toy, tmp_path):
     a = _train_cli(toy, tmp_path / "a")
     b = _train_cli(toy, tmp_path / "b")
     pd.testing.assert_frame_equal(a, b)  # same seed and config -> identical signature
-    assert list(a.columns) == PREDICTION_COLUMNS
+    assert list(a.columns) == list(SCORE_COLUMNS)
     assert len(a) == 36
     assert a["score"].between(0, 1).all()
     assert a["score"].nunique() > 1
@@ -343,7 +340,7 @@ def test_fold_jobs_and_signature_cli(toy, tmp_path):
     assert main(cmd) == 0
     pred_df = pd.read_csv(pred, dtype={"patient_id": str})
     oof_df = pd.read_csv(oof, dtype={"patient_id": str})
-    assert list(pred_df.columns) == list(oof_df.columns) == PREDICTION_COLUMNS
+    assert list(pred_df.columns) == list(oof_df.columns) == list(SCORE_COLUMNS)
     assert fig.read_bytes()[:4] == b"\x89PNG"
     same = oof_df["split"] != "train"
     np.testing.assert_allclose(oof_df.loc[same, "score"], pred_df.loc[same, "score"])
@@ -363,7 +360,7 @@ def test_ensemble_cli_scores_with_the_mean_logit_and_reloads(toy, tmp_path):
     cmd += ["--crops-dir", str(toy["crops"]), "--outdir", str(out), "--device", "cpu"]
     assert main(cmd) == 0
     scores = pd.read_csv(out / "scores.csv", dtype={"patient_id": str})
-    assert list(scores.columns) == PREDICTION_COLUMNS
+    assert list(scores.columns) == list(SCORE_COLUMNS)
     assert len(scores) == len(pd.read_csv(toy["split"]))
     ids = list(scores["patient_id"])
     ds = make_dataset(make_items(ids, toy["crops"]), 2, None)

@@ -97,3 +97,20 @@ def test_read_outcome_and_split_cli(tmp_path):
     pd.DataFrame({"patient_id": ["P000"], "er": [2]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(RecurError, match="0 or 1"):
         read_outcome(tmp_path / "bad.csv")
+
+
+def test_read_split_reads_text_and_names_what_is_wrong(tmp_path):
+    p = tmp_path / "split.csv"
+    with pytest.raises(RecurError, match="split table not found"):
+        read_split(p)
+    p.write_text("patient_id,site,cohort,split\n007,1,train,train\n008,2,test,test\n")
+    s = read_split(p)
+    assert list(s.columns) == ["patient_id", "site", "cohort", "split"]
+    assert list(s["patient_id"]) == ["007", "008"]
+    assert list(s["site"]) == ["1", "2"]  # site names stay text, as in the cohort tables
+    p.write_text("patient_id,site,split\nP1,A,train\n")
+    with pytest.raises(RecurError, match=r"split\.csv: missing column\(s\) cohort"):
+        read_split(p)
+    p.write_text("patient_id,site,cohort,split\nP1,A,train,train\nP2,A,train,valid\n")
+    with pytest.raises(RecurError, match="patient P2 has split 'valid'; expected train, tune or"):
+        read_split(p)

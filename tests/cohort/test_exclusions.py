@@ -10,7 +10,7 @@ import pytest
 from recur.cohort import exclusions as ex
 from recur.errors import RecurError
 
-from .conftest import run_snakemake
+from ..conftest import run_snakemake
 
 
 def test_config_exclusions_table_and_errors():

@@ -482,7 +482,7 @@ def test_metadata_of_an_image_is_stripped_on_write(tmp_path):
     img.SetMetaData("descrip", "Doe^Jane 20190405")
     img.SetMetaData("ITK_FileNotes", "Doe^Jane")
     out = tmp_path / "x.nii.gz"
-    convert.write_nifti(img, out)
+    convert.write_deidentified_nifti(img, out)
     _assert_deidentified(out)
     assert b"Doe" not in gzip.decompress(out.read_bytes())
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from ..conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +168,7 @@ def test_bench_clinical_sees_the_clinical_table_recur_synth_writes(tmp_path: Pat
     import pandas as pd
 
     from recur.cohort import contract
+    from recur.constants import CLINICAL_FEATURES
     from recur.synthetic import cohort as synth
     from recur.synthetic.latent import PAPER_ER_SHARE
 
@@ -175,7 +176,7 @@ def test_bench_clinical_sees_the_clinical_table_recur_synth_writes(tmp_path: Pat
     written = contract.check_clinical(contract.read_table(tmp_path / "cohort" / "clinical.csv"))
     rows = bench_clinical.clinical_rows(5, 3, (3,), PAPER_ER_SHARE)
     shown = bench_clinical.shown_clinical(rows)
-    cols = ["patient_id", "cohort", "er", *contract.CLINICAL_FEATURES]
+    cols = ["patient_id", "cohort", "er", *CLINICAL_FEATURES]
     pd.testing.assert_frame_equal(
         shown[cols].reset_index(drop=True),
         written[cols].reset_index(drop=True),

@@ -11,7 +11,7 @@ import torch
 
 from recur.cli.main import main
 from recur.cohort.split import make_split, read_outcome, write_split
-from recur.models.data import make_dataset, make_items, write_toy_cohort
+from recur.models.data import make_dataset, make_items
 from recur.models.gradcam import PrePostGradCAM
 from recur.models.jobs import load_model
 from recur.models.train import (
@@ -22,6 +22,8 @@ from recur.models.train import (
     sigmoid,
     train_model,
 )
+
+from ..fixtures import write_toy_cohort
 
 pytestmark = [
     pytest.mark.gpu,

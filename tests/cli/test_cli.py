@@ -9,13 +9,13 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from recur.cli import main as cli
 
-REPO = Path(__file__).resolve().parents[1]
+from ..conftest import REPO
+
 #: ``python -m recur [--threads {threads}] <command>`` in a rule's shell command.
 RULE_CALL = re.compile(r"python -m recur(?:\s+--threads\s+\{threads\})?\s+([a-z][a-z0-9-]*)")
 

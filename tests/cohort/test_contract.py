@@ -9,6 +9,7 @@ import pytest
 
 from recur.cohort import contract
 from recur.cohort.contract import ContractError
+from recur.constants import PHASES, TIMEPOINTS
 
 
 def clinical_rows(n_train: int = 4, n_test: int = 2) -> list[dict[str, str]]:
@@ -120,8 +121,8 @@ def series_rows(patients: list[str]) -> list[dict[str, str]]:
     return [
         {"patient_id": p, "timepoint": t, "phase": ph, "dicom_dir": f"dicom/{p}/{t}/{ph}"}
         for p in patients
-        for t in contract.TIMEPOINTS
-        for ph in contract.PHASES
+        for t in TIMEPOINTS
+        for ph in PHASES
     ]
 
 
@@ -175,7 +176,7 @@ def write_cohort_tables(root: Path, n_train: int = 4, n_test: int = 2) -> list[s
     pd.DataFrame(ser).to_csv(root / "series.csv", index=False)
     rois = []
     for p in patients:
-        for t in contract.TIMEPOINTS:
+        for t in TIMEPOINTS:
             m = root / "rois" / f"{p}_{t}.nii.gz"
             m.parent.mkdir(exist_ok=True)
             m.write_bytes(b"")

@@ -13,17 +13,17 @@ import pytest
 from recur.cli.main import main
 from recur.cohort import exclusions
 from recur.cohort import series_checks as sc
+from recur.constants import PHASES
 from recur.errors import RecurError
 from recur.preprocess import convert
 
-from .test_convert import write_stack
+from ..preprocess.test_convert import write_stack
 
 PATIENT = "P0042"
 #: Identifying values of the hand-made headers: none may appear in a message.
 ID_A = {"PatientID": "MRN-A-7781", "PatientName": "Doe^Jane", "PatientBirthDate": "19480312"}
 ID_B = {"PatientID": "MRN-B-1234", "PatientName": "Roe^Rick", "PatientBirthDate": "19600101"}
 SECRET_VALUES = [*ID_A.values(), *ID_B.values(), "Doe", "Roe", "MRN"]
-PHASES = ("PS", "AP", "PVP", "DP")
 
 
 def header(

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import run_snakemake
+from recur.constants import MODELS, SCORE_COLUMNS
 
-MODELS = ("Pre", "PrePost", "Clinical", "DL_Clinical")
+from ..conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_every_model_scores_every_patient(study: Path):
     assert set(split["split"]) == {"train", "tune", "test"}
     for model in MODELS:
         pred = pd.read_csv(study / f"results/predictions/{model}.csv")
-        assert list(pred.columns) == ["patient_id", "cohort", "split", "score"]
+        assert list(pred.columns) == list(SCORE_COLUMNS)
         assert sorted(pred["patient_id"]) == sorted(patients["patient_id"])
         assert pred["score"].between(0, 1).all(), model
 

@@ -252,7 +252,7 @@ def broken_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _workdir(tmp_path_factory, cohort: Path, mode: str) -> Path:
-    from .conftest import failed_logs, run_snakemake  # noqa: F401
+    from ..conftest import failed_logs, run_snakemake  # noqa: F401
 
     work = tmp_path_factory.mktemp(f"rep_{mode}")
     (work / "small.yaml").write_text(
@@ -264,7 +264,7 @@ def _workdir(tmp_path_factory, cohort: Path, mode: str) -> Path:
 @pytest.fixture(scope="module")
 def excluded_study(tmp_path_factory, broken_cohort: Path) -> Path:
     """The whole workflow with qc.on_failure: exclude on the broken cohort."""
-    from .conftest import failed_logs, run_snakemake
+    from ..conftest import failed_logs, run_snakemake
 
     work = _workdir(tmp_path_factory, broken_cohort, "exclude")
     res = run_snakemake(work, "--cores", "2", configfile="small.yaml")
@@ -303,7 +303,7 @@ def test_exclude_mode_runs_to_the_end_and_figure1_shows_the_patient(excluded_stu
 
 @pytest.mark.slow
 def test_stop_mode_stops_with_the_message_naming_the_patient(tmp_path_factory, broken_cohort):
-    from .conftest import run_snakemake
+    from ..conftest import run_snakemake
 
     work = _workdir(tmp_path_factory, broken_cohort, "stop")
     res = run_snakemake(

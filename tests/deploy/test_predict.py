@@ -14,14 +14,14 @@ import pandas as pd
 import pytest
 
 from recur.config import defaults
+from recur.constants import MODELS
 from recur.deploy import bundle as rb
 from recur.deploy import predict as rp
 from recur.errors import RecurError
+from recur.io import sha256
 from recur.margin.registration import settings_from_config
 from recur.preprocess.crops import CropSettings
 from recur.preprocess.register import RegistrationSettings
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -88,19 +88,13 @@ def test_write_bundle_lists_every_file_with_its_sha256(toy_bundle: Path) -> None
         if p.is_file() and p != toy_bundle / "manifest.json"
     )
     assert sorted(manifest["files"]) == rb.required_files() == files
-    assert manifest["files"]["models/Pre/weights.pt"] == rb.sha256(
+    assert manifest["files"]["models/Pre/weights.pt"] == sha256(
         toy_bundle / "models/Pre/weights.pt"
     )
     assert manifest["recur_version"]
     b = rb.load_bundle(toy_bundle)
     assert b.signature == "PrePost"
     assert b.cutoffs == {"Pre": 0.5, "PrePost": 0.25, "Clinical": 0.4, "DL_Clinical": 0.6}
-
-
-def test_sha256_of_known_bytes(tmp_path: Path) -> None:
-    p = tmp_path / "abc"
-    p.write_bytes(b"abc")
-    assert rb.sha256(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
 @pytest.mark.parametrize(
@@ -173,7 +167,7 @@ def test_predictions_table_risk_group_at_cutoff() -> None:
     }
     cut = {"Pre": 0.5, "PrePost": 0.25, "Clinical": 0.4, "DL_Clinical": 0.65}
     t = rp.predictions_table(["A", "B"], scores, cut)
-    assert list(t.columns) == rp.PREDICTION_COLUMNS
+    assert list(t.columns) == rp.PREDICT_OUTPUT_COLUMNS
     # score == cutoff counts as high risk (the workflow's `score >= cutoff`)
     assert list(t["Pre_risk"]) == ["high", "low"]
     assert list(t["PrePost_risk"]) == ["low", "high"]
@@ -238,11 +232,11 @@ def test_summary_html_embeds_images_and_warns(tmp_path: Path) -> None:
     row = pd.Series(
         {
             "patient_id": "<P1>",
-            **{m: 0.5 for m in rb.MODELS},
-            **{m + "_risk": "high" for m in rb.MODELS},
+            **{m: 0.5 for m in MODELS},
+            **{m + "_risk": "high" for m in MODELS},
         }
     )
-    page = rp.summary_html(row, dict.fromkeys(rb.MODELS, 0.3), png, png, {"recur": "0.1"})
+    page = rp.summary_html(row, dict.fromkeys(MODELS, 0.3), png, png, {"recur": "0.1"})
     assert "&lt;P1&gt;" in page
     assert "<P1>" not in page
     assert page.count("data:image/png;base64,iVBORw0KGgpmYWtl") == 2
@@ -326,10 +320,10 @@ def test_predict_reproduces_the_workflow_scores(scored: dict) -> None:
     out, ids = scored["out"], scored["ids"]
     got = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str})
     assert list(got["patient_id"]) == ids
-    assert list(got.columns) == rp.PREDICTION_COLUMNS
+    assert list(got.columns) == rp.PREDICT_OUTPUT_COLUMNS
     cut = pd.read_csv(scored["study"] / "results" / "tables" / "cutoffs.csv")
     cut = dict(zip(cut["model"], cut["cutoff"], strict=True))
-    for model in rb.MODELS:
+    for model in MODELS:
         want = pd.read_csv(
             scored["study"] / "results" / "predictions" / f"{model}.csv",
             dtype={"patient_id": str},

@@ -21,7 +21,7 @@ from recur.cohort import links as input_links
 from recur.errors import RecurError
 from recur.preprocess import convert, dicom_slice
 
-from .test_convert import write_stack
+from ..preprocess.test_convert import write_stack
 
 SERIES = pd.DataFrame(
     {

@@ -14,12 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recur.cohort import contract
 from recur.synthetic.sites import planned_patients
 
-from .test_contract import write_cohort_tables
-
-REPO = Path(__file__).resolve().parents[1]
+from ..cohort.test_contract import write_cohort_tables
+from ..conftest import REPO
 
 #: Rules that run once per patient: conversion and registration cover both time points in one
 #: job each, and the mask check runs inside the register job (no check_mask jobs).
@@ -156,8 +154,3 @@ def test_config_defaults_cover_every_key():
                 walk(sub, f"{path}.{key}" if path else key)
 
     walk(load_schema(), "")
-
-
-def test_timepoints_and_phases_match_contract():
-    assert contract.TIMEPOINTS == ("pre", "post")
-    assert contract.PHASES == ("PS", "AP", "PVP", "DP")

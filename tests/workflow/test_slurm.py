@@ -1,6 +1,6 @@
 """The workflow on a SLURM cluster: a single-node cluster on localhost, no accounting database.
 
-The slow test starts munged, slurmctld and slurmd by hand (tests/slurm_cluster.py; Debian's
+The slow test starts munged, slurmctld and slurmd by hand (tests/workflow/slurm_cluster.py; Debian's
 slurm-wlm and munge are apt-installed when missing), runs the workflow once with
 ``profiles/local`` and once with ``profiles/slurm-localhost`` in two scratch working
 directories, and checks that every job of the SLURM run went through ``sbatch`` (job ids in
@@ -26,9 +26,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ..conftest import REPO
 from .slurm_cluster import LocalSlurm, ensure_installed
-
-REPO = Path(__file__).resolve().parents[1]
 
 # What the test runs: the targets (relative to the working directory) and the configuration.
 # Point TARGETS at later stages as the workflow grows (per-patient stages: see

@@ -1,0 +1,57 @@
+"""Names shared by the stages of the study: phases, time points, models, the ER horizon and the
+columns of the files one stage hands to another.
+
+Every stage reads these names from here: the package's stages, the workflow's rules files
+(``rules/common.smk`` imports them) and the synthetic generator, which writes its cohort to the
+same contract. The module imports nothing, so a per-patient job pays nothing for it.
+"""
+
+from __future__ import annotations
+
+# --------------------------------------------------------------------------- images
+#: The contrast phases of one time point, in acquisition order: precontrast (PS), arterial
+#: (AP), portal venous (PVP) and delayed (DP) phase.
+PHASES: tuple[str, ...] = ("PS", "AP", "PVP", "DP")
+#: The time points of a patient: before and after the ablation, in processing order (the pre
+#: DP is the reference of both).
+TIMEPOINTS: tuple[str, ...] = ("pre", "post")
+
+# --------------------------------------------------------------------------- models
+#: The deep-learning models, from less to more information: Pre reads the pre-ablation
+#: images, PrePost both time points (ties of tuning AUC in DL_Clinical's choice of signature
+#: go to the later one).
+DL_MODELS: tuple[str, ...] = ("Pre", "PrePost")
+#: The tabular models: the clinical predictors alone, and with the chosen DL signature.
+TABULAR_MODELS: tuple[str, ...] = ("Clinical", "DL_Clinical")
+#: The four models of the study in the order they are built: the DL models, then the tabular
+#: models that take their signature. The order of a model bundle and of the columns of
+#: ``recur predict``'s ``predictions.csv``.
+MODELS: tuple[str, ...] = (*DL_MODELS, *TABULAR_MODELS)
+#: The same four models in the paper's order, the clinical baseline first: the order of the
+#: evaluation (the rows of Table 2 and of the cutoffs, calibration and DeLong tables, the
+#: curves of the figures).
+MODELS_PAPER_ORDER: tuple[str, ...] = ("Clinical", *DL_MODELS, "DL_Clinical")
+#: The margin-extended models (Clinical and DL_Clinical plus ablative-margin features),
+#: evaluated after :data:`MODELS_PAPER_ORDER` when the margin section is enabled.
+MARGIN_MODELS: tuple[str, ...] = ("Clinical_Margin", "DL_Clinical_Margin")
+
+# --------------------------------------------------------------------------- outcome and tables
+#: Early recurrence (``er`` = 1): a recurrence within this many months of the ablation.
+ER_HORIZON_MONTHS = 24.0
+#: The five predictors of the paper's Clinical model (columns of ``clinical.csv``).
+CLINICAL_FEATURES: tuple[str, ...] = (
+    "tumor_size_cm",
+    "tumor_number",
+    "hbv",
+    "tp_g_l",
+    "afp_ng_ml",
+)
+#: The values of the ``split`` column, in reporting order.
+SPLITS: tuple[str, ...] = ("train", "tune", "test")
+#: Columns of ``split.csv``: one row per patient.
+SPLIT_COLUMNS: tuple[str, ...] = ("patient_id", "site", "cohort", "split")
+#: Columns of the workflow's score table of one model (``predictions/<model>.csv``, its
+#: out-of-fold ``predictions/oof/<model>.csv`` and a training job's ``scores.csv``): one row
+#: per patient. ``recur predict``'s wide ``predictions.csv`` is another table
+#: (:data:`recur.deploy.predict.PREDICT_OUTPUT_COLUMNS`).
+SCORE_COLUMNS: tuple[str, ...] = ("patient_id", "cohort", "split", "score")

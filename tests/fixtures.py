@@ -1,0 +1,73 @@
+"""Toy data for the tests of the networks, training and Grad-CAM: random crop files of the
+contracted shapes (:mod:`recur.models.data`) with a planted ER signal, and a toy cohort of
+them. Not a cohort of the input contract: no DICOM, no clinical predictors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def toy_crops(
+    label: int, size: int = 128, rng: np.random.Generator | None = None, signal: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A toy crop pair of the contracted shapes (not a cohort).
+
+    Noise N(0, 1) plus a disc (the "tumour") on pre and a ring-shaped disc (the "ablation
+    zone") on post; with ER (``label=1``) the pre disc is brighter by ``signal`` and the post
+    ring is off-centre. Returns ``crops`` (2, 4, 3, S, S) float32 and ``masks`` (2, 3, S, S).
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    c = size / 2
+    r = size / 6
+    disc = ((yy - c) ** 2 + (xx - c) ** 2) <= r**2
+    shift = r * 0.6 if label else 0.0
+    ring = ((yy - c - shift) ** 2 + (xx - c) ** 2) <= (1.4 * r) ** 2
+    crops = rng.standard_normal((2, 4, 3, size, size)).astype(np.float32)
+    crops[0] += (1.0 + signal * label) * disc
+    crops[1] += 1.0 * ring - 1.0 * disc
+    masks = np.stack([np.repeat(disc[None], 3, 0), np.repeat(ring[None], 3, 0)]).astype(np.uint8)
+    return crops, masks
+
+
+def write_toy_cohort(
+    outdir: str | Path,
+    n_train: int = 40,
+    n_test: int = 10,
+    size: int = 64,
+    seed: int = 0,
+    signal: float = 1.0,
+    er_rate: float = 0.4,
+) -> dict[str, Path]:
+    """Write a toy cohort: ``crops/{patient}.npz`` (:func:`toy_crops`), ``patients.csv``
+    (patient_id, site, cohort) and ``clinical.csv`` (patient_id, er).
+
+    ER is drawn with probability ``er_rate``, with at least 2 of each class per cohort.
+    Returns the paths ``{"crops", "patients", "clinical"}``.
+    """
+    outdir = Path(outdir)
+    crops_dir = outdir / "crops"
+    crops_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cohort, n in (("train", n_train), ("test", n_test)):
+        er = (rng.random(n) < er_rate).astype(int)
+        er[:2], er[2:4] = 1, 0
+        for y in er:
+            pid = f"T{len(rows) + 1:04d}"
+            crops, masks = toy_crops(int(y), size, rng, signal)
+            np.savez(crops_dir / f"{pid}.npz", crops=crops, masks=masks)
+            site = "siteA" if cohort == "train" else "siteB"
+            rows.append((pid, site, cohort, int(y)))
+    df = pd.DataFrame(rows, columns=["patient_id", "site", "cohort", "er"])
+    paths = {
+        "crops": crops_dir,
+        "patients": outdir / "patients.csv",
+        "clinical": outdir / "clinical.csv",
+    }
+    df[["patient_id", "site", "cohort"]].to_csv(paths["patients"], index=False)
+    df[["patient_id", "er"]].to_csv(paths["clinical"], index=False)
+    return paths
