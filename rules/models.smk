@@ -286,19 +286,12 @@ rule gradcam:
         clinical=clinical_csv,
         crops_dir=CROPS_DIR,
         device=config["device"],
-        patients=" ".join(shlex_quote(p) for p in config["gradcam"]["patients"]),
-        n_per_group=config["gradcam"]["n_per_group"],
-        cutoff=(
-            ""
-            if config["gradcam"]["cutoff"] is None
-            else f"--cutoff {config['gradcam']['cutoff']}"
-        ),
+        settings=section_json(config["gradcam"]),
     shell:
         "python -m recur --threads {threads} gradcam --model-dir {params.model_dir:q}"
         " --predictions {input.predictions:q} --clinical {params.clinical:q}"
         " --crops-dir {params.crops_dir:q} --outdir {output:q} --device {params.device}"
-        " --n-per-group {params.n_per_group} {params.cutoff} --patients {params.patients}"
-        " > {log:q} 2>&1"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 FINAL_TARGETS += expand(f"{RESULTS}/predictions/{{model}}.csv", model=DL_MODELS)

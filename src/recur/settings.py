@@ -87,6 +87,7 @@ def from_json(cls: type[T], text: str, name: str = "") -> T:
 SECTION_READERS: dict[str, tuple[str, ...]] = {
     "clinical": ("recur.models.tabular:TabularSettings",),
     "dl_clinical": ("recur.models.tabular:TabularSettings",),
+    "gradcam": ("recur.models.gradcam:GradcamSettings",),
 }
 RULE_KEYS: dict[str, tuple[str, ...]] = {
     "dl_clinical": ("stacking",),

@@ -11,6 +11,7 @@ from recur.cohort.split import read_outcome
 from recur.errors import RecurError
 from recur.models.data import make_items
 from recur.models.gradcam import (
+    GradcamSettings,
     PrePostGradCAM,
     explain_patient,
     explained_network,
@@ -104,7 +105,8 @@ def test_run_gradcam_writes_pngs_and_index(trained, tmp_path):
     out = tmp_path / "gradcam"
     out.mkdir()
     (out / "stale.png").write_bytes(b"old")
-    index = run_gradcam(model, pred, pd.Series(labels), paths["crops"], out, n_per_group=1)
+    settings = GradcamSettings.defaults(n_per_group=1)
+    index = run_gradcam(model, pred, pd.Series(labels), paths["crops"], out, settings)
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted([*index["file"], "index.csv"])
     assert 1 <= len(index) <= 8

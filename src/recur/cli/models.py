@@ -119,6 +119,7 @@ def _cmd_gradcam(a: argparse.Namespace) -> None:
 
     from recur.cohort.split import read_outcome
     from recur.models import crossfit, gradcam, jobs, train
+    from recur.settings import from_json
 
     train.configure_torch(0, a.threads)
     device = train.resolve_device(a.device)
@@ -131,9 +132,7 @@ def _cmd_gradcam(a: argparse.Namespace) -> None:
         read_outcome(a.clinical),
         a.crops_dir,
         a.outdir,
-        cutoff=a.cutoff,
-        n_per_group=a.n_per_group,
-        patients=a.patients,
+        from_json(gradcam.GradcamSettings, a.settings, "gradcam"),
         device=device,
     )
 
@@ -307,9 +306,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clinical", required=True, help="clinical.csv (er)")
     p.add_argument("--crops-dir", required=True)
     p.add_argument("--outdir", required=True, help="folder of {patient}.png and index.csv")
-    p.add_argument("--patients", nargs="*", default=[], help="ids (default: chosen by group)")
-    p.add_argument("--n-per-group", type=int, default=1)
-    p.add_argument("--cutoff", type=float, default=None, help="default: tune-split Youden")
+    p.add_argument("--settings", required=True, help="the config section gradcam as JSON")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=_cmd_gradcam)
 

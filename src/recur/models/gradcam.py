@@ -21,8 +21,10 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +41,7 @@ from recur.models.networks import (
     EnsembleNet,
     PrePostNet,
 )
+from recur.settings import from_section, section_defaults
 
 log = logging.getLogger(__name__)
 
@@ -215,23 +218,40 @@ def explain_patient(
     return maps
 
 
+@dataclass(frozen=True)
+class GradcamSettings:
+    """Which patients get a heat map: config section ``gradcam`` (meanings and defaults in
+    ``schemas/config.schema.yaml``; build with :meth:`from_config`)."""
+
+    patients: tuple[str, ...]
+    n_per_group: int
+    cutoff: float | None
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> GradcamSettings:
+        return from_section(cls, section, "gradcam")
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> GradcamSettings:
+        return cls.from_config(section_defaults("gradcam", **overrides))
+
+
 def run_gradcam(
     model: PrePostNet,
     predictions: pd.DataFrame,
     er: pd.Series,
     crops_dir: str | Path,
     outdir: str | Path,
+    settings: GradcamSettings,
     *,
-    cutoff: float | None = None,
-    n_per_group: int = 1,
-    patients: Sequence[str] = (),
     device: torch.device | str = "cpu",
 ) -> pd.DataFrame:
     """Write ``{patient}.png`` and ``index.csv`` for the selected patients into ``outdir``.
 
-    ``cutoff=None`` uses the Youden threshold of the tune split. ``outdir`` is replaced only
-    after every figure was drawn. Returns the index table.
+    ``settings.cutoff=None`` uses the Youden threshold of the tune split. ``outdir`` is
+    replaced only after every figure was drawn. Returns the index table.
     """
+    cutoff, n_per_group, patients = settings.cutoff, settings.n_per_group, settings.patients
     if cutoff is None:
         tune = predictions[predictions["split"] == "tune"]
         cutoff = youden_cutoff(er.reindex(tune["patient_id"]).to_numpy(), tune["score"])
