@@ -101,7 +101,9 @@ def main() -> None:
     import pandas as pd
 
     from recur.cohort.split import make_split, read_outcome, write_split
-    from toy_cohort import write_toy_cohort  # bench/ (the script's folder) is on sys.path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
+    from tests.fixtures import write_toy_cohort  # the tests' toy cohort (random crops)
 
     with tempfile.TemporaryDirectory(prefix="bench_train_data_") as tmp:
         n_test = max(4, args.patients // 8)

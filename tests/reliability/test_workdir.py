@@ -27,6 +27,7 @@ import sys
 import unicodedata
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,7 +67,11 @@ def _refusal(res: subprocess.CompletedProcess[str], *cohorts: Path) -> str:
 
 def _digests(work: Path) -> dict[str, str]:
     """sha256 of every file of the per-patient chain; a registration QC table without its
-    wall-clock ``seconds`` column (the one value that differs between two runs)."""
+    wall-clock ``seconds`` column (the one value that differs between two runs); a
+    registered image by its header and its voxels rounded to 1e-3 (a registration repeated
+    on a loaded machine was once seen to move voxels in the last bits, its .tfm unchanged)."""
+    import SimpleITK as sitk
+
     out = {}
     for sub in ("nifti", "masks", "registered"):
         for f in sorted((work / "results" / sub).rglob("*")):
@@ -75,6 +80,12 @@ def _digests(work: Path) -> dict[str, str]:
             data = f.read_bytes()
             if f.name == "qc.csv":
                 data = pd.read_csv(f).drop(columns=["seconds"]).to_csv(index=False).encode()
+            elif sub == "registered" and f.name.endswith(".nii.gz"):
+                img = sitk.ReadImage(str(f))
+                voxels = np.round(sitk.GetArrayFromImage(img).astype(np.float64), 3)
+                geometry = repr((img.GetSize(), img.GetSpacing(), img.GetOrigin()))
+                data = geometry.encode() + img.GetDirection().__repr__().encode()
+                data += voxels.tobytes()
             out[f.relative_to(work).as_posix()] = hashlib.sha256(data).hexdigest()
     return out
 
