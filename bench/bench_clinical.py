@@ -51,7 +51,7 @@ def clinical_rows(seed: int, n_train: int, n_test: tuple[int, ...], er_share) ->
     """The latent table with the clinical columns as ``recur synth`` writes them (blanks)."""
     from recur.synthetic.latent import CLINICAL_COLUMNS, blank_cells, random_stream, sample_latent
 
-    latent = sample_latent(n_train, list(n_test), seed, er_share)
+    latent = sample_latent(n_train, list(n_test), seed, er_share=er_share)
     shown = blank_cells(random_stream(seed, 99), latent.loc[:, list(CLINICAL_COLUMNS)])
     out = latent.copy()
     for col in shown.columns:

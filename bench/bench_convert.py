@@ -121,7 +121,7 @@ def run(repeats: int) -> pd.DataFrame:
             ("synthetic MR 30x192x192", mr, [None]),
         ]
         rows = []
-        settings = dicom_series.ConvertSettings(compression_level=1)
+        settings = dicom_series.ConvertSettings.defaults(compression_level=1)
         for name, folder, echoes in cases:
             out = tmp / "out"
             out.mkdir(exist_ok=True)

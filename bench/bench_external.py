@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     truth_csv = cohort.parent / "truth.csv"
     if not cohort.is_dir():
         cmd = [sys.executable, "-m", "recur", "synth", str(cohort), "--n-train", "2"]
+        cmd += ["--independent-outcomes"]
         cmd += ["--n-test", *map(str, a.n_test), "--seed", str(a.seed)]
         subprocess.run(cmd, check=True)
     bundle_dir = (a.study / "results" / "bundle").resolve()

@@ -37,9 +37,9 @@ from recur.margin.registration import CrossTimeRegistration, CrossTimeSettings, 
 def read_dp(folder: Path) -> sitk.Image:
     """The DP series of ``folder`` as a SimpleITK image."""
     try:
-        from recur.preprocess.dicom_series import SeriesReader
+        from recur.preprocess.dicom_series import ConvertSettings, SeriesReader
 
-        return SeriesReader()(folder).image
+        return SeriesReader(ConvertSettings.defaults())(folder).image
     except ImportError:
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="bench_margin_")
         root = Path(tmp.name)
         print(f"generating {n} synthetic patients in {root}", file=sys.stderr)
-        synth.write_cohort(root / "cohort", n_train=max(n - 2, 1), n_test=[2], seed=11)
+        synth.write_cohort(
+            root / "cohort", synth.SyntheticSettings(max(n - 2, 1), (2,), 11, er_share=None)
+        )
     per = run(root, a.repeats, a.limit, a.variants)
     summ = summarise(per)
     with pd.option_context("display.width", 120, "display.precision", 3):

@@ -29,7 +29,7 @@ import pandas as pd
 
 from recur.synthetic.anatomy import Grid
 from recur.synthetic.ceilings import outcome_ceilings
-from recur.synthetic.cohort import write_cohort
+from recur.synthetic.cohort import SyntheticSettings, write_cohort
 from recur.synthetic.dicom_writer import write_series
 from recur.synthetic.latent import sample_latent
 from recur.synthetic.sites import SITE_PROFILES
@@ -39,7 +39,7 @@ def ceilings(seeds: list[int], n: int, n_mc: int) -> pd.DataFrame:
     rows = []
     for seed in seeds:
         t0 = time.perf_counter()
-        lat = sample_latent(n, (20, 15), seed)
+        lat = sample_latent(n, (20, 15), seed, er_share=None)
         t_lat = time.perf_counter() - t0
         tr = lat[lat["cohort"] == "train"]
         c = outcome_ceilings(tr, n_mc=n_mc, seed=seed)
@@ -65,7 +65,8 @@ def generation(n_train: int, n_test: tuple[int, ...], workers: int, keep: Path |
     tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     out = (keep or tmp) / "cohort"
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
-    write_cohort(out, n_train=n_train, n_test=n_test, seed=2025, workers=workers)
+    settings = SyntheticSettings(n_train, tuple(n_test), 2025, er_share=None)
+    write_cohort(out, settings, workers=workers)
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     n = n_train + sum(n_test)

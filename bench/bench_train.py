@@ -100,7 +100,7 @@ def main() -> None:
     import numpy as np
     import pandas as pd
 
-    from recur.cohort.split import make_split, read_outcome, write_split
+    from recur.cohort.split import SplitSettings, read_outcome, split_cohort, write_split
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
     from tests.fixtures import write_toy_cohort  # the tests' toy cohort (random crops)
@@ -110,7 +110,8 @@ def main() -> None:
         paths = write_toy_cohort(
             tmp, args.patients - n_test, n_test, args.size, seed=0, signal=0.0, er_rate=0.3
         )
-        split = make_split(pd.read_csv(paths["patients"]), read_outcome(paths["clinical"]))
+        patients, er = pd.read_csv(paths["patients"]), read_outcome(paths["clinical"])
+        split = split_cohort(patients, er, SplitSettings.defaults())
         write_split(split, Path(tmp) / "split.csv")
         # a toy "measured margin" per patient (PrePost's auxiliary target by default)
         rng = np.random.default_rng(0)

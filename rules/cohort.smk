@@ -1,7 +1,7 @@
 # The cohort: the embedded synthetic one (generated) or the user's (validated in place).
 
 
-if config["cohort"]["source"] == "synthetic":
+if COHORT_SETTINGS.source == "synthetic":
 
     rule synth_cohort:
         output:
@@ -18,14 +18,10 @@ if config["cohort"]["source"] == "synthetic":
             mem_mb=2000,
             runtime=30,
         params:
-            n_train=config["synthetic"]["n_train"],
-            n_test=" ".join(str(n) for n in config["synthetic"]["n_test"]),
-            seed=config["synthetic"]["seed"],
-            er_share=synth_er_share_args(),
+            settings=section_json(config["synthetic"]),
         shell:
-            "python -m recur --threads {threads} synth {output.cohort:q} --n-train {params.n_train}"
-            " --n-test {params.n_test} --seed {params.seed} {params.er_share}"
-            " --truth {output.truth:q} > {log:q} 2>&1"
+            "python -m recur --threads {threads} synth {output.cohort:q}"
+            " --settings {params.settings:q} --truth {output.truth:q} > {log:q} 2>&1"
 
 
 rule validate_cohort:
@@ -45,9 +41,9 @@ rule validate_cohort:
         runtime=10,
     params:
         cohort_dir=lambda w, input: cohort_dir_of(input),
-        clinical=config["cohort"]["clinical"] if COHORT is not None else "clinical.csv",
-        series=config["cohort"]["series"] if COHORT is not None else "series.csv",
-        rois=config["cohort"]["rois"] if COHORT is not None else "rois.csv",
+        clinical=COHORT_TABLES["clinical"],
+        series=COHORT_TABLES["series"],
+        rois=COHORT_TABLES["rois"],
     shell:
         "python -m recur validate-cohort {params.cohort_dir:q} --clinical {params.clinical:q}"
         " --series {params.series:q} --rois {params.rois:q} --out {output:q} > {log:q} 2>&1"

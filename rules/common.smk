@@ -55,6 +55,12 @@ from recur.constants import (  # noqa: E402
     TIMEPOINTS,
 )
 from recur.errors import RecurError  # noqa: E402
+from recur.evaluate.settings import (  # noqa: E402
+    BootstrapSettings,
+    CalibrationSettings,
+    DecisionCurveSettings,
+    Table1Settings,
+)
 from recur.settings import section_json  # noqa: E402
 from recur.synthetic import sites as synthetic_sites  # noqa: E402
 
@@ -82,7 +88,13 @@ RECUR = "python -m recur"
 # Targets the default `all` rule collects; each rules file appends what it delivers.
 FINAL_TARGETS = []
 
-if config["cohort"]["source"] == "synthetic":
+try:
+    COHORT_SETTINGS = contract.CohortSettings.from_config(config["cohort"])
+except RecurError as exc:
+    refuse(str(exc))
+# File names of the cohort tables inside COHORT_DIR: the generator's or the configured ones.
+COHORT_TABLES = COHORT_SETTINGS.table_names()
+if COHORT_SETTINGS.source == "synthetic":
     COHORT_DIR = f"{RESULTS}/synthetic/cohort"
     TRUTH_CSV = f"{RESULTS}/synthetic/truth.csv"
     PATIENT_TABLE = synthetic_sites.planned_patients(
@@ -93,15 +105,13 @@ if config["cohort"]["source"] == "synthetic":
         config["synthetic"], len(PATIENT_TABLE)
     )
 else:
-    if not config["cohort"]["dir"]:
-        refuse("config: cohort.source is 'directory' but cohort.dir is not set")
-    COHORT_DIR = str(Path(config["cohort"]["dir"]).expanduser())
+    COHORT_DIR = str(Path(COHORT_SETTINGS.dir).expanduser())
     try:
         COHORT = contract.load_cohort(
             COHORT_DIR,
-            config["cohort"]["clinical"],
-            config["cohort"]["series"],
-            config["cohort"]["rois"],
+            COHORT_TABLES["clinical"],
+            COHORT_TABLES["series"],
+            COHORT_TABLES["rois"],
         )
     except RecurError as exc:
         # no path: the cohort dir may be named after a patient or a site (the user knows
@@ -110,9 +120,9 @@ else:
     PATIENT_TABLE = contract.cohort_summary(COHORT)
     COHORT_IDENTITY = cohort_record.directory_identity(
         {
-            config["cohort"]["clinical"]: COHORT.clinical,
-            config["cohort"]["series"]: COHORT.series,
-            config["cohort"]["rois"]: COHORT.rois,
+            COHORT_TABLES["clinical"]: COHORT.clinical,
+            COHORT_TABLES["series"]: COHORT.series,
+            COHORT_TABLES["rois"]: COHORT.rois,
         },
         len(PATIENT_TABLE),
     )
@@ -126,7 +136,7 @@ if workflow.is_main_process:
         _problem = cohort_record.record_problem(
             cohort_record.read_record(),
             COHORT_IDENTITY,
-            tables_edited=config["cohort"]["tables_edited"],
+            tables_edited=COHORT_SETTINGS.tables_edited,
         )
     except RecurError as exc:
         refuse(f"working directory: {exc}")
@@ -165,7 +175,7 @@ try:
     )
 except RecurError as exc:
     refuse(str(exc))
-ON_FAILURE = config["qc"]["on_failure"]
+ON_FAILURE = exclusions.QcSettings.from_config(config["qc"]).on_failure
 QC_EXCLUSIONS = f"{RESULTS}/qc/exclusions.csv"
 PATIENTS = exclusions.remaining_patients(
     list(PATIENT_TABLE["patient_id"]), CONFIG_EXCLUDED["patient_id"]
@@ -178,8 +188,7 @@ if COHORT is not None:
     try:
         split.check_trainable(
             COHORT.clinical[COHORT.clinical["patient_id"].isin(set(PATIENTS))],
-            fraction=config["split"]["tune_fraction"],
-            seed=config["split"]["seed"],
+            split.SplitSettings.from_config(config["split"]),
             folds=config["train"]["crossfit_folds"],
         )
     except RecurError as exc:
@@ -205,9 +214,9 @@ wildcard_constraints:
 
 def cohort_input(*names):
     """The cohort tables as inputs: generated files (synthetic) or the user's (directory)."""
-    if config["cohort"]["source"] == "synthetic":
+    if COHORT_SETTINGS.source == "synthetic":
         return [COHORT_DIR]
-    return [str(Path(COHORT_DIR) / config["cohort"][n]) for n in names]
+    return [str(Path(COHORT_DIR) / COHORT_TABLES[n]) for n in names]
 
 
 def series_dirs(wildcards):
@@ -283,7 +292,7 @@ def cohort_dir_of(input):
 
 
 # File name of the clinical table inside the cohort directory.
-CLINICAL_NAME = config["cohort"]["clinical"] if COHORT is not None else "clinical.csv"
+CLINICAL_NAME = COHORT_TABLES["clinical"]
 
 
 def clinical_csv(wildcards, input):
@@ -296,18 +305,12 @@ def tree_args(c):
     return f"--settings {shlex_quote(section_json(c))}"
 
 
-def synth_er_share_args():
-    """`recur synth`'s --er-share option from synthetic.er_share (empty when null)."""
-    share = config["synthetic"]["er_share"]
-    return "" if share is None else f"--er-share {share['train']} {share['test']}"
-
-
 def cohort_args():
     """Command-line arguments that tell a job where the cohort tables are."""
-    c = config["cohort"]
     return (
-        f"--cohort-dir {shlex_quote(COHORT_DIR)} --series-table {shlex_quote(c['series'])} "
-        f"--rois-table {shlex_quote(c['rois'])}"
+        f"--cohort-dir {shlex_quote(COHORT_DIR)}"
+        f" --series-table {shlex_quote(COHORT_TABLES['series'])}"
+        f" --rois-table {shlex_quote(COHORT_TABLES['rois'])}"
     )
 
 

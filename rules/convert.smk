@@ -38,29 +38,19 @@ rule convert:
         runtime=10,
     params:
         cohort_dir=COHORT_DIR,
-        series_table=config["cohort"]["series"] if COHORT is not None else "series.csv",
+        series_table=COHORT_TABLES["series"],
         outdir=lambda wc: f"{RESULTS}/nifti/{wc.patient}",
         # editing this patient's rows of series.csv reruns this job only: a changed
         # dicom_dir replaces its input link (newer than the outputs), a changed series_uid
         # this digest
         series_uids=series_uid_digest,
-        spacing_tolerance=config["convert"]["spacing_tolerance"],
-        orientation_tolerance=config["convert"]["orientation_tolerance"],
-        stack_tolerance_mm=config["convert"]["stack_tolerance_mm"],
-        min_slices=config["convert"]["min_slices"],
-        min_interval_days=config["convert"]["min_interval_days"],
-        compression_level=config["convert"]["compression_level"],
+        settings=section_json(config["convert"]),
         on_failure=ON_FAILURE,
     shell:
         "python -m recur --threads {threads} convert-patient --cohort-dir {params.cohort_dir:q}"
         " --series-table {params.series_table:q} --patient {wildcards.patient:q}"
         " --outdir {params.outdir:q}"
-        " --spacing-tolerance {params.spacing_tolerance}"
-        " --orientation-tolerance {params.orientation_tolerance}"
-        " --stack-tolerance-mm {params.stack_tolerance_mm}"
-        " --min-slices {params.min_slices}"
-        " --min-interval-days {params.min_interval_days}"
-        " --compression-level {params.compression_level}"
+        " --settings {params.settings:q}"
         " --on-failure {params.on_failure} > {log:q} 2>&1"
 
 

@@ -199,14 +199,12 @@ rule table2:
     params:
         clinical=clinical_csv,
         predictions=prediction_args,
-        bootstrap=config["evaluate"]["bootstrap"],
-        seed=config["evaluate"]["seed"],
-        ci_level=config["evaluate"]["ci_level"],
+        settings=BootstrapSettings.json(config["evaluate"]),
     shell:
         "python -m recur --threads {threads} table2 --clinical {params.clinical:q}"
         " --split {input.split:q} --predictions {params.predictions}"
-        " --cutoffs {input.cutoffs:q} --bootstrap {params.bootstrap} --seed {params.seed}"
-        " --ci-level {params.ci_level} --out {output.csv:q} --md {output.md:q}"
+        " --cutoffs {input.cutoffs:q} --settings {params.settings:q}"
+        " --out {output.csv:q} --md {output.md:q}"
         " --html {output.html:q} > {log:q} 2>&1"
 
 
@@ -268,12 +266,12 @@ rule calibration:
     params:
         clinical=clinical_csv,
         predictions=prediction_args,
-        frac=config["evaluate"]["lowess_frac"],
+        settings=CalibrationSettings.json(config["evaluate"]),
         figdir=lambda w, output: str(Path(output.png[0]).parent),
     shell:
         "python -m recur --threads {threads} calibration --clinical {params.clinical:q}"
         " --split {input.split:q} --predictions {params.predictions}"
-        " --lowess-frac {params.frac} --out {output.table:q} --figdir {params.figdir:q}"
+        " --settings {params.settings:q} --out {output.table:q} --figdir {params.figdir:q}"
         " > {log:q} 2>&1"
 
 
@@ -300,10 +298,11 @@ rule table1:
         runtime=5,
     params:
         clinical=clinical_csv,
-        alpha=config["evaluate"]["normality_alpha"],
+        settings=Table1Settings.json(config["evaluate"]),
     shell:
         "python -m recur --threads {threads} table1 --clinical {params.clinical:q}"
-        " --alpha {params.alpha} --out {output.csv:q} --md {output.md:q} > {log:q} 2>&1"
+        " --settings {params.settings:q} --out {output.csv:q} --md {output.md:q}"
+        " > {log:q} 2>&1"
 
 
 rule roc_figures:
@@ -358,13 +357,11 @@ rule dca_figures:
         clinical=clinical_csv,
         predictions=prediction_args,
         outdir=lambda w, output: str(Path(output.png[0]).parent),
-        dca_min=config["evaluate"]["dca_min"],
-        dca_max=config["evaluate"]["dca_max"],
-        dca_step=config["evaluate"]["dca_step"],
+        settings=DecisionCurveSettings.json(config["evaluate"]),
     shell:
         "python -m recur --threads {threads} figures --kind dca --clinical {params.clinical:q}"
         " --split {input.split:q} --predictions {params.predictions}"
-        " --dca-min {params.dca_min} --dca-max {params.dca_max} --dca-step {params.dca_step}"
+        " --settings {params.settings:q}"
         " --outdir {params.outdir:q} > {log:q} 2>&1"
 
 

@@ -41,13 +41,12 @@ rule split:
         runtime=5,
     params:
         clinical=clinical_csv,
-        fraction=config["split"]["tune_fraction"],
-        seed=config["split"]["seed"],
+        settings=section_json(config["split"]),
         exclude=" ".join(shlex_quote(p) for p in CONFIG_EXCLUDED["patient_id"]),
         qc=f"--qc-exclusions {QC_EXCLUSIONS}" if ON_FAILURE == "exclude" else "",
     shell:
         "python -m recur --threads {threads} split --patients {input.patients:q}"
-        " --clinical {params.clinical:q} --fraction {params.fraction} --seed {params.seed}"
+        " --clinical {params.clinical:q} --settings {params.settings:q}"
         " --exclude {params.exclude} {params.qc} --out {output:q} > {log:q} 2>&1"
 
 

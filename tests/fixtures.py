@@ -71,3 +71,11 @@ def write_toy_cohort(
     df[["patient_id", "site", "cohort"]].to_csv(paths["patients"], index=False)
     df[["patient_id", "er"]].to_csv(paths["clinical"], index=False)
     return paths
+
+
+def settings_option(section: str, **overrides) -> list[str]:
+    """``["--settings", JSON]``: config ``section`` as a rule passes it to its command (the
+    schema's defaults with ``overrides``)."""
+    from recur.settings import section_defaults, section_json
+
+    return ["--settings", section_json(section_defaults(section, **overrides))]

@@ -15,6 +15,15 @@ SCHEMA = config.load_schema()
 SECTIONS = sorted(SCHEMA["properties"])
 
 
+def test_every_top_level_key_has_a_reader():
+    objects = {k for k, v in SCHEMA["properties"].items() if "properties" in v}
+    values = set(SCHEMA["properties"]) - objects
+    assert objects == set(settings.SECTION_READERS), "sections without a settings class"
+    assert values == set(settings.VALUE_READERS), "top-level values without a reader"
+    for ref in settings.VALUE_READERS.values():
+        assert callable(settings.resolve(ref))
+
+
 @pytest.mark.parametrize("section", sorted(settings.SECTION_READERS))
 def test_every_schema_key_has_exactly_its_readers(section: str):
     keys = set(SCHEMA["properties"][section]["properties"])
@@ -31,6 +40,17 @@ def test_settings_classes_restate_no_default(section: str):
         for f in fields(cls):
             assert f.default is MISSING, (cls, f.name)
             assert f.default_factory is MISSING, (cls, f.name)
+
+
+@pytest.mark.parametrize("section", sorted(settings.SECTION_READERS))
+def test_the_schema_defaults_build_every_settings_class(section: str):
+    for cls in settings.reader_classes(section):
+        built = cls.defaults() if hasattr(cls, "defaults") else None
+        if isinstance(built, cls):
+            for f in fields(cls):
+                want = config.defaults()[section][f.name]
+                got = getattr(built, f.name)
+                assert got == (tuple(want) if isinstance(want, list) else want), f.name
 
 
 def test_from_section_takes_the_schema_defaults_and_overrides():

@@ -100,14 +100,45 @@ def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) 
 
 def defaults(schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """The full default configuration implied by the schema."""
+    return with_defaults({}, schema)
+
+
+def with_defaults(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``config`` (already checked) with every key it leaves out taken from the schema, as
+    Snakemake's ``validate(..., set_default=True)`` fills the workflow's config."""
     schema = schema or load_schema()
+
+    def merge(node: dict[str, Any], given: Any) -> Any:
+        if node.get("type") == "object" and "properties" in node and isinstance(given, dict):
+            filled = {
+                k: merge(sub, given[k]) if k in given else fill(sub)
+                for k, sub in node["properties"].items()
+            }
+            return filled | {k: v for k, v in given.items() if k not in node["properties"]}
+        return given
 
     def fill(node: dict[str, Any]) -> Any:
         if node.get("type") == "object" and "properties" in node:
             return {k: fill(v) for k, v in node["properties"].items()}
         return node.get("default")
 
-    return fill(schema)
+    return merge(schema, config)
+
+
+def load_config(path: str | Path | None = None) -> dict[str, Any]:
+    """A config YAML (the workflow's format) checked against the schema, every key filled
+    (the schema's defaults where it is silent); ``None``: the defaults alone. For commands a
+    person runs outside the workflow (``recur synth``, ``recur scan``, ``recur convert``)."""
+    if path is None:
+        return defaults()
+    try:
+        given = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise RecurError(f"config {Path(path).name}: cannot be read ({exc})") from None
+    if not isinstance(given, dict):
+        raise RecurError(f"config {Path(path).name}: expected a mapping of sections")
+    check_config(given)
+    return with_defaults(given)
 
 
 def reference_rows(schema: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:

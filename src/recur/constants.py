@@ -55,3 +55,11 @@ SPLIT_COLUMNS: tuple[str, ...] = ("patient_id", "site", "cohort", "split")
 #: per patient. ``recur predict``'s wide ``predictions.csv`` is another table
 #: (:data:`recur.deploy.predict.PREDICT_OUTPUT_COLUMNS`).
 SCORE_COLUMNS: tuple[str, ...] = ("patient_id", "cohort", "split", "score")
+
+#: File names of the cohort tables the synthetic generator writes (a user's cohort names its
+#: own: config ``cohort.clinical``, ``cohort.series``, ``cohort.rois``).
+SYNTHETIC_TABLES: dict[str, str] = {
+    "clinical": "clinical.csv",
+    "series": "series.csv",
+    "rois": "rois.csv",
+}

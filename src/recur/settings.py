@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from recur.errors import RecurError
 
@@ -64,9 +64,16 @@ def section_defaults(section: str, **overrides: Any) -> dict[str, Any]:
     return {**values, **overrides}
 
 
-def section_json(section: Mapping[str, Any]) -> str:
+def section_json(section: Mapping[str, Any], cls: type | None = None) -> str:
     """A config section as one compact JSON argument (keys sorted, so equal sections give
-    equal text and Snakemake's parameter check reruns a rule only on a real change)."""
+    equal text and Snakemake's parameter check reruns a rule only on a real change).
+
+    With ``cls``, only the keys that settings class reads: a rule whose command reads part
+    of a section (e.g. the bootstrap keys of ``evaluate``) then reruns only when that part
+    changes.
+    """
+    if cls is not None:
+        section = {k: section[k] for k in field_names(cls)}
     return json.dumps(dict(section), sort_keys=True, separators=(",", ":"))
 
 
@@ -81,25 +88,75 @@ def from_json(cls: type[T], text: str, name: str = "") -> T:
     return from_section(cls, section, name)
 
 
+class SectionSettings:
+    """Base of a settings dataclass that reads config section :attr:`SECTION` (or part of it):
+    :meth:`from_config` for the workflow and the commands, :meth:`defaults` for code outside
+    the workflow, :meth:`from_json` for a command given the section by :func:`section_json`."""
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def from_config(cls: type[T], section: Mapping[str, Any]) -> T:
+        return from_section(cls, section, cls.SECTION)  # type: ignore[attr-defined]
+
+    @classmethod
+    def defaults(cls: type[T], **overrides: Any) -> T:
+        """The schema's defaults with ``overrides`` (tests, bench scripts, a notebook)."""
+        return cls.from_config(section_defaults(cls.SECTION, **overrides))  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        return from_json(cls, text, cls.SECTION)  # type: ignore[attr-defined]
+
+    @classmethod
+    def config_keys(cls) -> tuple[str, ...]:
+        """The config keys this class reads."""
+        return field_names(cls)
+
+    @classmethod
+    def json(cls, section: Mapping[str, Any]) -> str:
+        """The part of ``section`` this class reads, as one JSON argument (:func:`section_json`)."""
+        return section_json(section, cls)
+
+
 #: Which settings classes read each config section (``module:Class``), and the keys of a
 #: section that the rules read themselves (DAG shape, a flag of one command). Together they
 #: cover every key of the schema: ``tests/test_settings.py`` checks it both ways.
 SECTION_READERS: dict[str, tuple[str, ...]] = {
+    "cohort": ("recur.cohort.contract:CohortSettings",),
+    "synthetic": ("recur.synthetic.cohort:SyntheticSettings",),
+    "scan": ("recur.cohort.scan:ScanSettings",),
     "clinical": ("recur.models.tabular:TabularSettings",),
     "dl_clinical": ("recur.models.tabular:TabularSettings",),
+    "evaluate": (
+        "recur.evaluate.settings:BootstrapSettings",
+        "recur.evaluate.settings:DecisionCurveSettings",
+        "recur.evaluate.settings:CalibrationSettings",
+        "recur.evaluate.settings:Table1Settings",
+    ),
+    "convert": ("recur.preprocess.dicom_series:ConvertSettings",),
+    "split": ("recur.cohort.split:SplitSettings",),
     "gradcam": ("recur.models.gradcam:GradcamSettings",),
+    "qc": ("recur.cohort.exclusions:QcSettings",),
 }
 RULE_KEYS: dict[str, tuple[str, ...]] = {
     "dl_clinical": ("stacking",),
 }
+#: The top-level keys that are not sections (a list or a single value) and the function
+#: that reads each.
+VALUE_READERS: dict[str, str] = {
+    "exclude": "recur.cohort.exclusions:config_exclusions",
+}
+
+
+def resolve(ref: str) -> Any:
+    """The object named by ``"module:name"``."""
+    import importlib
+
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def reader_classes(section: str) -> list[type]:
     """The settings classes registered for ``section`` in :data:`SECTION_READERS`."""
-    import importlib
-
-    out = []
-    for ref in SECTION_READERS.get(section, ()):
-        module, name = ref.split(":")
-        out.append(getattr(importlib.import_module(module), name))
-    return out
+    return [resolve(ref) for ref in SECTION_READERS.get(section, ())]

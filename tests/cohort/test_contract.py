@@ -9,7 +9,7 @@ import pytest
 
 from recur.cohort import contract
 from recur.cohort.contract import ContractError
-from recur.constants import PHASES, TIMEPOINTS
+from recur.constants import PHASES, SYNTHETIC_TABLES, TIMEPOINTS
 
 
 def clinical_rows(n_train: int = 4, n_test: int = 2) -> list[dict[str, str]]:
@@ -187,7 +187,7 @@ def write_cohort_tables(root: Path, n_train: int = 4, n_test: int = 2) -> list[s
 
 def test_load_cohort_roundtrip(tmp_path: Path):
     patients = write_cohort_tables(tmp_path)
-    cohort = contract.load_cohort(tmp_path)
+    cohort = contract.load_cohort(tmp_path, *SYNTHETIC_TABLES.values())
     assert cohort.patients == patients
     assert contract.series_row(cohort.series, "P002", "post", "DP")["dicom_dir"] == (
         "dicom/P002/post/DP"
@@ -203,7 +203,7 @@ def test_load_cohort_missing_dir_names_no_path(tmp_path: Path):
     with pytest.raises(
         ContractError, match=r"cohort directory \(cohort.dir\) does not exist"
     ) as exc:
-        contract.load_cohort(tmp_path / "nope")
+        contract.load_cohort(tmp_path / "nope", *SYNTHETIC_TABLES.values())
     assert str(tmp_path) not in str(exc.value)
 
 
@@ -269,7 +269,7 @@ def test_nfd_and_nfc_spellings_are_one_patient(tmp_path: Path):
         new = "Pe\u0301001" if name == "clinical.csv" else "P\u00e9001"
         df["patient_id"] = df["patient_id"].replace("P001", new)
         df.to_csv(tmp_path / name, index=False)
-    cohort = contract.load_cohort(tmp_path)
+    cohort = contract.load_cohort(tmp_path, *SYNTHETIC_TABLES.values())
     assert cohort.patients[0] == "P\u00e9001"
 
 

@@ -20,6 +20,7 @@ import pytest
 from recur.cohort import links as input_links
 from recur.errors import RecurError
 from recur.preprocess import convert, dicom_slice
+from recur.preprocess.dicom_series import ConvertSettings
 
 from ..preprocess.test_convert import write_stack
 
@@ -180,7 +181,9 @@ def test_post_acquisition_json_holds_the_day_offset_and_no_date(tmp_path):
 
     for tp, expected in (("pre", [-1, 0, 0, 0]), ("post", [41, 41, 41, 41])):
         out = tmp_path / "nifti" / tp
-        convert.convert_timepoint(root, "series.csv", "P1", tp, out)
+        convert.convert_timepoint(
+            root, "series.csv", "P1", tp, out, settings=ConvertSettings.defaults()
+        )
         text = (out / "acquisition.json").read_text()
         acq = json.loads(text)
         assert [acq[ph]["days_from_pre"] for ph in ("PS", "AP", "PVP", "DP")] == expected
@@ -195,7 +198,9 @@ def test_missing_pre_date_gives_a_null_offset(tmp_path, caplog):
         write_stack(root / f"post/{ph}", n=3)
         rows.append(f"P1,post,{ph},post/{ph}")
     (root / "series.csv").write_text("\n".join(rows) + "\n")  # no pre rows at all
-    convert.convert_timepoint(root, "series.csv", "P1", "post", tmp_path / "out")
+    convert.convert_timepoint(
+        root, "series.csv", "P1", "post", tmp_path / "out", settings=ConvertSettings.defaults()
+    )
     acq = json.loads((tmp_path / "out" / "acquisition.json").read_text())
     assert all(acq[ph]["days_from_pre"] is None for ph in acq)
     assert "no pre DP examination date" in caplog.text

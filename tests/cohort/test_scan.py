@@ -45,7 +45,7 @@ def test_load_patterns_from_config(tmp_path):
     assert pats["AP"].pattern == "phase ?1"
     assert pats["DP"].pattern == PATTERNS["DP"].pattern  # default kept
     cfg.write_text("scan:\n  phase_patterns:\n    XX: 'a'\n")
-    with pytest.raises(RecurError, match="unknown phase"):
+    with pytest.raises(RecurError, match="phase_patterns"):
         scan.load_patterns(cfg)
     cfg.write_text("scan:\n  phase_patterns:\n    AP: '(['\n")
     with pytest.raises(RecurError, match="not a valid regex"):

@@ -16,6 +16,8 @@ from recur.cohort import series_checks as sc
 from recur.constants import PHASES
 from recur.errors import RecurError
 from recur.preprocess import convert
+from recur.preprocess.dicom_series import ConvertSettings
+from tests.fixtures import settings_option
 
 from ..preprocess.test_convert import write_stack
 
@@ -330,7 +332,7 @@ def test_job_refuses_swapped_time_points_and_writes_nothing(tmp_path):
     root = _cohort(tmp_path / "cohort", post_date="20190302")  # 34 days before pre
     out = tmp_path / "nifti" / "P1"
     with pytest.raises(RecurError) as err:
-        convert.convert_patient(root, "series.csv", "P1", out)
+        convert.convert_patient(root, "series.csv", "P1", out, settings=ConvertSettings.defaults())
     assert str(err.value).startswith(
         "patient P1, post/DP, folder 'dicom/P1/post/DP': post acquired 34 days before pre"
     )
@@ -341,6 +343,7 @@ def test_job_exclude_marks_both_time_points_on_a_cross_time_point_refusal(tmp_pa
     root = _cohort(tmp_path / "cohort", post_date="20190302")
     out = tmp_path / "nifti" / "P1"
     argv = ["convert-patient", "--cohort-dir", str(root), "--patient", "P1", "--outdir", str(out)]
+    argv += settings_option("convert")
     assert main(argv) == 2
     assert _files(out) == []
     assert main([*argv, "--on-failure", "exclude"]) == 0
@@ -356,13 +359,12 @@ def test_job_min_interval_days_option(tmp_path):
     root = _cohort(tmp_path / "cohort", post_date="20190405")  # the pre day
     out = tmp_path / "nifti" / "P1"
     argv = ["convert-patient", "--cohort-dir", str(root), "--patient", "P1", "--outdir", str(out)]
-    assert main(argv) == 2  # default: at least 1 day
+    assert main([*argv, *settings_option("convert")]) == 2  # default: at least 1 day
     assert _files(out) == []
-    assert main([*argv, "--min-interval-days", "0"]) == 0
+    assert main([*argv, *settings_option("convert", min_interval_days=0)]) == 0
     acq = json.loads((out / "post" / "acquisition.json").read_text())
     assert {a["days_from_pre"] for a in acq.values()} == {0}
-    with pytest.raises(SystemExit):
-        main([*argv, "--min-interval-days", "-1"])
+    assert main([*argv, *settings_option("convert", min_interval_days=-1)]) == 2
 
 
 def test_job_notes_missing_times_and_dates_for_review(tmp_path, caplog):
@@ -370,7 +372,7 @@ def test_job_notes_missing_times_and_dates_for_review(tmp_path, caplog):
     root = _cohort(tmp_path / "cohort", post_date="", times=False)
     out = tmp_path / "nifti" / "P1"
     with caplog.at_level(logging.WARNING):
-        convert.convert_patient(root, "series.csv", "P1", out)
+        convert.convert_patient(root, "series.csv", "P1", out, settings=ConvertSettings.defaults())
     pre = json.loads((out / "pre" / "acquisition.json").read_text())
     post = json.loads((out / "post" / "acquisition.json").read_text())
     assert list(pre) == list(PHASES)  # phases only: readers iterate over them

@@ -9,6 +9,7 @@ import pytest
 from recur.cli.main import main
 from recur.cohort.split import crossfit_folds, make_split, read_outcome, read_split
 from recur.errors import RecurError
+from tests.fixtures import settings_option
 
 
 def _cohort(n_train: int = 100, n_pos: int = 30, n_test: int = 15):
@@ -88,7 +89,8 @@ def test_read_outcome_and_split_cli(tmp_path):
     assert read_outcome(tmp_path / "clinical.csv").to_dict() == er.to_dict()
     out = tmp_path / "splits" / "split.csv"
     cmd = ["split", "--patients", str(tmp_path / "patients.csv")]
-    cmd += ["--clinical", str(tmp_path / "clinical.csv"), "--seed", "9", "--out", str(out)]
+    cmd += ["--clinical", str(tmp_path / "clinical.csv"), *settings_option("split", seed=9)]
+    cmd += ["--out", str(out)]
     assert main(cmd) == 0
     s = read_split(out)
     assert (s["split"] == "tune").sum() == 8

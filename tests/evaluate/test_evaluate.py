@@ -79,7 +79,7 @@ def test_youden_cutoff_known_roc_and_tie_rule():
 def test_bootstrap_degenerate_all_correct_is_one_one():
     y = [0, 0, 0, 1, 1, 1]
     s = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
-    t = metrics.bootstrap_ci(y, s, cutoff=0.5, n_boot=500, seed=3).set_index("metric")
+    t = metrics.bootstrap_ci(y, s, cutoff=0.5, n_boot=500, seed=3, level=0.95).set_index("metric")
     assert list(t.index) == list(metrics.METRICS)
     assert (t["estimate"] == 1.0).all()
     assert (t["ci_low"] == 1.0).all()
@@ -112,7 +112,7 @@ def test_bootstrap_matches_slow_reference_loop():
     rng = np.random.default_rng(11)
     y = (rng.random(40) < 0.3).astype(int)
     s = np.round(np.clip(0.3 * y + rng.normal(0.4, 0.2, 40), 0, 1), 2)  # rounding: ties
-    t = metrics.bootstrap_ci(y, s, cutoff=0.5, n_boot=300, seed=5).set_index("metric")
+    t = metrics.bootstrap_ci(y, s, cutoff=0.5, n_boot=300, seed=5, level=0.95).set_index("metric")
     ref = _slow_bootstrap(y, s, 0.5, 300, 5)
     for m in metrics.METRICS:
         est = t.loc[m, "estimate"]
@@ -124,13 +124,13 @@ def test_bootstrap_matches_slow_reference_loop():
 
 
 def test_percentile_ci_contains_estimate_and_handles_undefined():
-    lo, hi, nu = metrics.percentile_ci(np.full(100, 0.9), 1.0)
+    lo, hi, nu = metrics.percentile_ci(np.full(100, 0.9), 1.0, 0.95)
     assert (lo, hi, nu) == (0.9, 1.0, 0)
-    lo, hi, nu = metrics.percentile_ci(np.array([np.nan, np.nan]), 0.5)
+    lo, hi, nu = metrics.percentile_ci(np.array([np.nan, np.nan]), 0.5, 0.95)
     assert math.isnan(lo)
     assert math.isnan(hi)
     assert nu == 2
-    lo, hi, nu = metrics.percentile_ci(np.array([np.nan, 0.2, 0.4]), 0.3)
+    lo, hi, nu = metrics.percentile_ci(np.array([np.nan, 0.2, 0.4]), 0.3, 0.95)
     assert nu == 1
     assert lo <= 0.3 <= hi
 
@@ -250,7 +250,7 @@ def test_calibration_intercept_slope_exact_cases():
 
 def test_calibration_curve_lowess_range():
     y, s = _grouped([(0.2, 1, 5), (0.5, 2, 4), (0.8, 4, 5)])
-    x, obs = metrics.calibration_curve_lowess(y, s)
+    x, obs = metrics.calibration_curve_lowess(y, s, frac=2 / 3)
     assert (np.diff(x) >= 0).all()
     assert ((obs >= 0) & (obs <= 1)).all()
     assert obs.shape == x.shape == (14,)
@@ -295,7 +295,7 @@ def test_table2_long_format_and_ci_contains_estimate(frame):
     tune = frame[frame["split"] == "tune"]
     assert cut.loc[0, "cutoff"] == metrics.youden_cutoff(tune["er"], tune["M1"])
     cutoffs = dict(zip(cut["model"], cut["cutoff"], strict=True))
-    t = tables.table2(frame, ["M1", "M2"], cutoffs, n_boot=200, seed=0)
+    t = tables.table2(frame, ["M1", "M2"], cutoffs, n_boot=200, seed=0, level=0.95)
     assert list(t.columns[:6]) == ["cohort", "model", "metric", "estimate", "ci_low", "ci_high"]
     assert len(t) == 5 * 2 * 7
     ok = t["estimate"].notna()

@@ -33,7 +33,10 @@ def frame() -> pd.DataFrame:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["roc", "dca", "calibration"])
 def test_cohort_figures_written_deterministic_no_metadata(frame, kind, tmp_path):
-    kw = {"thresholds": np.arange(0.05, 0.8, 0.05)} if kind == "dca" else {}
+    kw = {
+        "dca": {"thresholds": np.arange(0.05, 0.8, 0.05)},
+        "calibration": {"frac": 2 / 3},
+    }.get(kind, {})
     figures.cohort_figures(frame, ["M1", "M2"], kind, tmp_path / "a", **kw)
     figures.cohort_figures(frame, ["M1", "M2"], kind, tmp_path / "b", **kw)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())

@@ -13,7 +13,7 @@ from recur.evaluate import table1
 def test_continuous_normal_uses_t_test():
     a = stats.norm.ppf(np.linspace(0.05, 0.95, 20), loc=10, scale=2)
     b = stats.norm.ppf(np.linspace(0.05, 0.95, 25), loc=11, scale=2)
-    r = table1.compare_continuous(a, b)
+    r = table1.compare_continuous(a, b, 0.05)
     assert r["test"] == "t-test"
     assert r["normal"]
     assert r["p"] == pytest.approx(stats.ttest_ind(a, b).pvalue)
@@ -23,7 +23,7 @@ def test_continuous_normal_uses_t_test():
 def test_continuous_skewed_uses_mann_whitney_and_median_iqr():
     a = stats.expon.ppf(np.linspace(0.01, 0.99, 30))
     b = stats.norm.ppf(np.linspace(0.05, 0.95, 20), loc=1)
-    r = table1.compare_continuous(a, b)
+    r = table1.compare_continuous(a, b, 0.05)
     assert r["test"] == "Mann-Whitney U"
     assert r["p"] == pytest.approx(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
     med, q1, q3 = np.median(a), np.percentile(a, 25), np.percentile(a, 75)
@@ -31,7 +31,7 @@ def test_continuous_skewed_uses_mann_whitney_and_median_iqr():
 
 
 def test_continuous_tiny_group_is_not_called_normal():
-    r = table1.compare_continuous([1.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0])
+    r = table1.compare_continuous([1.0, 2.0], [1.0, 2.0, 3.0, 4.0, 5.0], 0.05)
     assert r["test"] == "Mann-Whitney U"
 
 
@@ -68,7 +68,7 @@ def test_table1_layout_counts_and_missing():
             "afp_ng_ml": [10.0] * 12,
         }
     )
-    t = table1.table1(clin)
+    t = table1.table1(clin, alpha=0.05)
     assert list(t.columns) == [
         "variable",
         "level",

@@ -11,6 +11,7 @@ import pytest
 from recur.cli import main as cli
 from recur.errors import RecurError
 from recur.models import tabular
+from tests.fixtures import settings_option
 
 SMALL = tabular.TabularSettings.defaults(
     estimator="extra_trees", n_estimators=40, min_samples_leaf=2, seed=1
@@ -200,8 +201,7 @@ def test_cli_end_to_end(tmp_path):
         *preds,
         "--cutoffs",
         str(d / "cutoffs.csv"),
-        "--bootstrap",
-        "200",
+        *settings_option("evaluate", bootstrap=200),
         "--out",
         str(d / "t2.csv"),
         "--md",
@@ -215,11 +215,21 @@ def test_cli_end_to_end(tmp_path):
     assert "[" in (d / "t2.md").read_text()
     run("delong", *common, *preds, "--out", str(d / "delong.csv"))
     assert len(pd.read_csv(d / "delong.csv")) == 5 * 6
-    run("calibration", *common, *preds, "--out", str(d / "cal.csv"), "--figdir", str(d / "cal"))
+    run(
+        "calibration",
+        *common,
+        *preds,
+        *settings_option("evaluate"),
+        "--out",
+        str(d / "cal.csv"),
+        "--figdir",
+        str(d / "cal"),
+    )
     run(
         "table1",
         "--clinical",
         str(d / "clinical.csv"),
+        *settings_option("evaluate"),
         "--out",
         str(d / "t1.csv"),
         "--md",

@@ -34,6 +34,7 @@ from recur.preprocess.dicom_geometry import (
     slice_normal,
 )
 from recur.preprocess.dicom_series import ConvertSettings, SeriesReader
+from tests.fixtures import settings_option
 
 # Fake identifying values written into every hand-made file; none may reach an output.
 SECRETS = {
@@ -159,7 +160,7 @@ def write_stack(
     return paths
 
 
-READ = SeriesReader()
+READ = SeriesReader(ConvertSettings.defaults())
 
 
 # --------------------------------------------------------------------------- pure geometry
@@ -314,7 +315,7 @@ def test_non_uniform_spacing_refused(tmp_path):
     with pytest.raises(RecurError, match="non-uniform slice spacing"):
         READ(tmp_path / "u")
     # accepted with a looser tolerance (0.6 mm off a 2 mm grid is 30 %)
-    res = SeriesReader(ConvertSettings(spacing_tolerance=0.35))(tmp_path / "u")
+    res = SeriesReader(ConvertSettings.defaults(spacing_tolerance=0.35))(tmp_path / "u")
     assert res.image.GetSpacing()[2] == pytest.approx(2.0)
 
 
@@ -388,7 +389,7 @@ def test_too_few_and_single_slice(tmp_path):
     write_stack(tmp_path / "one", n=1)
     with pytest.raises(RecurError, match="single slice"):
         READ(tmp_path / "one")
-    res = SeriesReader(ConvertSettings(allow_single_slice=True))(tmp_path / "one")
+    res = SeriesReader(ConvertSettings.defaults(), allow_single_slice=True)(tmp_path / "one")
     assert res.image.GetSize() == (5, 6, 1)
     assert res.image.GetSpacing()[2] == pytest.approx(2.0)  # SliceThickness
 
@@ -468,7 +469,7 @@ def _assert_deidentified(path: Path) -> None:
 def test_written_nifti_is_deidentified_and_round_trips(tmp_path):
     write_stack(tmp_path / "s", n=4, orientation=_oblique(20), slope=1, intercept=-3)
     out = tmp_path / "out" / "s.nii.gz"
-    res = convert.convert_series(tmp_path / "s", out)
+    res = convert.convert_series(tmp_path / "s", out, settings=ConvertSettings.defaults())
     _assert_deidentified(out)
     back = sitk.ReadImage(str(out))
     assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(res.image))
@@ -482,7 +483,7 @@ def test_metadata_of_an_image_is_stripped_on_write(tmp_path):
     img.SetMetaData("descrip", "Doe^Jane 20190405")
     img.SetMetaData("ITK_FileNotes", "Doe^Jane")
     out = tmp_path / "x.nii.gz"
-    convert.write_deidentified_nifti(img, out)
+    convert.write_deidentified_nifti(img, out, 1)
     _assert_deidentified(out)
     assert b"Doe" not in gzip.decompress(out.read_bytes())
 
@@ -510,7 +511,9 @@ def test_convert_timepoint_writes_all_files(tmp_path, caplog):
     root = _cohort(tmp_path)
     out = tmp_path / "nifti" / "P1" / "pre"
     with caplog.at_level(logging.DEBUG):
-        res = convert.convert_timepoint(root, "series.csv", "P1", "pre", out)
+        res = convert.convert_timepoint(
+            root, "series.csv", "P1", "pre", out, settings=ConvertSettings.defaults()
+        )
     assert sorted(p.name for p in out.iterdir()) == [
         "AP.nii.gz",
         "DP.nii.gz",
@@ -545,7 +548,9 @@ def test_convert_timepoint_all_or_nothing(tmp_path):
     with pytest.raises(
         RecurError, match=r"patient P1, pre/PVP, folder 'dicom/P1/pre/PVP': 1 missing slice"
     ):
-        convert.convert_timepoint(root, "series.csv", "P1", "pre", out)
+        convert.convert_timepoint(
+            root, "series.csv", "P1", "pre", out, settings=ConvertSettings.defaults()
+        )
     assert not out.exists() or list(out.iterdir()) == []
 
 
@@ -583,7 +588,7 @@ def test_reader_parses_a_folder_once_for_two_series(tmp_path):
     folder = tmp_path / "both"
     write_stack(folder, n=3, series_uid="1.2.3.4.1", seed=1)
     write_stack(folder, n=4, series_uid="1.2.3.4.2", seed=2, intercept=5, slope=1)
-    reader = SeriesReader()
+    reader = SeriesReader(ConvertSettings.defaults())
     first = reader(folder, series_uid="1.2.3.4.1")
     kept = [s.ds for s in reader._last[1]]  # alive, so that no new object can reuse their ids
     parsed = {id(ds) for ds in kept}
@@ -663,14 +668,18 @@ def _patient_cohort(tmp_path: Path, broken: str | None = None) -> Path:
 def test_convert_patient_writes_both_time_points_like_convert_timepoint(tmp_path):
     root = _patient_cohort(tmp_path)
     out = tmp_path / "nifti" / "P1"
-    res = convert.convert_patient(root, "series.csv", "P1", out)
+    res = convert.convert_patient(
+        root, "series.csv", "P1", out, settings=ConvertSettings.defaults()
+    )
     assert list(res) == ["pre", "post"]
     for tp in ("pre", "post"):
         names = sorted(p.name for p in (out / tp).iterdir())
         assert names == ["AP.nii.gz", "DP.nii.gz", "PS.nii.gz", "PVP.nii.gz", "acquisition.json"]
         # the same bytes as one time point converted alone (same reader, same writer)
         alone = tmp_path / "alone" / tp
-        convert.convert_timepoint(root, "series.csv", "P1", tp, alone)
+        convert.convert_timepoint(
+            root, "series.csv", "P1", tp, alone, settings=ConvertSettings.defaults()
+        )
         for f in (out / tp).iterdir():
             assert f.read_bytes() == (alone / f.name).read_bytes(), (tp, f.name)
     acq = json.loads((out / "post" / "acquisition.json").read_text())
@@ -683,7 +692,7 @@ def test_convert_patient_all_or_nothing_across_time_points(tmp_path):
     with pytest.raises(
         RecurError, match=r"patient P1, post/PVP, folder 'dicom/P1/post/PVP': 1 missing slice"
     ):
-        convert.convert_patient(root, "series.csv", "P1", out)
+        convert.convert_patient(root, "series.csv", "P1", out, settings=ConvertSettings.defaults())
     # the pre time point converted fine, but nothing (not even a temporary file) is left
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
 
@@ -694,9 +703,14 @@ def test_cli_convert_patient_exclude_keeps_the_good_time_point(tmp_path):
     root = _patient_cohort(tmp_path, broken="pre/AP")
     out = tmp_path / "nifti" / "P1"
     argv = ["convert-patient", "--cohort-dir", str(root), "--patient", "P1", "--outdir", str(out)]
-    assert main(argv) == 2  # stop (default): refused, nothing written
+    assert (
+        main([*argv, *settings_option("convert")]) == 2
+    )  # stop (default): refused, nothing written
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
-    assert main([*argv, "--on-failure", "exclude", "--compression-level", "6"]) == 0
+    assert (
+        main([*argv, "--on-failure", "exclude", *settings_option("convert", compression_level=6)])
+        == 0
+    )
     pre = convert.timepoint_outputs(out / "pre")
     assert all(exclusions.is_placeholder(p) for p in pre)
     (record,) = exclusions.read_placeholder(pre[0])
@@ -796,7 +810,7 @@ ANATOMICAL = [
 @pytest.mark.parametrize("case", ANATOMICAL)
 def test_dicom2nifti_anatomical_match_ground_truth(testdata, case):
     folder = testdata / D2N / case
-    res = SeriesReader(ConvertSettings(allow_single_slice=True))(folder)
+    res = SeriesReader(ConvertSettings.defaults(), allow_single_slice=True)(folder)
     ref = sitk.ReadImage(str(folder.parent / f"{folder.name}_ground_truth.nii.gz"))
     _same_world_grid(res.image, ref)
 
@@ -824,7 +838,7 @@ def test_every_failing_case_is_listed(testdata):
 def test_dicom2nifti_failing_refused(testdata, case):
     context = f"folder 'failing/{case}'"
     with pytest.raises(RecurError) as exc:
-        SeriesReader(ConvertSettings(allow_single_slice=True))(
+        SeriesReader(ConvertSettings.defaults(), allow_single_slice=True)(
             testdata / D2N / "failing" / case, context=context
         )
     msg = str(exc.value)
@@ -853,17 +867,6 @@ def test_hcc_ct_converts_like_simpleitk(testdata, tmp_path):
     assert ref.GetDirection() == pytest.approx(img.GetDirection(), abs=1e-6)
     assert ref.GetSpacing() == pytest.approx(img.GetSpacing(), abs=1e-4)
     assert np.array_equal(sitk.GetArrayFromImage(ref).astype(np.int32), arr.astype(np.int32))
-
-
-def test_schema_defaults_match_convert_settings(repo_root):
-    import yaml
-
-    schema = yaml.safe_load((repo_root / "schemas" / "config.schema.yaml").read_text())
-    props = schema["properties"]["convert"]["properties"]
-    defaults = ConvertSettings()
-    for key, spec in props.items():
-        assert getattr(defaults, key) == spec["default"], key
-        assert spec["description"]
 
 
 @pytest.mark.slow

@@ -145,7 +145,10 @@ def write_canary_cohort(parent: Path) -> Path:
 
     cohort = parent / CANARY_COHORT_DIR
     synth.write_cohort(
-        cohort, N_TRAIN, list(N_TEST), seed=SEED, truth_path=parent / "truth.csv", workers=2
+        cohort,
+        synth.SyntheticSettings(N_TRAIN, tuple(N_TEST), SEED, er_share=None),
+        truth_path=parent / "truth.csv",
+        workers=2,
     )
     plant_canaries(cohort)
     rename_folders(cohort)

@@ -72,7 +72,10 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("consistency")
     cohort = root / "cohort"
     synth.write_cohort(
-        cohort, N_TRAIN, list(N_TEST), seed=SEED, truth_path=root / "truth.csv", workers=2
+        cohort,
+        synth.SyntheticSettings(N_TRAIN, tuple(N_TEST), SEED, er_share=None),
+        truth_path=root / "truth.csv",
+        workers=2,
     )
     series = pd.read_csv(cohort / "series.csv", dtype=str, keep_default_na=False)
     _mistaken_series(series).to_csv(cohort / "series_mistakes.csv", index=False)

@@ -99,11 +99,8 @@ def running(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path):
     cohort_b = root / "cohort B"
     synth.write_cohort(
         cohort_b,
-        6,
-        [2, 2],
-        seed=16,
+        synth.SyntheticSettings(6, (2, 2), 16, er_share={"train": 0.5, "test": 0.5}),
         truth_path=root / "truth_b.csv",
-        er_share={"train": 0.5, "test": 0.5},
     )
     ref, work = root / "ref", root / "work"
     for d in (ref, work):

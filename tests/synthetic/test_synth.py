@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 
 from recur.cohort import contract
-from recur.constants import PHASES, TIMEPOINTS
+from recur.constants import PHASES, SYNTHETIC_TABLES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.synthetic.acquisition import Motion, _smooth_field
 from recur.synthetic.anatomy import (
@@ -40,7 +40,7 @@ from recur.synthetic.ceilings import (
     learnable_ceilings,
     outcome_ceilings,
 )
-from recur.synthetic.cohort import load_truth, write_cohort, write_patient
+from recur.synthetic.cohort import SyntheticSettings, load_truth, write_cohort, write_patient
 from recur.synthetic.dicom_writer import _LAST, _PRIVATE_CREATOR
 from recur.synthetic.latent import (
     CLINICAL_COLUMNS,
@@ -134,7 +134,7 @@ def test_smooth_field_is_standardised_and_smooth():
 # --------------------------------------------------------------------------- latent model
 @pytest.fixture(scope="module")
 def latent2000() -> pd.DataFrame:
-    return sample_latent(2000, (20, 15), seed=11)
+    return sample_latent(2000, (20, 15), seed=11, er_share=None)
 
 
 def test_latent_resembles_table1(latent2000: pd.DataFrame):
@@ -180,9 +180,9 @@ def test_latent_risk_decomposition(latent2000: pd.DataFrame):
 
 
 def test_latent_is_deterministic_and_seed_dependent():
-    a = sample_latent(30, (5,), seed=1)
-    b = sample_latent(30, (5,), seed=1)
-    c = sample_latent(30, (5,), seed=2)
+    a = sample_latent(30, (5,), seed=1, er_share=None)
+    b = sample_latent(30, (5,), seed=1, er_share=None)
+    c = sample_latent(30, (5,), seed=2, er_share=None)
     pd.testing.assert_frame_equal(a, b)
     assert not a["p"].equals(c["p"])
 
@@ -238,7 +238,7 @@ def test_er_count():
 
 
 def test_er_share_fixes_the_paper_counts():
-    free = sample_latent(254, (20, 15), seed=2025)
+    free = sample_latent(254, (20, 15), seed=2025, er_share=None)
     fixed = sample_latent(254, (20, 15), seed=2025, er_share=PAPER_ER_SHARE)
     counts = fixed.groupby("cohort")["er"].agg(["sum", "count"])
     assert counts.loc["train"].tolist() == [59, 254]  # paper, Table 1: 59 of 254
@@ -341,7 +341,7 @@ def test_blank_cells_rate():
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "cohort"
-    write_cohort(root, n_train=N_TRAIN, n_test=N_TEST, seed=SEED, workers=2)
+    write_cohort(root, SyntheticSettings(N_TRAIN, tuple(N_TEST), SEED, er_share=None), workers=2)
     return root
 
 
@@ -368,7 +368,7 @@ def test_cohort_layout_and_contract(cohort: Path):
     ]
     assert (cohort.parent / "truth.csv").is_file()
     assert not any(p.name.startswith(".") for p in cohort.parent.iterdir())  # no leftovers
-    c = contract.load_cohort(cohort)
+    c = contract.load_cohort(cohort, *SYNTHETIC_TABLES.values())
     planned = planned_patients(N_TRAIN, N_TEST)
     assert c.patients == list(planned["patient_id"])
     assert list(c.clinical["site"]) == list(planned["site"])
@@ -447,7 +447,7 @@ def test_acquisition_time_and_numbering(cohort: Path):
 
 @pytest.mark.slow
 def test_sitk_geometry_matches_masks(cohort: Path):
-    c = contract.load_cohort(cohort)
+    c = contract.load_cohort(cohort, *SYNTHETIC_TABLES.values())
     for pid in c.patients:
         for tp in TIMEPOINTS:
             mask = sitk.ReadImage(str(contract.roi_path(c.rois, c.root, pid, tp)))
@@ -585,7 +585,7 @@ def _tree_hash(root: Path) -> str:
 
 @pytest.mark.slow
 def test_same_seed_identical_other_seed_different(cohort: Path, tmp_path: Path):
-    latent = sample_latent(N_TRAIN, N_TEST, SEED)
+    latent = sample_latent(N_TRAIN, N_TEST, SEED, er_share=None)
     # first patient of siteC: it stores half its series RLE-compressed, whose encoder must not
     # draw fresh random UIDs
     rle = N_TRAIN + N_TEST[0]
@@ -623,7 +623,7 @@ def test_same_seed_identical_other_seed_different(cohort: Path, tmp_path: Path):
 
 def test_write_cohort_refuses_bad_sizes_and_leaves_nothing(tmp_path: Path):
     with pytest.raises(RecurError, match="external test sites"):
-        write_cohort(tmp_path / "cohort", n_train=4, n_test=(2,) * 6, seed=1)
+        write_cohort(tmp_path / "cohort", SyntheticSettings(4, (2,) * 6, 1, er_share=None))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -641,7 +641,7 @@ def test_same_bytes_whatever_the_blas_thread_count(tmp_path: Path):
     """Multi-threaded BLAS may round differently; the generator must not depend on it."""
     from threadpoolctl import threadpool_limits
 
-    latent = sample_latent(N_TRAIN, N_TEST, SEED)
+    latent = sample_latent(N_TRAIN, N_TEST, SEED, er_share=None)
     index = N_TRAIN + N_TEST[0]  # a siteC patient (RLE series too)
     row = latent.iloc[index].to_dict()
     hashes = []

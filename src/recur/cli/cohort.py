@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from recur.cli.sections import add_settings, schema_default
+
 log = logging.getLogger("recur")
 
 
@@ -45,29 +47,18 @@ def _cmd_config_doc(a: argparse.Namespace) -> None:
 def _cmd_split(a: argparse.Namespace) -> None:
     import pandas as pd
 
-    from recur.cohort import split
+    from recur.cohort import exclusions, split
 
     patients = pd.read_csv(a.patients, dtype={"patient_id": str})
-    patients = _drop_excluded(patients, a)
-    table = split.make_split(patients, split.read_outcome(a.clinical), a.fraction, a.seed)
+    qc_excluded = exclusions.read_exclusions(a.qc_exclusions)["patient_id"]
+    table = split.split_cohort(
+        patients,
+        split.read_outcome(a.clinical),
+        split.SplitSettings.from_json(a.settings),
+        excluded=[*a.exclude, *qc_excluded],
+    )
     split.write_split(table, a.out)
     log.info("split: %s", table["split"].value_counts().to_dict())
-
-
-def _add_exclusion_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--exclude", nargs="*", default=[], help="patient ids excluded by config")
-    p.add_argument("--qc-exclusions", default=None, help="exclusions.csv (qc-exclusions)")
-
-
-def _drop_excluded(patients, a: argparse.Namespace):
-    """``patients`` without the config- and QC-excluded ids (split)."""
-    from recur.cohort import exclusions
-
-    qc = exclusions.read_exclusions(a.qc_exclusions)
-    drop = set(a.exclude) | set(qc["patient_id"])
-    if drop:
-        log.info("split: %d patient(s) excluded: %s", len(drop), ", ".join(sorted(drop)))
-    return patients[~patients["patient_id"].isin(drop)].reset_index(drop=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,9 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("validate-cohort", help="check a cohort directory against the contract")
     p.add_argument("cohort_dir")
-    p.add_argument("--clinical", default="clinical.csv")
-    p.add_argument("--series", default="series.csv")
-    p.add_argument("--rois", default="rois.csv")
+    for table in ("clinical", "series", "rois"):
+        p.add_argument(
+            f"--{table}", default=schema_default("cohort", table), help=f"cohort.{table}"
+        )
     p.add_argument("--no-outcome", action="store_true", help="outcome columns not required")
     p.add_argument("--out", required=True, help="patients table to write (id, site, cohort)")
     p.set_defaults(func=_cmd_validate_cohort)
@@ -93,8 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("split", help="tuning split of the training cohort (split.csv)")
     p.add_argument("--patients", required=True, help="patients.csv (patient_id, site, cohort)")
     p.add_argument("--clinical", required=True, help="clinical.csv (patient_id, er)")
-    p.add_argument("--fraction", type=float, default=0.2, help="share of train put in tune")
-    p.add_argument("--seed", type=int, default=42)
+    add_settings(p, "split")
     p.add_argument("--out", required=True)
-    _add_exclusion_args(p)
+    p.add_argument("--exclude", nargs="*", default=[], help="patient ids excluded by config")
+    p.add_argument("--qc-exclusions", help="exclusions.csv (qc-exclusions)")
     p.set_defaults(func=_cmd_split)

@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+from recur.cli.sections import schema_default
 from recur.constants import PHASES
 from recur.errors import RecurError
 
@@ -136,8 +137,8 @@ def add_on_failure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--on-failure",
         choices=("stop", "exclude"),
-        default="stop",
-        help="on a refused input: stop with the message (default) or record the patient as "
+        default=schema_default("qc", "on_failure"),
+        help="on a refused input: stop with the message (qc.on_failure) or record the patient as "
         "excluded (placeholder outputs holding the reason; see docs/guide/reporting.md)",
     )
 

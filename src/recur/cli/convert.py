@@ -8,27 +8,18 @@ import logging
 from pathlib import Path
 
 from recur.cli.common import add_on_failure, excludable, exclusion_guard
+from recur.cli.sections import add_settings, schema_default, section_of
 from recur.constants import TIMEPOINTS
 
 log = logging.getLogger("recur")
 
 
-_CONVERT_SETTINGS = (
-    "spacing_tolerance",
-    "orientation_tolerance",
-    "stack_tolerance_mm",
-    "min_slices",
-    "allow_single_slice",
-    "compression_level",
-)
-
-
 def _convert_settings(a: argparse.Namespace):  # -> recur.preprocess.dicom_series.ConvertSettings
-    """Settings from the options given; the others keep ConvertSettings' defaults."""
+    """``--settings`` (a rule) or ``--config`` (a person), then the options given."""
     from recur.preprocess.dicom_series import ConvertSettings
 
-    given = {k: getattr(a, k) for k in _CONVERT_SETTINGS if getattr(a, k) is not None}
-    return ConvertSettings(**given)
+    given = {k: getattr(a, k, None) for k in ConvertSettings.config_keys()}
+    return ConvertSettings.from_config(section_of(a, "convert", **given))
 
 
 def _cmd_convert(a: argparse.Namespace) -> None:
@@ -40,6 +31,7 @@ def _cmd_convert(a: argparse.Namespace) -> None:
         series_uid=a.series_uid,
         echo=a.echo,
         settings=_convert_settings(a),
+        allow_single_slice=a.allow_single_slice,
         context=f"folder '{a.dicom_dir}'",
     )
     size = "x".join(str(v) for v in res.image.GetSize())
@@ -62,13 +54,10 @@ def _cmd_convert_timepoint(a: argparse.Namespace) -> None:
 
 
 def _cmd_convert_patient(a: argparse.Namespace) -> None:
-    import dataclasses
-
     from recur.preprocess import convert
+    from recur.preprocess.dicom_series import ConvertSettings
 
-    settings = _convert_settings(a)
-    if a.min_interval_days is not None:
-        settings = dataclasses.replace(settings, min_interval_days=a.min_interval_days)
+    settings = ConvertSettings.from_json(a.settings)
     done = convert.convert_patient(
         Path(a.cohort_dir),
         a.series_table,
@@ -83,47 +72,18 @@ def _cmd_convert_patient(a: argparse.Namespace) -> None:
         log.info("patient %s %s: %s", a.patient, tp, state)
 
 
-def _add_convert_settings(p: argparse.ArgumentParser) -> None:
-    """Options of the geometry checks (defaults: recur.preprocess.dicom_series.ConvertSettings,
-    which the schema's ``convert:`` section mirrors); no heavy import at parser-build time."""
-    p.add_argument(
-        "--spacing-tolerance",
-        type=float,
-        help="largest distance of a slice from the regular grid, as a fraction of the step "
-        "(default 0.05)",
-    )
-    p.add_argument(
-        "--orientation-tolerance",
-        type=float,
-        help="largest difference of direction cosines between slices (default 0.001)",
-    )
-    p.add_argument(
-        "--stack-tolerance-mm",
-        type=float,
-        help="largest in-plane offset (mm) of a slice from the normal through the first "
-        "(default 0.1)",
-    )
-    p.add_argument("--min-slices", type=int, help="fewest slices of a volume (default 3)")
-    p.add_argument(
-        "--allow-single-slice",
-        action="store_true",
-        default=None,
-        help="accept a series of exactly one slice",
-    )
-    p.add_argument(
-        "--compression-level",
-        type=int,
-        choices=range(1, 10),
-        metavar="1..9",
-        help="gzip level of .nii.gz output (default 1: fastest)",
-    )
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+def _add_convert_options(p: argparse.ArgumentParser) -> None:
+    """``--config`` / ``--settings`` and options overriding single keys of ``convert`` (the
+    meanings: ``recur config-doc``); no heavy import at parser-build time."""
+    add_settings(p, "convert", person=True)
+    for key, kind in (
+        ("spacing_tolerance", float),
+        ("orientation_tolerance", float),
+        ("stack_tolerance_mm", float),
+        ("min_slices", int),
+        ("compression_level", int),
+    ):
+        p.add_argument("--" + key.replace("_", "-"), type=kind, help=f"convert.{key}")
 
 
 def _add_cohort_series(p: argparse.ArgumentParser) -> None:
@@ -131,7 +91,7 @@ def _add_cohort_series(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cohort-dir", required=True)
     p.add_argument(
         "--series-table",
-        default="series.csv",
+        default=schema_default("cohort", "series"),
         help="series table (relative to the cohort dir unless absolute)",
     )
     p.add_argument("--patient", required=True)
@@ -144,7 +104,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="NIfTI file to write (.nii.gz or .nii)")
     p.add_argument("--series-uid", help="SeriesInstanceUID to take when the folder holds several")
     p.add_argument("--echo", type=int, help="EchoNumbers to take from a multi-echo series")
-    _add_convert_settings(p)
+    p.add_argument(
+        "--allow-single-slice", action="store_true", help="accept a series of exactly one slice"
+    )
+    _add_convert_options(p)
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser(
@@ -155,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--outdir", required=True, help="where {PS,AP,PVP,DP}.nii.gz and acquisition.json go"
     )
-    _add_convert_settings(p)
+    _add_convert_options(p)
     add_on_failure(p)
     p.set_defaults(func=excludable(_cmd_convert_timepoint, "convert"))
 
@@ -170,12 +133,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the patient's folder: {pre,post}/{PS,AP,PVP,DP}.nii.gz and acquisition.json go here",
     )
     p.add_argument("--timepoints", nargs="+", choices=TIMEPOINTS, default=list(TIMEPOINTS))
-    _add_convert_settings(p)
-    p.add_argument(
-        "--min-interval-days",
-        type=_non_negative_int,
-        help="fewest days from the pre DP to the post series; fewer (or post before pre: "
-        "swapped time points?) are refused (default 1)",
-    )
+    add_settings(p, "convert")
     add_on_failure(p)
     p.set_defaults(func=_cmd_convert_patient)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from recur.cli.common import add_evaluation_inputs, write_csv
+from recur.cli.sections import add_settings
 from recur.errors import RecurError
 
 
@@ -46,16 +47,23 @@ def _cmd_cutoffs(a: argparse.Namespace) -> None:
 
 def _cmd_table2(a: argparse.Namespace) -> None:
     from recur.evaluate import tables
+    from recur.evaluate.settings import BootstrapSettings
     from recur.io import write_text_atomic
 
+    st = BootstrapSettings.from_json(a.settings)
     frame, models = _eval_frame(a)
     long = tables.table2(
-        frame, models, _read_cutoffs(a.cutoffs), n_boot=a.bootstrap, seed=a.seed, level=a.ci_level
+        frame,
+        models,
+        _read_cutoffs(a.cutoffs),
+        n_boot=st.bootstrap,
+        seed=st.seed,
+        level=st.ci_level,
     )
     wide = tables.table2_wide(long)
     note = (
-        f"\nEstimate [{a.ci_level:.0%} CI]; stratified percentile bootstrap, "
-        f"{a.bootstrap} resamples, seed {a.seed}; cutoffs = Youden index on the tuning "
+        f"\nEstimate [{st.ci_level:.0%} CI]; stratified percentile bootstrap, "
+        f"{st.bootstrap} resamples, seed {st.seed}; cutoffs = Youden index on the tuning "
         "split. NA = undefined (0/0).\n"
     )
     write_csv(long, a.out)
@@ -72,32 +80,36 @@ def _cmd_delong(a: argparse.Namespace) -> None:
 
 def _cmd_calibration(a: argparse.Namespace) -> None:
     from recur.evaluate import figures, tables
+    from recur.evaluate.settings import CalibrationSettings
 
+    st = CalibrationSettings.from_json(a.settings)
     frame, models = _eval_frame(a)
     table = tables.calibration_table(frame, models)
-    figures.cohort_figures(frame, models, "calibration", a.figdir, frac=a.lowess_frac)
+    figures.cohort_figures(frame, models, "calibration", a.figdir, frac=st.lowess_frac)
     write_csv(table, a.out)
 
 
 def _cmd_table1(a: argparse.Namespace) -> None:
     from recur.evaluate import readers, table1
+    from recur.evaluate.settings import Table1Settings
     from recur.io import write_text_atomic
 
-    t = table1.table1(readers.read_clinical(a.clinical), alpha=a.alpha)
+    st = Table1Settings.from_json(a.settings)
+    t = table1.table1(readers.read_clinical(a.clinical), alpha=st.normality_alpha)
     write_csv(t, a.out)
     write_text_atomic(a.md, table1.to_markdown(t))
 
 
 def _cmd_figures(a: argparse.Namespace) -> None:
-    import numpy as np
-
     from recur.evaluate import figures
+    from recur.evaluate.settings import DecisionCurveSettings
 
     frame, models = _eval_frame(a)
     thresholds = None
     if a.kind == "dca":
-        thresholds = np.round(np.arange(a.dca_min, a.dca_max + a.dca_step / 2, a.dca_step), 6)
-        thresholds = thresholds[thresholds < 1]
+        if not a.settings:
+            raise RecurError("figures --kind dca needs --settings (evaluate's dca keys)")
+        thresholds = DecisionCurveSettings.from_json(a.settings).thresholds()
     cutoffs = _read_cutoffs(a.cutoffs) if a.cutoffs else None
     if a.kind == "km" and cutoffs is None:
         raise RecurError("figures --kind km needs --cutoffs")
@@ -130,9 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table2", help="Table 2 with stratified bootstrap CIs")
     add_evaluation_inputs(p)
     p.add_argument("--cutoffs", required=True)
-    p.add_argument("--bootstrap", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=2025)
-    p.add_argument("--ci-level", type=float, default=0.95)
+    add_settings(p, "evaluate (bootstrap, ci_level, seed)")
     for opt in ("--out", "--md", "--html"):
         p.add_argument(opt, required=True)
     p.set_defaults(func=_cmd_table2)
@@ -144,14 +154,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("calibration", help="Brier, calibration intercept/slope and plots")
     add_evaluation_inputs(p)
-    p.add_argument("--lowess-frac", type=float, default=2.0 / 3.0)
+    add_settings(p, "evaluate (lowess_frac)")
     p.add_argument("--out", required=True)
     p.add_argument("--figdir", required=True)
     p.set_defaults(func=_cmd_calibration)
 
     p = sub.add_parser("table1", help="baseline characteristics, ER vs non-ER")
     p.add_argument("--clinical", required=True)
-    p.add_argument("--alpha", type=float, default=0.05, help="Shapiro-Wilk level")
+    add_settings(p, "evaluate (normality_alpha)")
     p.add_argument("--out", required=True)
     p.add_argument("--md", required=True)
     p.set_defaults(func=_cmd_table1)
@@ -161,9 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", required=True, choices=["roc", "dca", "km"])
     p.add_argument("--outdir", required=True)
     p.add_argument("--cutoffs", help="cutoffs.csv (km)")
-    p.add_argument("--dca-min", type=float, default=0.01)
-    p.add_argument("--dca-max", type=float, default=0.8)
-    p.add_argument("--dca-step", type=float, default=0.01)
+    p.add_argument("--settings", metavar="JSON", help="dca: evaluate's dca_min/max/step as JSON")
     p.add_argument("--table", help="km: log-rank table to write")
     p.set_defaults(func=_cmd_figures)
 

@@ -19,8 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from recur.constants import CLINICAL_FEATURES, ER_HORIZON_MONTHS, PHASES, TIMEPOINTS
+from recur.constants import (
+    CLINICAL_FEATURES,
+    ER_HORIZON_MONTHS,
+    PHASES,
+    SYNTHETIC_TABLES,
+    TIMEPOINTS,
+)
 from recur.errors import RecurError
+from recur.settings import SectionSettings
 
 COHORTS: tuple[str, ...] = ("train", "test")
 ID_COLUMNS: tuple[str, ...] = ("patient_id", "site", "cohort")
@@ -64,6 +71,33 @@ class ContractError(RecurError, ValueError):
         lines = "\n".join(f"  - {p}" for p in self.problems)
         n = len(self.problems)
         super().__init__(f"{table}: {n} problem(s) in the input contract:\n{lines}")
+
+
+@dataclass(frozen=True)
+class CohortSettings(SectionSettings):
+    """Where the cohort comes from: config section ``cohort`` (``schemas/config.schema.yaml``)."""
+
+    SECTION = "cohort"
+
+    source: str
+    dir: str | None
+    clinical: str
+    series: str
+    rois: str
+    tables_edited: bool
+
+    def __post_init__(self) -> None:
+        if self.source not in ("synthetic", "directory"):
+            raise RecurError(f"cohort.source = {self.source!r}; expected synthetic or directory")
+        if self.source == "directory" and not self.dir:
+            raise RecurError("config: cohort.source is 'directory' but cohort.dir is not set")
+
+    def table_names(self) -> dict[str, str]:
+        """``{"clinical" | "series" | "rois": file name}`` inside the cohort folder: the
+        generator's (:data:`~recur.constants.SYNTHETIC_TABLES`) or the configured ones."""
+        if self.source == "synthetic":
+            return dict(SYNTHETIC_TABLES)
+        return {"clinical": self.clinical, "series": self.series, "rois": self.rois}
 
 
 @dataclass(frozen=True)
@@ -432,9 +466,9 @@ def read_table(path: Path) -> pd.DataFrame:
 
 def load_cohort(
     root: str | Path,
-    clinical: str = "clinical.csv",
-    series: str = "series.csv",
-    rois: str = "rois.csv",
+    clinical: str,
+    series: str,
+    rois: str,
     *,
     require_outcome: bool = True,
     check_files: bool = True,

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need
 
 from recur.errors import RecurError
 from recur.io import atomic_path
+from recur.settings import SectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,21 @@ log = logging.getLogger(__name__)
 MARKER = b"RECUR-EXCLUDED-PLACEHOLDER\n"
 #: What ``qc.on_failure`` may say.
 ON_FAILURE = ("stop", "exclude")
+
+
+@dataclass(frozen=True)
+class QcSettings(SectionSettings):
+    """What a per-patient refusal does: config section ``qc`` (``schemas/config.schema.yaml``)."""
+
+    SECTION = "qc"
+
+    on_failure: str
+
+    def __post_init__(self) -> None:
+        if self.on_failure not in ON_FAILURE:
+            raise RecurError(f"qc.on_failure = {self.on_failure!r}; expected one of {ON_FAILURE}")
+
+
 #: Columns of the QC exclusion table (``results/qc/exclusions.csv``).
 EXCLUSION_COLUMNS = ("patient_id", "stage", "timepoint", "reason")
 

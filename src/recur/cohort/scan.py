@@ -26,12 +26,11 @@ from pathlib import Path
 
 import pandas as pd
 import pydicom
-import yaml
 
-from recur.config import SCHEMA_PATH, load_schema
 from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.io import atomic_path
+from recur.settings import SectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -66,38 +65,28 @@ _NON_IMAGE_MODALITIES = {"SR", "PR", "KO", "REG", "SEG", "RTSTRUCT", "DOC"}
 
 
 # --------------------------------------------------------------------------- patterns
-def load_patterns(config_path: Path | None = None) -> dict[str, re.Pattern[str]]:
-    """The phase regular expressions: ``scan.phase_patterns`` of a config YAML, with the
-    schema's defaults for phases it leaves out (all defaults when ``config_path`` is None).
+@dataclass(frozen=True)
+class ScanSettings(SectionSettings):
+    """The phase guesses of ``recur scan``: config section ``scan`` (defaults in
+    ``schemas/config.schema.yaml``)."""
 
-    Returns ``{phase: compiled case-insensitive pattern}`` for PS, AP, PVP, DP.
-    """
-    try:
-        schema = load_schema()
-        props = schema["properties"]["scan"]["properties"]["phase_patterns"]["properties"]
-        patterns = {ph: str(props[ph]["default"]) for ph in PHASES}
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise RecurError(
-            f"cannot read the default phase patterns from {SCHEMA_PATH}: {exc}"
-        ) from None
-    if config_path is not None:
-        try:
-            cfg = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise RecurError(f"config {config_path}: cannot be read: {exc}") from None
-        given = (
-            ((cfg.get("scan") or {}).get("phase_patterns") or {}) if isinstance(cfg, dict) else {}
-        )
-        if not isinstance(given, Mapping):
-            raise RecurError(f"config {config_path}: scan.phase_patterns must be a mapping")
-        unknown = sorted(set(given) - set(PHASES))
-        if unknown:
-            raise RecurError(
-                f"config {config_path}: scan.phase_patterns has unknown phase(s) "
-                f"{', '.join(map(str, unknown))}; expected {', '.join(PHASES)}"
-            )
-        patterns.update({k: str(v) for k, v in given.items()})
-    return compile_patterns(patterns)
+    SECTION = "scan"
+
+    #: ``{phase: case-insensitive regular expression}`` for PS, AP, PVP, DP
+    phase_patterns: Mapping[str, str]
+
+    def compiled(self) -> dict[str, re.Pattern[str]]:
+        """The patterns compiled (:func:`compile_patterns`)."""
+        return compile_patterns({ph: self.phase_patterns[ph] for ph in PHASES})
+
+
+def load_patterns(config_path: Path | None = None) -> dict[str, re.Pattern[str]]:
+    """The phase regular expressions of a config YAML's ``scan.phase_patterns`` (checked
+    against the schema; its defaults for what the file leaves out, all of them when
+    ``config_path`` is None), compiled: ``{phase: pattern}`` for PS, AP, PVP, DP."""
+    from recur.config import load_config
+
+    return ScanSettings.from_config(load_config(config_path)["scan"]).compiled()
 
 
 def compile_patterns(patterns: Mapping[str, str]) -> dict[str, re.Pattern[str]]:

@@ -1,7 +1,8 @@
 """The tuning split and the cross-fitting folds of the deep-learning models.
 
-* :func:`make_split`: a seeded, ER-stratified ``tune`` subset (default 20%) of the training
-  cohort; the rest of the training cohort is ``train``; external patients are ``test``.
+* :func:`make_split`: a seeded, ER-stratified ``tune`` subset (``split.tune_fraction``) of the
+  training cohort; the rest of the training cohort is ``train``; external patients are
+  ``test``. :func:`split_cohort` first drops the excluded patients.
 * :func:`crossfit_folds`: K seeded, ER-stratified folds of the ``train`` split, for the
   out-of-fold signatures a stacking model is fitted on.
 
@@ -11,6 +12,9 @@ Pure functions over DataFrames; :func:`read_outcome`, :func:`read_split` and
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,25 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from recur.constants import SPLIT_COLUMNS, SPLITS
 from recur.errors import RecurError
 from recur.io import atomic_path
+from recur.settings import SectionSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SplitSettings(SectionSettings):
+    """The tuning split: config section ``split`` (defaults in ``schemas/config.schema.yaml``)."""
+
+    SECTION = "split"
+
+    tune_fraction: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tune_fraction < 1.0:
+            raise RecurError(
+                f"split: tune fraction must be between 0 and 1, got {self.tune_fraction}"
+            )
 
 
 def _labels_for(ids: pd.Series, er: pd.Series, what: str) -> np.ndarray:
@@ -33,7 +56,7 @@ def _labels_for(ids: pd.Series, er: pd.Series, what: str) -> np.ndarray:
 
 
 def make_split(
-    patients_df: pd.DataFrame, er: pd.Series, fraction: float = 0.2, seed: int = 42
+    patients_df: pd.DataFrame, er: pd.Series, fraction: float, seed: int
 ) -> pd.DataFrame:
     """Assign every patient to ``train``, ``tune`` or ``test``.
 
@@ -77,6 +100,21 @@ def make_split(
     return out[list(SPLIT_COLUMNS)]
 
 
+def split_cohort(
+    patients_df: pd.DataFrame,
+    er: pd.Series,
+    settings: SplitSettings,
+    excluded: Iterable[str] = (),
+) -> pd.DataFrame:
+    """:func:`make_split` of ``patients_df`` without the ``excluded`` ids (by configuration
+    or by a QC refusal): they are in no split, so no model or table sees them."""
+    drop = set(excluded)
+    if drop:
+        log.info("split: %d patient(s) excluded: %s", len(drop), ", ".join(sorted(drop)))
+    kept = patients_df[~patients_df["patient_id"].astype(str).isin(drop)]
+    return make_split(kept.reset_index(drop=True), er, settings.tune_fraction, settings.seed)
+
+
 def crossfit_folds(split_df: pd.DataFrame, er: pd.Series, k: int, seed: int) -> pd.Series:
     """Fold number (0..k-1) of every ``train``-split patient, stratified by ER and seeded.
 
@@ -97,7 +135,7 @@ def crossfit_folds(split_df: pd.DataFrame, er: pd.Series, k: int, seed: int) -> 
     return pd.Series(folds, index=pd.Index(ids, name="patient_id"), name="fold")
 
 
-def check_trainable(clinical: pd.DataFrame, fraction: float, seed: int, folds: int) -> None:
+def check_trainable(clinical: pd.DataFrame, settings: SplitSettings, folds: int) -> None:
     """Raise :class:`RecurError` when the training cohort of ``clinical`` (``patient_id, site,
     cohort, er``) cannot be split into train and tune (:func:`make_split`) or cross-fitted into
     ``folds`` folds (:func:`crossfit_folds`): the class counts are checked when the cohort is
@@ -105,8 +143,8 @@ def check_trainable(clinical: pd.DataFrame, fraction: float, seed: int, folds: i
     er = pd.Series(
         clinical["er"].to_numpy(), index=pd.Index(clinical["patient_id"], name="patient_id")
     )
-    split_df = make_split(clinical, er, fraction=fraction, seed=seed)
-    crossfit_folds(split_df, er, folds, seed)
+    split_df = make_split(clinical, er, settings.tune_fraction, settings.seed)
+    crossfit_folds(split_df, er, folds, settings.seed)
 
 
 def read_outcome(clinical_csv: str | Path) -> pd.Series:

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
+from recur.errors import RecurError
 from recur.evaluate import metrics
 from recur.evaluate.tables import cohort_masks
 from recur.io import atomic_path
@@ -111,7 +112,7 @@ def dca_figure(
 
 
 def calibration_figure(
-    sub: pd.DataFrame, models: Sequence[str], cohort: str, frac: float = 2.0 / 3.0
+    sub: pd.DataFrame, models: Sequence[str], cohort: str, frac: float
 ) -> Figure:
     """Smoothed (lowess) calibration curves with the ideal diagonal and a score rug."""
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
@@ -223,10 +224,12 @@ def cohort_figures(
     *,
     cutoffs: Mapping[str, float] | None = None,
     thresholds: Sequence[float] | None = None,
-    frac: float = 2.0 / 3.0,
+    frac: float | None = None,
 ) -> pd.DataFrame | None:
     """Draw one ``kind`` figure per cohort of :func:`recur.evaluate.tables.cohort_masks` into
     ``outdir/<cohort>.png|pdf``. For ``km`` returns the log-rank table."""
+    if (kind == "dca" and thresholds is None) or (kind == "calibration" and frac is None):
+        raise RecurError(f"{kind} figures need their settings (thresholds or lowess frac)")
     outdir = Path(outdir)
     figs: list[tuple[str, Figure]] = []
     tables = []

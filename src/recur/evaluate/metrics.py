@@ -190,9 +190,7 @@ def resampled_metrics(
     return out
 
 
-def percentile_ci(
-    values: np.ndarray, estimate: float, level: float = 0.95
-) -> tuple[float, float, int]:
+def percentile_ci(values: np.ndarray, estimate: float, level: float) -> tuple[float, float, int]:
     """Percentile interval of the defined (non-NaN) ``values``, widened to hold ``estimate``.
 
     Returns ``(low, high, n_undefined)``. The percentile interval can exclude the point
@@ -217,9 +215,9 @@ def bootstrap_ci(
     score: object,
     cutoff: float,
     *,
-    n_boot: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
+    n_boot: int,
+    seed: int,
+    level: float,
 ) -> pd.DataFrame:
     """Point estimates and stratified percentile-bootstrap CIs of every Table 2 metric.
 
@@ -374,7 +372,7 @@ def calibration_intercept_slope(y: object, score: object, eps: float = 1e-6) -> 
 
 
 def calibration_curve_lowess(
-    y: object, score: object, frac: float = 2.0 / 3.0
+    y: object, score: object, frac: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Smoothed calibration curve: lowess of the outcome on the predicted probability.
 

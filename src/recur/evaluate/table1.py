@@ -52,7 +52,7 @@ VARIABLES: tuple[Variable, ...] = (
 COHORT_LABELS = {"train": "Training", "test": "External"}
 
 
-def compare_continuous(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> dict:
+def compare_continuous(a: Sequence[float], b: Sequence[float], alpha: float) -> dict:
     """Summaries of two groups and the p-value of the test chosen by Shapiro–Wilk.
 
     Normal (Shapiro–Wilk p >= ``alpha`` in both groups, each with >= 3 values and not
@@ -115,7 +115,7 @@ def _prepare(clinical: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def table1(clinical: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+def table1(clinical: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Table 1 as a DataFrame (one row per variable level, columns per cohort and group).
 
     ``clinical`` is the validated clinical table (``cohort`` train|test, ``er`` 0/1). Columns:

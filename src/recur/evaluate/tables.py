@@ -78,9 +78,9 @@ def table2(
     models: Sequence[str],
     cutoffs: Mapping[str, float],
     *,
-    n_boot: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
+    n_boot: int,
+    seed: int,
+    level: float,
 ) -> pd.DataFrame:
     """Table 2 in long format: ``cohort, model, metric, estimate, ci_low, ci_high, n,
     n_events, n_undefined`` for every cohort of :func:`cohort_masks` and every model.

@@ -40,9 +40,7 @@ def strip_metadata(image: sitk.Image) -> sitk.Image:
     return image
 
 
-def write_deidentified_nifti(
-    image: sitk.Image, path: str | Path, compression_level: int = 1
-) -> None:
+def write_deidentified_nifti(image: sitk.Image, path: str | Path, compression_level: int) -> None:
     """Write ``image`` as NIfTI (``.nii`` or ``.nii.gz``) with no metadata, atomically
     (:func:`strip_metadata`, then :func:`recur.io.write_nifti`: ITK writes the NIfTI, a ``.gz``
     path is then gzipped at ``compression_level``, by ISA-L when installed)."""
@@ -55,12 +53,13 @@ def convert_series(
     *,
     series_uid: str | None = None,
     echo: int | None = None,
-    settings: ConvertSettings | None = None,
+    settings: ConvertSettings,
+    allow_single_slice: bool = False,
     context: str | None = None,
 ) -> ConvertedSeries:
     """Convert one DICOM folder to a de-identified NIfTI file (``recur convert``)."""
-    settings = settings or ConvertSettings()
-    result = SeriesReader(settings)(folder, series_uid=series_uid, echo=echo, context=context)
+    reader = SeriesReader(settings, allow_single_slice=allow_single_slice)
+    result = reader(folder, series_uid=series_uid, echo=echo, context=context)
     write_deidentified_nifti(result.image, out, settings.compression_level)
     return result
 
@@ -152,7 +151,7 @@ def convert_timepoint(
     timepoint: str,
     outdir: str | Path,
     *,
-    settings: ConvertSettings | None = None,
+    settings: ConvertSettings,
     phases: Sequence[str] = PHASES,
 ) -> dict[str, ConvertedSeries]:
     """Convert the phases of one patient and time point; write all files or none.
@@ -186,7 +185,7 @@ def convert_patient(
     patient: str,
     outdir: str | Path,
     *,
-    settings: ConvertSettings | None = None,
+    settings: ConvertSettings,
     timepoints: Sequence[str] = TIMEPOINTS,
     phases: Sequence[str] = PHASES,
     guard: Guard | None = None,
@@ -218,7 +217,6 @@ def convert_patient(
     """
     if flat and len(timepoints) != 1:
         raise ValueError("flat=True converts exactly one time point")
-    settings = settings or ConvertSettings()
     cohort_dir = Path(cohort_dir)
     table = read_series_table(cohort_dir, series_table)
     reader = SeriesReader(settings)

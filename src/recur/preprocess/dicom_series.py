@@ -54,6 +54,7 @@ from recur.preprocess.dicom_slice import (
     dicom_date,
     native_pixels,
 )
+from recur.settings import SectionSettings
 
 #: Attributes that tell volumes apart when several slices share one position.
 VOLUME_KEYS: tuple[str, ...] = (
@@ -74,17 +75,28 @@ DEFER_BYTES = 16384
 
 # --------------------------------------------------------------------------- settings/results
 @dataclass(frozen=True)
-class ConvertSettings:
-    """Tolerances and options of the conversion (the ``convert:`` config section)."""
+class ConvertSettings(SectionSettings):
+    """Tolerances and options of the conversion: config section ``convert`` (meanings and
+    defaults in ``schemas/config.schema.yaml``)."""
 
-    spacing_tolerance: float = 0.05
-    orientation_tolerance: float = 1e-3
-    stack_tolerance_mm: float = 0.1
-    min_slices: int = 3
-    allow_single_slice: bool = False
-    compression_level: int = 1
+    SECTION = "convert"
+
+    spacing_tolerance: float
+    orientation_tolerance: float
+    stack_tolerance_mm: float
+    min_slices: int
+    compression_level: int
     #: fewest days from the pre DP to a post series (recur.cohort.series_checks.check_interval)
-    min_interval_days: int = 1
+    min_interval_days: int
+
+    def __post_init__(self) -> None:
+        if self.min_interval_days < 0 or self.min_slices < 2:
+            raise RecurError(
+                f"convert: min_interval_days {self.min_interval_days} (>= 0), "
+                f"min_slices {self.min_slices} (>= 2)"
+            )
+        if not 1 <= self.compression_level <= 9:
+            raise RecurError(f"convert: compression_level {self.compression_level} (1..9)")
 
 
 @dataclass
@@ -146,8 +158,10 @@ class SeriesReader:
     modification times) is read afresh.
     """
 
-    def __init__(self, settings: ConvertSettings | None = None) -> None:
-        self.settings = settings or ConvertSettings()
+    def __init__(self, settings: ConvertSettings, *, allow_single_slice: bool = False) -> None:
+        self.settings = settings
+        #: accept a series of exactly one slice (``recur convert --allow-single-slice``)
+        self.allow_single_slice = allow_single_slice
         # the parsed files of the last folder read, keyed by its listing (names, sizes,
         # mtimes): a second series or echo of the same folder is not parsed again
         self._last: tuple[tuple, list[_Slice], int] | None = None
@@ -423,7 +437,7 @@ class SeriesReader:
         n = len(keep)
 
         if n == 1:
-            if not cfg.allow_single_slice:
+            if not self.allow_single_slice:
                 raise GeometryError(
                     "a single slice is not a volume (allow_single_slice is off)"
                     + (f"; {dropped} identical duplicates were dropped" if dropped else "")

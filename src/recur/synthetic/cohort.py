@@ -17,16 +17,18 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from recur.cohort import contract
-from recur.constants import PHASES, TIMEPOINTS
+from recur.constants import PHASES, SYNTHETIC_TABLES, TIMEPOINTS
 from recur.errors import RecurError
+from recur.settings import SectionSettings
 from recur.synthetic.acquisition import Motion, simulate_patient
 from recur.synthetic.anatomy import Grid
 from recur.synthetic.dicom_writer import dicom_time, dicom_uid, fake_identity, write_series
@@ -219,14 +221,29 @@ def load_truth(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return patients, t[motion_cols].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class SyntheticSettings(SectionSettings):
+    """The cohort to generate: config section ``synthetic`` (meanings and defaults in
+    ``schemas/config.schema.yaml``)."""
+
+    SECTION = "synthetic"
+
+    n_train: int
+    n_test: tuple[int, ...]
+    seed: int
+    #: ``{"train": share, "test": share}`` or None (every outcome an independent draw)
+    er_share: Mapping[str, float] | None
+
+    def __post_init__(self) -> None:
+        if self.n_train < 1 or not self.n_test or min(self.n_test) < 1:
+            raise RecurError(f"synthetic: n_train {self.n_train}, n_test {self.n_test}")
+
+
 def write_cohort(
     outdir: str | Path,
-    n_train: int = 254,
-    n_test: Sequence[int] = (20, 15),
-    seed: int = 2025,
+    settings: SyntheticSettings,
     truth_path: str | Path | None = None,
     workers: int = 1,
-    er_share: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Write the synthetic cohort directory ``outdir`` and its ``truth.csv``.
 
@@ -234,7 +251,7 @@ def write_cohort(
     it is assembled in a hidden sibling folder and renamed into place only when complete
     (an existing ``outdir`` is replaced). ``truth_path`` defaults to ``outdir.parent /
     "truth.csv"``. ``workers`` processes generate patients in parallel; the result does not
-    depend on it. ``er_share`` fixes each cohort's number of ER patients
+    depend on it. ``settings.er_share`` fixes each cohort's number of ER patients
     (:func:`recur.synthetic.latent.sample_latent`). Returns the clinical table as written.
     """
 
@@ -242,8 +259,11 @@ def write_cohort(
 
     outdir = Path(outdir)
     truth_path = Path(truth_path) if truth_path else outdir.parent / "truth.csv"
+    seed = settings.seed
     try:
-        latent = sample_latent(n_train, list(n_test), seed, er_share)
+        latent = sample_latent(
+            settings.n_train, list(settings.n_test), seed, er_share=settings.er_share
+        )
     except ValueError as exc:
         raise RecurError(f"synth: {exc}") from None
     clinical = blank_cells(random_stream(seed, 99), latent.loc[:, list(CLINICAL_COLUMNS)])
@@ -276,10 +296,11 @@ def write_cohort(
         series = pd.DataFrame([r for res in results for r in res["series"]])
         rois = pd.DataFrame([r for res in results for r in res["rois"]])
         motion = pd.DataFrame([r for res in results for r in res["motion"]])
-        clinical.to_csv(tmp / "clinical.csv", index=False)
-        series.to_csv(tmp / "series.csv", index=False)
-        rois.to_csv(tmp / "rois.csv", index=False)
-        contract.load_cohort(tmp)
+        names = SYNTHETIC_TABLES
+        clinical.to_csv(tmp / names["clinical"], index=False)
+        series.to_csv(tmp / names["series"], index=False)
+        rois.to_csv(tmp / names["rois"], index=False)
+        contract.load_cohort(tmp, names["clinical"], names["series"], names["rois"])
         truth = truth_table(latent, motion)
         if outdir.exists():
             shutil.rmtree(outdir)

@@ -323,10 +323,11 @@ def er_count(share: float, n: int) -> int:
 
 
 def sample_latent(
-    n_train: int = 254,
-    n_test: Sequence[int] = (20, 15),
-    seed: int = 2025,
-    er_share: Mapping[str, float] | None = None,
+    n_train: int,
+    n_test: Sequence[int],
+    seed: int,
+    *,
+    er_share: Mapping[str, float] | None,
 ) -> pd.DataFrame:
     """Sample every latent variable of the cohort (no images): one row per patient.
 
