@@ -129,26 +129,17 @@ rule tripod:
         runtime=5,
     params:
         clinical=clinical_csv,
-        tune_fraction=config["split"]["tune_fraction"],
-        impute=config["clinical"]["impute"],
-        on_failure=ON_FAILURE,
-        stacking=config["dl_clinical"]["stacking"],
-        estimators=(
-            f"--clinical-estimator {config['clinical']['estimator']}"
-            f" --dl-clinical-estimator {config['dl_clinical']['estimator']}"
-        ),
-        offset=(
-            "--offset-models "
-            + " ".join(config["train"]["offset"]["models"])
-            + " --offset-variables "
-            + " ".join(shlex_quote(v) for v in config["train"]["offset"]["variables"])
+        # the study design the checklist describes: the sections it reads, as one JSON
+        settings=section_json(
+            {
+                name: config[name]
+                for name in ("split", "clinical", "dl_clinical", "qc", "train")
+            }
         ),
     shell:
         "python -m recur --threads {threads} tripod --clinical {params.clinical:q}"
         " --split {input.split:q} --flow {input.flow:q} --table2 {input.table2:q}"
-        " --calibration {input.calibration:q} --tune-fraction {params.tune_fraction}"
-        " --impute {params.impute} --on-failure {params.on_failure}"
-        " --stacking {params.stacking} {params.estimators} {params.offset}"
+        " --calibration {input.calibration:q} --settings {params.settings:q}"
         " --md {output.md:q} --html {output.html:q} > {log:q} 2>&1"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from recur.cohort.exclusions import Exclusion, write_placeholders
 from recur.errors import RecurError
 from recur.reporting import report as rp
+from recur.reporting.design import StudyDesign
 
 
 def _flow_inputs():
@@ -172,7 +174,17 @@ def test_tripod_items_fill_what_the_run_knows():
             "slope": [0.9],
         }
     )
-    settings = {"clinical_features": ["afp_ng_ml"], "tune_fraction": 0.2}
+    settings = StudyDesign(
+        clinical_features=("afp_ng_ml",),
+        tune_fraction=0.2,
+        impute="median",
+        on_failure="stop",
+        stacking="in_sample",
+        clinical_estimator="extra_trees",
+        dl_clinical_estimator="extra_trees",
+        offset_models=(),
+        offset_variables=(),
+    )
     items = rp.tripod_items(clinical, split, flow, table2, cal, settings)
     by = items.set_index("item")
     spec_item = by.index[by["text"].str.startswith("Deep-learning models")][0]
@@ -180,13 +192,13 @@ def test_tripod_items_fill_what_the_run_knows():
     assert "the DL signature (in-sample for the training patients" in spec
     assert "offset" not in spec
     assert "Clinical model: ExtraTrees on afp_ng_ml; DL_Clinical: ExtraTrees on" in spec
-    other = {
-        **settings,
-        "clinical_estimator": "logistic",
-        "stacking": "crossfit",
-        "offset_models": ["Pre", "PrePost"],
-        "offset_variables": ["hbv", "afp_ng_ml"],
-    }
+    other = dataclasses.replace(
+        settings,
+        clinical_estimator="logistic",
+        stacking="crossfit",
+        offset_models=("Pre", "PrePost"),
+        offset_variables=("hbv", "afp_ng_ml"),
+    )
     spec = rp.tripod_items(clinical, split, flow, table2, cal, other).set_index("item")
     spec = spec.loc[spec_item, "text"]
     assert "out-of-fold DL signatures (cross-fitting)" in spec
@@ -314,3 +326,24 @@ def test_stop_mode_stops_with_the_message_naming_the_patient(tmp_path_factory, b
     assert f"error: patient {BROKEN}, pre/AP" in log
     assert "missing slice" in log
     assert not (work / "results" / "nifti" / BROKEN / "pre" / "DP.nii.gz").exists()
+
+
+def test_study_design_reads_each_section_through_its_settings_class():
+    from recur.config import defaults
+
+    sections = defaults()
+    sections["split"]["tune_fraction"] = 0.3
+    sections["qc"]["on_failure"] = "exclude"
+    sections["dl_clinical"] |= {"estimator": "extra_trees", "stacking": "crossfit"}
+    sections["train"]["offset"] |= {"models": ["Pre"], "variables": ["hbv"]}
+    design = StudyDesign.from_sections(sections)
+    assert (design.tune_fraction, design.on_failure, design.stacking) == (
+        0.3,
+        "exclude",
+        "crossfit",
+    )
+    assert design.dl_clinical_estimator == "extra_trees"
+    assert (design.offset_models, design.offset_variables) == (("Pre",), ("hbv",))
+    sections["split"]["tune_fraction"] = 1.5
+    with pytest.raises(RecurError, match="tune fraction"):
+        StudyDesign.from_sections(sections)

@@ -53,11 +53,15 @@ def _cmd_table_s1(a: argparse.Namespace) -> None:
 
 
 def _cmd_tripod(a: argparse.Namespace) -> None:
+    import json
+
     import pandas as pd
 
     from recur.cohort import split
-    from recur.constants import CLINICAL_FEATURES
     from recur.reporting import report as reporting
+    from recur.reporting.design import StudyDesign
+
+    design = StudyDesign.from_sections(json.loads(a.settings))
 
     items = reporting.tripod_items(
         pd.read_csv(a.clinical, dtype={"patient_id": str}),
@@ -65,17 +69,7 @@ def _cmd_tripod(a: argparse.Namespace) -> None:
         pd.read_csv(a.flow, dtype={"patient_id": str, "patient_ids": str}, keep_default_na=False),
         pd.read_csv(a.table2),
         pd.read_csv(a.calibration),
-        {
-            "clinical_features": list(CLINICAL_FEATURES),
-            "tune_fraction": a.tune_fraction,
-            "impute": a.impute,
-            "on_failure": a.on_failure,
-            "stacking": a.stacking,
-            "clinical_estimator": a.clinical_estimator,
-            "dl_clinical_estimator": a.dl_clinical_estimator,
-            "offset_models": a.offset_models,
-            "offset_variables": a.offset_variables,
-        },
+        design,
     )
     reporting.write_tripod(items, a.md, a.html)
     log.info(
@@ -113,12 +107,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tripod", help="TRIPOD+AI checklist filled from the run")
     for opt in ("--clinical", "--split", "--flow", "--table2", "--calibration", "--md", "--html"):
         p.add_argument(opt, required=True)
-    p.add_argument("--tune-fraction", type=float, default=0.2)
-    p.add_argument("--impute", default="median")
-    p.add_argument("--on-failure", default="stop")
-    p.add_argument("--stacking", default="in_sample", choices=["in_sample", "crossfit"])
-    for opt in ("--clinical-estimator", "--dl-clinical-estimator"):
-        p.add_argument(opt, default="extra_trees", choices=["extra_trees", "logistic"])
-    p.add_argument("--offset-models", nargs="*", default=[], help="models with a training offset")
-    p.add_argument("--offset-variables", nargs="*", default=[], help="the offset's columns")
+    p.add_argument(
+        "--settings",
+        required=True,
+        metavar="JSON",
+        help="the config sections split, clinical, dl_clinical, qc and train as one JSON object",
+    )
     p.set_defaults(func=_cmd_tripod)

@@ -19,6 +19,7 @@ import pandas as pd
 from recur.constants import PHASES, SPLITS
 from recur.errors import RecurError
 from recur.io import atomic_path
+from recur.reporting.design import StudyDesign
 
 #: Columns of the Figure 1 flow table (``results/tables/figure1_flow.csv``).
 FLOW_COLUMNS = ("box", "site", "split", "reason", "n", "patient_ids")
@@ -364,7 +365,7 @@ def tripod_items(
     flow: pd.DataFrame,
     table2: pd.DataFrame,
     calibration: pd.DataFrame,
-    settings: Mapping[str, object],
+    design: StudyDesign,
 ) -> pd.DataFrame:
     """The TRIPOD+AI checklist (Collins et al., BMJ 2024) with what this run can answer.
 
@@ -389,8 +390,8 @@ def tripod_items(
         f"{n_cohort} patients in the cohort files; {n_cfg} excluded by configuration and "
         f"{n_qc} by image QC (reasons in Figure 1); {len(split)} analysed."
     )
-    excluding = settings.get("on_failure") == "exclude"
-    feats = [f for f in settings.get("clinical_features", []) if f in c.columns]
+    excluding = design.on_failure == "exclude"
+    feats = [f for f in design.clinical_features if f in c.columns]
     miss = []
     for f in feats:
         m = int(d[f].isna().sum())
@@ -399,7 +400,7 @@ def tripod_items(
     missing = (
         "Missing clinical values: "
         + ("; ".join(miss) if miss else "none")
-        + f". Handled by {settings.get('impute', 'median')} imputation (SimpleImputer) inside "
+        + f". Handled by {design.impute} imputation (SimpleImputer) inside "
         "the model pipeline, fitted on the training split only; no patient is dropped for a "
         "missing predictor. Unreadable or inconsistent images "
         + (
@@ -424,11 +425,11 @@ def tripod_items(
     calib = "; ".join(cal) + ". Calibration plots in the report (Evaluation)."
     stacking = (
         "the training patients' out-of-fold DL signatures (cross-fitting)"
-        if settings.get("stacking") == "crossfit"
+        if design.stacking == "crossfit"
         else "the DL signature (in-sample for the training patients, as in the paper)"
     )
-    offset_models = settings.get("offset_models") or []
-    offset_vars = settings.get("offset_variables") or []
+    offset_models = design.offset_models
+    offset_vars = design.offset_variables
     offset = (
         f" {' and '.join(offset_models)} trained with a fixed clinical log-odds offset "
         f"(logistic regression on {', '.join(offset_vars)}, training patients) in the loss "
@@ -440,11 +441,11 @@ def tripod_items(
         f"Deep-learning models Pre and PrePost (MONAI 2D ResNet encoder; PrePost: shared "
         "encoder + GRU over pre and post) on "
         "3-slice crops of the 4 T1 phases (PS, AP, PVP, DP), pre and 1-month post ablation; "
-        f"Clinical model: {estimator_text(settings.get('clinical_estimator'))} on "
+        f"Clinical model: {estimator_text(design.clinical_estimator)} on "
         f"{', '.join(feats) if feats else 'the clinical variables'}; DL_Clinical: "
-        f"{estimator_text(settings.get('dl_clinical_estimator'))} "
+        f"{estimator_text(design.dl_clinical_estimator)} "
         f"on the clinical variables plus {stacking}. Epoch chosen "
-        f"on the tuning split ({settings.get('tune_fraction', '?')} of training, stratified by "
+        f"on the tuning split ({design.tune_fraction} of training, stratified by "
         f"ER).{offset} Fitted models, weights and settings saved under results/models."
     )
     outcome = (
