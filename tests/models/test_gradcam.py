@@ -52,11 +52,11 @@ def test_select_patients_most_confident_per_cohort_and_group():
                    ("test", "TN", "e")}  # fmt: skip
     two = select_patients(pred, er, 0.5, n_per_group=2)
     assert sorted(two["patient_id"]) == list("abcdef")
-    chosen = select_patients(pred, er, 0.5, patients=["f", "b"])
+    chosen = select_patients(pred, er, 0.5, 1, patients=["f", "b"])
     assert list(chosen["patient_id"]) == ["f", "b"]
     assert list(chosen["group"]) == ["TN", "TP"]
     with pytest.raises(RecurError, match="zz"):
-        select_patients(pred, er, 0.5, patients=["zz"])
+        select_patients(pred, er, 0.5, 1, patients=["zz"])
 
 
 @pytest.fixture(scope="module")

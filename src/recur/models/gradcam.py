@@ -122,7 +122,7 @@ def select_patients(
     predictions: pd.DataFrame,
     er: pd.Series,
     cutoff: float,
-    n_per_group: int = 1,
+    n_per_group: int,
     patients: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The patients to explain, with ``er``, ``group`` (TP/FN/TN/FP) and ``cutoff`` columns.
