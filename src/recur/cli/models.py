@@ -123,26 +123,20 @@ def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
     st = tree_settings(a)
     clinical = readers.read_clinical(a.clinical)
     split = read_split(a.split)
-    full = {
-        "Pre": readers.read_predictions(a.pre, "Pre"),
-        "PrePost": readers.read_predictions(a.prepost, "PrePost"),
-    }
-    choice, aucs = tabular.choose_signature(full, clinical)
-    oof_path = {"Pre": a.pre_oof, "PrePost": a.prepost_oof}[choice]
-    oof = (
-        readers.read_predictions(oof_path, f"{choice} (out-of-fold)")
-        if a.stacking == "crossfit"
-        else None
+    sig = tabular.dl_signature(
+        {"Pre": a.pre, "PrePost": a.prepost},
+        {"Pre": a.pre_oof, "PrePost": a.prepost_oof},
+        clinical,
+        split,
+        a.stacking,
     )
-    sig = tabular.signature_values(full[choice], oof, split, a.stacking)
-    name = f"{choice}_signature"
     model, pred, feats = tabular.dl_clinical_model(
-        clinical, split, sig, name, st, n_jobs=a.threads or 1
+        clinical, split, sig.values, sig.name, st, n_jobs=a.threads or 1
     )
     imp = tabular.feature_importance(model, feats)
     choice_info = {
-        "signature": choice,
-        "tune_auc": aucs,
+        "signature": sig.model,
+        "tune_auc": sig.tune_auc,
         "stacking": a.stacking,
         "rule": "higher tuning AUC; ties go to PrePost",
     }
@@ -152,15 +146,15 @@ def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
         a.manifest,
         features=feats,
         settings=st,
-        extra={"signature": choice, "stacking": a.stacking},
+        extra={"signature": sig.model, "stacking": a.stacking},
     )
     write_text_atomic(a.choice, json.dumps(choice_info, indent=2, sort_keys=True) + "\n")
     write_csv(imp, a.importance)
     write_csv(pred, a.out)
     log.info(
         "DL_Clinical: signature %s (tune AUC %s), stacking %s",
-        choice,
-        {k: round(v, 3) for k, v in aucs.items()},
+        sig.model,
+        {k: round(v, 3) for k, v in sig.tune_auc.items()},
         a.stacking,
     )
 
