@@ -4,6 +4,7 @@
 # every patient; folds 0..K-1 train without their fold and score it (cross-fitting), so the
 # DL_Clinical stacking model can be fitted on out-of-fold signatures. All jobs select their
 # epoch on the same tuning split.
+from recur.settings import RULE_KEYS
 
 CROSSFIT_K = config["train"]["crossfit_folds"]
 DL_FOLDS = ["full"] + [str(k) for k in range(CROSSFIT_K)]
@@ -19,6 +20,9 @@ SIGNATURE_DIR = "ensemble" if config["train"]["signature"] == "ensemble" else "f
 # train_dl jobs carry ~300 inputs, which Snakemake re-stats in every scheduling round
 # (docs/methods/scale.md).
 CROPS_TABLE = f"{RESULTS}/qc/crops.csv"
+# The train section as train-dl reads it (recur.models.train.TrainConfig), without the keys
+# only the rules read (threads, signature), so that changing those reruns no training job.
+TRAIN_SETTINGS = section_json(config["train"], omit=RULE_KEYS["train"])
 
 
 rule split:
@@ -83,71 +87,18 @@ rule train_dl:
         clinical=clinical_csv,
         crops_dir=CROPS_DIR,
         outdir=lambda wc: f"{MODELS_DIR}/{wc.model}/{wc.fold}",
-        folds=CROSSFIT_K,
         device=config["device"],
-        epochs=config["train"]["epochs"],
-        patience=config["train"]["patience"],
-        selection=(
-            f"--min-epochs {config['train']['min_epochs']}"
-            f" --smooth-epochs {config['train']['smooth_epochs']}"
-            f" --scheduler {config['train']['scheduler']}"
-            + (
-                " --average-window"
-                if config["train"]["average_window"]
-                else " --no-average-window"
-            )
-        ),
-        batch_size=config["train"]["batch_size"],
-        learning_rate=config["train"]["learning_rate"],
-        weight_decay=config["train"]["weight_decay"],
-        seed=config["train"]["seed"],
-        widths=" ".join(str(w) for w in config["train"]["widths"]),
-        blocks=" ".join(str(b) for b in config["train"]["blocks"]),
-        hidden=config["train"]["gru_hidden"],
-        dropout=config["train"]["dropout"],
-        max_pool="" if config["train"]["max_pool"] else "--no-max-pool",
-        roi_channel=lambda wc: (
-            "--roi-channel" if wc.model in config["train"]["roi_channel"] else ""
-        ),
-        tta="--tta" if config["train"]["tta"] else "",
+        # the measured margin of the models train.margin_target lists (input margin)
         aux=lambda wc, input: (
-            f"--aux-table {shlex_quote(input.margin)} --aux-columns min_margin_mm"
-            f" --aux-weight {config['train']['aux_weight']}"
-            if input.margin
-            else ""
+            f"--aux-table {shlex_quote(input.margin)}" if input.margin else ""
         ),
-        # train.offset: covariate-adjusted training (clinical log-odds as a fixed offset)
-        offset=lambda wc: (
-            "--offset-variables "
-            + " ".join(shlex_quote(v) for v in config["train"]["offset"]["variables"])
-            + f" --offset-c {config['train']['offset']['c']}"
-            if wc.model in config["train"]["offset"]["models"]
-            and config["train"]["offset"]["variables"]
-            else ""
-        ),
-        augment=(
-            f"--rotate-deg {config['train']['augment']['rotate_deg']}"
-            f" --intensity-scale {config['train']['augment']['intensity_scale']}"
-            f" --intensity-shift {config['train']['augment']['intensity_shift']}"
-            f" --augment-prob {config['train']['augment']['prob']}"
-            + ("" if config["train"]["augment"]["flip"] else " --no-flip")
-            + (
-                ""
-                if config["train"]["augment"]["flip_vertical"]
-                else " --no-flip-vertical"
-            )
-        ),
+        settings=TRAIN_SETTINGS,
     shell:
         "python -m recur --threads {threads} train-dl --model {wildcards.model}"
-        " --fold {wildcards.fold} --folds {params.folds} --split {input.split:q}"
-        " --clinical {params.clinical:q} --crops-dir {params.crops_dir:q}"
-        " --outdir {params.outdir:q} --device {params.device} --epochs {params.epochs}"
-        " --patience {params.patience} {params.selection} --batch-size {params.batch_size}"
-        " --learning-rate {params.learning_rate} --weight-decay {params.weight_decay}"
-        " --seed {params.seed} --widths {params.widths} --blocks {params.blocks}"
-        " --hidden {params.hidden} --dropout {params.dropout} {params.max_pool}"
-        " {params.roi_channel} {params.tta} {params.augment} {params.aux}"
-        " {params.offset} > {log:q} 2>&1"
+        " --fold {wildcards.fold} --split {input.split:q} --clinical {params.clinical:q}"
+        " --crops-dir {params.crops_dir:q} --outdir {params.outdir:q}"
+        " --device {params.device} {params.aux} --settings {params.settings:q}"
+        " > {log:q} 2>&1"
 
 
 rule ensemble_dl:

@@ -79,3 +79,34 @@ def settings_option(section: str, **overrides) -> list[str]:
     from recur.settings import section_defaults, section_json
 
     return ["--settings", section_json(section_defaults(section, **overrides))]
+
+
+#: The small networks the tests train, without the options the schema turns on for the study
+#: (ROI channels, the margin target, test-time augmentation, the covariate offset): a test
+#: that wants one of them names it.
+TOY_TRAIN = {
+    "widths": [8, 8, 16, 16],
+    "gru_hidden": 8,
+    "roi_channel": [],
+    "margin_target": [],
+    "tta": False,
+    "offset": {"models": []},
+}
+
+
+def toy_train_config(**overrides):
+    """:class:`~recur.models.train.TrainConfig` of the schema's defaults, :data:`TOY_TRAIN`
+    and ``overrides``."""
+    from recur.models.train import TrainConfig
+
+    return TrainConfig.defaults(**{**TOY_TRAIN, **overrides})
+
+
+def toy_train_settings(**overrides) -> str:
+    """``train-dl --settings`` of :func:`toy_train_config` (the train section as the rule
+    passes it)."""
+    from dataclasses import asdict
+
+    from recur.settings import section_json
+
+    return section_json(asdict(toy_train_config(**overrides)))

@@ -9,24 +9,34 @@ import pytest
 
 from recur import config, settings
 from recur.errors import RecurError
+from recur.models.data import Augmentation
+from recur.models.gradcam import GradcamSettings
 from recur.models.tabular import TabularSettings
 
 SCHEMA = config.load_schema()
 SECTIONS = sorted(SCHEMA["properties"])
 
 
+def schema_node(section: str) -> dict:
+    """The schema of config section ``section`` (a nested one by its path, ``train.augment``)."""
+    node = SCHEMA
+    for part in section.split("."):
+        node = node["properties"][part]
+    return node
+
+
 def test_every_top_level_key_has_a_reader():
     objects = {k for k, v in SCHEMA["properties"].items() if "properties" in v}
     values = set(SCHEMA["properties"]) - objects
-    assert objects == set(settings.SECTION_READERS), "sections without a settings class"
-    assert values == set(settings.VALUE_READERS), "top-level values without a reader"
+    assert objects <= set(settings.SECTION_READERS), "sections without a settings class"
+    assert values == set(settings.VALUE_READERS) | set(settings.SCALAR_READERS), "values"
     for ref in settings.VALUE_READERS.values():
         assert callable(settings.resolve(ref))
 
 
 @pytest.mark.parametrize("section", sorted(settings.SECTION_READERS))
 def test_every_schema_key_has_exactly_its_readers(section: str):
-    keys = set(SCHEMA["properties"][section]["properties"])
+    keys = set(schema_node(section)["properties"])
     read = {f.name for cls in settings.reader_classes(section) for f in fields(cls)}
     rule_keys = set(settings.RULE_KEYS.get(section, ()))
     assert read <= keys, f"{section}: settings fields without a schema key: {read - keys}"
@@ -47,8 +57,13 @@ def test_the_schema_defaults_build_every_settings_class(section: str):
     for cls in settings.reader_classes(section):
         built = cls.defaults() if hasattr(cls, "defaults") else None
         if isinstance(built, cls):
+            defaults = config.defaults()
+            for part in section.split("."):
+                defaults = defaults[part]
             for f in fields(cls):
-                want = config.defaults()[section][f.name]
+                want = defaults[f.name]
+                if isinstance(want, dict):  # a nested section: its own class checks it
+                    continue
                 got = getattr(built, f.name)
                 assert got == (tuple(want) if isinstance(want, list) else want), f.name
 
@@ -80,3 +95,52 @@ def test_missing_keys_and_bad_json_are_one_line_errors():
         settings.from_json(TabularSettings, "{estimator: logistic}")
     with pytest.raises(RecurError, match="expected sqrt, log2 or a fraction"):
         TabularSettings.defaults(max_features="all")
+
+
+def test_every_nested_section_of_a_read_section_has_its_reader():
+    for section in settings.SECTION_READERS:
+        for key, node in schema_node(section)["properties"].items():
+            if node.get("type") == "object" and "properties" in node:
+                assert f"{section}.{key}" in settings.SECTION_READERS, f"{section}.{key}"
+
+
+def test_every_top_level_scalar_is_a_required_option_of_the_commands_that_read_it():
+    """A scalar key (no section of its own) reaches each command that reads it as the
+    required option of the same name; the rules pass it, so no command restates its default."""
+    from recur.cli.main import build_parser
+
+    scalars = {k for k, v in SCHEMA["properties"].items() if v["type"] not in ("object", "array")}
+    assert scalars == set(settings.SCALAR_READERS)
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for key, commands in settings.SCALAR_READERS.items():
+        assert commands, key
+        for command in commands:
+            option = next(a for a in sub.choices[command]._actions if a.dest == key)
+            assert option.required, (command, key)
+            assert option.default is None, (command, key)
+            if "enum" in SCHEMA["properties"][key]:  # the choices are the schema's
+                assert list(option.choices) == SCHEMA["properties"][key]["enum"], command
+
+
+def test_a_nested_section_takes_its_defaults_by_path():
+    assert settings.section_defaults("train.augment", prob=0.5) == {
+        **config.defaults()["train"]["augment"],
+        "prob": 0.5,
+    }
+    with pytest.raises(RecurError, match="no key"):
+        settings.section_defaults("train.offset", columns=[])
+
+
+def test_omitted_keys_stay_out_of_the_json_argument():
+    section = config.defaults()["train"]
+    text = settings.section_json(section, omit=settings.RULE_KEYS["train"])
+    assert set(json.loads(text)) == set(section) - {"threads", "signature"}
+
+
+def test_a_whole_number_for_a_float_setting_becomes_a_float():
+    st = GradcamSettings.defaults(cutoff=1)  # float | None: left as given
+    assert st.cutoff == 1
+    aug = Augmentation.defaults(prob=1, rotate_deg=90)
+    assert isinstance(aug.prob, float)
+    assert isinstance(aug.rotate_deg, float)
+    assert aug.flip is True  # booleans are not numbers here

@@ -34,6 +34,9 @@ MODELS_PAPER_ORDER: tuple[str, ...] = ("Clinical", *DL_MODELS, "DL_Clinical")
 #: The margin-extended models (Clinical and DL_Clinical plus ablative-margin features),
 #: evaluated after :data:`MODELS_PAPER_ORDER` when the margin section is enabled.
 MARGIN_MODELS: tuple[str, ...] = ("Clinical_Margin", "DL_Clinical_Margin")
+#: The torch devices of training and inference (config key ``device``): ``auto`` takes a CUDA
+#: GPU when there is one, else the CPU.
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 # --------------------------------------------------------------------------- outcome and tables
 #: Early recurrence (``er`` = 1): a recurrence within this many months of the ablation.

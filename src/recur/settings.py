@@ -15,7 +15,7 @@ settings object with :func:`from_json`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -24,10 +24,14 @@ from recur.errors import RecurError
 T = TypeVar("T")
 
 
-def _frozen(value: Any) -> Any:
-    """Lists become tuples so that a frozen settings object is hashable and immutable."""
+def _frozen(value: Any, annotation: object = None) -> Any:
+    """Lists become tuples so that a frozen settings object is hashable and immutable; a whole
+    number for a ``float`` field becomes a float (as the command line's ``type=float`` made
+    it, so that ``1`` and ``1.0`` in the config give the same output)."""
     if isinstance(value, list):
         return tuple(_frozen(v) for v in value)
+    if annotation in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     return value
 
 
@@ -49,43 +53,55 @@ def from_section(cls: type[T], section: Mapping[str, Any], name: str = "") -> T:
     missing = [k for k in field_names(cls) if k not in section]
     if missing:
         raise RecurError(f"{where}: missing key(s) {missing} (was the config validated?)")
-    return cls(**{k: _frozen(section[k]) for k in field_names(cls)})
+    return cls(**{f.name: _frozen(section[f.name], f.type) for f in fields(cls)})
 
 
 def section_defaults(section: str, **overrides: Any) -> dict[str, Any]:
     """The schema's defaults of config ``section`` with ``overrides`` applied (unknown keys
-    refused), for code that runs outside the workflow."""
+    refused), for code that runs outside the workflow. A nested section is named by its path
+    (``"train.augment"``)."""
     from recur.config import defaults
 
-    values = defaults()[section]
+    values: dict[str, Any] = defaults()
+    for part in section.split("."):
+        values = values[part]
     unknown = sorted(set(overrides) - set(values))
     if unknown:
         raise RecurError(f"config section {section!r} has no key(s) {unknown}")
     return {**values, **overrides}
 
 
-def section_json(section: Mapping[str, Any], cls: type | None = None) -> str:
+def section_json(
+    section: Mapping[str, Any], cls: type | None = None, omit: Iterable[str] = ()
+) -> str:
     """A config section as one compact JSON argument (keys sorted, so equal sections give
     equal text and Snakemake's parameter check reruns a rule only on a real change).
 
     With ``cls``, only the keys that settings class reads: a rule whose command reads part
     of a section (e.g. the bootstrap keys of ``evaluate``) then reruns only when that part
-    changes.
+    changes. ``omit``: keys left out (the section's :data:`RULE_KEYS` that the rule reads
+    itself and the command does not, so that changing them reruns no job of that rule).
     """
-    if cls is not None:
-        section = {k: section[k] for k in field_names(cls)}
-    return json.dumps(dict(section), sort_keys=True, separators=(",", ":"))
+    keys = field_names(cls) if cls is not None else tuple(section)
+    left_out = set(omit)
+    kept = {k: section[k] for k in keys if k not in left_out}
+    return json.dumps(kept, sort_keys=True, separators=(",", ":"))
 
 
-def from_json(cls: type[T], text: str, name: str = "") -> T:
-    """``cls`` built from a section serialised by :func:`section_json`."""
+def json_section(text: str) -> dict[str, Any]:
+    """The section serialised by :func:`section_json` (a ``--settings`` argument)."""
     try:
         section = json.loads(text)
     except json.JSONDecodeError as e:
         raise RecurError(f"--settings is not valid JSON ({e.msg})") from None
     if not isinstance(section, dict):
         raise RecurError("--settings must be a JSON object (one config section)")
-    return from_section(cls, section, name)
+    return section
+
+
+def from_json(cls: type[T], text: str, name: str = "") -> T:
+    """``cls`` built from a section serialised by :func:`section_json`."""
+    return from_section(cls, json_section(text), name)
 
 
 class SectionSettings:
@@ -119,9 +135,10 @@ class SectionSettings:
         return section_json(section, cls)
 
 
-#: Which settings classes read each config section (``module:Class``), and the keys of a
-#: section that the rules read themselves (DAG shape, a flag of one command). Together they
-#: cover every key of the schema: ``tests/test_settings.py`` checks it both ways.
+#: Which settings classes read each config section (``module:Class``; a nested section by its
+#: path, ``train.augment``), and the keys of a section that the rules read themselves (DAG
+#: shape, a flag of one command). Together they cover every key of the schema:
+#: ``tests/test_settings.py`` checks it both ways.
 SECTION_READERS: dict[str, tuple[str, ...]] = {
     "cohort": ("recur.cohort.contract:CohortSettings",),
     "synthetic": ("recur.synthetic.cohort:SyntheticSettings",),
@@ -138,9 +155,19 @@ SECTION_READERS: dict[str, tuple[str, ...]] = {
     "split": ("recur.cohort.split:SplitSettings",),
     "gradcam": ("recur.models.gradcam:GradcamSettings",),
     "qc": ("recur.cohort.exclusions:QcSettings",),
+    "train": ("recur.models.train:TrainConfig",),
+    "train.offset": ("recur.models.train:OffsetSettings",),
+    "train.augment": ("recur.models.data:Augmentation",),
 }
 RULE_KEYS: dict[str, tuple[str, ...]] = {
     "dl_clinical": ("stacking",),
+    # threads: the rules' threads; signature: which model folder scores (the DAG's shape)
+    "train": ("threads", "signature"),
+}
+#: Top-level scalar keys (no section of their own): the commands the rules pass each one to,
+#: as the required option of the same name (``--device``).
+SCALAR_READERS: dict[str, tuple[str, ...]] = {
+    "device": ("train-dl", "ensemble-dl", "gradcam"),
 }
 #: The top-level keys that are not sections (a list or a single value) and the function
 #: that reads each.

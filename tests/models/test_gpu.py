@@ -15,7 +15,6 @@ from recur.models.data import make_dataset, make_items
 from recur.models.gradcam import PrePostGradCAM
 from recur.models.jobs import load_model
 from recur.models.train import (
-    Architecture,
     TrainSettings,
     predict_logits,
     resolve_device,
@@ -23,7 +22,7 @@ from recur.models.train import (
     train_model,
 )
 
-from ..fixtures import write_toy_cohort
+from ..fixtures import toy_train_config, toy_train_settings, write_toy_cohort
 
 pytestmark = [
     pytest.mark.gpu,
@@ -48,12 +47,17 @@ def toy(tmp_path_factory):
 
 
 def _train_cli(toy, outdir, device="auto"):
+    settings = toy_train_settings(
+        crossfit_folds=2,
+        epochs=3,
+        batch_size=8,
+        roi_channel=["PrePost"],
+        margin_target=["PrePost"],
+    )
     cmd = ["--threads", "1", "train-dl", "--model", "PrePost", "--fold", "full"]
-    cmd += ["--folds", "2", "--split", str(toy["split"]), "--clinical", str(toy["clinical"])]
-    cmd += ["--crops-dir", str(toy["crops"]), "--outdir", str(outdir), "--epochs", "3"]
-    cmd += ["--batch-size", "8", "--widths", "8", "8", "16", "16", "--hidden", "8"]
-    cmd += ["--roi-channel", "--aux-table", str(toy["margin"])]
-    cmd += ["--aux-columns", "min_margin_mm", "--device", device]
+    cmd += ["--split", str(toy["split"]), "--clinical", str(toy["clinical"])]
+    cmd += ["--crops-dir", str(toy["crops"]), "--outdir", str(outdir), "--settings", settings]
+    cmd += ["--aux-table", str(toy["margin"]), "--device", device]
     assert main(cmd) == 0
     return pd.read_csv(outdir / "scores.csv", dtype={"patient_id": str})
 
@@ -70,8 +74,8 @@ def test_gpu_training_lowers_the_loss():
         paths = write_toy_cohort(tmp, n_train=32, n_test=4, size=64, seed=3, signal=2.0)
         labels = read_outcome(paths["clinical"]).to_dict()
         items = make_items(sorted(labels), paths["crops"], labels)
-        arch = Architecture("Pre", widths=(8, 8, 16, 16))
-        settings = TrainSettings(epochs=8, batch_size=8, learning_rate=3e-3, seed=0)
+        arch = toy_train_config(gru_hidden=32).architecture("Pre")
+        settings = TrainSettings.defaults(epochs=8, batch_size=8, learning_rate=3e-3, seed=0)
         model, log, _ = train_model(arch, items[:28], items[28:], settings, "cuda")
     assert next(model.parameters()).device.type == "cuda"
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]

@@ -21,9 +21,9 @@ from recur.models.gradcam import (
     youden_cutoff,
 )
 from recur.models.networks import EnsembleNet, PreNet, PrePostNet
-from recur.models.train import Architecture, TrainSettings, configure_torch, train_model
+from recur.models.train import TrainSettings, configure_torch, train_model
 
-from ..fixtures import write_toy_cohort
+from ..fixtures import toy_train_config, write_toy_cohort
 
 
 def test_youden_and_groups_by_hand():
@@ -68,8 +68,8 @@ def trained(tmp_path_factory):
     labels = read_outcome(paths["clinical"]).to_dict()
     ids = sorted(labels)
     items = make_items(ids, paths["crops"], labels)
-    arch = Architecture("PrePost", widths=(8, 8, 16, 16), hidden=8)
-    settings = TrainSettings(epochs=2, batch_size=8, learning_rate=3e-3, seed=0)
+    arch = toy_train_config().architecture("PrePost")
+    settings = TrainSettings.defaults(epochs=2, batch_size=8, learning_rate=3e-3, seed=0)
     model, _, _ = train_model(arch, items[:12], items[12:], settings)
     return model, paths, labels
 

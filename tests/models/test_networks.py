@@ -140,7 +140,9 @@ def test_augmentation_identical_for_both_timepoints(tmp_path):
     crops = np.stack([pre, pre])  # post == pre
     _write(tmp_path / "X.npz", crops)
     item = make_items(["X"], tmp_path, {"X": 1.0})[0]
-    aug = Augmentation(rotate_deg=30, flip=True, intensity_scale=0.2, intensity_shift=0.2, prob=1)
+    aug = Augmentation.defaults(
+        rotate_deg=30, flip=True, intensity_scale=0.2, intensity_shift=0.2, prob=1
+    )
     out = make_transform(2, aug, seed=3)(item)["image"]
     assert out.shape == (2, 12, 32, 32)
     assert isinstance(out, torch.Tensor)
@@ -202,7 +204,7 @@ def test_roi_follows_the_rotation_but_not_the_intensity_jitter(tmp_path):
     crops[:, :, :, 4:12, 20:28] += 10.0  # the image is bright where the ROI is
     _write(tmp_path / "R.npz", crops, masks)
     item = make_items(["R"], tmp_path, {"R": 0.0})[0]
-    aug = Augmentation(rotate_deg=90, intensity_scale=0.5, intensity_shift=0.5, prob=1)
+    aug = Augmentation.defaults(rotate_deg=90, intensity_scale=0.5, intensity_shift=0.5, prob=1)
     out = make_transform(2, aug, seed=5, roi=True)(item)["image"]
     assert out.shape == (2, 15, 32, 32)
     roi = out[0, 12].numpy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -108,6 +109,48 @@ def test_crossfit_uses_oof_for_train_and_full_elsewhere():
     assert not np.allclose(p_cf["score"], p_in["score"])
     with pytest.raises(RecurError, match="out-of-fold"):
         tabular.signature_values(full["PrePost"], oof.iloc[1:], split, "crossfit")
+
+
+def test_dl_signature_reads_chooses_and_stacks_by_hand(tmp_path):
+    """Six patients: on the three tuning patients (C with ER; D, E without) Pre ranks C
+    above E only (AUC 0.5), PrePost above both (AUC 1): PrePost's signature is chosen. With
+    crossfit stacking the train patients A, B take their out-of-fold scores; the Pre
+    out-of-fold table is never read."""
+    ids = ["A", "B", "C", "D", "E", "F"]
+    split = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "site": "S",
+            "cohort": ["train"] * 5 + ["test"],
+            "split": ["train", "train", "tune", "tune", "tune", "test"],
+        }
+    )
+    clinical = pd.DataFrame({"patient_id": ids, "er": [0, 1, 1, 0, 0, 1]})
+
+    def write(name: str, scores: list[float], rows: list[str] = ids) -> Path:
+        table = split.set_index("patient_id").loc[rows, ["cohort", "split"]].reset_index()
+        path = tmp_path / f"{name}.csv"
+        table.assign(score=scores).to_csv(path, index=False)
+        return path
+
+    full = {
+        "Pre": write("Pre", [0.5, 0.5, 0.2, 0.6, 0.1, 0.5]),
+        "PrePost": write("PrePost", [0.7, 0.8, 0.9, 0.3, 0.4, 0.55]),
+    }
+    oof = {"Pre": tmp_path / "absent.csv", "PrePost": write("oof", [0.35, 0.45], ["A", "B"])}
+    sig = tabular.dl_signature(full, oof, clinical, split, "crossfit")
+    assert (sig.model, sig.name, sig.stacking) == ("PrePost", "PrePost_signature", "crossfit")
+    assert sig.tune_auc == {"Pre": 0.5, "PrePost": 1.0}
+    assert list(sig.values.index) == ids
+    np.testing.assert_allclose(sig.values, [0.35, 0.45, 0.9, 0.3, 0.4, 0.55])
+    in_sample = tabular.dl_signature(
+        full, {"Pre": None, "PrePost": None}, clinical, split, "in_sample"
+    )
+    np.testing.assert_allclose(in_sample.values, [0.7, 0.8, 0.9, 0.3, 0.4, 0.55])
+    with pytest.raises(RecurError, match="out-of-fold predictions of PrePost"):
+        tabular.dl_signature(
+            full, {"Pre": oof["PrePost"], "PrePost": None}, clinical, split, "crossfit"
+        )
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ losses, crossfit, jobs)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from monai.data import get_track_meta
 
 from recur.cli.main import main
 from recur.cohort.split import make_split, read_outcome, write_split
+from recur.config import defaults
 from recur.constants import SCORE_COLUMNS
 from recur.errors import RecurError
 from recur.models.crossfit import crossfit_table, job_patients
@@ -22,7 +24,7 @@ from recur.models.losses import covariate_offset, masked_huber, pos_weight, stan
 from recur.models.selection import average_states, safe_auc, select_epoch, smoothed_auc
 from recur.models.train import (
     LOG_COLUMNS,
-    Architecture,
+    TrainConfig,
     TrainSettings,
     configure_torch,
     predict_logits,
@@ -30,10 +32,9 @@ from recur.models.train import (
     sigmoid,
     train_model,
 )
+from recur.settings import RULE_KEYS, section_json
 
-from ..fixtures import write_toy_cohort
-
-SMALL = dict(widths=(8, 8, 16, 16), hidden=8)
+from ..fixtures import toy_train_config, toy_train_settings, write_toy_cohort
 
 
 def test_pos_weight_auc_sigmoid_by_hand():
@@ -49,6 +50,57 @@ def test_pos_weight_auc_sigmoid_by_hand():
     if not torch.cuda.is_available():
         with pytest.raises(RecurError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_train_config_gives_each_model_its_network_by_hand():
+    """The study's choice: ROI channels and the margin target for PrePost, the covariate
+    offset for Pre. Pre reads 12 channels (4 phases x 3 slices) and predicts ER alone; PrePost
+    15 per time point (+ the tumour ROI of the 3 slices) and also the measured margin."""
+    config = TrainConfig.defaults(
+        roi_channel=["PrePost"],
+        margin_target=["PrePost"],
+        offset={"models": ["Pre"], "variables": ["hbv"]},
+    )
+    pre, prepost = config.architecture("Pre"), config.architecture("PrePost")
+    assert (pre.roi_channel, pre.in_channels, pre.aux_targets) == (False, 12, ())
+    assert (prepost.roi_channel, prepost.in_channels) == (True, 15)
+    assert prepost.aux_targets == ("min_margin_mm",)
+    assert pre.members == prepost.members == 1
+    assert (pre.hidden, pre.tta, pre.widths) == (config.gru_hidden, config.tta, config.widths)
+    assert config.offset.variables_of("Pre") == ("hbv",)
+    assert config.offset.variables_of("PrePost") == ()
+    both = TrainConfig.defaults(roi_channel=["Pre", "PrePost"], margin_target=[])
+    assert both.architecture("Pre").in_channels == 15
+    assert both.architecture("PrePost").aux_targets == ()
+    opt = config.optimisation()
+    assert (opt.augment, opt.seed, opt.epochs) == (config.augment, config.seed, config.epochs)
+    # the rule's argument (the section without the rules' own keys) gives the same object
+    text = section_json(defaults()["train"], omit=RULE_KEYS["train"])
+    assert TrainConfig.from_json(text) == TrainConfig.defaults()
+
+
+def test_train_config_refuses_an_unknown_model_and_bad_nested_keys():
+    with pytest.raises(RecurError, match=r"train\.roi_channel: unknown model\(s\) \['Post'\]"):
+        TrainConfig.defaults(roi_channel=["Post"])
+    with pytest.raises(RecurError, match=r"train\.augment: prob must lie in \[0, 1\]"):
+        TrainConfig.defaults(augment={"prob": 1.5})
+    with pytest.raises(RecurError, match="no key"):
+        TrainConfig.defaults(offset={"model": ["Pre"]})
+    section = defaults()["train"]
+    del section["augment"]["flip"]
+    with pytest.raises(RecurError, match=r"'train\.augment': missing key\(s\) \['flip'\]"):
+        TrainConfig.from_config(section)
+
+
+def test_load_model_refuses_a_model_json_without_the_network_keys(tmp_path):
+    arch = toy_train_config().architecture("Pre")
+    torch.save(arch.build().state_dict(), tmp_path / "weights.pt")
+    meta = {k: v for k, v in asdict(arch).items() if k != "tta"}
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(RecurError, match=r"model\.json lacks \['tta'\]"):
+        load_model(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps(asdict(arch)))
+    assert load_model(tmp_path)[1] == arch
 
 
 def _split_table():
@@ -153,7 +205,7 @@ def test_training_lowers_loss(toy):
     ids = list(split.loc[split["split"] != "test", "patient_id"])
     items = make_items(ids, toy["crops"], labels)
     # mild settings: the point is that the optimisation works, not the regularisation
-    settings = TrainSettings(
+    settings = TrainSettings.defaults(
         epochs=8,
         patience=8,
         batch_size=8,
@@ -161,10 +213,10 @@ def test_training_lowers_loss(toy):
         weight_decay=1e-4,
         seed=0,
         scheduler="constant",
-        augment=Augmentation(rotate_deg=15, prob=0.5, flip_vertical=False),
+        augment=Augmentation.defaults(rotate_deg=15, prob=0.5, flip_vertical=False),
     )
     for name in ("Pre", "PrePost"):
-        arch = Architecture(name, **SMALL, dropout=0.3)
+        arch = toy_train_config(dropout=0.3).architecture(name)
         _, log, best = train_model(arch, items, items[:8], settings)
         assert list(log.columns) == LOG_COLUMNS
         assert len(log) == 8
@@ -220,12 +272,18 @@ def test_auxiliary_margin_target_is_learnt_and_saved(toy, tmp_path):
     )
     table.loc[0, "min_margin_mm"] = np.nan  # an unknown target adds nothing
     table.to_csv(tmp_path / "margin.csv", index=False)
+    settings = toy_train_settings(
+        epochs=6,
+        batch_size=8,
+        min_epochs=1,
+        scheduler="constant",
+        weight_decay=0.0001,
+        margin_target=["PrePost"],
+    )
     cmd = ["--threads", "1", "train-dl", "--model", "PrePost", "--split", str(toy["split"])]
     cmd += ["--clinical", str(toy["clinical"]), "--crops-dir", str(toy["crops"])]
-    cmd += ["--outdir", str(tmp_path / "m"), "--epochs", "6", "--batch-size", "8"]
-    cmd += ["--widths", "8", "8", "16", "16", "--hidden", "8", "--device", "cpu"]
-    cmd += ["--min-epochs", "1", "--scheduler", "constant", "--weight-decay", "0.0001"]
-    cmd += ["--aux-table", str(tmp_path / "margin.csv"), "--aux-columns", "min_margin_mm"]
+    cmd += ["--outdir", str(tmp_path / "m"), "--device", "cpu", "--settings", settings]
+    cmd += ["--aux-table", str(tmp_path / "margin.csv")]
     assert main(cmd) == 0
     log = pd.read_csv(tmp_path / "m" / "training_log.csv")
     assert log["train_aux_loss"].notna().all()
@@ -239,8 +297,8 @@ def test_auxiliary_margin_target_is_learnt_and_saved(toy, tmp_path):
     np.testing.assert_allclose(
         sigmoid(predict_logits(model, ds, torch.device("cpu"))), scores["score"], rtol=1e-5
     )
-    # auxiliary columns without their table: a clear error, nothing written
-    no_table = [*cmd[:-4], "--aux-columns", "min_margin_mm"]
+    # a margin target without its table: a clear error, nothing written
+    no_table = cmd[:-2]
     no_table[no_table.index(str(tmp_path / "m"))] = str(tmp_path / "n")
     assert main(no_table) == 2
     assert not (tmp_path / "n").exists()
@@ -267,11 +325,11 @@ def test_average_window_keeps_the_mean_of_the_selected_window(toy):
     split = pd.read_csv(toy["split"])
     ids = list(split.loc[split["split"] != "test", "patient_id"])
     items = make_items(ids, toy["crops"], labels)
-    arch = Architecture("Pre", **SMALL)
+    arch = toy_train_config().architecture("Pre")
     got = {}
     for average in (False, True):
         configure_torch(0, threads=1)
-        settings = TrainSettings(
+        settings = TrainSettings.defaults(
             epochs=4, batch_size=8, seed=0, min_epochs=1, smooth_epochs=2, average_window=average
         )
         model, _, best = train_model(
@@ -290,11 +348,11 @@ def test_average_window_keeps_the_mean_of_the_selected_window(toy):
 
 def _train_cli(toy, outdir, fold="full", epochs=2):
     """`recur train-dl` in-process (the CLI parsing and file edges, without torch start-up)."""
+    settings = toy_train_settings(crossfit_folds=2, epochs=epochs, batch_size=8)
     cmd = ["--threads", "1", "train-dl", "--model", "PrePost"]
-    cmd += ["--fold", fold, "--folds", "2", "--split", str(toy["split"])]
+    cmd += ["--fold", fold, "--split", str(toy["split"])]
     cmd += ["--clinical", str(toy["clinical"]), "--crops-dir", str(toy["crops"])]
-    cmd += ["--outdir", str(outdir), "--epochs", str(epochs), "--batch-size", "8"]
-    cmd += ["--widths", "8", "8", "16", "16", "--hidden", "8", "--device", "cpu"]
+    cmd += ["--outdir", str(outdir), "--device", "cpu", "--settings", settings]
     assert main(cmd) == 0
     return pd.read_csv(outdir / "scores.csv", dtype={"patient_id": str})
 
@@ -378,10 +436,12 @@ def test_ensemble_cli_scores_with_the_mean_logit_and_reloads(toy, tmp_path):
     pre = tmp_path / "pre"
     cmd_pre = ["--threads", "1", "train-dl", "--model", "Pre", "--split", str(toy["split"])]
     cmd_pre += ["--clinical", str(toy["clinical"]), "--crops-dir", str(toy["crops"])]
-    cmd_pre += ["--outdir", str(pre), "--epochs", "1", "--widths", "8", "8", "16", "16"]
+    cmd_pre += ["--outdir", str(pre), "--device", "cpu"]
+    cmd_pre += ["--settings", toy_train_settings(epochs=1, gru_hidden=32)]
     assert main(cmd_pre) == 0
     bad = ["ensemble-dl", str(dirs[0]), str(pre), "--split", str(toy["split"])]
     bad += ["--crops-dir", str(toy["crops"]), "--outdir", str(tmp_path / "bad")]
+    bad += ["--device", "cpu"]
     assert main(bad) == 2
     assert not (tmp_path / "bad").exists()
 
@@ -393,7 +453,8 @@ def test_cli_error_names_patient(toy, tmp_path, capsys):
         (crops / f.name).symlink_to(f)
     (crops / "T0003.npz").unlink()
     cmd = ["train-dl", "--model", "Pre", "--split", str(toy["split"])]
-    cmd += ["--clinical", str(toy["clinical"]), "--crops-dir", str(crops)]
+    cmd += ["--clinical", str(toy["clinical"]), "--crops-dir", str(crops), "--device", "cpu"]
+    cmd += ["--settings", toy_train_settings()]
     assert main([*cmd, "--outdir", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert "patient T0003: crop file crops/T0003.npz not found" in err
@@ -402,12 +463,12 @@ def test_cli_error_names_patient(toy, tmp_path, capsys):
 
 
 def test_augmentation_settings_reach_transforms():
-    aug = Augmentation(
+    aug = Augmentation.defaults(
         rotate_deg=0, flip=False, flip_vertical=False, intensity_scale=0, intensity_shift=0.2
     )
     names = [type(t).__name__ for t in aug.transforms()]
     assert names == ["RandShiftIntensityd"]
-    tfs = Augmentation().transforms()
+    tfs = Augmentation.defaults().transforms()
     names = [type(t).__name__ for t in tfs]
     assert names == [
         "RandRotated",
@@ -426,7 +487,7 @@ def test_plain_tensors_leave_the_augmented_crops_identical(toy):
     items = make_items(ids, toy["crops"], read_outcome(toy["clinical"]).to_dict())
 
     def draw() -> list[torch.Tensor]:
-        ds = make_dataset(items, 2, Augmentation(), seed=3, roi=True)
+        ds = make_dataset(items, 2, Augmentation.defaults(), seed=3, roi=True)
         return [ds[i]["image"] for i in range(len(ds))]
 
     assert get_track_meta()
@@ -581,8 +642,10 @@ def test_offset_enters_the_training_loss_only(toy):
     tune = make_items(list(split.loc[split["split"] == "tune", "patient_id"]), toy["crops"], labels)
     items = make_items(ids, toy["crops"], labels)
     explained = [{**i, "offset": np.float32(8.0 if i["label"] == 1 else -8.0)} for i in items]
-    settings = TrainSettings(epochs=1, batch_size=8, seed=0, min_epochs=1, scheduler="constant")
-    arch = Architecture("Pre", **SMALL)
+    settings = TrainSettings.defaults(
+        epochs=1, batch_size=8, seed=0, min_epochs=1, scheduler="constant"
+    )
+    arch = toy_train_config().architecture("Pre")
     _, plain_log, _ = train_model(arch, items, tune, settings)
     _, off_log, _ = train_model(arch, explained, tune, settings)
     assert off_log["train_loss"].iloc[0] < 0.1 * plain_log["train_loss"].iloc[0]
@@ -600,15 +663,24 @@ def test_train_dl_cli_records_the_offset_and_refuses_bad_variables(toy, tmp_path
     clinical = tmp_path / "clinical.csv"
     table.to_csv(clinical, index=False)
     cmd = ["--threads", "1", "train-dl", "--model", "Pre", "--split", str(toy["split"])]
-    cmd += ["--clinical", str(clinical), "--crops-dir", str(toy["crops"])]
-    cmd += ["--epochs", "1", "--batch-size", "8", "--widths", "8", "8", "16", "16"]
-    cmd += ["--device", "cpu", "--min-epochs", "1"]
-    assert main([*cmd, "--outdir", str(tmp_path / "m"), "--offset-variables", "afp_ng_ml"]) == 0
+    cmd += ["--clinical", str(clinical), "--crops-dir", str(toy["crops"]), "--device", "cpu"]
+
+    def offset(*variables: str) -> list[str]:
+        settings = toy_train_settings(
+            epochs=1,
+            batch_size=8,
+            min_epochs=1,
+            gru_hidden=32,
+            offset={"models": ["Pre"], "variables": list(variables)},
+        )
+        return ["--settings", settings]
+
+    assert main([*cmd, "--outdir", str(tmp_path / "m"), *offset("afp_ng_ml")]) == 0
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     assert meta["training_offset"]["variables"] == ["afp_ng_ml"]
     assert meta["training_offset"]["coefficients"]["afp_ng_ml"] > 0
     load_model(tmp_path / "m")  # the extra record does not disturb reloading
-    bad = [*cmd, "--outdir", str(tmp_path / "n"), "--offset-variables", "albumin"]
+    bad = [*cmd, "--outdir", str(tmp_path / "n"), *offset("albumin")]
     assert main(bad) == 2
     assert not (tmp_path / "n").exists()
     # a value that is not a number: the error names the table, the column and the patient
@@ -617,7 +689,7 @@ def test_train_dl_cli_records_the_offset_and_refuses_bad_variables(toy, tmp_path
     table.loc[table["patient_id"] == train_id, "afp_ng_ml"] = "high"
     table.to_csv(clinical, index=False)
     capsys.readouterr()
-    text = [*cmd, "--outdir", str(tmp_path / "t"), "--offset-variables", "afp_ng_ml"]
+    text = [*cmd, "--outdir", str(tmp_path / "t"), *offset("afp_ng_ml")]
     assert main(text) == 2
     err = capsys.readouterr().err
     assert f"clinical.csv: offset: column 'afp_ng_ml' is not numeric (patient {train_id})" in err

@@ -12,6 +12,7 @@ import builtins
 import json
 import pickle
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -37,21 +38,12 @@ class _WritesMarker:
 
 def _tiny_net_dir(tmp_path: Path) -> Path:
     """A model dir with a real model.json and weights.pt of a tiny Pre network."""
-    arch = train.Architecture(
-        model="Pre", widths=(4, 4, 8, 8), blocks=(1, 1, 1, 1), hidden=4, dropout=0.0
-    )
+    config = train.TrainConfig.defaults(widths=[4, 4, 8, 8], gru_hidden=4, dropout=0.0)
+    arch = config.architecture("Pre")
     d = tmp_path / "Pre" / "full"
     d.mkdir(parents=True)
     torch.save(arch.build().state_dict(), d / "weights.pt")
-    meta = {
-        "model": "Pre",
-        "widths": [4, 4, 8, 8],
-        "blocks": [1, 1, 1, 1],
-        "hidden": 4,
-        "dropout": 0.0,
-        "max_pool": True,
-    }
-    (d / "model.json").write_text(json.dumps(meta))
+    (d / "model.json").write_text(json.dumps(asdict(arch)))
     return d
 
 

@@ -115,20 +115,15 @@ def _cmd_margin_model(a: argparse.Namespace) -> None:
             raise RecurError("DL_Clinical_Margin needs --pre and --prepost predictions")
         if not a.stacking:
             raise RecurError("DL_Clinical_Margin needs --stacking (dl_clinical.stacking)")
-        full = {
-            "Pre": readers.read_predictions(a.pre, "Pre"),
-            "PrePost": readers.read_predictions(a.prepost, "PrePost"),
-        }
-        choice, _ = tabular.choose_signature(full, clinical)
-        oof = None
-        if a.stacking == "crossfit":
-            path = {"Pre": a.pre_oof, "PrePost": a.prepost_oof}[choice]
-            if not path:
-                raise RecurError("crossfit stacking needs --pre-oof and --prepost-oof")
-            oof = readers.read_predictions(path, f"{choice} (out-of-fold)")
-        sig = tabular.signature_values(full[choice], oof, split, a.stacking)
-        name = f"{choice}_signature"
-        extra = {"signature": choice, "stacking": a.stacking}
+        chosen = tabular.dl_signature(
+            {"Pre": a.pre, "PrePost": a.prepost},
+            {"Pre": a.pre_oof, "PrePost": a.prepost_oof},
+            clinical,
+            split,
+            a.stacking,
+        )
+        sig, name = chosen.values, chosen.name
+        extra = {"signature": chosen.model, "stacking": a.stacking}
     model, pred, feats = fit_margin_model(
         a.model, clinical, split, margins, a.features, st, sig, name, n_jobs=a.threads or 1
     )

@@ -9,67 +9,27 @@ import logging
 from pathlib import Path
 
 from recur.cli.common import add_evaluation_inputs, add_tabular_args, tree_settings, write_csv
-from recur.constants import DL_MODELS
+from recur.constants import DEVICES, DL_MODELS
 from recur.errors import RecurError
 
 log = logging.getLogger("recur")
 
 
-def _dl_arch(a: argparse.Namespace):
-    from recur.models.train import Architecture
-
-    return Architecture(
-        model=a.model,
-        widths=tuple(a.widths),
-        blocks=tuple(a.blocks),
-        hidden=a.hidden,
-        dropout=a.dropout,
-        max_pool=not a.no_max_pool,
-        roi_channel=a.roi_channel,
-        tta=a.tta,
-        aux_targets=tuple(a.aux_columns),
-    )
-
-
 def _cmd_train_dl(a: argparse.Namespace) -> None:
     from recur.models import jobs, train
-    from recur.models.data import Augmentation
 
-    settings = train.TrainSettings(
-        epochs=a.epochs,
-        patience=a.patience,
-        batch_size=a.batch_size,
-        learning_rate=a.learning_rate,
-        weight_decay=a.weight_decay,
-        seed=a.seed,
-        augment=Augmentation(
-            rotate_deg=a.rotate_deg,
-            flip=not a.no_flip,
-            flip_vertical=not a.no_flip_vertical,
-            intensity_scale=a.intensity_scale,
-            intensity_shift=a.intensity_shift,
-            prob=a.augment_prob,
-        ),
-        min_epochs=a.min_epochs,
-        smooth_epochs=a.smooth_epochs,
-        scheduler=a.scheduler,
-        average_window=a.average_window,
-        aux_weight=a.aux_weight,
-    )
-    train.configure_torch(a.seed, a.threads)
+    config = train.TrainConfig.from_json(a.settings)
+    train.configure_torch(config.seed, a.threads)
     jobs.run_training(
-        _dl_arch(a),
-        settings,
+        config,
+        a.model,
         fold=a.fold,
-        crossfit_k=a.folds,
         split_csv=a.split,
         clinical_csv=a.clinical,
         crops_dir=a.crops_dir,
         outdir=a.outdir,
         device=a.device,
         aux_csv=a.aux_table,
-        offset_variables=tuple(a.offset_variables),
-        offset_c=a.offset_c,
     )
 
 
@@ -163,26 +123,20 @@ def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
     st = tree_settings(a)
     clinical = readers.read_clinical(a.clinical)
     split = read_split(a.split)
-    full = {
-        "Pre": readers.read_predictions(a.pre, "Pre"),
-        "PrePost": readers.read_predictions(a.prepost, "PrePost"),
-    }
-    choice, aucs = tabular.choose_signature(full, clinical)
-    oof_path = {"Pre": a.pre_oof, "PrePost": a.prepost_oof}[choice]
-    oof = (
-        readers.read_predictions(oof_path, f"{choice} (out-of-fold)")
-        if a.stacking == "crossfit"
-        else None
+    sig = tabular.dl_signature(
+        {"Pre": a.pre, "PrePost": a.prepost},
+        {"Pre": a.pre_oof, "PrePost": a.prepost_oof},
+        clinical,
+        split,
+        a.stacking,
     )
-    sig = tabular.signature_values(full[choice], oof, split, a.stacking)
-    name = f"{choice}_signature"
     model, pred, feats = tabular.dl_clinical_model(
-        clinical, split, sig, name, st, n_jobs=a.threads or 1
+        clinical, split, sig.values, sig.name, st, n_jobs=a.threads or 1
     )
     imp = tabular.feature_importance(model, feats)
     choice_info = {
-        "signature": choice,
-        "tune_auc": aucs,
+        "signature": sig.model,
+        "tune_auc": sig.tune_auc,
         "stacking": a.stacking,
         "rule": "higher tuning AUC; ties go to PrePost",
     }
@@ -192,17 +146,22 @@ def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
         a.manifest,
         features=feats,
         settings=st,
-        extra={"signature": choice, "stacking": a.stacking},
+        extra={"signature": sig.model, "stacking": a.stacking},
     )
     write_text_atomic(a.choice, json.dumps(choice_info, indent=2, sort_keys=True) + "\n")
     write_csv(imp, a.importance)
     write_csv(pred, a.out)
     log.info(
         "DL_Clinical: signature %s (tune AUC %s), stacking %s",
-        choice,
-        {k: round(v, 3) for k, v in aucs.items()},
+        sig.model,
+        {k: round(v, 3) for k, v in sig.tune_auc.items()},
         a.stacking,
     )
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    """``--device`` (config key ``device``), which the rules always pass."""
+    p.add_argument("--device", required=True, choices=DEVICES, help="config key device")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -211,67 +170,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-dl", help="train one deep-learning model (full or one fold)")
     p.add_argument("--model", required=True, choices=DL_MODELS)
     p.add_argument("--fold", default="full", help="'full' or a cross-fitting fold 0..K-1")
-    p.add_argument("--folds", type=int, default=4, help="K cross-fitting folds")
     p.add_argument("--split", required=True, help="split.csv")
     p.add_argument("--clinical", required=True, help="clinical.csv (er)")
     p.add_argument("--crops-dir", required=True, help="folder of {patient}.npz crops")
     p.add_argument("--outdir", required=True, help="where weights.pt etc. go")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    # defaults = recur.models.train.TrainSettings / recur.models.data.Augmentation (= the schema's)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--patience", type=int, default=15)
-    p.add_argument("--min-epochs", type=int, default=10, help="no epoch kept before this one")
-    p.add_argument("--smooth-epochs", type=int, default=3, help="tuning-AUC window (epochs)")
-    p.add_argument("--scheduler", default="onecycle", choices=["onecycle", "constant"])
+    _add_device(p)
+    p.add_argument("--settings", required=True, help="the config section train as JSON")
     p.add_argument(
-        "--average-window",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="keep the mean weights of the selection window's epochs (weight averaging)",
-    )
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--learning-rate", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--widths", type=int, nargs=4, default=[16, 32, 64, 64])
-    p.add_argument("--blocks", type=int, nargs=4, default=[1, 1, 1, 1])
-    p.add_argument("--hidden", type=int, default=32, help="GRU hidden size (PrePost)")
-    p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--no-max-pool", action="store_true", help="no max-pool in the stem")
-    p.add_argument(
-        "--roi-channel",
-        action="store_true",
-        help="the tumour ROI as 3 more input channels per time point",
-    )
-    p.add_argument(
-        "--tta",
-        action="store_true",
-        help="score with the mean logit over the 8 dihedral views (test-time augmentation)",
-    )
-    p.add_argument("--rotate-deg", type=float, default=180.0)
-    p.add_argument("--no-flip", action="store_true")
-    p.add_argument("--no-flip-vertical", action="store_true")
-    p.add_argument("--intensity-scale", type=float, default=0.1)
-    p.add_argument("--intensity-shift", type=float, default=0.1)
-    p.add_argument("--augment-prob", type=float, default=0.8)
-    p.add_argument(
-        "--aux-table", default=None, help="CSV with patient_id and the auxiliary targets"
-    )
-    p.add_argument(
-        "--aux-columns",
-        nargs="*",
-        default=[],
-        help="columns of --aux-table learnt as auxiliary regression targets (multi-task)",
-    )
-    p.add_argument("--aux-weight", type=float, default=3.0, help="weight of the auxiliary loss")
-    p.add_argument(
-        "--offset-variables",
-        nargs="*",
-        default=[],
-        help="clinical-table columns whose fitted log-odds offsets the training loss",
-    )
-    p.add_argument(
-        "--offset-c", type=float, default=1.0, help="inverse L2 strength of the offset's fit"
+        "--aux-table",
+        default=None,
+        help="margin.csv: the auxiliary target of the models train.margin_target lists",
     )
     p.set_defaults(func=_cmd_train_dl)
 
@@ -291,7 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", required=True, help="split.csv (every patient is scored)")
     p.add_argument("--crops-dir", required=True, help="folder of {patient}.npz crops")
     p.add_argument("--outdir", required=True, help="where weights.pt, model.json, scores.csv go")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_device(p)
     p.set_defaults(func=_cmd_ensemble_dl)
 
     p = sub.add_parser("crossfit-dl", help="out-of-fold signature from the fold models")
@@ -307,7 +215,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crops-dir", required=True)
     p.add_argument("--outdir", required=True, help="folder of {patient}.png and index.csv")
     p.add_argument("--settings", required=True, help="the config section gradcam as JSON")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_device(p)
     p.set_defaults(func=_cmd_gradcam)
 
     p = sub.add_parser("clinical-model", help="fit the Clinical model; score all")

@@ -16,7 +16,7 @@ import json
 import logging
 import pickle
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from recur.models.networks import EnsembleNet
 from recur.models.selection import safe_auc
 from recur.models.train import (
     Architecture,
-    TrainSettings,
+    TrainConfig,
     predict_logits,
     resolve_device,
     sigmoid,
@@ -43,36 +43,43 @@ from recur.models.train import (
 )
 
 log = logging.getLogger(__name__)
+#: The keys of ``model.json`` that describe the network (:class:`Architecture`'s fields).
+ARCHITECTURE_KEYS: tuple[str, ...] = tuple(f.name for f in fields(Architecture))
 
 
 def run_training(
-    arch: Architecture,
-    settings: TrainSettings,
+    config: TrainConfig,
+    model_name: str,
     *,
     fold: str,
-    crossfit_k: int,
     split_csv: str | Path,
     clinical_csv: str | Path,
     crops_dir: str | Path,
     outdir: str | Path,
-    device: str = "auto",
+    device: str,
     aux_csv: str | Path | None = None,
-    offset_variables: Sequence[str] = (),
-    offset_c: float = 1.0,
 ) -> pd.DataFrame:
     """Train one (model, fold) job and write ``weights.pt``, ``model.json``,
     ``training_log.csv`` and ``scores.csv`` (patient_id, cohort, split, score) into ``outdir``.
 
-    The folds are drawn with ``settings.seed``. ``aux_csv``: a table with ``patient_id`` and
-    the columns ``arch.aux_targets`` (e.g. ``margin.csv``), read for the training patients
-    only. ``offset_variables``: columns of the clinical table whose fitted log-odds
+    The network is ``config.architecture(model_name)``, trained with
+    ``config.optimisation()``; the ``config.crossfit_folds`` folds are drawn with its seed.
+    ``aux_csv``: a table with ``patient_id`` and the columns ``arch.aux_targets`` (e.g.
+    ``margin.csv``), read for the training patients only. The offset variables of the model
+    (``config.offset``): columns of the clinical table whose fitted log-odds
     (:func:`~recur.models.losses.covariate_offset`, on this job's training patients) offsets
     the training loss; the fitted coefficients are recorded in ``model.json``. Returns the
     scores table.
     """
+    arch = config.architecture(model_name)
+    settings = config.optimisation()
+    offset_variables = config.offset.variables_of(model_name)
+    offset_c = config.offset.c
     split_df = read_split(split_csv)
     er = read_outcome(clinical_csv)
-    train_ids, tune_ids, score_ids = job_patients(split_df, er, fold, crossfit_k, settings.seed)
+    train_ids, tune_ids, score_ids = job_patients(
+        split_df, er, fold, config.crossfit_folds, settings.seed
+    )
     labels = er.to_dict()
     aux = None
     if arch.aux_targets:
@@ -142,7 +149,7 @@ def run_ensemble(
     split_csv: str | Path,
     crops_dir: str | Path,
     outdir: str | Path,
-    device: str = "auto",
+    device: str,
 ) -> pd.DataFrame:
     """Join trained networks of one model (``train-dl`` output folders: the full model and
     its fold models) into one :class:`~recur.models.networks.EnsembleNet` whose score is their mean
@@ -239,17 +246,23 @@ def load_model(
     model_dir = Path(model_dir)
     try:
         meta = json.loads((model_dir / "model.json").read_text())
+        missing = [k for k in ARCHITECTURE_KEYS if k not in meta]
+        if missing:
+            raise RecurError(
+                f"{model_dir}: model.json lacks {missing} (written by an older recur: "
+                "train the model again)"
+            )
         arch = Architecture(
             model=meta["model"],
             widths=tuple(meta["widths"]),
             blocks=tuple(meta["blocks"]),
             hidden=int(meta["hidden"]),
             dropout=float(meta["dropout"]),
-            max_pool=bool(meta.get("max_pool", True)),
-            roi_channel=bool(meta.get("roi_channel", False)),
-            tta=bool(meta.get("tta", False)),
-            aux_targets=tuple(meta.get("aux_targets", ())),
-            members=int(meta.get("members", 1)),
+            max_pool=bool(meta["max_pool"]),
+            roi_channel=bool(meta["roi_channel"]),
+            tta=bool(meta["tta"]),
+            aux_targets=tuple(meta["aux_targets"]),
+            members=int(meta["members"]),
         )
         state = torch.load(model_dir / "weights.pt", map_location=device, weights_only=True)
         model = arch.build()

@@ -288,6 +288,49 @@ def signature_values(
     return pd.Series(out.to_numpy(dtype=float), index=ids.to_numpy(), name="signature")
 
 
+@dataclass(frozen=True, eq=False)
+class DLSignature:
+    """The DL signature that DL_Clinical (and DL_Clinical_Margin) is fitted on."""
+
+    #: the DL model whose signature it is (:func:`choose_signature`)
+    model: str
+    #: the tuning AUC of each DL model, which chose it
+    tune_auc: dict[str, float]
+    stacking: str
+    #: the signature of every patient of the split (:func:`signature_values`)
+    values: pd.Series
+
+    @property
+    def name(self) -> str:
+        """The signature's feature name (``PrePost_signature``)."""
+        return f"{self.model}{SIGNATURE_SUFFIX}"
+
+
+def dl_signature(
+    full: Mapping[str, str | Path],
+    oof: Mapping[str, str | Path | None],
+    clinical: pd.DataFrame,
+    split: pd.DataFrame,
+    stacking: str,
+) -> DLSignature:
+    """Read the DL models' predictions (``full``: ``{model: predictions CSV}`` of every model
+    of :data:`recur.constants.DL_MODELS`; ``oof``: their out-of-fold CSVs, read only for the
+    chosen model with ``crossfit`` stacking), choose the signature by tuning AUC and give its
+    values per patient."""
+    from recur.evaluate.readers import read_predictions
+
+    scores = {m: read_predictions(full[m], m) for m in DL_MODELS}
+    choice, aucs = choose_signature(scores, clinical)
+    oof_scores = None
+    if stacking == "crossfit":
+        path = oof.get(choice)
+        if not path:
+            raise RecurError(f"crossfit stacking needs the out-of-fold predictions of {choice}")
+        oof_scores = read_predictions(path, f"{choice} (out-of-fold)")
+    values = signature_values(scores[choice], oof_scores, split, stacking)
+    return DLSignature(choice, aucs, stacking, values)
+
+
 def dl_clinical_model(
     clinical: pd.DataFrame,
     split: pd.DataFrame,

@@ -19,6 +19,9 @@ network's logit in the training loss only; selection and scoring use the network
 :func:`predict_logits` scores a dataset (optionally the mean over the 8 dihedral views). The
 jobs that read the tables and write the trained models are in :mod:`recur.models.jobs`.
 
+The config section ``train`` is read by :class:`TrainConfig`, which gives each job its
+:class:`Architecture` (per model), :class:`TrainSettings` and covariate offset.
+
 Same seed and settings -> identical weights and scores on the CPU: every generator is seeded,
 ``torch.use_deterministic_algorithms(True)``, MONAI ``set_determinism``, ``num_workers=0``.
 """
@@ -29,8 +32,9 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +43,7 @@ from monai.data import DataLoader
 from monai.utils import set_determinism
 from torch import nn
 
+from recur.constants import DEVICES, DL_MODELS
 from recur.errors import RecurError
 from recur.models.data import Augmentation, make_dataset, plain_tensors
 from recur.models.losses import masked_huber, pos_weight, standardise_targets
@@ -50,6 +55,7 @@ from recur.models.networks import (
     build_model,
 )
 from recur.models.selection import average_states, safe_auc, select_epoch, smoothed_auc
+from recur.settings import from_section, section_defaults
 
 log = logging.getLogger(__name__)
 
@@ -65,30 +71,34 @@ LOG_COLUMNS: list[str] = [
 ]
 #: Learning-rate schedules: one-cycle (warm-up + cosine annealing, per step) or constant.
 SCHEDULERS: tuple[str, ...] = ("onecycle", "constant")
+#: The auxiliary regression target of the models ``train.margin_target`` lists: the measured
+#: minimal ablative margin (a column of ``margin.csv``).
+MARGIN_TARGET = "min_margin_mm"
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """Network settings (saved beside the weights as ``model.json``)."""
+    """The design of one trained network (saved beside the weights as ``model.json``; built by
+    :meth:`TrainConfig.architecture`, rebuilt by :func:`~recur.models.jobs.load_model`)."""
 
-    model: str = "PrePost"
-    widths: tuple[int, ...] = (16, 32, 64, 64)
-    blocks: tuple[int, ...] = (1, 1, 1, 1)
-    hidden: int = 32
-    dropout: float = 0.5
-    max_pool: bool = True
+    model: str
+    widths: tuple[int, ...]
+    blocks: tuple[int, ...]
+    hidden: int
+    dropout: float
+    max_pool: bool
     #: the tumour ROI as 3 more input channels per time point (recur.models.data)
-    roi_channel: bool = False
+    roi_channel: bool
     #: scores are the mean logit over the 8 dihedral views of the input (test-time
     #: augmentation, :func:`predict_logits`); the tuning AUC of each epoch uses the plain view
-    tta: bool = False
+    tta: bool
     #: names of auxiliary regression targets learnt beside ER (multi-task; e.g. the measured
     #: minimal ablative margin, ``min_margin_mm``): one more output of the network each
-    aux_targets: tuple[str, ...] = ()
+    aux_targets: tuple[str, ...]
     #: number of member networks: 1 = one network; more =
     #: :class:`~recur.models.networks.EnsembleNet` of that many networks of this design
     #: (:func:`~recur.models.jobs.run_ensemble`)
-    members: int = 1
+    members: int
 
     @property
     def in_channels(self) -> int:
@@ -116,24 +126,24 @@ class Architecture:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings of one training job."""
+    """Optimisation settings of one training job (built by :meth:`TrainConfig.optimisation`)."""
 
-    epochs: int = 40
-    patience: int = 15
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.05
-    seed: int = 42
-    augment: Augmentation = field(default_factory=Augmentation)
-    min_epochs: int = 10
-    smooth_epochs: int = 3
-    scheduler: str = "onecycle"
+    epochs: int
+    patience: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    seed: int
+    augment: Augmentation
+    min_epochs: int
+    smooth_epochs: int
+    scheduler: str
     #: keep the mean of the weights of the ``smooth_epochs`` epochs of the selected window
     #: (:func:`~recur.models.selection.average_states`) instead of the selected epoch's own weights
-    average_window: bool = True
+    average_window: bool
     #: weight of the auxiliary regression loss (Huber loss on the standardised targets of
     #: ``Architecture.aux_targets``) beside the ER loss
-    aux_weight: float = 3.0
+    aux_weight: float
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -145,15 +155,155 @@ class TrainSettings:
         if not self.aux_weight >= 0:
             raise RecurError(f"train: aux_weight must be >= 0, got {self.aux_weight}")
 
+    @classmethod
+    def defaults(cls, **overrides: Any) -> TrainSettings:
+        """The schema's defaults with ``overrides`` of these fields (tests, bench scripts)."""
+        return replace(TrainConfig.defaults().optimisation(), **overrides)
 
-def resolve_device(name: str = "auto") -> torch.device:
+
+@dataclass(frozen=True)
+class OffsetSettings:
+    """Covariate-adjusted training: config section ``train.offset`` (meanings and defaults in
+    ``schemas/config.schema.yaml``)."""
+
+    models: tuple[str, ...]
+    variables: tuple[str, ...]
+    c: float
+
+    def __post_init__(self) -> None:
+        _check_models("train.offset.models", self.models)
+        if not self.c > 0:
+            raise RecurError(f"train.offset: c must be > 0, got {self.c}")
+
+    def variables_of(self, model: str) -> tuple[str, ...]:
+        """The offset's variables in ``model``'s training jobs (none: trained without it)."""
+        return self.variables if model in self.models else ()
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> OffsetSettings:
+        return from_section(cls, section, "train.offset")
+
+
+def _check_models(key: str, models: Sequence[str]) -> None:
+    unknown = [m for m in models if m not in DL_MODELS]
+    if unknown:
+        raise RecurError(f"{key}: unknown model(s) {unknown}; expected some of {DL_MODELS}")
+
+
+#: The nested sections of ``train`` and the classes that read them.
+_NESTED = {"offset": OffsetSettings, "augment": Augmentation}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training of the deep-learning models: config section ``train`` (types, ranges,
+    meanings and defaults in ``schemas/config.schema.yaml``; build with :meth:`from_config`).
+
+    One object serves every (model, fold) job: :meth:`architecture` gives a model's network
+    (ROI channels, margin target), :meth:`optimisation` the optimiser and selection settings,
+    ``offset.variables_of(model)`` its covariate offset. ``threads`` and ``signature`` are read
+    by the rules (:data:`recur.settings.RULE_KEYS`).
+    """
+
+    epochs: int
+    patience: int
+    min_epochs: int
+    smooth_epochs: int
+    average_window: bool
+    scheduler: str
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    seed: int
+    #: K cross-fitting folds (the training jobs' patients; the rules' fold jobs)
+    crossfit_folds: int
+    widths: tuple[int, ...]
+    blocks: tuple[int, ...]
+    max_pool: bool
+    #: models whose networks get the ROI channels
+    roi_channel: tuple[str, ...]
+    #: models that learn the measured margin (:data:`MARGIN_TARGET`) as a second output
+    margin_target: tuple[str, ...]
+    aux_weight: float
+    offset: OffsetSettings
+    tta: bool
+    gru_hidden: int
+    dropout: float
+    augment: Augmentation
+
+    def __post_init__(self) -> None:
+        _check_models("train.roi_channel", self.roi_channel)
+        _check_models("train.margin_target", self.margin_target)
+        if len(self.widths) != 4 or len(self.blocks) != 4:
+            raise RecurError("train: widths and blocks need one value per encoder stage (4)")
+        if self.crossfit_folds < 2:
+            raise RecurError(f"train: crossfit_folds must be >= 2, got {self.crossfit_folds}")
+        self.optimisation()  # its own checks (scheduler, epochs, aux_weight)
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> TrainConfig:
+        """The settings of the validated config section ``train``."""
+        nested = {k: c.from_config(section[k]) for k, c in _NESTED.items() if k in section}
+        return from_section(cls, {**section, **nested}, "train")
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        """The settings of a ``--settings`` argument (:func:`recur.settings.section_json`)."""
+        from recur.settings import json_section
+
+        return cls.from_config(json_section(text))
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> TrainConfig:
+        """The schema's defaults with ``overrides`` (tests, bench scripts); a nested section
+        (``offset``, ``augment``) may be given in part, as a dict of its keys to change."""
+        for key in _NESTED:
+            if isinstance(overrides.get(key), Mapping):
+                overrides[key] = section_defaults(f"train.{key}", **overrides[key])
+        return cls.from_config(section_defaults("train", **overrides))
+
+    def architecture(self, model: str) -> Architecture:
+        """The network of ``model``'s training jobs (one network, not an ensemble)."""
+        _check_models("train-dl --model", [model])
+        return Architecture(
+            model=model,
+            widths=self.widths,
+            blocks=self.blocks,
+            hidden=self.gru_hidden,
+            dropout=self.dropout,
+            max_pool=self.max_pool,
+            roi_channel=model in self.roi_channel,
+            tta=self.tta,
+            aux_targets=(MARGIN_TARGET,) if model in self.margin_target else (),
+            members=1,
+        )
+
+    def optimisation(self) -> TrainSettings:
+        """The optimiser, schedule, epoch selection and augmentation of every training job."""
+        return TrainSettings(
+            epochs=self.epochs,
+            patience=self.patience,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            seed=self.seed,
+            augment=self.augment,
+            min_epochs=self.min_epochs,
+            smooth_epochs=self.smooth_epochs,
+            scheduler=self.scheduler,
+            average_window=self.average_window,
+            aux_weight=self.aux_weight,
+        )
+
+
+def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RecurError("device: 'cuda' requested but no CUDA GPU is available")
-    if name not in ("cpu", "cuda"):
-        raise RecurError(f"device: unknown device {name!r} (auto, cpu or cuda)")
+    if name not in DEVICES:
+        raise RecurError(f"device: unknown device {name!r} (one of {', '.join(DEVICES)})")
     return torch.device(name)
 
 

@@ -30,10 +30,11 @@ class StudyDesign:
         from recur.cohort.exclusions import QcSettings
         from recur.cohort.split import SplitSettings
         from recur.models.tabular import TabularSettings
+        from recur.models.train import OffsetSettings
 
         clinical = TabularSettings.from_config(sections["clinical"], "clinical")
         dl_clinical = TabularSettings.from_config(sections["dl_clinical"], "dl_clinical")
-        offset = sections["train"]["offset"]
+        offset = OffsetSettings.from_config(sections["train"]["offset"])
         return cls(
             clinical_features=tuple(CLINICAL_FEATURES),
             tune_fraction=SplitSettings.from_config(sections["split"]).tune_fraction,
@@ -42,6 +43,6 @@ class StudyDesign:
             stacking=str(sections["dl_clinical"]["stacking"]),
             clinical_estimator=clinical.estimator,
             dl_clinical_estimator=dl_clinical.estimator,
-            offset_models=tuple(offset["models"]),
-            offset_variables=tuple(offset["variables"]),
+            offset_models=offset.models,
+            offset_variables=offset.variables,
         )
