@@ -55,7 +55,7 @@ from recur.constants import (  # noqa: E402
     TIMEPOINTS,
 )
 from recur.errors import RecurError  # noqa: E402
-from recur.settings import section_json  # noqa: E402
+from recur.settings import section_json, settings_json  # noqa: E402
 from recur.synthetic import sites as synthetic_sites  # noqa: E402
 
 # Snakemake's scheduler starts a re-evaluation timer in every round and never coalesces them:

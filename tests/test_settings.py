@@ -60,3 +60,28 @@ def test_missing_keys_and_bad_json_are_one_line_errors():
         settings.from_json(TabularSettings, "{estimator: logistic}")
     with pytest.raises(RecurError, match="expected sqrt, log2 or a fraction"):
         TabularSettings.defaults(max_features="all")
+
+
+def test_a_rule_passes_only_the_keys_its_command_reads():
+    from recur.margin.settings import CrossTimeSettings, MarginMetricSettings
+    from recur.preprocess.settings import RegistrationSettings
+
+    cfg = config.defaults()
+    text = settings.settings_json(RegistrationSettings, cfg["registration"])
+    assert "threads" not in json.loads(text)
+    assert settings.from_json(RegistrationSettings, text) == RegistrationSettings.defaults()
+    metric = json.loads(settings.settings_json(MarginMetricSettings, cfg["margin"]))
+    assert sorted(metric) == ["iso_spacing_mm", "mode", "smooth_voxels"]
+    cross = json.loads(settings.settings_json(CrossTimeSettings, cfg["margin"]))
+    assert not set(cross) & set(metric)
+    assert not set(cross) & set(settings.RULE_KEYS["margin"])
+
+
+def test_numbers_reach_the_settings_as_floats():
+    from recur.preprocess.settings import CropSettings, RegistrationSettings
+
+    st = RegistrationSettings.defaults(learning_rate=3, smoothing_sigmas_mm=[2, 1, 0])
+    assert type(st.learning_rate) is float
+    assert [type(v) for v in st.smoothing_sigmas_mm] == [float] * 3
+    assert type(CropSettings.defaults(spacing_mm=1).spacing_mm) is float
+    assert CropSettings.defaults(spacing_mm=None).spacing_mm is None

@@ -70,6 +70,30 @@ def section_json(section: Mapping[str, Any]) -> str:
     return json.dumps(dict(section), sort_keys=True, separators=(",", ":"))
 
 
+def settings_json(cls: type, section: Mapping[str, Any]) -> str:
+    """The keys of ``section`` that ``cls`` reads, as one JSON argument (:func:`section_json`).
+
+    For a section that several commands read in parts (``margin``) or that holds keys only the
+    rules read (``registration.threads``): a rule passes only what its command reads, so a
+    changed value reruns exactly the rules that read it.
+    """
+    return section_json({k: section[k] for k in field_names(cls)})
+
+
+def store_floats(settings: Any, *names: str) -> None:
+    """Store the fields ``names`` of a frozen settings object as floats (a number, or each
+    number of a tuple; None stays None), from ``__post_init__``: YAML and JSON write 2 for 2.0,
+    and a value must reach the science as the same float whether it came from a rule, a bundle
+    or a test."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, tuple):
+            value = tuple(float(v) for v in value)
+        elif value is not None:
+            value = float(value)
+        object.__setattr__(settings, name, value)
+
+
 def from_json(cls: type[T], text: str, name: str = "") -> T:
     """``cls`` built from a section serialised by :func:`section_json`."""
     try:
@@ -88,9 +112,17 @@ SECTION_READERS: dict[str, tuple[str, ...]] = {
     "clinical": ("recur.models.tabular:TabularSettings",),
     "dl_clinical": ("recur.models.tabular:TabularSettings",),
     "gradcam": ("recur.models.gradcam:GradcamSettings",),
+    "registration": ("recur.preprocess.settings:RegistrationSettings",),
+    "crop": ("recur.preprocess.settings:CropSettings",),
+    "margin": (
+        "recur.margin.settings:CrossTimeSettings",
+        "recur.margin.settings:MarginMetricSettings",
+    ),
 }
 RULE_KEYS: dict[str, tuple[str, ...]] = {
     "dl_clinical": ("stacking",),
+    "registration": ("threads",),
+    "margin": ("enabled", "models", "figure_patients", "features"),
 }
 
 
