@@ -31,7 +31,8 @@ import SimpleITK as sitk
 
 from recur.margin.masks import zone_on_pre
 from recur.margin.metrics import MarginMetrics
-from recur.margin.registration import CrossTimeRegistration, CrossTimeSettings, default_rigid
+from recur.margin.registration import CrossTimeRegistration
+from recur.margin.settings import CrossTimeSettings, MarginMetricSettings
 
 
 def read_dp(folder: Path) -> sitk.Image:
@@ -60,33 +61,38 @@ def load(cohort: Path, patient: str) -> dict[str, sitk.Image]:
     return out
 
 
+def _metrics(**overrides: object) -> MarginMetrics:
+    """The margin metrics with the schema's settings and ``overrides``."""
+    return MarginMetrics(MarginMetricSettings.defaults(**overrides))
+
+
 def _rigid_variant(**rigid: object) -> tuple[CrossTimeSettings, MarginMetrics, bool]:
-    """The default pipeline with other rigid-stage settings (``RegistrationSettings`` fields)."""
-    settings = CrossTimeSettings(rigid=default_rigid(**rigid))
-    return settings, MarginMetrics("auto", 0.5, 0.5), True
+    """The default pipeline with other rigid-stage settings (``margin`` section keys)."""
+    settings = CrossTimeSettings.defaults(**rigid)
+    return settings, _metrics(mode="auto", iso_spacing_mm=0.5, smooth_voxels=0.5), True
 
 
 #: name -> (registration settings, metric settings, zone carried via the transform?)
 VARIANTS = {
     "rigid (region 60 mm), iso 0.5 mm, smooth 0.5": (
-        CrossTimeSettings(),
-        MarginMetrics("auto", 0.5, 0.5),
+        CrossTimeSettings.defaults(rigid_region_mm=60.0),
+        _metrics(mode="auto", iso_spacing_mm=0.5, smooth_voxels=0.5),
         True,
     ),
     "rigid, nearest zone, native grid": (
-        CrossTimeSettings(zone_interpolation="nearest"),
-        MarginMetrics("auto", None),
+        CrossTimeSettings.defaults(rigid_region_mm=60.0, zone_interpolation="nearest"),
+        _metrics(mode="auto", iso_spacing_mm=None, smooth_voxels=0.5),
         False,
     ),
     "rigid+bspline, iso 0.5 mm, smooth 0.5": (
-        CrossTimeSettings(deformable=True),
-        MarginMetrics("auto", 0.5, 0.5),
+        CrossTimeSettings.defaults(rigid_region_mm=60.0, deformable=True),
+        _metrics(mode="auto", iso_spacing_mm=0.5, smooth_voxels=0.5),
         True,
     ),
-    "rigid whole image, iso 0.5 mm": _rigid_variant(mask_margin_mm=None),
-    "rigid region 30 mm, iso 0.5 mm": _rigid_variant(mask_margin_mm=30.0),
-    "rigid region 80 mm, iso 0.5 mm": _rigid_variant(mask_margin_mm=80.0),
-    "rigid 0.5% sample, iso 0.5 mm": _rigid_variant(sampling_fraction=0.005),
+    "rigid whole image, iso 0.5 mm": _rigid_variant(rigid_region_mm=None),
+    "rigid region 30 mm, iso 0.5 mm": _rigid_variant(rigid_region_mm=30.0),
+    "rigid region 80 mm, iso 0.5 mm": _rigid_variant(rigid_region_mm=80.0),
+    "rigid 0.5% sample, iso 0.5 mm": _rigid_variant(rigid_region_mm=60.0, sampling_fraction=0.005),
 }
 
 

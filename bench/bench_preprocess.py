@@ -33,8 +33,9 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from recur.constants import PHASES
-from recur.preprocess.crops import CropSettings, crop_timepoint
-from recur.preprocess.register import PhaseRegistration, RegistrationSettings
+from recur.preprocess.crops import crop_timepoint
+from recur.preprocess.register import RELAXATION, PhaseRegistration
+from recur.preprocess.settings import CropSettings, RegistrationSettings
 
 SIZES = {
     "synthetic 160x160x26 @1.8x1.8x5mm": ((160, 160, 26), (1.8, 1.8, 5.0)),
@@ -87,7 +88,7 @@ def reference_registration(fixed, moving, s: RegistrationSettings) -> sitk.Trans
     reg.SetMetricSamplingPercentage(0.01, s.seed)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        s.learning_rate, s.min_step, s.iterations, s.relaxation
+        s.learning_rate, s.min_step, s.iterations, RELAXATION
     )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetShrinkFactorsPerLevel(list(s.shrink_factors))
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     a = ap.parse_args(argv)
     sitk.ProcessObject_SetGlobalDefaultNumberOfThreads(1)
-    settings = RegistrationSettings()
+    settings = RegistrationSettings.defaults()
     rows = []
     rng = np.random.default_rng(2025)
     for name, (size, spacing) in SIZES.items():
@@ -270,7 +271,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     fixed = phantom(size, spacing)
     phases = {ph: fixed for ph in PHASES}
     mask = sitk.Cast(fixed > 450, sitk.sitkUInt8)
-    t_crop, c_crop, _ = timed(lambda: crop_timepoint(phases, mask, CropSettings()), a.repeats * 4)
+    crop_settings = CropSettings.defaults(spacing_mm=None)  # the phantom's own pixel grid
+    t_crop, c_crop, _ = timed(lambda: crop_timepoint(phases, mask, crop_settings), a.repeats * 4)
     rows.append(
         {
             "task": "crop one time point (4 phases x 3 x 128^2)",

@@ -61,7 +61,7 @@ from recur.evaluate.settings import (  # noqa: E402
     DecisionCurveSettings,
     Table1Settings,
 )
-from recur.settings import section_json  # noqa: E402
+from recur.settings import section_json, settings_json  # noqa: E402
 from recur.synthetic import sites as synthetic_sites  # noqa: E402
 
 # Snakemake's scheduler starts a re-evaluation timer in every round and never coalesces them:

@@ -1,6 +1,8 @@
 # Ablative margin: post DP registered onto pre DP, signed-distance margins, margin.csv,
 # figures and the optional margin-extended models (docs/methods/margin.md).
 
+from recur.margin.settings import CrossTimeSettings, MarginMetricSettings
+
 MARGIN = config["margin"]
 MARGIN_DIR = f"{RESULTS}/margin"
 MARGIN_CAT = "Ablative margin"
@@ -39,39 +41,15 @@ rule margin_register:
         mem_mb=2000,
         runtime=10,
     params:
-        shrink=" ".join(str(v) for v in MARGIN["shrink_factors"]),
-        sigmas=" ".join(str(v) for v in MARGIN["smoothing_sigmas_mm"]),
-        bins=MARGIN["histogram_bins"],
-        fraction=MARGIN["sampling_fraction"],
-        min_samples=MARGIN["min_samples"],
-        iterations=MARGIN["iterations"],
-        lr=MARGIN["learning_rate"],
-        min_step=MARGIN["min_step"],
-        rigid_region=MARGIN["rigid_region_mm"],
-        deformable="--deformable" if MARGIN["deformable"] else "",
-        region=MARGIN["region_mm"],
-        bspline_spacing=MARGIN["bspline_spacing_mm"],
-        bspline_iterations=MARGIN["bspline_iterations"],
-        max_displacement=MARGIN["max_displacement_mm"],
-        exclude=MARGIN["exclude_mm"],
-        interpolation=MARGIN["zone_interpolation"],
-        seed=MARGIN["seed"],
+        # the registration keys of the margin section
+        settings=settings_json(CrossTimeSettings, MARGIN),
         on_failure=ON_FAILURE,
     shell:
         "python -m recur --threads {threads} margin-register --patient {wildcards.patient}"
         " --pre-dp {input.pre_dp:q} --post-dp {input.post_dp:q}"
         " --pre-mask {input.pre_mask:q} --post-mask {input.post_mask:q}"
         " --out-tfm {output.tfm:q} --out-mask {output.zone:q} --qc {output.qc:q}"
-        " --qc-json {output.qc_json:q} --shrink-factors {params.shrink}"
-        " --smoothing-sigmas-mm {params.sigmas} --histogram-bins {params.bins}"
-        " --sampling-fraction {params.fraction} --min-samples {params.min_samples}"
-        " --iterations {params.iterations} --learning-rate {params.lr}"
-        " --min-step {params.min_step} --rigid-region-mm {params.rigid_region}"
-        " {params.deformable} --region-mm {params.region}"
-        " --bspline-spacing-mm {params.bspline_spacing}"
-        " --bspline-iterations {params.bspline_iterations}"
-        " --max-displacement-mm {params.max_displacement} --exclude-mm {params.exclude}"
-        " --zone-interpolation {params.interpolation} --seed {params.seed}"
+        " --qc-json {output.qc_json:q} --settings {params.settings:q}"
         " --on-failure {params.on_failure} > {log:q} 2>&1"
 
 
@@ -94,15 +72,13 @@ rule margin_metrics:
         mem_mb=1000,
         runtime=5,
     params:
-        mode=MARGIN["mode"],
-        iso=0 if MARGIN["iso_spacing_mm"] is None else MARGIN["iso_spacing_mm"],
-        smooth=MARGIN["smooth_voxels"],
+        # the metric keys of the margin section
+        settings=settings_json(MarginMetricSettings, MARGIN),
     shell:
         "python -m recur --threads {threads} margin-metrics --patient {wildcards.patient}"
         " --tumour {input.tumour:q} --zone {input.zone:q} --transform {input.tfm:q}"
-        " --out {output.json:q} --surface {output.surface:q} --mode {params.mode}"
-        " --iso-spacing-mm {params.iso} --smooth-voxels {params.smooth}"
-        " > {log:q} 2>&1"
+        " --out {output.json:q} --surface {output.surface:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule margin_figure:

@@ -7,8 +7,7 @@
 # registrations saves Snakemake 3 jobs per patient (DAG building, scheduling) and the
 # interpreter start-ups (~0.5 CPU s each) (docs/methods/scale.md).
 
-REG = config["registration"]
-CROP = config["crop"]
+from recur.preprocess.settings import CropSettings, RegistrationSettings
 
 
 rule register:
@@ -51,7 +50,7 @@ rule register:
         f"{BENCH}/register/{{patient}}.tsv"
     conda:
         "../envs/imaging.yaml"
-    threads: REG["threads"]
+    threads: config["registration"]["threads"]
     resources:
         mem_mb=3000,
         runtime=15,
@@ -60,28 +59,14 @@ rule register:
         outdir=lambda wc: f"{RESULTS}/registered/{wc.patient}",
         masks=lambda wc: f"{RESULTS}/masks/{wc.patient}",
         cohort=cohort_args(),
-        transform=REG["transform"],
-        shrink=" ".join(str(x) for x in REG["shrink_factors"]),
-        sigmas=" ".join(str(x) for x in REG["smoothing_sigmas_mm"]),
-        bins=REG["histogram_bins"],
-        fraction=REG["sampling_fraction"],
-        min_samples=REG["min_samples"],
-        iterations=REG["iterations"],
-        learning_rate=REG["learning_rate"],
-        min_step=REG["min_step"],
-        seed=REG["seed"],
-        margin=REG["mask_margin_mm"],
+        # the section less threads (the rule's threads, above)
+        settings=settings_json(RegistrationSettings, config["registration"]),
         on_failure=ON_FAILURE,
     shell:
         "python -m recur --threads {threads} register-patient --check-roi {params.cohort}"
         " --patient {wildcards.patient:q} --check-log {log.check_mask:q}"
         " --nifti-dir {params.nifti:q} --mask-dir {params.masks:q}"
-        " --outdir {params.outdir:q} --transform {params.transform}"
-        " --shrink-factors {params.shrink} --smoothing-sigmas-mm {params.sigmas}"
-        " --histogram-bins {params.bins} --sampling-fraction {params.fraction}"
-        " --min-samples {params.min_samples} --iterations {params.iterations}"
-        " --learning-rate {params.learning_rate} --min-step {params.min_step}"
-        " --seed {params.seed} --mask-margin-mm {params.margin}"
+        " --outdir {params.outdir:q} --settings {params.settings:q}"
         " --on-failure {params.on_failure} > {log.register:q} 2>&1"
 
 
@@ -123,11 +108,7 @@ rule crop:
     params:
         pre=lambda wc: f"{RESULTS}/registered/{wc.patient}/pre",
         post=lambda wc: f"{RESULTS}/registered/{wc.patient}/post",
-        size=CROP["size"],
-        spacing=CROP["spacing_mm"],
-        normalisation=CROP["normalisation"],
-        region=CROP["region"],
-        post_frame=CROP["post_frame"],
+        settings=settings_json(CropSettings, config["crop"]),
         post_to_pre=lambda wc, input: (
             f"--post-to-pre {input.post_to_pre[0]}" if input.post_to_pre else ""
         ),
@@ -136,10 +117,8 @@ rule crop:
         "python -m recur --threads {threads} crop --patient {wildcards.patient:q}"
         " --registered-pre {params.pre:q} --registered-post {params.post:q}"
         " --mask-pre {input.mask_pre:q} --mask-post {input.mask_post:q}"
-        " --out {output.npz:q} --qc {output.qc:q} --size {params.size}"
-        " --spacing-mm {params.spacing} --normalisation {params.normalisation}"
-        " --region {params.region} --post-frame {params.post_frame} {params.post_to_pre}"
-        " --on-failure {params.on_failure} > {log:q} 2>&1"
+        " --out {output.npz:q} --qc {output.qc:q} --settings {params.settings:q}"
+        " {params.post_to_pre} --on-failure {params.on_failure} > {log:q} 2>&1"
 
 
 rule crop_qc:

@@ -98,9 +98,17 @@ def test_missing_keys_and_bad_json_are_one_line_errors():
 
 
 def test_every_nested_section_of_a_read_section_has_its_reader():
+    """A nested object is a section of its own (``train.augment``), or one field holding the
+    whole mapping (``scan.phase_patterns``)."""
     for section in settings.SECTION_READERS:
+        whole = {
+            f.name
+            for cls in settings.reader_classes(section)
+            for f in fields(cls)
+            if str(f.type).startswith("Mapping")
+        }
         for key, node in schema_node(section)["properties"].items():
-            if node.get("type") == "object" and "properties" in node:
+            if node.get("type") == "object" and "properties" in node and key not in whole:
                 assert f"{section}.{key}" in settings.SECTION_READERS, f"{section}.{key}"
 
 
@@ -144,3 +152,28 @@ def test_a_whole_number_for_a_float_setting_becomes_a_float():
     assert isinstance(aug.prob, float)
     assert isinstance(aug.rotate_deg, float)
     assert aug.flip is True  # booleans are not numbers here
+
+
+def test_a_rule_passes_only_the_keys_its_command_reads():
+    from recur.margin.settings import CrossTimeSettings, MarginMetricSettings
+    from recur.preprocess.settings import RegistrationSettings
+
+    cfg = config.defaults()
+    text = settings.settings_json(RegistrationSettings, cfg["registration"])
+    assert "threads" not in json.loads(text)
+    assert settings.from_json(RegistrationSettings, text) == RegistrationSettings.defaults()
+    metric = json.loads(settings.settings_json(MarginMetricSettings, cfg["margin"]))
+    assert sorted(metric) == ["iso_spacing_mm", "mode", "smooth_voxels"]
+    cross = json.loads(settings.settings_json(CrossTimeSettings, cfg["margin"]))
+    assert not set(cross) & set(metric)
+    assert not set(cross) & set(settings.RULE_KEYS["margin"])
+
+
+def test_numbers_reach_the_settings_as_floats():
+    from recur.preprocess.settings import CropSettings, RegistrationSettings
+
+    st = RegistrationSettings.defaults(learning_rate=3, smoothing_sigmas_mm=[2, 1, 0])
+    assert type(st.learning_rate) is float
+    assert [type(v) for v in st.smoothing_sigmas_mm] == [float] * 3
+    assert type(CropSettings.defaults(spacing_mm=1).spacing_mm) is float
+    assert CropSettings.defaults(spacing_mm=None).spacing_mm is None

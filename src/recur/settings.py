@@ -28,9 +28,11 @@ def _frozen(value: Any, annotation: object = None) -> Any:
     """Lists become tuples so that a frozen settings object is hashable and immutable; a whole
     number for a ``float`` field becomes a float (as the command line's ``type=float`` made
     it, so that ``1`` and ``1.0`` in the config give the same output)."""
+    kind = getattr(annotation, "__name__", str(annotation))
     if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
-    if annotation in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
+        inner = "float" if kind.startswith("tuple[float") else None
+        return tuple(_frozen(v, inner) for v in value)
+    if kind in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
 
@@ -86,6 +88,16 @@ def section_json(
     left_out = set(omit)
     kept = {k: section[k] for k in keys if k not in left_out}
     return json.dumps(kept, sort_keys=True, separators=(",", ":"))
+
+
+def settings_json(cls: type, section: Mapping[str, Any]) -> str:
+    """The keys of ``section`` that ``cls`` reads, as one JSON argument (:func:`section_json`).
+
+    For a section that several commands read in parts (``margin``) or that holds keys only the
+    rules read (``registration.threads``): a rule passes only what its command reads, so a
+    changed value reruns exactly the rules that read it.
+    """
+    return section_json(section, cls)
 
 
 def json_section(text: str) -> dict[str, Any]:
@@ -158,11 +170,19 @@ SECTION_READERS: dict[str, tuple[str, ...]] = {
     "train": ("recur.models.train:TrainConfig",),
     "train.offset": ("recur.models.train:OffsetSettings",),
     "train.augment": ("recur.models.data:Augmentation",),
+    "registration": ("recur.preprocess.settings:RegistrationSettings",),
+    "crop": ("recur.preprocess.settings:CropSettings",),
+    "margin": (
+        "recur.margin.settings:CrossTimeSettings",
+        "recur.margin.settings:MarginMetricSettings",
+    ),
 }
 RULE_KEYS: dict[str, tuple[str, ...]] = {
     "dl_clinical": ("stacking",),
     # threads: the rules' threads; signature: which model folder scores (the DAG's shape)
     "train": ("threads", "signature"),
+    "registration": ("threads",),
+    "margin": ("enabled", "models", "figure_patients", "features"),
 }
 #: Top-level scalar keys (no section of their own): the commands the rules pass each one to,
 #: as the required option of the same name (``--device``).

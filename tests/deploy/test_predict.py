@@ -19,9 +19,8 @@ from recur.deploy import bundle as rb
 from recur.deploy import predict as rp
 from recur.errors import RecurError
 from recur.io import sha256
-from recur.margin.registration import settings_from_config
-from recur.preprocess.crops import CropSettings
-from recur.preprocess.register import RegistrationSettings
+from recur.margin.settings import CrossTimeSettings
+from recur.preprocess.settings import CropSettings, RegistrationSettings
 
 
 # --------------------------------------------------------------------------- helpers
@@ -141,10 +140,10 @@ def test_bundle_settings_rebuild_the_workflow_settings(tmp_path: Path) -> None:
     out = tmp_path / "b"
     rb.write_bundle(out, settings=_settings(cfg), **_fake_sources(tmp_path / "src"))
     b = rb.load_bundle(out)
-    assert b.registration_settings() == RegistrationSettings(mask_margin_mm=20.0)
+    assert b.registration_settings() == RegistrationSettings.defaults(mask_margin_mm=20.0)
     assert b.registration_threads() == 3
-    assert b.crop_settings() == CropSettings(size=128, spacing_mm=None, post_frame="pre")
-    assert b.cross_time_settings() == settings_from_config(cfg["margin"])
+    assert b.crop_settings() == CropSettings.defaults(size=128, spacing_mm=None, post_frame="pre")
+    assert b.cross_time_settings() == CrossTimeSettings.from_config(cfg["margin"])
     assert b.cross_time_settings().rigid.mask_margin_mm == cfg["margin"]["rigid_region_mm"]
     # a bundle written before crop.post_frame existed: own-frame crops, no margin needed
     old = _settings(cfg)

@@ -21,7 +21,9 @@ from recur.margin.metrics import (
     surface_faces,
 )
 from recur.margin.models import fit_margin_model, model_data
-from recur.margin.registration import CrossTimeRegistration, CrossTimeSettings, default_rigid
+from recur.margin.registration import CrossTimeRegistration
+from recur.margin.settings import CrossTimeSettings, MarginMetricSettings
+from recur.settings import section_defaults, section_json
 
 
 # --------------------------------------------------------------------------- helpers
@@ -49,8 +51,13 @@ def ball(
 C = (24.3, 23.8, 24.1)  # off-grid centre (mm)
 
 
+def margin_metrics(**overrides) -> MarginMetrics:
+    """The metrics with the schema's settings and ``overrides``."""
+    return MarginMetrics(MarginMetricSettings.defaults(**overrides))
+
+
 def metrics(t: sitk.Image, z: sitk.Image, **kw) -> dict:
-    return MarginMetrics(**kw)(t, z).summary()
+    return margin_metrics(**kw)(t, z).summary()
 
 
 # --------------------------------------------------------------------------- pure pieces
@@ -155,10 +162,10 @@ def test_empty_and_mismatched_masks_are_refused():
     empty = sitk.Image(t.GetSize(), sitk.sitkUInt8)
     empty.CopyInformation(t)
     with pytest.raises(ValueError, match="empty"):
-        MarginMetrics()(t, empty)
+        margin_metrics()(t, empty)
     other = ball((21, 20, 20), (1.0, 1.0, 1.0), (10, 10, 10), 6.0)
     with pytest.raises(ValueError, match="same grid"):
-        MarginMetrics()(t, other)
+        margin_metrics()(t, other)
 
 
 # --------------------------------------------------------------------------- 2-D mode
@@ -176,13 +183,13 @@ def test_2d_mode_on_single_slice_rois():
     k = 5
     t = _single_slice(ball((60, 60, 10), sp, (24.3, 23.8, 25.0), 8.0), k)
     z = _single_slice(ball((60, 60, 10), sp, (24.3 + 1.8, 23.8 + 2.4, 25.0), 14.0), k)  # d = 3
-    sm = MarginMetrics()(t, z)
+    sm = margin_metrics()(t, z)
     s = sm.summary()
     assert s["mode"] == "2d"
     assert sm.slices == (k,)
     assert s["min_margin_mm"] == pytest.approx(3.0, abs=0.8)
     assert (
-        MarginMetrics(mode="3d").resolve_mode(
+        margin_metrics(mode="3d").resolve_mode(
             sitk.GetArrayViewFromImage(t), sitk.GetArrayViewFromImage(z)
         )
         == "3d"
@@ -196,7 +203,7 @@ def test_single_slice_zone_is_carried_to_the_tumour_slice():
     shift = sitk.TranslationTransform(3, (0.0, 0.0, 6.0))  # through-plane motion: ignored
     zp = zone_on_pre(z, t, shift)
     assert roi_slices(zp).tolist() == [5]
-    s = MarginMetrics()(t, z, shift).summary()
+    s = margin_metrics()(t, z, shift).summary()
     assert s["mode"] == "2d"
     assert s["min_margin_mm"] == pytest.approx(5.0, abs=1.1)  # about one pixel
 
@@ -227,19 +234,19 @@ def test_rigid_registration_recovers_a_known_shift():
     pre, tumour = phantom()
     shift = (3.0, -2.0, 4.5)
     post, zone = phantom(shift, zone=True, seed=1)
-    res = CrossTimeRegistration()(pre, post, tumour)
+    res = CrossTimeRegistration(CrossTimeSettings.defaults())(pre, post, tumour)
     p = np.array([62.7, 58.3, 36.9])  # tumour centre, pre space
     mapped = np.array(res.transform.TransformPoint(p.tolist()))
     assert np.linalg.norm(mapped - (p - np.array(shift))) < 1.0
     assert res.qc["translation_mm"] == pytest.approx(np.linalg.norm(shift), abs=1.0)
     # the zone carried onto pre is concentric with the tumour again: margin 13 - 8 = 5, as
     # measured without motion (1.5 x 1.5 x 2.5 mm voxels: the minimum runs ~half a voxel low)
-    s = MarginMetrics()(tumour, zone, res.transform).summary()
-    still = MarginMetrics()(tumour, phantom(zone=True, seed=1)[1]).summary()
+    s = margin_metrics()(tumour, zone, res.transform).summary()
+    still = margin_metrics()(tumour, phantom(zone=True, seed=1)[1]).summary()
     assert still["min_margin_mm"] == pytest.approx(5.0, abs=1.5)
     assert s["min_margin_mm"] == pytest.approx(still["min_margin_mm"], abs=0.7)
     assert s["median_margin_mm"] == pytest.approx(5.0, abs=0.6)
-    unregistered = MarginMetrics()(tumour, zone, sitk.TranslationTransform(3)).summary()
+    unregistered = margin_metrics()(tumour, zone, sitk.TranslationTransform(3)).summary()
     assert unregistered["min_margin_mm"] < s["min_margin_mm"] - 2.0
 
 
@@ -247,7 +254,7 @@ def test_rigid_registration_recovers_a_known_shift():
 def test_deformable_stage_runs_and_keeps_the_rigid_solution(tmp_path):
     pre, tumour = phantom()
     post, zone = phantom((2.0, 1.0, -3.0), zone=True, seed=1)
-    settings = CrossTimeSettings(deformable=True, bspline_iterations=10)
+    settings = CrossTimeSettings.defaults(deformable=True, bspline_iterations=10)
     res = CrossTimeRegistration(settings)(pre, post, tumour, zone)
     assert res.qc["bspline_failed"] == ""
     assert res.transform.GetName() == "CompositeTransform"
@@ -260,12 +267,12 @@ def test_deformable_stage_runs_and_keeps_the_rigid_solution(tmp_path):
 
 
 def test_settings_are_checked():
-    with pytest.raises(RecurError, match="same, non-zero"):
-        CrossTimeSettings(rigid=default_rigid(shrink_factors=(2, 1), smoothing_sigmas_mm=(1.0,)))
-    with pytest.raises(RecurError, match="rigid, not 'affine'"):
-        CrossTimeSettings(rigid=default_rigid(transform="affine"))
+    with pytest.raises(RecurError, match=r"margin: shrink_factors .* same, non-zero"):
+        CrossTimeSettings.defaults(shrink_factors=[2, 1], smoothing_sigmas_mm=[1.0])
     with pytest.raises(RecurError, match="zone_interpolation"):
-        CrossTimeSettings(zone_interpolation="cubic")
+        CrossTimeSettings.defaults(zone_interpolation="cubic")
+    with pytest.raises(RecurError, match=r"margin\.mode must be one of auto, 3d, 2d"):
+        MarginMetricSettings.defaults(mode="4d")
 
 
 def test_region_mask_is_exact_on_the_cropped_box():
@@ -285,32 +292,33 @@ def test_region_mask_is_exact_on_the_cropped_box():
     assert arr[2, 26, :].nonzero()[0].tolist() == list(range(15, 26))
 
 
-def test_rigid_defaults_agree_in_package_cli_and_schema():
-    """The rigid stage is recur.preprocess.register's settings object with one set of margin
-    defaults."""
+def test_rigid_stage_is_the_phase_registration_with_the_margin_values():
+    """The rigid stage is recur.preprocess.register's settings object, read from the margin
+    section (its rigid_region_mm is the metric's region)."""
     from recur import config
-    from recur.cli.common import registration_settings
-    from recur.cli.main import build_parser
-    from recur.preprocess import register
+    from recur.preprocess.settings import RegistrationSettings
 
-    req = ["--pre-dp", "a", "--post-dp", "b", "--pre-mask", "c", "--post-mask", "d"]
-    args = build_parser().parse_args(["margin-register", *req, "--out-tfm", "t", "--out-mask", "m"])
-    rigid = default_rigid()
-    assert isinstance(rigid, register.RegistrationSettings)
-    assert registration_settings(args) == rigid
-    assert CrossTimeSettings().rigid == rigid
     schema = config.defaults()["margin"]
-    assert rigid.mask_margin_mm == schema["rigid_region_mm"] == 60.0
+    rigid = CrossTimeSettings.defaults(rigid_region_mm=None).rigid
+    assert isinstance(rigid, RegistrationSettings)
+    assert rigid.transform == "rigid"
+    assert rigid.mask_margin_mm is None
+    assert CrossTimeSettings.defaults().rigid.mask_margin_mm == schema["rigid_region_mm"]
     for key in ("histogram_bins", "sampling_fraction", "min_samples", "iterations", "seed"):
         assert getattr(rigid, key) == schema[key], key
     assert list(rigid.shrink_factors) == schema["shrink_factors"]
     assert list(rigid.smoothing_sigmas_mm) == schema["smoothing_sigmas_mm"]
-    # the phase registration keeps its own defaults through the same option helper
-    args = build_parser().parse_args(["register", "--indir", "i", "--outdir", "o"])
-    assert registration_settings(args) == register.RegistrationSettings()
+    # numbers written as integers in a config reach the registration as floats
+    s = CrossTimeSettings.defaults(region_mm=30, smoothing_sigmas_mm=[4, 2, 0])
+    assert type(s.region_mm) is float
+    assert [type(v) for v in s.rigid.smoothing_sigmas_mm] == [float] * 3
 
 
 # --------------------------------------------------------------------------- files and CLI
+#: margin-metrics' --settings: the margin section as the rules pass it (extra keys ignored)
+METRIC_SETTINGS = section_json(section_defaults("margin"))
+
+
 def _write(img: sitk.Image, path) -> str:
     sitk.WriteImage(img, str(path))
     return str(path)
@@ -347,6 +355,8 @@ def test_cli_register_metrics_figure_table(tmp_path):
             str(out / "qc.png"),
             "--qc-json",
             str(out / "reg.json"),
+            "--settings",
+            section_json(section_defaults("margin")),
         ]
     )
     assert rc == 0
@@ -369,6 +379,8 @@ def test_cli_register_metrics_figure_table(tmp_path):
             str(out / "m.json"),
             "--surface",
             str(out / "s.npz"),
+            "--settings",
+            METRIC_SETTINGS,
         ]
     )
     assert rc == 0
@@ -424,7 +436,10 @@ def test_cli_errors_name_the_patient_and_file(tmp_path, capsys):
     z = _write(empty, tmp_path / "post.nii.gz")
     out = str(tmp_path / "m.json")
     rc = cli_main(
-        ["margin-metrics", "--patient", "P0042", "--tumour", t, "--zone", z, "--out", out]
+        [
+            *("margin-metrics", "--patient", "P0042", "--tumour", t, "--zone", z),
+            *("--out", out, "--settings", METRIC_SETTINGS),
+        ]
     )
     assert rc == 2
     err = capsys.readouterr().err
@@ -434,7 +449,10 @@ def test_cli_errors_name_the_patient_and_file(tmp_path, capsys):
     assert not (tmp_path / "m.json").exists()
     missing = str(tmp_path / "missing.nii.gz")
     rc = cli_main(
-        ["margin-metrics", "--patient", "P0042", "--tumour", t, "--zone", missing, "--out", out]
+        [
+            *("margin-metrics", "--patient", "P0042", "--tumour", t, "--zone", missing),
+            *("--out", out, "--settings", METRIC_SETTINGS),
+        ]
     )
     assert rc == 2
     assert "file not found" in capsys.readouterr().err
@@ -453,6 +471,7 @@ def test_register_refuses_mask_off_its_dp_grid(tmp_path):
             _write(zone, tmp_path / "z.nii.gz"),
             tmp_path / "x.tfm",
             tmp_path / "x.nii.gz",
+            CrossTimeSettings.defaults(),
             patient="P0007",
         )
     assert not (tmp_path / "x.tfm").exists()

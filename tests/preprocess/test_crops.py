@@ -31,8 +31,15 @@ from recur.preprocess.crops import (
     neighbour_slices,
     window_origins,
 )
+from recur.settings import section_defaults, section_json
 
 TS = "totalsegmentator-mr/tests/reference_files"
+
+
+def native(**overrides) -> CropSettings:
+    """Crop settings on each series' native pixel grid, each time point cropped in its own
+    frame (what most of these tests look at), with ``overrides``."""
+    return CropSettings.defaults(**{"spacing_mm": None, "post_frame": "own", **overrides})
 
 
 # --------------------------------------------------------------------------- pure functions
@@ -128,7 +135,7 @@ def test_crop_arrays_roi_at_corner_is_padded_and_centred():
     mask = np.zeros(shape, np.uint8)
     mask[5, 0:4, 46:50] = 1  # last slice, top-right corner: 16 px
     mask[4, 0:2, 48:50] = 1
-    res = crop_arrays(phases, mask, (0.8, 0.8, 3.0), CropSettings(size=16, normalisation="zscore"))
+    res = crop_arrays(phases, mask, (0.8, 0.8, 3.0), native(size=16, normalisation="zscore"))
     assert res.slices == (4, 5, 5)
     assert res.centre == (2, 48)  # rows 0..3 -> (0+3+1)//2, cols 46..49 -> (46+49+1)//2
     assert res.crops.shape == (4, 3, 16, 16)
@@ -154,9 +161,9 @@ def test_crop_arrays_roi_at_corner_is_padded_and_centred():
 
 def test_crop_settings_refused():
     with pytest.raises(RecurError, match="size"):
-        CropSettings(size=4)
+        CropSettings.defaults(size=4)
     with pytest.raises(RecurError, match="region"):
-        CropSettings(region="cohort")
+        CropSettings.defaults(region="cohort")
 
 
 # --------------------------------------------------------------------------- SimpleITK steps
@@ -178,7 +185,7 @@ def volume_with_roi(direction=None) -> tuple[dict[str, sitk.Image], sitk.Image]:
 
 def test_crop_timepoint_reorients_to_lps():
     imgs, mk = volume_with_roi()
-    ref = crop_timepoint(imgs, mk, CropSettings(size=8, normalisation="none"))
+    ref = crop_timepoint(imgs, mk, native(size=8, normalisation="none"))
     # the same anatomy stored with the x axis running right-to-left -> flipped array
     flip = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
     f_imgs = {}
@@ -191,7 +198,7 @@ def test_crop_timepoint_reorients_to_lps():
         f_imgs[ph] = f
     fm = sitk.GetImageFromArray(sitk.GetArrayFromImage(mk)[:, :, ::-1].copy())
     fm.CopyInformation(f_imgs["DP"])
-    got = crop_timepoint(f_imgs, fm, CropSettings(size=8, normalisation="none"))
+    got = crop_timepoint(f_imgs, fm, native(size=8, normalisation="none"))
     np.testing.assert_array_equal(got.crops, ref.crops)
     np.testing.assert_array_equal(got.masks, ref.masks)
     assert got.centre == ref.centre == (12, 7)
@@ -199,7 +206,7 @@ def test_crop_timepoint_reorients_to_lps():
 
 def test_crop_timepoint_resamples_in_plane():
     imgs, mk = volume_with_roi()
-    res = crop_timepoint(imgs, mk, CropSettings(size=8, spacing_mm=2.0, normalisation="none"))
+    res = crop_timepoint(imgs, mk, native(size=8, spacing_mm=2.0, normalisation="none"))
     assert res.spacing == (2.0, 2.0, 2.5)
     assert res.roi_area_px == 4  # a 4x4 px ROI at 1 mm is 2x2 px at 2 mm
     assert res.roi_area_mm2 == pytest.approx(16.0)
@@ -210,7 +217,7 @@ def test_real_mr_smaller_than_crop_is_padded(testdata: Path):
     mr = sitk.ReadImage(str(d / "example_mr_sm.nii.gz"))  # 117 x 91 x 20
     lab = sitk.ReadImage(str(d / "example_seg_roi_subset_mr.nii.gz"))
     liver = sitk.Cast(lab == 5, sitk.sitkUInt8)
-    res = crop_timepoint({ph: mr for ph in PHASES}, liver, CropSettings())
+    res = crop_timepoint({ph: mr for ph in PHASES}, liver, native())
     a = sitk.GetArrayFromImage(sitk.DICOMOrient(liver, "LPS"))
     area = a.reshape(a.shape[0], -1).sum(axis=1)
     k = int(np.argmax(area))
@@ -275,7 +282,7 @@ def shifted_pair(tx: int, ty: int, zone_offset: tuple[int, int]):
 def test_crop_carried_undoes_a_known_shift_and_keeps_the_zone_offset():
     tx, ty, offset = 5, 3, (2, -4)
     pre, tumour, post, zone = shifted_pair(tx, ty, offset)
-    s = CropSettings(size=32, normalisation="none", post_frame="pre")
+    s = native(size=32, normalisation="none", post_frame="pre")
     anchor = crop_timepoint(pre, tumour, s)
     # the transform maps pre points to post points: the anatomy moved by (+tx, +ty) mm
     moved = sitk.TranslationTransform(3, (float(tx), float(ty), 0.0))
@@ -300,7 +307,7 @@ def test_crop_patient_files_post_frame_pre_needs_the_transform(tmp_path: Path):
     pre, post = write_registered(reg / "pre", 2, 0), write_registered(reg / "post", 5, 1)
     masks = {"pre": pre / "mask.nii.gz", "post": post / "mask.nii.gz"}
     out = tmp_path / "P007.npz"
-    s = CropSettings(size=16, post_frame="pre")
+    s = native(size=16, post_frame="pre")
     with pytest.raises(RecurError, match=r"P007.*post-to-pre transform"):
         crop_patient_files("P007", {"pre": pre, "post": post}, masks, out, None, s)
     assert not out.exists()
@@ -368,10 +375,8 @@ def test_crop_cli_writes_npz_png_and_qc_table(tmp_path: Path):
         str(out),
         "--qc",
         str(png),
-        "--size",
-        "32",
-        "--spacing-mm",
-        "none",
+        "--settings",
+        section_json(section_defaults("crop", size=32, spacing_mm=None, post_frame="own")),
     ]
     assert cli.main(argv) == 0
     with np.load(out, allow_pickle=False) as z:
@@ -429,6 +434,7 @@ def test_crop_refuses_empty_mask_and_writes_nothing(tmp_path: Path, capsys):
             {"pre": pre / "mask.nii.gz", "post": post / "mask.nii.gz"},
             out,
             png,
+            native(),
         )
     assert not out.exists()
     assert not png.exists()
@@ -528,3 +534,8 @@ def test_rules_check_mask_register_crop_and_param_change(tmp_path: Path):
         "crop": 1,
     }
     assert planned("crop: {post_frame: own}\n") == {"crop": 1}
+    # a rule passes only the keys its command reads: the registration's threads and the
+    # margin section's metric, model and target keys rerun none of these jobs
+    assert planned("registration: {threads: 2}\n") == {}
+    assert planned("margin: {mode: 2d, features: [pct_ge5], figure_patients: 1}\n") == {}
+    assert planned("margin: {seed: 7}\n") == {"margin_register": 1, "crop": 1}

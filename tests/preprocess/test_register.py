@@ -21,8 +21,11 @@ from recur.preprocess.register import (
     roi_box_mask,
     transform_summary,
 )
+from recur.settings import section_defaults, section_json
 
 CT_DIR = "hcc048-ct-portal-venous/sample_data/HCC048_portal_venous"
+#: A two-level pyramid: the command-line tests' registrations, quick.
+QUICK = {"shrink_factors": [4, 2], "smoothing_sigmas_mm": [2.0, 1.0]}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -120,9 +123,9 @@ def test_transform_summary_euler():
 
 def test_settings_refused():
     with pytest.raises(RecurError, match="transform"):
-        RegistrationSettings(transform="bspline")
+        RegistrationSettings.defaults(transform="bspline")
     with pytest.raises(RecurError, match="levels"):
-        RegistrationSettings(shrink_factors=(4, 2), smoothing_sigmas_mm=(1.0,))
+        RegistrationSettings.defaults(shrink_factors=(4, 2), smoothing_sigmas_mm=(1.0,))
 
 
 # --------------------------------------------------------------------------- recovery
@@ -130,7 +133,7 @@ def test_rigid_recovers_known_motion_on_phantom():
     fixed = phantom()
     true_tx = known_motion(fixed, (2.0, -1.5, 3.0), (4.0, -3.0, 2.5))
     moving = moved(fixed, true_tx, gain=1.3, offset=20.0)  # other contrast scaling
-    res = PhaseRegistration(RegistrationSettings())(fixed, moving, phase="AP")
+    res = PhaseRegistration(RegistrationSettings.defaults())(fixed, moving, phase="AP")
     point = np.add(centre_of(fixed), (-25.0, -5.0, 4.0))  # the 'tumour'
     assert tre(res.transform, true_tx, point) < 1.0
     assert res.qc["mi_after"] < res.qc["mi_before"]  # SimpleITK's MI: lower is better
@@ -140,11 +143,11 @@ def test_rigid_recovers_known_motion_on_phantom():
     assert res.registered.GetOrigin() == fixed.GetOrigin()
     # deterministic: the same seed gives the same transform (up to the summation order of
     # the threads; bit-identical with one thread, as the workflow runs it)
-    again = PhaseRegistration(RegistrationSettings())(fixed, moving, phase="AP")
+    again = PhaseRegistration(RegistrationSettings.defaults())(fixed, moving, phase="AP")
     np.testing.assert_allclose(
         again.transform.GetParameters(), res.transform.GetParameters(), rtol=0, atol=1e-9
     )
-    other = PhaseRegistration(RegistrationSettings(seed=7))(fixed, moving, phase="AP")
+    other = PhaseRegistration(RegistrationSettings.defaults(seed=7))(fixed, moving, phase="AP")
     assert other.transform.GetParameters() != res.transform.GetParameters()
 
 
@@ -153,7 +156,7 @@ def test_affine_and_roi_box_metric_recover_translation():
     true_tx = known_motion(fixed, (0.0, 0.0, 2.0), (-3.0, 2.0, 1.5))
     moving = moved(fixed, true_tx)
     roi = sitk.Cast(fixed > 450, sitk.sitkUInt8)  # the 'tumour'
-    settings = RegistrationSettings(transform="affine", mask_margin_mm=40.0)
+    settings = RegistrationSettings.defaults(transform="affine", mask_margin_mm=40.0)
     res = PhaseRegistration(settings)(fixed, moving, phase="PVP", roi_mask=roi)
     assert res.transform.GetName() == "AffineTransform"
     point = np.add(centre_of(fixed), (-25.0, -5.0, 4.0))
@@ -170,7 +173,7 @@ def test_rigid_recovers_known_motion_on_real_ct(testdata: Path):
     fixed = sitk.Cast(sitk.BinShrink(ct, [2, 2, 1]), sitk.sitkFloat32)
     true_tx = known_motion(fixed, (1.5, -2.0, 2.5), (3.0, -4.0, 2.5))
     moving = moved(fixed, true_tx)
-    res = PhaseRegistration(RegistrationSettings())(fixed, moving, phase="PVP")
+    res = PhaseRegistration(RegistrationSettings.defaults())(fixed, moving, phase="PVP")
     liver = ct.TransformIndexToPhysicalPoint((150, 220, 12))  # centre of the right liver lobe
     before = tre(sitk.Euler3DTransform(), true_tx, liver)
     assert before > 4.0
@@ -200,7 +203,8 @@ def write_timepoint(folder: Path, seed=0) -> tuple[sitk.Image, dict[str, sitk.Eu
 def test_register_timepoint_dir_writes_everything(tmp_path: Path):
     indir, outdir = tmp_path / "nifti", tmp_path / "registered"
     dp, truths = write_timepoint(indir)
-    qc = register_timepoint_dir(indir, outdir, RegistrationSettings(), mask=indir / "mask.nii.gz")
+    settings = RegistrationSettings.defaults()
+    qc = register_timepoint_dir(indir, outdir, settings, mask=indir / "mask.nii.gz")
     assert sorted(p.name for p in outdir.iterdir()) == sorted(
         [
             "PS.nii.gz",
@@ -236,7 +240,7 @@ def test_register_refuses_missing_phase_and_writes_nothing(tmp_path: Path):
     write_timepoint(indir)
     (indir / "AP.nii.gz").unlink()
     with pytest.raises(RecurError, match=r"phase AP: .*AP.nii.gz: file not found"):
-        register_timepoint_dir(indir, outdir)
+        register_timepoint_dir(indir, outdir, RegistrationSettings.defaults())
     assert not outdir.exists() or not any(outdir.iterdir())
 
 
@@ -253,14 +257,8 @@ def test_register_cli(tmp_path: Path, capsys):
         str(outdir),
         "--mask",
         str(indir / "mask.nii.gz"),
-        "--shrink-factors",
-        "4",
-        "2",
-        "--smoothing-sigmas-mm",
-        "2",
-        "1",
-        "--mask-margin-mm",
-        "none",
+        "--settings",
+        section_json(section_defaults("registration", **QUICK)),
     ]
     assert cli.main(argv) == 0
     assert (outdir / "qc.csv").is_file()
@@ -270,7 +268,10 @@ def test_register_cli(tmp_path: Path, capsys):
 
 
 # --------------------------------------------------------------------------- one job per patient
-FAST = ["--shrink-factors", "4", "2", "--smoothing-sigmas-mm", "2", "1", "--iterations", "20"]
+FAST = [
+    "--settings",
+    section_json(section_defaults("registration", **QUICK, iterations=20)),
+]
 
 
 def _patient_dirs(tmp_path: Path) -> tuple[Path, Path]:
@@ -296,7 +297,7 @@ def test_register_patient_all_or_nothing_across_time_points(tmp_path: Path):
     nifti, _ = _patient_dirs(tmp_path)
     (nifti / "post" / "AP.nii.gz").write_bytes(b"not an image")
     out = tmp_path / "registered" / "P1"
-    settings = RegistrationSettings(shrink_factors=(4, 2), smoothing_sigmas_mm=(2.0, 1.0))
+    settings = RegistrationSettings.defaults(shrink_factors=(4, 2), smoothing_sigmas_mm=(2.0, 1.0))
     with pytest.raises(RecurError, match=r"phase AP: .*post/AP.nii.gz: cannot read"):
         register_patient(nifti, out, settings)
     assert _files(out) == []  # pre registered fine, but nothing of it is written

@@ -19,6 +19,7 @@ from recur.cli.main import main as recur_main
 from recur.cohort import split
 from recur.constants import CLINICAL_FEATURES, DL_MODELS, PHASES, TIMEPOINTS
 from recur.models import tabular
+from recur.settings import section_defaults, section_json
 
 pytestmark = pytest.mark.slow
 
@@ -115,16 +116,8 @@ def _crop(work: Path, patient: str, reg: dict[str, Path], out: Path) -> np.ndarr
             str(work / "masks" / "post.nii.gz"),
             "--out",
             str(out),
-            "--size",
-            "128",
-            "--spacing-mm",
-            "0.75",
-            "--normalisation",
-            "robust_zscore",
-            "--region",
-            "crop",
-            "--post-frame",
-            "pre",
+            "--settings",  # the crop section of the study's run (the schema's defaults)
+            section_json(section_defaults("crop")),
             "--post-to-pre",
             str(work / "post_to_pre.tfm"),
         ]

@@ -1,6 +1,5 @@
-"""Argument helpers shared by the stage modules of the command line: registration and
-tabular-model options, ``--on-failure`` and the exclusion of a refused patient, the
-evaluation inputs, CSV output."""
+"""Argument helpers shared by the stage modules of the command line: tabular-model options,
+``--on-failure`` and the exclusion of a refused patient, the evaluation inputs, CSV output."""
 
 from __future__ import annotations
 
@@ -12,84 +11,6 @@ from pathlib import Path
 from recur.cli.sections import schema_default
 from recur.constants import PHASES
 from recur.errors import RecurError
-
-
-def _optional_float(v: str) -> float | None:
-    """A float, or None for 'none'/'null'/'' (config nulls on the command line).
-
-    Shared though private-looking: argparse names it in its message on a bad value
-    ("invalid _optional_float value").
-    """
-    return None if v.strip().lower() in ("", "none", "null") else float(v)
-
-
-#: Defaults of the registration options (recur.preprocess.register.RegistrationSettings's).
-REGISTRATION_DEFAULTS: dict[str, object] = {
-    "shrink_factors": [4, 2, 1],
-    "smoothing_sigmas_mm": [2.0, 1.0, 0.0],
-    "histogram_bins": 32,
-    "sampling_fraction": 0.005,
-    "min_samples": 5000,
-    "iterations": 100,
-    "learning_rate": 2.0,
-    "min_step": 0.005,
-    "seed": 2025,
-    "mask_margin_mm": None,
-}
-
-
-def add_registration_settings(
-    p: argparse.ArgumentParser,
-    region_flag: str = "--mask-margin-mm",
-    region_help: str = "metric only in the ROI box grown by this margin (default: whole image)",
-    **defaults: object,
-) -> None:
-    """Options of a ``recur.preprocess.register.RegistrationSettings`` (``register``,
-    ``margin-register``).
-
-    ``defaults`` override :data:`REGISTRATION_DEFAULTS`; ``region_flag`` names the option of
-    ``mask_margin_mm`` (the metric's region around the ROI).
-    """
-    d = {**REGISTRATION_DEFAULTS, **defaults}
-    p.add_argument("--shrink-factors", type=int, nargs="+", default=d["shrink_factors"])
-    p.add_argument("--smoothing-sigmas-mm", type=float, nargs="+", default=d["smoothing_sigmas_mm"])
-    for name, kind in (
-        ("histogram_bins", int),
-        ("sampling_fraction", float),
-        ("min_samples", int),
-        ("iterations", int),
-        ("learning_rate", float),
-        ("min_step", float),
-        ("seed", int),
-    ):
-        p.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name])
-    p.add_argument(
-        region_flag,
-        dest="mask_margin_mm",
-        metavar="MM",
-        type=_optional_float,
-        default=d["mask_margin_mm"],
-        help=region_help,
-    )
-
-
-def registration_settings(a: argparse.Namespace):  # -> preprocess.register.RegistrationSettings
-    """The ``RegistrationSettings`` of the options added by :func:`add_registration_settings`."""
-    from recur.preprocess import register
-
-    return register.settings_from_args(
-        getattr(a, "transform", "rigid"),
-        a.shrink_factors,
-        a.smoothing_sigmas_mm,
-        histogram_bins=a.histogram_bins,
-        sampling_fraction=a.sampling_fraction,
-        min_samples=a.min_samples,
-        iterations=a.iterations,
-        learning_rate=a.learning_rate,
-        min_step=a.min_step,
-        seed=a.seed,
-        mask_margin_mm=a.mask_margin_mm,
-    )
 
 
 def add_tabular_args(p: argparse.ArgumentParser) -> None:

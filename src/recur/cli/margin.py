@@ -8,15 +8,15 @@ import logging
 
 from recur.cli.common import (
     add_on_failure,
-    add_registration_settings,
     add_tabular_args,
     excludable,
-    registration_settings,
     tree_settings,
     write_csv,
 )
 from recur.constants import MARGIN_MODELS
 from recur.errors import RecurError
+from recur.margin.settings import CrossTimeSettings, MarginMetricSettings
+from recur.settings import from_json
 
 log = logging.getLogger("recur")
 
@@ -30,19 +30,8 @@ def _sitk_threads(n: int | None) -> None:
 
 def _cmd_margin_register(a: argparse.Namespace) -> None:
     from recur.margin.files import register_files
-    from recur.margin.registration import CrossTimeSettings
 
     _sitk_threads(a.threads)
-    settings = CrossTimeSettings(
-        rigid=registration_settings(a),
-        deformable=a.deformable,
-        region_mm=a.region_mm,
-        bspline_spacing_mm=a.bspline_spacing_mm,
-        bspline_iterations=a.bspline_iterations,
-        max_displacement_mm=a.max_displacement_mm,
-        exclude_mm=a.exclude_mm,
-        zone_interpolation=a.zone_interpolation,
-    )
     qc = register_files(
         a.pre_dp,
         a.post_dp,
@@ -50,9 +39,9 @@ def _cmd_margin_register(a: argparse.Namespace) -> None:
         a.post_mask,
         a.out_tfm,
         a.out_mask,
+        from_json(CrossTimeSettings, a.settings, "margin"),
         qc_png=a.qc,
         qc_json=a.qc_json,
-        settings=settings,
         patient=a.patient,
     )
     log.info(
@@ -74,9 +63,7 @@ def _cmd_margin_metrics(a: argparse.Namespace) -> None:
         a.zone,
         a.out,
         a.surface,
-        mode=a.mode,
-        iso_spacing_mm=None if a.iso_spacing_mm <= 0 else a.iso_spacing_mm,
-        smooth_voxels=a.smooth_voxels,
+        from_json(MarginMetricSettings, a.settings, "margin"),
         transform=a.transform,
         patient=a.patient,
     )
@@ -153,21 +140,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qc", help="QC overlay PNG")
     p.add_argument("--qc-json", help="registration QC values (JSON)")
     p.add_argument("--patient", default="?", help="pseudonym for messages and QC")
-    add_registration_settings(
-        p,
-        "--rigid-region-mm",
-        "rigid metric only in the tumour's bounding box grown by this (mm); null: whole image",
-        smoothing_sigmas_mm=[4.0, 2.0, 0.0],
-        sampling_fraction=0.05,
-        mask_margin_mm=60.0,
+    p.add_argument(
+        "--settings",
+        required=True,
+        help="the registration keys of the config section margin as JSON, as the rules pass it",
     )
-    p.add_argument("--deformable", action="store_true", help="add the B-spline stage")
-    p.add_argument("--region-mm", type=float, default=30.0)
-    p.add_argument("--bspline-spacing-mm", type=float, default=25.0)
-    p.add_argument("--bspline-iterations", type=int, default=50)
-    p.add_argument("--max-displacement-mm", type=float, default=10.0)
-    p.add_argument("--exclude-mm", type=float, default=3.0)
-    p.add_argument("--zone-interpolation", default="sdm", choices=["sdm", "nearest", "linear"])
     add_on_failure(p)
     p.set_defaults(func=excludable(_cmd_margin_register, "margin_register"))
 
@@ -179,12 +156,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--transform", help="post-to-pre .tfm when --zone is on the post grid")
     p.add_argument("--out", required=True, help="metrics JSON")
     p.add_argument("--surface", help="per-surface-element margins (.npz) for the figures")
-    p.add_argument("--mode", default="auto", choices=["auto", "3d", "2d"])
     p.add_argument(
-        "--iso-spacing-mm", type=float, default=0.5, help="isotropic working grid; 0 = native"
-    )
-    p.add_argument(
-        "--smooth-voxels", type=float, default=0.5, help="Gaussian sigma of the SDMs (voxels)"
+        "--settings",
+        required=True,
+        help="the metric keys of the config section margin as JSON, as the rules pass it",
     )
     p.add_argument("--patient", default="?")
     p.set_defaults(func=_cmd_margin_metrics)
@@ -203,8 +178,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--features",
         nargs="+",
-        default=["min_margin_mm", "pct_lt0", "pct_lt5"],
+        required=True,
         choices=["min_margin_mm", "pct_lt0", "pct_lt5", "pct_ge5"],
+        help="margin columns added to the model (config margin.features)",
     )
     add_tabular_args(p)
     for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):

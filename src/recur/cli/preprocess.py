@@ -4,138 +4,83 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
-from recur.cli.common import (
-    _optional_float,
-    add_on_failure,
-    add_registration_settings,
-    excludable,
-    exclusion_guard,
-    redactor,
-    registration_settings,
-)
+from recur.cli.common import add_on_failure, excludable, exclusion_guard, redactor
 from recur.constants import TIMEPOINTS
 from recur.errors import RecurError
+from recur.preprocess.settings import CropSettings, RegistrationSettings
+from recur.settings import from_json
 
 log = logging.getLogger("recur")
 
+REGISTRATION_HELP = "the config section registration as JSON, as the rules pass it"
+
 
 def _cmd_check_mask(a: argparse.Namespace) -> None:
-    from recur.cohort import contract
     from recur.preprocess import masks
 
-    cohort_dir = Path(a.cohort_dir)
-    rois = contract.read_table(cohort_dir / a.rois_table)
-    mask_path = contract.roi_path(rois, cohort_dir, a.patient, a.timepoint)
-    try:
-        mask_name = str(mask_path.relative_to(cohort_dir))
-    except ValueError:
-        mask_name = str(mask_path)
-    dp_name = a.dp
-    if a.series_table and (cohort_dir / a.series_table).is_file():
-        series = contract.read_table(cohort_dir / a.series_table)
-        try:
-            row = contract.series_row(series, a.patient, a.timepoint, "DP")
-            dp_name = f"{a.dp} (from {row['dicom_dir']})"
-        except RecurError:
-            pass
-    summary = masks.check_mask_file(
-        mask_path,
-        a.dp,
-        a.out,
-        patient=a.patient,
-        timepoint=a.timepoint,
-        mask_name=mask_name,
-        dp_name=dp_name,
-    )
-    log.info("mask accepted: %s", summary)
+    cohort = masks.CohortMasks(a.cohort_dir, a.rois_table, a.series_table)
+    log.info("mask accepted: %s", cohort.check(a.patient, a.timepoint, a.dp, a.out))
 
 
 def _cmd_register(a: argparse.Namespace) -> None:
     from recur.preprocess import register
 
-    settings = registration_settings(a)
+    settings = from_json(RegistrationSettings, a.settings, "registration")
     qc = register.register_timepoint_dir(
         a.indir, a.outdir, settings, mask=a.mask, threads=a.threads or 1
     )
     log.info("registered onto DP:\n%s", qc.drop(columns=["parameters", "fixed_parameters"]))
 
 
-def _mask_checker(a: argparse.Namespace):  # -> Callable[[str, Path, Path], None]
-    """``check(tp, dp_path, out_path)``: the cohort's ROI mask of ``tp`` checked against DP
-    (as ``check-mask``), messages also in ``--check-log``; refusals named as check-mask's."""
-    from recur.cohort import contract
-    from recur.preprocess import masks
-
-    cohort_dir = Path(a.cohort_dir)
-    series = None
-    if a.series_table and (cohort_dir / a.series_table).is_file():
-        series = contract.read_table(cohort_dir / a.series_table)
-    rois: list = []
-    redact = redactor(a)
-
-    def check(tp: str, dp: Path, out: Path) -> None:
-        handler = logging.FileHandler(a.check_log, mode="a") if a.check_log else None
+@contextlib.contextmanager
+def _also_logged_to(path: str | None) -> Iterator[None]:
+    """The command's messages also appended to ``path`` (when given) while the block runs."""
+    handler = logging.FileHandler(path, mode="a") if path else None
+    if handler is not None:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+    try:
+        yield
+    finally:
         if handler is not None:
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-            )
-            log.addHandler(handler)
-        try:
-            if not rois:
-                rois.append(contract.read_table(cohort_dir / a.rois_table))
-            mask_path = contract.roi_path(rois[0], cohort_dir, a.patient, tp)
-            try:
-                mask_name = str(mask_path.relative_to(cohort_dir))
-            except ValueError:
-                mask_name = str(mask_path)
-            dp_name = str(Path(a.nifti_dir) / tp / dp.name)
-            if series is not None:
-                try:
-                    row = contract.series_row(series, a.patient, tp, "DP")
-                    dp_name = f"{dp_name} (from {row['dicom_dir']})"
-                except RecurError:
-                    pass
-            summary = masks.check_mask_file(
-                mask_path,
-                dp,
-                out,
-                patient=a.patient,
-                timepoint=tp,
-                mask_name=mask_name,
-                dp_name=dp_name,
-            )
-            log.info("mask accepted: %s", summary)
-        except RecurError as exc:
-            log.error("recur check-mask: error: %s", redact(str(exc)))
-            raise
-        finally:
-            if handler is not None:
-                log.removeHandler(handler)
-                handler.close()
-
-    return check
+            log.removeHandler(handler)
+            handler.close()
 
 
 def _cmd_register_patient(a: argparse.Namespace) -> None:
     """``register-patient``: for each time point, check the ROI mask (``--check-roi``, as
     ``check-mask``) and register, in one process; every file is written only after all
     succeeded (``recur.preprocess.register.register_patient``)."""
-    from recur.preprocess import register
+    from recur.preprocess import masks, register
 
     if a.check_log:  # one check log per patient, written afresh by each run
         Path(a.check_log).parent.mkdir(parents=True, exist_ok=True)
         Path(a.check_log).write_text("", encoding="utf-8")
     if a.check_roi and not a.cohort_dir:
         raise RecurError("register-patient --check-roi needs --cohort-dir")
+    check_mask = None
+    if a.check_roi:
+        cohort, redact = masks.CohortMasks(a.cohort_dir, a.rois_table, a.series_table), redactor(a)
+
+        def check_mask(tp: str, dp: Path, out: Path) -> None:  # messages also in --check-log
+            with _also_logged_to(a.check_log):
+                try:
+                    log.info("mask accepted: %s", cohort.check(a.patient, tp, dp, out))
+                except RecurError as exc:
+                    log.error("recur check-mask: error: %s", redact(str(exc)))
+                    raise
+
     qc = register.register_patient(
         a.nifti_dir,
         a.outdir,
-        registration_settings(a),
+        from_json(RegistrationSettings, a.settings, "registration"),
         masks_dir=a.mask_dir,
-        check_mask=_mask_checker(a) if a.check_roi else None,
+        check_mask=check_mask,
         timepoints=a.timepoints,
         threads=a.threads or 1,
         guard=exclusion_guard(a),
@@ -149,22 +94,15 @@ def _cmd_register_patient(a: argparse.Namespace) -> None:
 
 
 def _cmd_crop(a: argparse.Namespace) -> None:
-    from recur.preprocess import crop_files, crops
+    from recur.preprocess import crop_files
 
-    settings = crops.CropSettings(
-        size=a.size,
-        spacing_mm=a.spacing_mm,
-        normalisation=a.normalisation,
-        region=a.region,
-        post_frame=a.post_frame,
-    )
     res = crop_files.crop_patient_files(
         a.patient,
         {"pre": a.registered_pre, "post": a.registered_post},
         {"pre": a.mask_pre, "post": a.mask_post},
         a.out,
         a.qc,
-        settings,
+        from_json(CropSettings, a.settings, "crop"),
         a.post_to_pre,
     )
     for t, r in res.items():
@@ -208,8 +146,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--indir", required=True, help="folder with {PS,AP,PVP,DP}.nii.gz")
     p.add_argument("--mask", default=None, help="checked ROI mask (QC region, optional)")
     p.add_argument("--outdir", required=True)
-    p.add_argument("--transform", choices=["rigid", "affine"], default="rigid")
-    add_registration_settings(p)
+    p.add_argument("--settings", required=True, help=REGISTRATION_HELP)
     add_on_failure(p)
     p.set_defaults(func=excludable(_cmd_register, "register"))
 
@@ -230,8 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "read as the QC region when present",
     )
     p.add_argument("--timepoints", nargs="+", choices=TIMEPOINTS, default=list(TIMEPOINTS))
-    p.add_argument("--transform", choices=["rigid", "affine"], default="rigid")
-    add_registration_settings(p)
+    p.add_argument("--settings", required=True, help=REGISTRATION_HELP)
     add_on_failure(p)
     g = p.add_argument_group(
         "mask check first (as check-mask; the checked copies go to --mask-dir)"
@@ -251,19 +187,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-post", required=True)
     p.add_argument("--out", required=True, help=".npz to write")
     p.add_argument("--qc", default=None, help="QC montage PNG to write")
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--spacing-mm", type=_optional_float, default=None)
     p.add_argument(
-        "--normalisation",
-        default="robust_zscore",
-        choices=["robust_zscore", "zscore", "minmax", "none"],
-    )
-    p.add_argument("--region", default="crop", choices=["crop", "volume"])
-    p.add_argument(
-        "--post-frame",
-        default="own",
-        choices=["pre", "own"],
-        help="crop post on the pre crop's grid (needs --post-to-pre) or around its own ROI",
+        "--settings",
+        required=True,
+        help="the config section crop as JSON, as the rules pass it (post_frame 'pre' crops "
+        "post on the pre crop's grid and needs --post-to-pre)",
     )
     p.add_argument("--post-to-pre", default=None, help="post-to-pre transform (.tfm)")
     add_on_failure(p)

@@ -235,43 +235,33 @@ class Bundle:
         s = self.settings["convert"]
         return ConvertSettings(**{k: v for k, v in s.items() if k in names})
 
-    def registration_settings(self):  # -> recur.preprocess.register.RegistrationSettings
-        """The registration settings the workflow used (``threads`` is not a setting)."""
-        from recur.preprocess.register import settings_from_args
+    def registration_settings(self):  # -> recur.preprocess.settings.RegistrationSettings
+        """The registration settings the workflow used."""
+        from recur.preprocess.settings import RegistrationSettings
 
-        s = dict(self.settings["registration"])
-        s.pop("threads", None)
-        return settings_from_args(
-            s.pop("transform"), s.pop("shrink_factors"), s.pop("smoothing_sigmas_mm"), **s
-        )
+        return RegistrationSettings.from_config(self.settings["registration"])
 
     def registration_threads(self) -> int:
         """Threads of one registration in the workflow (results may depend on them)."""
-        return int(self.settings["registration"].get("threads", 1))
+        return int(self.settings["registration"]["threads"])
 
-    def crop_settings(self):  # -> recur.preprocess.crops.CropSettings
+    def crop_settings(self):  # -> recur.preprocess.settings.CropSettings
         """The crop settings the workflow used."""
-        from recur.preprocess.crops import CropSettings
+        from recur.preprocess.settings import CropSettings
 
-        s = self.settings["crop"]
-        return CropSettings(
-            size=int(s["size"]),
-            spacing_mm=None if s.get("spacing_mm") is None else float(s["spacing_mm"]),
-            normalisation=s["normalisation"],
-            region=s["region"],
-            # bundles written before post_frame existed cropped each time point in its frame
-            post_frame=s.get("post_frame", "own"),
-        )
+        # compatibility: bundles written before crop.post_frame existed cropped each time
+        # point in its own frame (tests/deploy/test_predict.py loads such a bundle)
+        return CropSettings.from_config({"post_frame": "own", **self.settings["crop"]})
 
-    def cross_time_settings(self):  # -> recur.margin.registration.CrossTimeSettings
+    def cross_time_settings(self):  # -> recur.margin.settings.CrossTimeSettings
         """The post-to-pre registration settings (the ``margin`` section) the workflow used."""
-        from recur.margin.registration import settings_from_config
+        from recur.margin.settings import CrossTimeSettings
 
         if not isinstance(self.settings.get("margin"), Mapping):
             raise RecurError(
                 "bundle settings: section margin missing (needed by crop.post_frame 'pre')"
             )
-        return settings_from_config(self.settings["margin"])
+        return CrossTimeSettings.from_config(self.settings["margin"])
 
 
 def load_bundle(bundle_dir: str | Path) -> Bundle:

@@ -25,7 +25,8 @@ from recur.io import atomic_path, read_image, read_transform, write_text_atomic
 from recur.margin.masks import binary_mask, roi_slices, zone_on_pre
 from recur.margin.metrics import MarginMetrics, SurfaceMargins, margin_table
 from recur.margin.plots import plot_cohort_margins, plot_registration_qc
-from recur.margin.registration import CrossTimeRegistration, CrossTimeSettings
+from recur.margin.registration import CrossTimeRegistration
+from recur.margin.settings import CrossTimeSettings, MarginMetricSettings
 
 
 def _read(path: str | Path, patient: str, what: str, root: str | Path | None = None) -> sitk.Image:
@@ -55,13 +56,12 @@ def register_files(
     post_mask: str | Path,
     out_tfm: str | Path,
     out_mask: str | Path,
+    settings: CrossTimeSettings,
     qc_png: str | Path | None = None,
     qc_json: str | Path | None = None,
-    settings: CrossTimeSettings | None = None,
     patient: str = "?",
 ) -> dict[str, float | int | str]:
     """Register post DP onto pre DP, write the transform, the zone on the pre grid and QC."""
-    settings = settings or CrossTimeSettings()
     pre = _read(pre_dp, patient, "pre DP")
     post = _read(post_dp, patient, "post DP")
     tumour = binary_mask(_read(pre_mask, patient, "pre tumour mask"))
@@ -104,10 +104,8 @@ def metrics_files(
     tumour: str | Path,
     zone: str | Path,
     out_json: str | Path,
-    out_surface: str | Path | None = None,
-    mode: str = "auto",
-    iso_spacing_mm: float | None = 0.5,
-    smooth_voxels: float = 0.5,
+    out_surface: str | Path | None,
+    settings: MarginMetricSettings,
     transform: str | Path | None = None,
     patient: str = "?",
 ) -> dict[str, float | int | str]:
@@ -122,13 +120,13 @@ def metrics_files(
     if transform is not None:
         tx = read_transform(transform, who=f"patient {patient}")
     try:
-        sm = MarginMetrics(mode, iso_spacing_mm, smooth_voxels)(t, z, tx)
+        sm = MarginMetrics(settings)(t, z, tx)
     except ValueError as exc:
         raise RecurError(f"patient {patient}: margin of {Path(zone).name}: {exc}") from None
     rec: dict[str, float | int | str] = {"patient_id": patient, **sm.summary()}
     rec["slices_2d"] = " ".join(str(k) for k in sm.slices)
-    rec["iso_spacing_mm"] = iso_spacing_mm if sm.mode == "3d" else None
-    rec["smooth_voxels"] = smooth_voxels
+    rec["iso_spacing_mm"] = settings.iso_spacing_mm if sm.mode == "3d" else None
+    rec["smooth_voxels"] = settings.smooth_voxels
     if out_surface:
         with atomic_path(out_surface) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(

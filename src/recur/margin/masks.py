@@ -17,9 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-#: Ways of carrying the zone mask onto the pre grid (:func:`zone_on_pre`).
-
-INTERPOLATIONS: tuple[str, ...] = ("sdm", "nearest", "linear")
+from recur.margin.settings import INTERPOLATIONS
 
 
 def binary_mask(mask: sitk.Image) -> sitk.Image:

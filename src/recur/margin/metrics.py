@@ -31,6 +31,7 @@ from recur.margin.masks import (
     signed_distance,
     zone_on_pre,
 )
+from recur.margin.settings import MarginMetricSettings
 
 #: Margin thresholds (mm) of the summary: < 0 (tumour outside the zone), < 5, >= 5.
 SAFE_MARGIN_MM = 5.0
@@ -45,7 +46,6 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 #: Largest isotropic working grid of the 3-D metrics (voxels); coarser spacing beyond.
 MAX_ISO_VOXELS = 16_000_000
-MODES: tuple[str, ...] = ("auto", "3d", "2d")
 
 
 def surface_faces(
@@ -158,21 +158,15 @@ class MarginMetrics:
     (:func:`recur.margin.masks.shape_resample`, SDM smoothed by ``smooth_voxels`` voxels) onto
     an isotropic grid of spacing ``min(iso_spacing_mm, smallest voxel size)`` around the ROIs,
     which interpolates the boundaries between thick slices and removes the voxel staircase;
-    ``None`` works on the native grid with no smoothing.
+    ``None`` works on the native grid with no smoothing. The three come from a
+    :class:`recur.margin.settings.MarginMetricSettings` (config section ``margin``).
     """
 
-    def __init__(
-        self, mode: str = "auto", iso_spacing_mm: float | None = 0.5, smooth_voxels: float = 0.5
-    ):
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
-        if iso_spacing_mm is not None and iso_spacing_mm <= 0:
-            raise ValueError("iso_spacing_mm must be > 0 or None")
-        if smooth_voxels < 0:
-            raise ValueError("smooth_voxels must be >= 0")
-        self.mode = mode
-        self.iso_spacing_mm = iso_spacing_mm
-        self.smooth_voxels = smooth_voxels
+    def __init__(self, settings: MarginMetricSettings):
+        self.settings = settings
+        self.mode = settings.mode
+        self.iso_spacing_mm = settings.iso_spacing_mm
+        self.smooth_voxels = settings.smooth_voxels
 
     def resolve_mode(self, tumour: np.ndarray, zone: np.ndarray) -> str:
         """The mode used for these masks (numpy arrays, axis 0 = slices)."""

@@ -4,9 +4,9 @@
 pre-ablation DP (rigid: :class:`recur.preprocess.register.PhaseRegistration`, the phase
 registration's engine and settings object, on a liver region around the tumour; optionally a
 B-spline refinement restricted to the region within ``region_mm`` of the tumour), with the
-settings of :class:`CrossTimeSettings` (from the ``margin:`` config section:
-:func:`settings_from_config`). :func:`recur.margin.masks.zone_on_pre` then carries the post
-ablation-zone mask onto the pre grid. See ``docs/methods/margin.md``.
+settings of :class:`recur.margin.settings.CrossTimeSettings` (config section ``margin``).
+:func:`recur.margin.masks.zone_on_pre` then carries the post ablation-zone mask onto the pre
+grid. See ``docs/methods/margin.md``.
 
 Convention (SimpleITK's): the transform maps points of the pre (fixed) physical space to
 points of the post (moving) physical space, so ``Resample(post, pre, tx)`` puts post on the
@@ -16,73 +16,14 @@ pre grid.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import SimpleITK as sitk
 
-from recur.errors import RecurError
-from recur.margin.masks import INTERPOLATIONS, binary_mask, bounding_box, region_mask
-from recur.preprocess.register import PhaseRegistration, RegistrationSettings, settings_from_args
+from recur.margin.masks import binary_mask, bounding_box, region_mask
+from recur.margin.settings import CrossTimeSettings
+from recur.preprocess.register import PhaseRegistration
 from recur.preprocess.register import normalised_cross_correlation as ncc
-
-#: Default liver region of the rigid stage: the tumour's bounding box grown by this (mm).
-RIGID_REGION_MM: float | None = 60.0
-
-
-def default_rigid(**overrides: object) -> RegistrationSettings:
-    """Rigid-stage settings of the cross-time registration (a ``RegistrationSettings``).
-
-    The same settings object and machinery as the phase-to-DP registration
-    (:class:`recur.preprocess.register.PhaseRegistration`); only the defaults differ: heavier
-    pyramid smoothing (the post image differs from the pre image around the lesion by design), a
-    larger voxel sample, and the metric restricted to the liver region around the tumour
-    (``mask_margin_mm``: the tumour's bounding box grown by that many mm per side).
-    """
-    values: dict[str, object] = {
-        "smoothing_sigmas_mm": (4.0, 2.0, 0.0),
-        "sampling_fraction": 0.05,
-        "mask_margin_mm": RIGID_REGION_MM,
-    }
-    values.update(overrides)
-    return RegistrationSettings(**values)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class CrossTimeSettings:
-    """Settings of the post-to-pre registration (the ``margin:`` config section).
-
-    ``rigid``: the rigid stage, a :class:`recur.preprocess.register.RegistrationSettings` run by
-    :class:`recur.preprocess.register.PhaseRegistration` with the pre DP as fixed and the post DP as
-    moving image; its ``mask_margin_mm`` restricts the metric to the tumour's bounding box
-    grown by that distance (``None``: whole image). ``deformable``: add a B-spline stage
-    (control points every ``bspline_spacing_mm``, each displaced at most
-    ``max_displacement_mm``) supported on the region within ``region_mm`` of the tumour; its
-    metric (same MI / sampling settings) leaves out the tumour and ablation zone grown by
-    ``exclude_mm``.
-    """
-
-    rigid: RegistrationSettings = field(default_factory=default_rigid)
-    deformable: bool = False
-    region_mm: float = 30.0
-    bspline_spacing_mm: float = 25.0
-    bspline_iterations: int = 50
-    max_displacement_mm: float = 10.0
-    exclude_mm: float = 3.0
-    zone_interpolation: str = "sdm"
-
-    def __post_init__(self) -> None:
-        if self.rigid.transform != "rigid":
-            raise RecurError(
-                f"margin: the cross-time registration is rigid, not {self.rigid.transform!r}"
-            )
-        if self.zone_interpolation not in INTERPOLATIONS:
-            raise RecurError(
-                f"margin.zone_interpolation must be one of {', '.join(INTERPOLATIONS)}, "
-                f"not {self.zone_interpolation!r}"
-            )
-        if self.region_mm <= 0 or self.bspline_spacing_mm <= 0:
-            raise RecurError("margin.region_mm and margin.bspline_spacing_mm must be > 0")
 
 
 @dataclass
@@ -108,12 +49,12 @@ class CrossTimeRegistration:
     The rigid stage is :class:`recur.preprocess.register.PhaseRegistration` (pre DP fixed, post DP
     moving, the tumour as ROI); the optional B-spline stage is built on the same metric.
 
-    >>> reg = CrossTimeRegistration(CrossTimeSettings())     # doctest: +SKIP
-    >>> result = reg(pre_dp, post_dp, tumour)               # doctest: +SKIP
+    >>> reg = CrossTimeRegistration(CrossTimeSettings.defaults())  # doctest: +SKIP
+    >>> result = reg(pre_dp, post_dp, tumour)                     # doctest: +SKIP
     """
 
-    def __init__(self, settings: CrossTimeSettings | None = None):
-        self.settings = settings or CrossTimeSettings()
+    def __init__(self, settings: CrossTimeSettings):
+        self.settings = settings
         self.phase_registration = PhaseRegistration(self.settings.rigid)
 
     def bspline(
@@ -224,35 +165,3 @@ class CrossTimeRegistration:
             seconds=round(seconds, 3),
         )
         return CrossTimeResult(transform=tx, qc=qc, post_on_pre=after)
-
-
-def settings_from_config(section: Mapping[str, object]) -> CrossTimeSettings:
-    """:class:`CrossTimeSettings` of a ``margin:`` config section (as the workflow passes it)."""
-    rigid = settings_from_args(
-        "rigid",
-        section["shrink_factors"],
-        section["smoothing_sigmas_mm"],
-        histogram_bins=section["histogram_bins"],
-        sampling_fraction=section["sampling_fraction"],
-        min_samples=section["min_samples"],
-        iterations=section["iterations"],
-        learning_rate=section["learning_rate"],
-        min_step=section["min_step"],
-        seed=section["seed"],
-        mask_margin_mm=section["rigid_region_mm"],
-    )
-    return CrossTimeSettings(
-        rigid=rigid,
-        deformable=bool(section["deformable"]),
-        region_mm=float(section["region_mm"]),
-        bspline_spacing_mm=float(section["bspline_spacing_mm"]),
-        bspline_iterations=int(section["bspline_iterations"]),
-        max_displacement_mm=float(section["max_displacement_mm"]),
-        exclude_mm=float(section["exclude_mm"]),
-        zone_interpolation=section["zone_interpolation"],
-    )
-
-
-def settings_dict(settings: CrossTimeSettings) -> dict:
-    """The settings as a plain dict (for logs and manifests)."""
-    return asdict(settings)

@@ -58,8 +58,8 @@ def crop_patient_files(
     registered: Mapping[str, str | Path],
     masks: Mapping[str, str | Path],
     out: str | Path,
-    qc_png: str | Path | None = None,
-    settings: CropSettings | None = None,
+    qc_png: str | Path | None,
+    settings: CropSettings,
     post_to_pre: str | Path | None = None,
 ) -> dict[str, TimepointCrop]:
     """Crop both time points of one patient and write ``out`` (.npz) and ``qc_png``.
@@ -69,7 +69,7 @@ def crop_patient_files(
     by ``post_frame: pre`` (:func:`crop_carried`). Both files are written only after both
     time points were cropped.
     """
-    s = settings or CropSettings()
+    s = settings
     transform = None
     if s.post_frame == "pre":
         if post_to_pre is None:

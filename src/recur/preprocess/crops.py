@@ -48,11 +48,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from recur.constants import PHASES
-from recur.errors import RecurError
+from recur.preprocess.settings import CropSettings, check_normalisation
 
-NORMALISATIONS: tuple[str, ...] = ("robust_zscore", "zscore", "minmax", "none")
-REGIONS: tuple[str, ...] = ("crop", "volume")
-POST_FRAMES: tuple[str, ...] = ("pre", "own")
 IQR_TO_SD = 1.349  # IQR of a standard normal distribution
 
 
@@ -133,16 +130,14 @@ def crop_stack(
 class Normalise:
     """Per-image intensity normalisation; statistics from the finite values of ``reference``.
 
-    ``method``: one of :data:`NORMALISATIONS`. Calling returns ``(normalised, background)``
-    where ``background`` is what the reference's minimum maps to (the padding value).
+    ``method``: one of :data:`recur.preprocess.settings.NORMALISATIONS`. Calling returns
+    ``(normalised, background)`` where ``background`` is what the reference's minimum maps to
+    (the padding value).
     A constant reference (zero spread) is only shifted, never divided by zero.
     """
 
-    def __init__(self, method: str = "robust_zscore"):
-        if method not in NORMALISATIONS:
-            raise RecurError(
-                f"crop.normalisation must be one of {', '.join(NORMALISATIONS)}, not {method!r}"
-            )
+    def __init__(self, method: str):
+        check_normalisation(method)
         self.method = method
 
     def stats(self, reference: np.ndarray) -> tuple[float, float, float]:
@@ -181,32 +176,6 @@ class Normalise:
         return out.astype(np.float32), float(background)
 
 
-@dataclass(frozen=True)
-class CropSettings:
-    """Settings of the crops (the ``crop:`` config section)."""
-
-    size: int = 128
-    spacing_mm: float | None = None
-    normalisation: str = "robust_zscore"
-    region: str = "crop"
-    post_frame: str = "own"
-
-    def __post_init__(self) -> None:
-        if self.size < 8:
-            raise RecurError(f"crop.size must be at least 8, not {self.size}")
-        if self.spacing_mm is not None and not self.spacing_mm > 0:
-            raise RecurError(f"crop.spacing_mm must be positive or null, not {self.spacing_mm}")
-        Normalise(self.normalisation)
-        if self.region not in REGIONS:
-            raise RecurError(
-                f"crop.region must be one of {', '.join(REGIONS)}, not {self.region!r}"
-            )
-        if self.post_frame not in POST_FRAMES:
-            raise RecurError(
-                f"crop.post_frame must be one of {', '.join(POST_FRAMES)}, not {self.post_frame!r}"
-            )
-
-
 @dataclass
 class TimepointCrop:
     """One time point's crops: images (4, 3, S, S), masks (3, S, S), and where they came from."""
@@ -224,13 +193,13 @@ def crop_arrays(
     phases: Sequence[np.ndarray],
     mask: np.ndarray,
     spacing_xyz: Sequence[float],
-    settings: CropSettings | None = None,
+    settings: CropSettings,
 ) -> TimepointCrop:
     """Crop equally shaped (slices, rows, cols) phase volumes around the ROI of ``mask``.
 
     ``phases`` in the order of :data:`PHASES`; ``spacing_xyz`` = (col, row, slice) spacing in mm.
     """
-    s = settings or CropSettings()
+    s = settings
     m = np.asarray(mask) > 0
     k = largest_slice(m)
     slices = neighbour_slices(k, m.shape[0])
@@ -337,10 +306,10 @@ def resample_in_plane(image: sitk.Image, spacing_mm: float, *, is_mask: bool = F
 
 
 def crop_timepoint(
-    phases: Mapping[str, sitk.Image], mask: sitk.Image, settings: CropSettings | None = None
+    phases: Mapping[str, sitk.Image], mask: sitk.Image, settings: CropSettings
 ) -> TimepointCrop:
     """Reorient to LPS, optionally resample in-plane, and crop (see the module docstring)."""
-    s = settings or CropSettings()
+    s = settings
     lps = {ph: sitk.DICOMOrient(phases[ph], "LPS") for ph in PHASES}
     m = sitk.DICOMOrient(mask, "LPS")
     if s.spacing_mm is not None:
@@ -391,7 +360,7 @@ def crop_carried(
     pre_dp: sitk.Image,
     anchor: TimepointCrop,
     transform: sitk.Transform,
-    settings: CropSettings | None = None,
+    settings: CropSettings,
 ) -> TimepointCrop:
     """Post-ablation crops on the pre crop's pixel grid (``post_frame: pre``).
 
@@ -402,7 +371,7 @@ def crop_carried(
     the post phase's own volume), and the zone mask is carried the same way and thresholded at
     0.5.
     """
-    s = settings or CropSettings()
+    s = settings
     grid = in_plane_grid(sitk.DICOMOrient(pre_dp, "LPS"), s.spacing_mm)
     where = (anchor.slices, anchor.centre, s.size, transform)
     out = np.empty((len(PHASES), 3, s.size, s.size), dtype=np.float32)

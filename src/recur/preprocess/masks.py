@@ -210,3 +210,56 @@ def check_mask_file(
         "roi_voxels": n,
         "roi_mm3": float(n * np.prod(binary.GetSpacing())),
     }
+
+
+class CohortMasks:
+    """The cohort's ROI masks checked against their converted DP image: ``check-mask`` and
+    the mask checks of ``register-patient --check-roi`` (one call per time point).
+
+    ``rois_table`` (and ``series_table``, when given and present) are file names inside
+    ``cohort_dir``. Messages name the mask by its path in the cohort folder and DP by its
+    NIfTI file and, with a series table, its DICOM folder.
+    """
+
+    def __init__(
+        self, cohort_dir: str | Path, rois_table: str, series_table: str | None = None
+    ) -> None:
+        from recur.cohort import contract
+
+        self.cohort_dir = Path(cohort_dir)
+        self.rois_table = rois_table
+        self.series = None
+        if series_table and (self.cohort_dir / series_table).is_file():
+            self.series = contract.read_table(self.cohort_dir / series_table)
+        self._rois = None
+
+    def check(
+        self, patient: str, timepoint: str, dp: str | Path, out: str | Path
+    ) -> dict[str, float | int | str]:
+        """Check the mask of ``patient`` at ``timepoint`` against ``dp`` and write the binary
+        copy to ``out`` (:func:`check_mask_file`); returns its summary."""
+        from recur.cohort import contract
+
+        if self._rois is None:
+            self._rois = contract.read_table(self.cohort_dir / self.rois_table)
+        mask_path = contract.roi_path(self._rois, self.cohort_dir, patient, timepoint)
+        try:
+            mask_name = str(mask_path.relative_to(self.cohort_dir))
+        except ValueError:
+            mask_name = str(mask_path)
+        dp_name = str(dp)
+        if self.series is not None:
+            try:
+                row = contract.series_row(self.series, patient, timepoint, "DP")
+                dp_name = f"{dp_name} (from {row['dicom_dir']})"
+            except RecurError:
+                pass
+        return check_mask_file(
+            mask_path,
+            dp,
+            out,
+            patient=patient,
+            timepoint=timepoint,
+            mask_name=mask_name,
+            dp_name=dp_name,
+        )

@@ -12,7 +12,8 @@ space to points of the moving phase's physical space, so ``Resample(moving, dp, 
 the moving phase on the DP grid.
 
 Only :func:`register_timepoint_dir` touches files; :class:`PhaseRegistration` and the helpers
-work on ``SimpleITK.Image`` objects.
+work on ``SimpleITK.Image`` objects. The settings are a
+:class:`recur.preprocess.settings.RegistrationSettings` (config section ``registration``).
 """
 
 from __future__ import annotations
@@ -34,54 +35,14 @@ if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need
 from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, write_nifti_to
+from recur.preprocess.settings import RegistrationSettings
 from recur.preprocess.steps import Abandon, Guard, run_step
 
 #: The fixed phase, and the phases registered onto it (in acquisition order).
 FIXED_PHASE = "DP"
 MOVING_PHASES: tuple[str, ...] = tuple(ph for ph in PHASES if ph != FIXED_PHASE)
-TRANSFORMS: tuple[str, ...] = ("rigid", "affine")
-
-
-@dataclass(frozen=True)
-class RegistrationSettings:
-    """Settings of one phase-to-DP registration (the ``registration:`` config section).
-
-    ``shrink_factors`` and ``smoothing_sigmas_mm`` give one entry per pyramid level, coarse to
-    fine; the sigmas are in millimetres. ``sampling_fraction`` is the fraction of fixed-image
-    voxels (random, seeded with ``seed``) on which the metric is evaluated at each level, but
-    never fewer than ``min_samples`` voxels (or all of them) so coarse levels stay stable.
-    ``mask_margin_mm``: when set and an ROI mask is given, the metric is evaluated only inside
-    the ROI's bounding box grown by this margin (in mm) on every side; ``None`` uses the whole
-    image.
-    """
-
-    transform: str = "rigid"
-    shrink_factors: tuple[int, ...] = (4, 2, 1)
-    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0, 0.0)
-    histogram_bins: int = 32
-    sampling_fraction: float = 0.005
-    min_samples: int = 5000
-    iterations: int = 100
-    learning_rate: float = 2.0
-    min_step: float = 0.005
-    relaxation: float = 0.5
-    seed: int = 2025
-    mask_margin_mm: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.transform not in TRANSFORMS:
-            raise RecurError(
-                f"registration.transform must be one of {', '.join(TRANSFORMS)}, "
-                f"not {self.transform!r}"
-            )
-        if len(self.shrink_factors) != len(self.smoothing_sigmas_mm) or not self.shrink_factors:
-            raise RecurError(
-                "registration: shrink_factors and smoothing_sigmas_mm need the same, non-zero "
-                f"number of levels (got {len(self.shrink_factors)} and "
-                f"{len(self.smoothing_sigmas_mm)})"
-            )
-        if not 0.0 < self.sampling_fraction <= 1.0:
-            raise RecurError("registration.sampling_fraction must be in (0, 1]")
+#: Step shrink factor of the regular-step gradient descent when the gradient turns back.
+RELAXATION = 0.5
 
 
 @dataclass
@@ -207,12 +168,12 @@ def _covered(moving: sitk.Image, fixed: sitk.Image, tx: sitk.Transform) -> np.nd
 class PhaseRegistration:
     """Register a moving phase onto the fixed DP volume (MONAI style: settings, then call).
 
-    >>> reg = PhaseRegistration(RegistrationSettings())          # doctest: +SKIP
+    >>> reg = PhaseRegistration(RegistrationSettings.defaults())  # doctest: +SKIP
     >>> result = reg(dp, ap, phase="AP", roi_mask=mask)          # doctest: +SKIP
     """
 
-    def __init__(self, settings: RegistrationSettings | None = None):
-        self.settings = settings or RegistrationSettings()
+    def __init__(self, settings: RegistrationSettings):
+        self.settings = settings
 
     def _method(
         self, fixed: sitk.Image, fixed_mask: sitk.Image | None
@@ -319,7 +280,7 @@ class PhaseRegistration:
                 learningRate=s.learning_rate,
                 minStep=s.min_step,
                 numberOfIterations=s.iterations,
-                relaxationFactor=s.relaxation,
+                relaxationFactor=RELAXATION,
                 gradientMagnitudeTolerance=1e-8,
             )
             reg.SetOptimizerScalesFromPhysicalShift()
@@ -371,7 +332,7 @@ class PhaseRegistration:
 
 def register_timepoint(
     phases: Mapping[str, sitk.Image],
-    settings: RegistrationSettings | None = None,
+    settings: RegistrationSettings,
     roi_mask: sitk.Image | None = None,
 ) -> tuple[dict[str, sitk.Image], dict[str, sitk.Transform], pd.DataFrame]:
     """Register PS, AP and PVP onto DP; return (images on the DP grid, transforms, QC table)."""
@@ -408,7 +369,7 @@ def registration_outputs(outdir: str | Path) -> list[Path]:
 def register_timepoint_dir(
     indir: str | Path,
     outdir: str | Path,
-    settings: RegistrationSettings | None = None,
+    settings: RegistrationSettings,
     mask: str | Path | None = None,
     threads: int | None = None,
     *,
@@ -455,7 +416,7 @@ def register_timepoint_dir(
 def register_patient(
     nifti_dir: str | Path,
     outdir: str | Path,
-    settings: RegistrationSettings | None = None,
+    settings: RegistrationSettings,
     *,
     masks_dir: str | Path | None = None,
     check_mask: Callable[[str, Path, Path], object] | None = None,
@@ -518,18 +479,3 @@ def register_patient(
             except Abandon:
                 qc.pop(tp, None)
     return qc
-
-
-def settings_from_args(
-    transform: str,
-    shrink_factors: Sequence[int],
-    smoothing_sigmas_mm: Sequence[float],
-    **kw: object,
-) -> RegistrationSettings:
-    """Build :class:`RegistrationSettings` from CLI values (lists become tuples)."""
-    return RegistrationSettings(
-        transform=transform,
-        shrink_factors=tuple(int(x) for x in shrink_factors),
-        smoothing_sigmas_mm=tuple(float(x) for x in smoothing_sigmas_mm),
-        **kw,  # type: ignore[arg-type]
-    )
