@@ -110,3 +110,21 @@ def toy_train_settings(**overrides) -> str:
     from recur.settings import section_json
 
     return section_json(asdict(toy_train_config(**overrides)))
+
+
+def network(name: str, **overrides):
+    """``recur.models.networks.build_model(name)`` with the schema's network settings
+    (``train.widths``, ``blocks``, ``gru_hidden``, ``dropout``, ``max_pool``) and
+    ``overrides`` (also ``in_channels``, ``aux_outputs``)."""
+    from recur.models.networks import build_model
+    from recur.models.train import TrainConfig
+
+    t = TrainConfig.defaults()
+    kwargs = {
+        "widths": t.widths,
+        "blocks": t.blocks,
+        "hidden": t.gru_hidden,
+        "dropout": t.dropout,
+        "max_pool": t.max_pool,
+    }
+    return build_model(name, **{**kwargs, **overrides})

@@ -66,3 +66,8 @@ SYNTHETIC_TABLES: dict[str, str] = {
     "series": "series.csv",
     "rois": "rois.csv",
 }
+
+#: gzip level of the NIfTI files the workflow derives after conversion (registered phases):
+#: the fastest (ISA-L); the voxels are the same at every level. The converted images follow
+#: ``convert.compression_level``.
+DERIVED_NIFTI_GZIP_LEVEL = 1

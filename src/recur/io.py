@@ -146,7 +146,7 @@ def gzip_file(src: str | Path, dst: str | Path, level: int = 1) -> None:
         fout.write(z.flush())
 
 
-def write_nifti(image, path: str | Path, compression_level: int = 1) -> None:
+def write_nifti(image, path: str | Path, compression_level: int) -> None:
     """Write a SimpleITK ``image`` as NIfTI at ``path`` (``.nii`` or ``.nii.gz``), atomically.
 
     ITK writes the uncompressed file; a ``.gz`` path is then compressed by :func:`gzip_file`
@@ -156,7 +156,7 @@ def write_nifti(image, path: str | Path, compression_level: int = 1) -> None:
         write_nifti_to(image, tmp, compression_level)
 
 
-def write_nifti_to(image, path: str | Path, compression_level: int = 1) -> None:
+def write_nifti_to(image, path: str | Path, compression_level: int) -> None:
     """:func:`write_nifti` without the atomic rename (``path`` is already a temporary name)."""
     import SimpleITK as sitk
 

@@ -22,7 +22,7 @@ from recur.models.train import (
     train_model,
 )
 
-from ..fixtures import toy_train_config, toy_train_settings, write_toy_cohort
+from ..fixtures import network, toy_train_config, toy_train_settings, write_toy_cohort
 
 pytestmark = [
     pytest.mark.gpu,
@@ -102,10 +102,9 @@ def test_gpu_weights_reload_on_the_cpu_with_the_same_scores(toy, tmp_path):
 def test_gradcam_on_the_gpu_through_the_cudnn_rnn(toy):
     """Grad-CAM backpropagates through the GRU in eval mode (cuDNN's RNN backward refuses
     eval mode; PrePostGradCAM switches cuDNN off for that pass)."""
-    from recur.models.networks import PrePostNet
 
     torch.manual_seed(0)
-    model = PrePostNet(widths=(8, 8, 16, 16), hidden=8).cuda().eval()
+    model = network("PrePost", widths=(8, 8, 16, 16), hidden=8).cuda().eval()
     x = torch.from_numpy(
         np.stack([np.load(toy["crops"] / f"T000{i}.npz")["crops"] for i in (1, 2)])
     ).reshape(2, 2, 12, 64, 64)

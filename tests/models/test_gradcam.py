@@ -20,10 +20,10 @@ from recur.models.gradcam import (
     select_patients,
     youden_cutoff,
 )
-from recur.models.networks import EnsembleNet, PreNet, PrePostNet
+from recur.models.networks import EnsembleNet
 from recur.models.train import TrainSettings, configure_torch, train_model
 
-from ..fixtures import toy_train_config, write_toy_cohort
+from ..fixtures import network, toy_train_config, write_toy_cohort
 
 
 def test_youden_and_groups_by_hand():
@@ -86,9 +86,9 @@ def test_gradcam_map_per_timepoint(trained):
     assert (maps.reshape(2, 2, -1).var(axis=2) > 0).all()  # informative for pre AND post
     assert not model.training
     with pytest.raises(TypeError):
-        PrePostGradCAM(PreNet())
+        PrePostGradCAM(network("Pre"))
     with torch.no_grad():  # works even when called inside no_grad
-        assert PrePostGradCAM(PrePostNet().eval())(x[:1]).shape == (1, 2, 64, 64)
+        assert PrePostGradCAM(network("PrePost").eval())(x[:1]).shape == (1, 2, 64, 64)
 
 
 def test_run_gradcam_writes_pngs_and_index(trained, tmp_path):
@@ -120,7 +120,7 @@ def test_explain_patient_with_roi_channels(trained, tmp_path):
     """A network over 15 channels per time point (ROI channels) gets its ROI from the file."""
     _, paths, _ = trained
     torch.manual_seed(0)
-    model = PrePostNet(widths=(8, 8, 16, 16), hidden=8, in_channels=15).eval()
+    model = network("PrePost", widths=(8, 8, 16, 16), hidden=8, in_channels=15).eval()
     png = tmp_path / "roi.png"
     maps = explain_patient(PrePostGradCAM(model), paths["crops"] / "T0001.npz", "T0001", "t", png)
     assert maps.shape == (2, 64, 64)
@@ -128,6 +128,6 @@ def test_explain_patient_with_roi_channels(trained, tmp_path):
 
 
 def test_explained_network_is_the_full_model_of_an_ensemble():
-    full, fold = PrePostNet(), PrePostNet()
+    full, fold = network("PrePost"), network("PrePost")
     assert explained_network(EnsembleNet([full, fold])) is full
     assert explained_network(full) is full

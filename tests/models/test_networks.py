@@ -18,12 +18,14 @@ from recur.models.data import (
     roi_channels,
     stack_channels,
 )
-from recur.models.networks import EnsembleNet, PreNet, PrePostNet, build_model, make_encoder
+from recur.models.networks import EnsembleNet, make_encoder
+
+from ..fixtures import network
 
 
 def test_forward_shapes():
     torch.manual_seed(0)
-    pre, prepost = build_model("Pre").eval(), build_model("PrePost").eval()
+    pre, prepost = network("Pre").eval(), network("PrePost").eval()
     assert pre(torch.randn(2, 12, 64, 64)).shape == (2, 1)
     assert prepost(torch.randn(2, 2, 12, 64, 64)).shape == (2, 1)
     assert prepost(torch.randn(2, 2, 12, 128, 128)).shape == (2, 1)
@@ -32,12 +34,12 @@ def test_forward_shapes():
     with pytest.raises(ValueError, match="B, 12"):
         pre(torch.randn(2, 2, 12, 64, 64))
     with pytest.raises(ValueError, match="unknown model"):
-        build_model("Post")
+        network("Post")
 
 
 def test_prepost_shares_one_encoder_and_reads_time_order():
     torch.manual_seed(0)
-    pre, prepost = PreNet(), PrePostNet()
+    pre, prepost = network("Pre"), network("PrePost")
     n_enc = sum(p.numel() for p in prepost.encoder.parameters())
     assert n_enc == sum(p.numel() for p in pre.encoder.parameters())
     n_rest = sum(p.numel() for n, p in prepost.named_parameters() if not n.startswith("encoder"))
@@ -58,10 +60,10 @@ def test_auxiliary_head_is_a_second_output_on_the_same_features():
         ("Pre", torch.randn(3, 12, 64, 64)),
         ("PrePost", torch.randn(3, 2, 12, 64, 64)),
     ):
-        plain = build_model(name).eval()
+        plain = network(name).eval()
         assert plain.aux_head is None
         assert plain.forward_aux(x)[1] is None
-        net = build_model(name, aux_outputs=2).eval()
+        net = network(name, aux_outputs=2).eval()
         with torch.no_grad():
             logit, aux = net.forward_aux(x)
             feats = net.features(x)
@@ -71,9 +73,9 @@ def test_auxiliary_head_is_a_second_output_on_the_same_features():
         torch.testing.assert_close(aux, feats @ net.aux_head.weight.T + net.aux_head.bias)
         # the ER part of the network is built exactly as without the auxiliary head
         torch.manual_seed(1)
-        a = build_model(name).state_dict()
+        a = network(name).state_dict()
         torch.manual_seed(1)
-        b = build_model(name, aux_outputs=1).state_dict()
+        b = network(name, aux_outputs=1).state_dict()
         assert set(b) - set(a) == {"aux_head.weight", "aux_head.bias"}
         for k in a:
             torch.testing.assert_close(a[k], b[k])
@@ -81,7 +83,7 @@ def test_auxiliary_head_is_a_second_output_on_the_same_features():
 
 def test_ensemble_is_the_mean_logit_of_its_members():
     torch.manual_seed(0)
-    members = [build_model("PrePost", widths=(8, 8, 16, 16), hidden=4).eval() for _ in range(3)]
+    members = [network("PrePost", widths=(8, 8, 16, 16), hidden=4).eval() for _ in range(3)]
     net = EnsembleNet(members).eval()
     x = torch.randn(2, 2, 12, 32, 32)
     with torch.no_grad():
@@ -156,13 +158,13 @@ def test_augmentation_identical_for_both_timepoints(tmp_path):
 def test_encoder_resolution_with_and_without_max_pool():
     sizes = {}
     for max_pool in (True, False):
-        enc = make_encoder(max_pool=max_pool).eval()
+        enc = make_encoder(12, (16, 32, 64, 64), (1, 1, 1, 1), max_pool).eval()
         enc.layer4.register_forward_hook(lambda m, i, o, k=max_pool: sizes.__setitem__(k, o.shape))
         with torch.no_grad():
             assert enc(torch.randn(1, 12, 128, 128)).shape == (1, 64)
     assert sizes[True][-2:] == (4, 4)  # 128 / (2 stem * 2 pool * 2 * 2 * 2)
     assert sizes[False][-2:] == (8, 8)
-    assert build_model("PrePost", max_pool=False)(torch.randn(2, 2, 12, 64, 64)).shape == (2, 1)
+    assert network("PrePost", max_pool=False)(torch.randn(2, 2, 12, 64, 64)).shape == (2, 1)
 
 
 # --------------------------------------------------------------------------- ROI channels
@@ -221,7 +223,7 @@ def test_roi_follows_the_rotation_but_not_the_intensity_jitter(tmp_path):
 
 def test_networks_with_roi_channels():
     torch.manual_seed(0)
-    pre, prepost = build_model("Pre", in_channels=15), build_model("PrePost", in_channels=15)
+    pre, prepost = network("Pre", in_channels=15), network("PrePost", in_channels=15)
     assert pre.eval()(torch.randn(2, 15, 64, 64)).shape == (2, 1)
     assert prepost.eval()(torch.randn(2, 2, 15, 64, 64)).shape == (2, 1)
     with pytest.raises(ValueError, match="B, T, 15"):

@@ -586,14 +586,14 @@ def test_covariate_offset_ignores_monotone_rescaling_and_imputes():
     y = pd.Series((rng.random(120) < 1 / (1 + np.exp(-(np.log(afp) - 3)))).astype(float), ids)
     raw = pd.DataFrame({"afp_ng_ml": afp, "tumor_number": number}, index=ids)
     logged = raw.assign(afp_ng_ml=np.log(raw["afp_ng_ml"]))
-    a, coefs = covariate_offset(raw, y)
-    b, _ = covariate_offset(logged, y)
+    a, coefs = covariate_offset(raw, y, c=1.0)
+    b, _ = covariate_offset(logged, y, c=1.0)
     np.testing.assert_allclose(a, b, atol=1e-9)  # rank-based: log(AFP) changes nothing
     assert coefs["afp_ng_ml"] > 0  # higher AFP, more ER in this draw
     assert np.corrcoef(a, np.log(afp))[0, 1] > 0.9
     holes = raw.copy()
     holes.iloc[:5, 0] = np.nan  # empty cells get the column's median
-    c, _ = covariate_offset(holes, y)
+    c, _ = covariate_offset(holes, y, c=1.0)
     assert np.isfinite(c).all()
 
 
@@ -602,19 +602,19 @@ def test_covariate_offset_refuses_bad_input():
     y = pd.Series([0.0, 1.0, 0.0, 1.0], index=ids)
     ok = pd.DataFrame({"tp_g_l": [60.0, 70.0, 65.0, 72.0]}, index=ids)
     with pytest.raises(RecurError, match=r"outcome column\(s\) \['er'\]"):
-        covariate_offset(ok.assign(er=y), y)
+        covariate_offset(ok.assign(er=y), y, c=1.0)
     with pytest.raises(RecurError, match="no covariates"):
-        covariate_offset(ok[[]], y)
+        covariate_offset(ok[[]], y, c=1.0)
     with pytest.raises(RecurError, match="both classes"):
-        covariate_offset(ok, pd.Series(0.0, index=ids))
+        covariate_offset(ok, pd.Series(0.0, index=ids), c=1.0)
     with pytest.raises(RecurError, match="same patients"):
-        covariate_offset(ok, y.set_axis(["A", "B", "C", "E"]))
+        covariate_offset(ok, y.set_axis(["A", "B", "C", "E"]), c=1.0)
     text = ok.astype(object)
     text.loc["C", "tp_g_l"] = "high"
     with pytest.raises(RecurError, match=r"'tp_g_l' is not numeric \(patient C\)"):
-        covariate_offset(text, y)
+        covariate_offset(text, y, c=1.0)
     with pytest.raises(RecurError, match="'tp_g_l' has no value"):
-        covariate_offset(ok.assign(tp_g_l=np.nan), y)
+        covariate_offset(ok.assign(tp_g_l=np.nan), y, c=1.0)
 
 
 def test_read_offset_covariates(tmp_path):

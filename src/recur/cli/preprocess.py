@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recur.cli.common import add_on_failure, excludable, exclusion_guard, redactor
+from recur.cli.sections import schema_default
 from recur.constants import TIMEPOINTS
 from recur.errors import RecurError
 from recur.preprocess.settings import CropSettings, RegistrationSettings
@@ -133,7 +134,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``check-mask``, ``register``, ``register-patient``, ``crop`` and ``crop-qc``."""
     p = sub.add_parser("check-mask", help="check an ROI mask against its DP image, copy it")
     p.add_argument("--cohort-dir", required=True)
-    p.add_argument("--rois-table", default="rois.csv")
+    p.add_argument("--rois-table", default=schema_default("cohort", "rois"))
     p.add_argument("--series-table", default=None, help="to name the DP series in messages")
     p.add_argument("--patient", required=True)
     p.add_argument("--timepoint", required=True, choices=TIMEPOINTS)
@@ -174,7 +175,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--check-roi", action="store_true", help="check the cohort's ROI masks first")
     g.add_argument("--cohort-dir", default=None)
-    g.add_argument("--rois-table", default="rois.csv")
+    g.add_argument("--rois-table", default=schema_default("cohort", "rois"))
     g.add_argument("--series-table", default=None, help="to name the DP series in messages")
     g.add_argument("--check-log", default=None, help="also log the checks (and refusals) here")
     p.set_defaults(func=_cmd_register_patient)

@@ -41,7 +41,7 @@ def pos_weight(labels: Sequence[float]) -> float:
 
 
 def covariate_offset(
-    covariates: pd.DataFrame, y: pd.Series, c: float = 1.0
+    covariates: pd.DataFrame, y: pd.Series, c: float
 ) -> tuple[pd.Series, dict[str, float]]:
     """Per-patient log-odds offset of the training loss from tabular covariates (pure).
 

@@ -33,10 +33,10 @@ ENCODER_LAST_BLOCK = "encoder.layer4"
 
 
 def make_encoder(
-    in_channels: int = CHANNELS_PER_TIMEPOINT,
-    widths: Sequence[int] = (16, 32, 64, 64),
-    blocks: Sequence[int] = (1, 1, 1, 1),
-    max_pool: bool = True,
+    in_channels: int,
+    widths: Sequence[int],
+    blocks: Sequence[int],
+    max_pool: bool,
 ) -> ResNet:
     """A small 2D MONAI ResNet (basic blocks) that maps ``(B, C, H, W)`` to ``(B, widths[-1])``.
 
@@ -67,10 +67,10 @@ class PreNet(nn.Module):
 
     def __init__(
         self,
-        widths: Sequence[int] = (16, 32, 64, 64),
-        blocks: Sequence[int] = (1, 1, 1, 1),
-        dropout: float = 0.5,
-        max_pool: bool = True,
+        widths: Sequence[int],
+        blocks: Sequence[int],
+        dropout: float,
+        max_pool: bool,
         in_channels: int = CHANNELS_PER_TIMEPOINT,
         aux_outputs: int = 0,
     ) -> None:
@@ -103,11 +103,11 @@ class PrePostNet(nn.Module):
 
     def __init__(
         self,
-        widths: Sequence[int] = (16, 32, 64, 64),
-        blocks: Sequence[int] = (1, 1, 1, 1),
-        hidden: int = 32,
-        dropout: float = 0.5,
-        max_pool: bool = True,
+        widths: Sequence[int],
+        blocks: Sequence[int],
+        hidden: int,
+        dropout: float,
+        max_pool: bool,
         in_channels: int = CHANNELS_PER_TIMEPOINT,
         aux_outputs: int = 0,
     ) -> None:
@@ -159,11 +159,11 @@ class EnsembleNet(nn.Module):
 
 def build_model(
     name: str,
-    widths: Sequence[int] = (16, 32, 64, 64),
-    blocks: Sequence[int] = (1, 1, 1, 1),
-    hidden: int = 32,
-    dropout: float = 0.5,
-    max_pool: bool = True,
+    widths: Sequence[int],
+    blocks: Sequence[int],
+    hidden: int,
+    dropout: float,
+    max_pool: bool,
     in_channels: int = CHANNELS_PER_TIMEPOINT,
     aux_outputs: int = 0,
 ) -> nn.Module:
