@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recur.cli.sections import schema_default
-from recur.constants import PHASES
 from recur.errors import RecurError
 
 
@@ -65,24 +64,21 @@ def add_on_failure(p: argparse.ArgumentParser) -> None:
 
 
 def _step_files(a: argparse.Namespace, stage: str) -> tuple[str, list[str], list[str]]:
-    """(time point, input files, output files) of one per-patient step, from its arguments."""
+    """(time point, input files, output files) of one per-patient step, from its arguments;
+    the file names inside a folder are the writing stage's (recur.preprocess)."""
+    from recur.preprocess import convert, register
+
     if stage == "convert":
-        out = [str(Path(a.outdir) / f"{ph}.nii.gz") for ph in PHASES]
-        return a.timepoint, [], [*out, str(Path(a.outdir) / "acquisition.json")]
+        return a.timepoint, [], [str(p) for p in convert.timepoint_outputs(a.outdir)]
     if stage == "check_mask":
         return a.timepoint, [a.dp], [a.out]
     if stage == "register":
-        tp = Path(a.indir).name
-        ins = [str(Path(a.indir) / f"{ph}.nii.gz") for ph in PHASES]
-        ins += [a.mask] if a.mask else []
-        outs = [str(Path(a.outdir) / f"{ph}.nii.gz") for ph in PHASES]
-        outs += [str(Path(a.outdir) / f"{ph}.tfm") for ph in PHASES[:-1]]  # registered onto DP
-        return tp, ins, [*outs, str(Path(a.outdir) / "qc.csv")]
+        ins = [str(p) for p in register.phase_images(a.indir)] + ([a.mask] if a.mask else [])
+        outs = [str(p) for p in register.registration_outputs(a.outdir)]
+        return Path(a.indir).name, ins, outs
     if stage == "crop":
         ins = [
-            str(Path(d) / f"{ph}.nii.gz")
-            for d in (a.registered_pre, a.registered_post)
-            for ph in PHASES
+            str(p) for d in (a.registered_pre, a.registered_post) for p in register.phase_images(d)
         ]
         ins += [a.mask_pre, a.mask_post] + ([a.post_to_pre] if a.post_to_pre else [])
         return "pre+post", ins, [a.out]

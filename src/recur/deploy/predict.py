@@ -161,13 +161,11 @@ def read_inputs(
 
 
 # --------------------------------------------------------------------------- image steps
-PREPARE_STEPS: tuple[str, ...] = ("convert", "mask", "register")
-
-
 def prepare_step_count(bundle: Bundle) -> int:
-    """Progress steps of :func:`prepare_patient`: per time point, then cross-time, then crop."""
+    """Progress steps of :func:`prepare_patient`: conversion, masks and registration, the
+    post-to-pre registration (when crops are cut on the pre grid), crop."""
     cross_time = 1 if bundle.crop_settings().post_frame == "pre" else 0
-    return 2 * len(PREPARE_STEPS) + cross_time + 1
+    return 2 + cross_time + 1
 
 
 def prepare_patient(
@@ -190,34 +188,26 @@ def prepare_patient(
         bundle.registration_settings(),
         bundle.crop_settings(),
     )
-    registered, checked = {}, {}
-    for t in TIMEPOINTS:
-        nifti = workdir / "nifti" / t
-        if progress:
-            progress.step(f"{patient}: convert {t} DICOM")
-        convert.convert_timepoint(
-            inputs.series_root, inputs.series_csv, patient, t, nifti, settings=conv
-        )
-        if progress:
-            progress.step(f"{patient}: check {t} ROI mask")
-        mask_path = contract.roi_path(inputs.rois, inputs.rois_root, patient, t)
-        row = contract.series_row(inputs.series, patient, t, "DP")
-        checked[t] = workdir / "masks" / f"{t}.nii.gz"
-        masks.check_mask_file(
-            mask_path,
-            nifti / "DP.nii.gz",
-            checked[t],
-            patient=patient,
-            timepoint=t,
-            mask_name=_relative(mask_path, inputs.rois_root),
-            dp_name=f"DP series {row['dicom_dir']}",
-        )
-        if progress:
-            progress.step(f"{patient}: register {t} PS/AP/PVP onto DP")
-        registered[t] = workdir / "registered" / t
-        register.register_timepoint_dir(
-            nifti, registered[t], reg, mask=checked[t], threads=bundle.registration_threads()
-        )
+    # the workflow's per-patient steps, in its order: convert-patient, register-patient
+    # (mask checks first), margin-register (crop.post_frame 'pre'), crop
+    if progress:
+        progress.step(f"{patient}: convert DICOM (pre and post)")
+    convert.convert_patient(
+        inputs.series_root, inputs.series_csv, patient, workdir / "nifti", settings=conv
+    )
+    if progress:
+        progress.step(f"{patient}: check ROI masks, register PS/AP/PVP onto DP")
+    cohort_masks = masks.CohortMasks.from_tables(inputs.rois, inputs.rois_root, inputs.series)
+    register.register_patient(
+        workdir / "nifti",
+        workdir / "registered",
+        reg,
+        masks_dir=workdir / "masks",
+        check_mask=lambda tp, dp, out: cohort_masks.check(patient, tp, dp, out),
+        threads=bundle.registration_threads(),
+    )
+    registered = {t: workdir / "registered" / t for t in TIMEPOINTS}
+    checked = {t: workdir / "masks" / f"{t}.nii.gz" for t in TIMEPOINTS}
     post_to_pre = None
     if crop.post_frame == "pre":
         from recur.margin.files import register_files
@@ -241,13 +231,6 @@ def prepare_patient(
         patient, registered, checked, crops_out, qc_png, crop, post_to_pre
     )
     return crops_out
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(root))
-    except ValueError:
-        return str(path)
 
 
 # --------------------------------------------------------------------------- model steps

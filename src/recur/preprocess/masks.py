@@ -232,6 +232,17 @@ class CohortMasks:
         if series_table and (self.cohort_dir / series_table).is_file():
             self.series = contract.read_table(self.cohort_dir / series_table)
         self._rois = None
+        self._dp_by_series = False
+
+    @classmethod
+    def from_tables(cls, rois, rois_root: str | Path, series=None) -> CohortMasks:
+        """From tables already read (``recur predict``): ``rois`` (paths relative to
+        ``rois_root``) and, for DP's DICOM folder in messages, ``series``."""
+        masks = cls.__new__(cls)
+        masks.cohort_dir, masks.rois_table = Path(rois_root), None
+        masks.series, masks._rois = series, rois
+        masks._dp_by_series = True  # DP is a working file: name it by its DICOM folder only
+        return masks
 
     def check(
         self, patient: str, timepoint: str, dp: str | Path, out: str | Path
@@ -251,7 +262,11 @@ class CohortMasks:
         if self.series is not None:
             try:
                 row = contract.series_row(self.series, patient, timepoint, "DP")
-                dp_name = f"{dp_name} (from {row['dicom_dir']})"
+                dp_name = (
+                    f"DP series {row['dicom_dir']}"
+                    if self._dp_by_series
+                    else f"{dp_name} (from {row['dicom_dir']})"
+                )
             except RecurError:
                 pass
         return check_mask_file(

@@ -356,11 +356,16 @@ def _read(path: Path, what: str) -> sitk.Image:
     return read_image(path, who=what, what="")
 
 
+def phase_images(folder: str | Path) -> list[Path]:
+    """``folder/{PS,AP,PVP,DP}.nii.gz``: a time point's converted or registered phases."""
+    return [Path(folder) / f"{ph}.nii.gz" for ph in PHASES]
+
+
 def registration_outputs(outdir: str | Path) -> list[Path]:
     """The files one time point's registration writes into ``outdir``."""
     outdir = Path(outdir)
     return [
-        *(outdir / f"{ph}.nii.gz" for ph in PHASES),
+        *phase_images(outdir),
         *(outdir / f"{ph}.tfm" for ph in MOVING_PHASES),
         outdir / "qc.csv",
     ]
