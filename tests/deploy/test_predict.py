@@ -339,7 +339,7 @@ def test_predict_reproduces_the_workflow_scores(scored: dict) -> None:
         assert (out / "crops" / f"{pid}.npz").is_file()
     assert not (out / "work").exists()
     # not a terminal: plain log lines per step
-    assert "register pre PS/AP/PVP onto DP" in scored["stderr"]
+    assert "check ROI masks, register PS/AP/PVP onto DP" in scored["stderr"]
 
 
 @pytest.mark.slow
