@@ -11,13 +11,11 @@ SimpleITK; types, ranges, meanings and defaults live in ``schemas/config.schema.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from recur.errors import RecurError
 from recur.preprocess.settings import RegistrationSettings, check_pyramid
-from recur.settings import from_section, section_defaults
+from recur.settings import SectionSettings
 
 #: Ways of carrying the zone mask onto the pre grid (:func:`recur.margin.masks.zone_on_pre`).
 INTERPOLATIONS: tuple[str, ...] = ("sdm", "nearest", "linear")
@@ -26,7 +24,7 @@ MODES: tuple[str, ...] = ("auto", "3d", "2d")
 
 
 @dataclass(frozen=True)
-class CrossTimeSettings:
+class CrossTimeSettings(SectionSettings):
     """Settings of the post-to-pre registration (config section ``margin``, its registration
     keys; :class:`recur.margin.registration.CrossTimeRegistration`).
 
@@ -39,6 +37,8 @@ class CrossTimeSettings:
     metric (same MI / sampling settings) leaves out the tumour and ablation zone grown by
     ``exclude_mm``.
     """
+
+    SECTION = "margin"
 
     shrink_factors: tuple[int, ...]
     smoothing_sigmas_mm: tuple[float, ...]
@@ -90,19 +90,9 @@ class CrossTimeSettings:
             mask_margin_mm=self.rigid_region_mm,
         )
 
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> CrossTimeSettings:
-        """The registration settings of a validated ``margin`` section."""
-        return from_section(cls, section, "margin")
-
-    @classmethod
-    def defaults(cls, **overrides: Any) -> CrossTimeSettings:
-        """The schema's defaults with ``overrides`` (tests, bench scripts)."""
-        return cls.from_config(section_defaults("margin", **overrides))
-
 
 @dataclass(frozen=True)
-class MarginMetricSettings:
+class MarginMetricSettings(SectionSettings):
     """The margin geometry (config section ``margin``, its metric keys;
     :class:`recur.margin.metrics.MarginMetrics`).
 
@@ -111,6 +101,8 @@ class MarginMetricSettings:
     by ``smooth_voxels`` voxels) onto an isotropic grid of spacing ``min(iso_spacing_mm,
     smallest voxel size)``; ``None`` works on the native grid with no smoothing.
     """
+
+    SECTION = "margin"
 
     mode: str
     iso_spacing_mm: float | None
@@ -123,13 +115,3 @@ class MarginMetricSettings:
             raise RecurError("margin.iso_spacing_mm must be > 0 or null")
         if self.smooth_voxels < 0:
             raise RecurError("margin.smooth_voxels must be >= 0")
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> MarginMetricSettings:
-        """The metric settings of a validated ``margin`` section."""
-        return from_section(cls, section, "margin")
-
-    @classmethod
-    def defaults(cls, **overrides: Any) -> MarginMetricSettings:
-        """The schema's defaults with ``overrides`` (tests, bench scripts)."""
-        return cls.from_config(section_defaults("margin", **overrides))

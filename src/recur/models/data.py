@@ -28,7 +28,6 @@ from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from monai.data import CacheDataset, get_track_meta, set_track_meta
@@ -45,7 +44,7 @@ from monai.transforms import (
 from recur.constants import PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.models.networks import CHANNELS_PER_TIMEPOINT
-from recur.settings import from_section, section_defaults
+from recur.settings import SectionSettings
 
 N_TIMEPOINTS, N_PHASES, N_SLICES = len(TIMEPOINTS), len(PHASES), 3
 
@@ -178,10 +177,12 @@ class SplitTimepointsd(MapTransform):
 
 
 @dataclass(frozen=True)
-class Augmentation:
+class Augmentation(SectionSettings):
     """Training-time augmentation (each transform applied with probability ``prob``): config
     section ``train.augment`` (meanings and defaults in ``schemas/config.schema.yaml``; build
     with :meth:`from_config`)."""
+
+    SECTION = "train.augment"
 
     rotate_deg: float
     flip: bool
@@ -197,15 +198,6 @@ class Augmentation:
             raise RecurError(f"train.augment: rotate_deg outside [0, 180]: {self.rotate_deg}")
         if self.intensity_scale < 0 or self.intensity_shift < 0:
             raise RecurError("train.augment: intensity_scale and intensity_shift must be >= 0")
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> Augmentation:
-        return from_section(cls, section, "train.augment")
-
-    @classmethod
-    def defaults(cls, **overrides: Any) -> Augmentation:
-        """The schema's defaults with ``overrides`` (tests, bench scripts)."""
-        return cls.from_config(section_defaults("train.augment", **overrides))
 
     def transforms(self, key: str = "image", spatial_keys: Sequence[str] = ()) -> list:
         """The MONAI random dictionary transforms, in order (rotate, flip, vertical flip, scale,

@@ -21,10 +21,9 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,7 +40,7 @@ from recur.models.networks import (
     EnsembleNet,
     PrePostNet,
 )
-from recur.settings import from_section, section_defaults
+from recur.settings import SectionSettings
 
 log = logging.getLogger(__name__)
 
@@ -219,21 +218,15 @@ def explain_patient(
 
 
 @dataclass(frozen=True)
-class GradcamSettings:
+class GradcamSettings(SectionSettings):
     """Which patients get a heat map: config section ``gradcam`` (meanings and defaults in
     ``schemas/config.schema.yaml``; build with :meth:`from_config`)."""
+
+    SECTION = "gradcam"
 
     patients: tuple[str, ...]
     n_per_group: int
     cutoff: float | None
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> GradcamSettings:
-        return from_section(cls, section, "gradcam")
-
-    @classmethod
-    def defaults(cls, **overrides: Any) -> GradcamSettings:
-        return cls.from_config(section_defaults("gradcam", **overrides))
 
 
 def run_gradcam(

@@ -55,7 +55,7 @@ from recur.models.networks import (
     build_model,
 )
 from recur.models.selection import average_states, safe_auc, select_epoch, smoothed_auc
-from recur.settings import from_section, section_defaults
+from recur.settings import SectionSettings, from_section, section_defaults
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +162,11 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
-class OffsetSettings:
+class OffsetSettings(SectionSettings):
     """Covariate-adjusted training: config section ``train.offset`` (meanings and defaults in
     ``schemas/config.schema.yaml``)."""
+
+    SECTION = "train.offset"
 
     models: tuple[str, ...]
     variables: tuple[str, ...]
@@ -178,10 +180,6 @@ class OffsetSettings:
     def variables_of(self, model: str) -> tuple[str, ...]:
         """The offset's variables in ``model``'s training jobs (none: trained without it)."""
         return self.variables if model in self.models else ()
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> OffsetSettings:
-        return from_section(cls, section, "train.offset")
 
 
 def _check_models(key: str, models: Sequence[str]) -> None:

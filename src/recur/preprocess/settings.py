@@ -9,12 +9,11 @@ section) or ``defaults`` (the schema's defaults, for tests and bench scripts).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from recur.errors import RecurError
-from recur.settings import from_section, section_defaults
+from recur.settings import SectionSettings
 
 TRANSFORMS: tuple[str, ...] = ("rigid", "affine")
 NORMALISATIONS: tuple[str, ...] = ("robust_zscore", "zscore", "minmax", "none")
@@ -40,7 +39,7 @@ def check_pyramid(
 
 
 @dataclass(frozen=True)
-class RegistrationSettings:
+class RegistrationSettings(SectionSettings):
     """Settings of one phase-to-DP registration (the ``registration:`` config section, less
     ``threads``, which sets the rule's threads).
 
@@ -53,6 +52,8 @@ class RegistrationSettings:
     image. The cross-time registration (:class:`recur.margin.settings.CrossTimeSettings`)
     builds one from the ``margin`` section.
     """
+
+    SECTION = "registration"
 
     transform: str
     shrink_factors: tuple[int, ...]
@@ -77,20 +78,12 @@ class RegistrationSettings:
             "registration", self.shrink_factors, self.smoothing_sigmas_mm, self.sampling_fraction
         )
 
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> RegistrationSettings:
-        """The settings of a validated ``registration`` section."""
-        return from_section(cls, section, "registration")
-
-    @classmethod
-    def defaults(cls, **overrides: Any) -> RegistrationSettings:
-        """The schema's defaults with ``overrides`` (tests, bench scripts)."""
-        return cls.from_config(section_defaults("registration", **overrides))
-
 
 @dataclass(frozen=True)
-class CropSettings:
+class CropSettings(SectionSettings):
     """Settings of the crops (the ``crop:`` config section; :mod:`recur.preprocess.crops`)."""
+
+    SECTION = "crop"
 
     size: int
     spacing_mm: float | None
@@ -112,16 +105,6 @@ class CropSettings:
             raise RecurError(
                 f"crop.post_frame must be one of {', '.join(POST_FRAMES)}, not {self.post_frame!r}"
             )
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> CropSettings:
-        """The settings of a validated ``crop`` section."""
-        return from_section(cls, section, "crop")
-
-    @classmethod
-    def defaults(cls, **overrides: Any) -> CropSettings:
-        """The schema's defaults with ``overrides`` (tests, bench scripts)."""
-        return cls.from_config(section_defaults("crop", **overrides))
 
 
 def check_normalisation(method: str) -> None:
