@@ -82,3 +82,13 @@ def test_command_line_text_gets_its_schema_type():
     assert cfg["train"] == {"batch_size": "two", "max_pool": "maybe"}  # left for the check
     problems = config.describe_errors(cfg, config.load_schema())
     assert any("'train.batch_size' = 'two'" in p for p in problems)
+
+
+def test_defaults_are_a_fresh_copy_each_call():
+    first = config.defaults()
+    first["synthetic"]["n_test"].append(99)
+    first["synthetic"]["er_share"]["train"] = 0.9
+    again = config.defaults()
+    assert 99 not in again["synthetic"]["n_test"]
+    assert again["synthetic"]["er_share"]["train"] != 0.9
+    assert config.load_schema() is not config.load_schema()

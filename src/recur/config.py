@@ -8,21 +8,33 @@ whole schema.
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+
+if TYPE_CHECKING:  # jsonschema is imported where a config is checked (not by every job)
+    from jsonschema.exceptions import ValidationError
 
 from recur.errors import RecurError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
 
-def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+@functools.lru_cache(maxsize=4)
+def _parsed_schema(path: Path) -> dict[str, Any]:
+    """The schema file parsed once per process (libyaml's loader where installed: every
+    ``python -m recur`` job reads the schema's defaults when it builds its parser)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+        return yaml.load(fh, Loader=loader)
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The config schema (a copy: callers may change it)."""
+    return copy.deepcopy(_parsed_schema(Path(path).resolve()))
 
 
 def _location(error: ValidationError) -> str:
@@ -39,6 +51,8 @@ def _subschema(schema: dict[str, Any], path: list[Any]) -> dict[str, Any]:
 def describe_errors(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
     """One human-readable line per schema violation of ``config`` (empty list: valid)."""
     problems = []
+    from jsonschema import Draft202012Validator
+
     validator = Draft202012Validator(schema)
     for err in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
         where = _location(err)
@@ -99,8 +113,15 @@ def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) 
 
 
 def defaults(schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The full default configuration implied by the schema."""
+    """The full default configuration implied by the schema (a new copy each call)."""
+    if schema is None:
+        return copy.deepcopy(_schema_defaults())
     return with_defaults({}, schema)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_defaults() -> dict[str, Any]:
+    return with_defaults({}, _parsed_schema(SCHEMA_PATH))
 
 
 def with_defaults(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -120,7 +141,7 @@ def with_defaults(config: dict[str, Any], schema: dict[str, Any] | None = None) 
     def fill(node: dict[str, Any]) -> Any:
         if node.get("type") == "object" and "properties" in node:
             return {k: fill(v) for k, v in node["properties"].items()}
-        return node.get("default")
+        return copy.deepcopy(node.get("default"))
 
     return merge(schema, config)
 

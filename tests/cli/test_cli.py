@@ -113,3 +113,18 @@ def test_console_script_and_module_entry_points():
     )
     assert res.returncode == 0, res.stderr
     assert cli.WORKFLOW_HEADING in res.stdout
+
+
+def test_building_the_parser_reads_the_schema_once_and_imports_no_validator():
+    """Every job of the workflow builds the whole parser (options default to the schema's
+    values): one parse of the schema per process, and no jsonschema import (~0.15 s each)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from recur import config; from recur.cli import main; "
+        "main.build_parser(); main.build_parser(); "
+        "print(config._parsed_schema.cache_info().misses, 'jsonschema' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "False"]
