@@ -32,12 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from recur.preprocess import convert, dicom_series
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the repository root: the tests' DICOM slice skeleton
+from tests.fixtures import mr_slice_dataset  # noqa: E402
+
 TESTDATA = REPO.parent / "shared" / "testdata"
 DCM2NIIX = shutil.which("dcm2niix", path=str(Path(sys.executable).parent)) or shutil.which(
     "dcm2niix"
@@ -52,15 +54,7 @@ def write_mr_series(folder: Path, n: int = 30, size: int = 192, seed: int = 0) -
     random.Random(seed).shuffle(order)
     series_uid, study_uid = generate_uid(), generate_uid()
     for j, k in enumerate(order):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "MR"
+        ds = mr_slice_dataset()
         ds.PatientID = "BENCH"
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid

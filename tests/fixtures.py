@@ -128,3 +128,21 @@ def network(name: str, **overrides):
         "max_pool": t.max_pool,
     }
     return build_model(name, **{**kwargs, **overrides})
+
+
+def mr_slice_dataset():
+    """An empty MR Image Storage slice (file meta, SOP class and instance, modality) for a
+    test or bench script to fill in and write with pydicom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = MRImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MR"
+    return ds

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from recur.cli.main import main
 from recur.cohort import scan
 from recur.errors import RecurError
+
+from ..fixtures import mr_slice_dataset
 
 PATTERNS = scan.load_patterns(None)
 
@@ -117,15 +117,7 @@ def _write(
     number: int,
     instance: int,
 ) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
+    ds = mr_slice_dataset()
     ds.PatientName = f"Secret^{patient}"
     ds.PatientID = patient
     ds.StudyInstanceUID = study

@@ -17,8 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, RLELossless, generate_uid
+from pydicom.uid import RLELossless
 
 from recur.cli.main import main
 from recur.errors import RecurError
@@ -35,6 +34,8 @@ from recur.preprocess.dicom_geometry import (
 )
 from recur.preprocess.dicom_series import ConvertSettings, SeriesReader
 from tests.fixtures import settings_option
+
+from ..fixtures import mr_slice_dataset
 
 # Fake identifying values written into every hand-made file; none may reach an output.
 SECRETS = {
@@ -80,15 +81,7 @@ def write_slice(
     if series_uid is None:
         digest = hashlib.sha256(str(path.parent).encode()).hexdigest()[:24]
         series_uid = f"1.2.826.0.1.3680043.8.498.{int(digest, 16)}"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MR"
+    ds = mr_slice_dataset()
     for k, v in SECRETS.items():
         setattr(ds, k, v)
     ds.add_new(0x00091010, "LO", "PRIVATE-SECRET")
