@@ -222,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp.name)
         print(f"generating {n} synthetic patients in {root}", file=sys.stderr)
         synth.write_cohort(
-            root / "cohort", synth.SyntheticSettings(max(n - 2, 1), (2,), 11, er_share=None)
+            root / "cohort",
+            synth.SyntheticSettings.defaults(
+                n_train=max(n - 2, 1), n_test=(2,), seed=11, er_share=None
+            ),
         )
     per = run(root, a.repeats, a.limit, a.variants)
     summ = summarise(per)

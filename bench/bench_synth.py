@@ -65,7 +65,9 @@ def generation(n_train: int, n_test: tuple[int, ...], workers: int, keep: Path |
     tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     out = (keep or tmp) / "cohort"
     cpu0, t0 = _cpu_seconds(), time.perf_counter()
-    settings = SyntheticSettings(n_train, tuple(n_test), 2025, er_share=None)
+    settings = SyntheticSettings.defaults(
+        n_train=n_train, n_test=tuple(n_test), seed=2025, er_share=None
+    )
     write_cohort(out, settings, workers=workers)
     wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())

@@ -10,6 +10,7 @@ BUNDLE_FILES = [f"{BUNDLE_DIR}/{name}" for name in [MANIFEST, *required_files()]
 BUNDLE_SETTINGS = json.dumps(
     {
         "convert": config["convert"],
+        "roi": config["roi"],
         "registration": config["registration"],
         "crop": config["crop"],
         # the post-to-pre registration (crop.post_frame: pre)

@@ -264,6 +264,27 @@ def series_uid_digest(wildcards):
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def roi_name_digest(wildcards):
+    """A digest of the roi column of one patient's rows of rois.csv (a changed segment or
+    ROI name reruns that patient's mask check; the names never reach snakemake's records).
+    """
+    if COHORT is None or "roi" not in COHORT.rois:
+        return "none"
+    import hashlib
+
+    names = [_ROI_NAMES.get((wildcards.patient, t), "") for t in TIMEPOINTS]
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+
+
+# {(patient, timepoint): roi name} (directory source with a roi column)
+_ROI_NAMES = {}
+if COHORT is not None and "roi" in COHORT.rois:
+    for _r in COHORT.rois[["patient_id", "timepoint", "roi"]].itertuples(index=False):
+        _ROI_NAMES[(_r.patient_id, _r.timepoint)] = (
+            "" if not isinstance(_r.roi, str) else _r.roi
+        )
+
+
 def _csv_cell(value):
     """One cell as pandas' to_csv writes a string (quoted only when it must be)."""
     if any(c in value for c in ',"\n\r'):

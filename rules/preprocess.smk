@@ -61,12 +61,17 @@ rule register:
         cohort=cohort_args(),
         # the section less threads (the rule's threads, above)
         settings=settings_json(RegistrationSettings, config["registration"]),
+        # placing SEG / RTSTRUCT masks on the DP grid; a changed roi column of rois.csv
+        # reruns this patient (its digest: the names never reach snakemake's records)
+        roi_settings=section_json(config["roi"]),
+        roi_names=roi_name_digest,
         on_failure=ON_FAILURE,
     shell:
         "python -m recur --threads {threads} register-patient --check-roi {params.cohort}"
         " --patient {wildcards.patient:q} --check-log {log.check_mask:q}"
         " --nifti-dir {params.nifti:q} --mask-dir {params.masks:q}"
         " --outdir {params.outdir:q} --settings {params.settings:q}"
+        " --roi-settings {params.roi_settings:q}"
         " --on-failure {params.on_failure} > {log.register:q} 2>&1"
 
 

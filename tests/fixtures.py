@@ -146,3 +146,45 @@ def mr_slice_dataset():
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "MR"
     return ds
+
+
+def write_mr_series(folder, volume, *, origin, spacing, direction=None, seed=0):
+    """Write ``volume`` (z, y, x; uint16) as an MR series of one file per slice with the
+    given geometry -- ``origin`` of the first slice, ``spacing`` (column, row, slice step) and
+    ``direction`` (3 x 3, columns: row cosine, column cosine, slice normal; identity if None)
+    -- and return the datasets written, in slice order. Fake patient and study values only.
+    """
+    from pathlib import Path
+
+    import numpy as np
+    from pydicom.uid import generate_uid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    d = np.eye(3) if direction is None else np.asarray(direction, dtype=float)
+    volume = np.asarray(volume, dtype=np.uint16)
+    study, series, frame = (generate_uid(entropy_srcs=[str(seed), k]) for k in "abc")
+    out = []
+    for k in range(volume.shape[0]):
+        ds = mr_slice_dataset()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(
+            entropy_srcs=[str(seed), "sop", str(k)]
+        )
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = "FAKE^PATIENT", "FAKE01", ""
+        ds.PatientSex, ds.AccessionNumber, ds.ReferringPhysicianName = "O", "", ""
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.FrameOfReferenceUID, ds.StudyID, ds.SeriesNumber = frame, "1", 1
+        ds.StudyDate, ds.StudyTime, ds.Manufacturer = "20200101", "120000", "FAKE"
+        ds.InstanceNumber = k + 1
+        pos = np.asarray(origin, dtype=float) + d[:, 2] * spacing[2] * k
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in pos]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*d[:, 0], *d[:, 1])]
+        ds.PixelSpacing = [f"{spacing[1]:g}", f"{spacing[0]:g}"]
+        ds.SliceThickness = f"{spacing[2]:g}"
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = np.ascontiguousarray(volume[k]).tobytes()
+        ds.save_as(folder / f"slice{k:03d}.dcm", enforce_file_format=True)
+        out.append(ds)
+    return out

@@ -164,6 +164,7 @@ SECTION_READERS: dict[str, tuple[str, ...]] = {
         "recur.evaluate.settings:Table1Settings",
     ),
     "convert": ("recur.preprocess.dicom_series:ConvertSettings",),
+    "roi": ("recur.preprocess.dicom_rois:RoiSettings",),
     "split": ("recur.cohort.split:SplitSettings",),
     "gradcam": ("recur.models.gradcam:GradcamSettings",),
     "qc": ("recur.cohort.exclusions:QcSettings",),

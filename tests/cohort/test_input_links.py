@@ -49,11 +49,11 @@ def test_link_plan_names_pseudonyms_and_points_through_the_cohort_link(tmp_path)
         "input_links/cohort": str(tmp_path / "Cohort of Smith"),
         "input_links/P1/pre/DP": "../../cohort/Smith John 4711/pre/dp",
         "input_links/P1/post/DP": "../../cohort/Smith John 4711/post/dp",
-        "input_links/P1/pre/roi.nii.gz": "../../cohort/masks/Smith.nii.gz",
+        "input_links/P1/pre/roi": "../../cohort/masks/Smith.nii.gz",
     }
     assert not any("Smith" in link for link in plan)  # the link names: pseudonyms only
     assert input_links.series_link("P1", "post", "AP") == "input_links/P1/post/AP"
-    assert input_links.roi_link("P1", "post") == "input_links/P1/post/roi.nii.gz"
+    assert input_links.roi_link("P1", "post") == "input_links/P1/post/roi"
 
 
 def test_link_plan_keeps_an_absolute_folder_absolute(tmp_path):
@@ -74,7 +74,7 @@ def test_sync_links_resolves_is_idempotent_and_replaces_only_a_changed_row(tmp_p
     for link, rel in [
         ("input_links/P1/pre/DP", "Smith John 4711/pre/dp"),
         ("input_links/P1/post/DP", "Smith John 4711/post/dp"),
-        ("input_links/P1/pre/roi.nii.gz", "masks/Smith.nii.gz"),
+        ("input_links/P1/pre/roi", "masks/Smith.nii.gz"),
     ]:
         assert Path(link).is_symlink()
         assert os.path.samefile(link, cohort / rel)

@@ -3,7 +3,9 @@
 The canary cohort is a small synthetic cohort (``recur.synthetic.cohort.write_cohort``) whose DICOM
 headers are rewritten with pydicom so that every identifying attribute carries a unique,
 greppable canary string, and whose folders (cohort dir, DICOM folders, mask folder) carry
-canaries too, with spaces and non-ASCII characters. ``canary_study`` runs the whole workflow
+canaries too, with spaces and non-ASCII characters. Some patients' masks are DICOM SEG or
+RTSTRUCT objects (:data:`DICOM_ROI_PATIENTS`) with canaries in their own headers, descriptions
+and ROI names. ``canary_study`` runs the whole workflow
 on it once; the de-identification tests search that run's files and the fault tests use its
 outputs as the uninterrupted reference.
 """
@@ -53,6 +55,13 @@ CANARY_UID_ROOT = "1.2.826.0.1.3680043.10.98765."
 #: Dates: birth, and the pre and post examination dates (post = pre + 30 days).
 CANARY_BIRTH = "19361127"
 CANARY_DATES = {"pre": "20170313", "post": "20170412"}
+#: Patients whose masks the canary cohort holds as DICOM SEG or RTSTRUCT (both time points);
+#: the others keep NIfTI masks (the fault tests break the NIfTI masks of P0003-P0006).
+DICOM_ROI_PATIENTS = {"P0001": "seg", "P0007": "rtstruct", "P0008": "seg"}
+#: Canaries in the segment labels / ROI names (rois.csv's roi column names them) and in the
+#: descriptive texts of the SEG / RTSTRUCT objects.
+CANARY_ROI_NAME = "CNRYROINAME"
+CANARY_ROI_TEXT = "CNRYROITEXT"
 #: Canaries in folder names (cohort dir, DICOM root, mask folder), with spaces and non-ASCII.
 CANARY_COHORT_DIR = "CNRYCOHORTDIR Klinik Zürich"
 CANARY_DICOM_DIR = "CNRYDICOMDIR Export Ünï"
@@ -76,7 +85,7 @@ def canary_strings() -> list[str]:
     """Every planted canary, as the exact strings to search for."""
     out = [v.split("^")[0] for v in CANARY_ATTRIBUTES.values()]
     out += ["Zoëlinde", "Müllerstraßenß", "Ñúñezñ", CANARY_PRIVATE, CANARY_UID_ROOT.rstrip(".")]
-    out += [CANARY_BIRTH, *CANARY_DATES.values()]
+    out += [CANARY_BIRTH, *CANARY_DATES.values(), CANARY_ROI_NAME, CANARY_ROI_TEXT]
     out += [f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in (CANARY_BIRTH, *CANARY_DATES.values())]
     return out
 
@@ -121,8 +130,82 @@ def plant_canaries(cohort: Path) -> None:
             block = ds.private_block(0x0029, "RECUR SYNTH FAKE", create=True)
             block.add_new(0x10, "LO", CANARY_PRIVATE)
             ds.save_as(f, enforce_file_format=True)
+    rois = pd.read_csv(cohort / "rois.csv", dtype=str, keep_default_na=False)
+    for row in rois.itertuples():
+        if row.roi:  # a SEG / RTSTRUCT: its own identifiers and its references to the images
+            _plant_in_roi_object(cohort / row.mask, CANARY_DATES[row.timepoint], new_uid, uid_map)
     series = series.drop(columns=["series_uid"])
     series.to_csv(cohort / "series.csv", index=False)
+
+
+def _plant_in_roi_object(path: Path, date: str, new_uid, uid_map: dict[str, str]) -> None:
+    """Canaries in a SEG / RTSTRUCT, at every level (highdicom copies the scanner's values
+    into ContributingEquipmentSequence), with its references kept pointing at the images."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    for key in ("SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(ds, key, new_uid(str(getattr(ds, key))))
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for elem in ds.iterall():
+        if elem.VR == "UI" and isinstance(elem.value, str) and elem.value in uid_map:
+            elem.value = uid_map[elem.value]
+        elif elem.keyword in CANARY_ATTRIBUTES:
+            elem.value = CANARY_ATTRIBUTES[elem.keyword]
+        elif elem.VR == "DA" and elem.value:
+            elem.value = date
+        elif elem.keyword in ("ContentCreatorName", "ROIInterpreter"):
+            elem.value = CANARY_ATTRIBUTES["OperatorsName"]
+        elif elem.keyword in _ROI_TEXTS:
+            elem.value = f"{CANARY_ROI_TEXT} {elem.keyword}"
+    for key, value in CANARY_ATTRIBUTES.items():
+        setattr(ds, key, value)
+    ds.PatientBirthDate = CANARY_BIRTH
+    ds.save_as(path, enforce_file_format=True)
+
+
+#: Free-text attributes of SEG / RTSTRUCT objects that a reader may fill with anything.
+_ROI_TEXTS = (
+    "SeriesDescription",
+    "ContentLabel",
+    "ContentDescription",
+    "SegmentDescription",
+    "StructureSetLabel",
+    "StructureSetName",
+    "StructureSetDescription",
+    "ROIDescription",
+    "ROIObservationLabel",
+)
+
+
+def dicom_roi_masks(cohort: Path) -> None:
+    """Store the masks of :data:`DICOM_ROI_PATIENTS` as SEG / RTSTRUCT on their DP series
+    (``recur.synthetic.roi_writer``) named by a canary in rois.csv's roi column."""
+    import SimpleITK as sitk
+
+    from recur.synthetic import roi_writer
+
+    series = pd.read_csv(cohort / "series.csv", dtype=str)
+    rois = pd.read_csv(cohort / "rois.csv", dtype=str)
+    rois["roi"] = ""
+    for i, row in rois.iterrows():
+        kind = DICOM_ROI_PATIENTS.get(row["patient_id"])
+        if kind is None:
+            continue
+        dp = series[
+            (series["patient_id"] == row["patient_id"])
+            & (series["timepoint"] == row["timepoint"])
+            & (series["phase"] == "DP")
+        ]["dicom_dir"].iloc[0]
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort / row["mask"])))
+        rel = Path(row["mask"]).parent / f"{row['patient_id']}_{row['timepoint']}_{kind}.dcm"
+        label = f"{CANARY_ROI_NAME} {row['timepoint']} Zürich"
+        write = roi_writer.write_seg if kind == "seg" else roi_writer.write_rtstruct
+        write(mask, cohort / dp, cohort / rel, label=label, uid_key=("canary", i))
+        (cohort / row["mask"]).unlink()
+        rois.loc[i, ["mask", "roi"]] = [rel.as_posix(), label]
+    rois.to_csv(cohort / "rois.csv", index=False)
 
 
 def rename_folders(cohort: Path) -> None:
@@ -134,7 +217,7 @@ def rename_folders(cohort: Path) -> None:
         f"{CANARY_DICOM_DIR}/{Path(d).relative_to('dicom').as_posix()}" for d in series["dicom_dir"]
     ]
     series.to_csv(cohort / "series.csv", index=False)
-    rois = pd.read_csv(cohort / "rois.csv", dtype=str)
+    rois = pd.read_csv(cohort / "rois.csv", dtype=str, keep_default_na=False)
     rois["mask"] = [f"{CANARY_ROI_DIR}/{Path(m).name}" for m in rois["mask"]]
     rois.to_csv(cohort / "rois.csv", index=False)
 
@@ -146,10 +229,13 @@ def write_canary_cohort(parent: Path) -> Path:
     cohort = parent / CANARY_COHORT_DIR
     synth.write_cohort(
         cohort,
-        synth.SyntheticSettings(N_TRAIN, tuple(N_TEST), SEED, er_share=None),
+        synth.SyntheticSettings.defaults(
+            n_train=N_TRAIN, n_test=tuple(N_TEST), seed=SEED, er_share=None
+        ),
         truth_path=parent / "truth.csv",
         workers=2,
     )
+    dicom_roi_masks(cohort)
     plant_canaries(cohort)
     rename_folders(cohort)
     return cohort

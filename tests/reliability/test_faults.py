@@ -1,7 +1,8 @@
 """Faults: refused imaging input, killed runs, concurrent runs.
 
-``broken_run``: a copy of the canary cohort with one refused DICOM series and four bad ROI
-masks, run once with ``--keep-going``: every refusal names the patient pseudonym and the
+``broken_run``: a copy of the canary cohort with one refused DICOM series, four bad NIfTI ROI
+masks, a SEG of another patient and an RTSTRUCT row naming an ROI it does not hold, run once
+with ``--keep-going``: every refusal names the patient pseudonym and the
 file by its row of series.csv / rois.csv (never its folder name), leaves nothing
 half-written, and nothing downstream runs.
 
@@ -120,6 +121,30 @@ MASK_CASES = {
 BROKEN_SERIES_PATIENT = "P0002"
 
 
+def _seg_of_another_patient(cohort: Path, patient: str) -> str:
+    """Overwrite the patient's pre SEG with P0001's (drawn on another patient's DP series)."""
+    rel = _rows(cohort, "rois.csv", patient, "pre")["mask"].iloc[0]
+    other = _rows(cohort, "rois.csv", "P0001", "pre")["mask"].iloc[0]
+    shutil.copyfile(cohort / other, cohort / rel)
+    return rel
+
+
+def _unknown_roi_name(cohort: Path, patient: str) -> str:
+    """Name an ROI the patient's pre RTSTRUCT does not hold in rois.csv's roi column."""
+    rois = pd.read_csv(cohort / "rois.csv", dtype=str, keep_default_na=False)
+    at = (rois["patient_id"] == patient) & (rois["timepoint"] == "pre")
+    rois.loc[at, "roi"] = "Liver"
+    rois.to_csv(cohort / "rois.csv", index=False)
+    return rois.loc[at, "mask"].iloc[0]
+
+
+#: patient -> (how the pre SEG / RTSTRUCT or its row is broken, words the refusal must contain)
+DICOM_MASK_CASES = {
+    "P0008": (_seg_of_another_patient, "references another series than the DP series"),
+    "P0007": (_unknown_roi_name, "holds no ROI named 'Liver'"),
+}
+
+
 @pytest.fixture(scope="module")
 def broken_run(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path):
     root = tmp_path_factory.mktemp("broken")
@@ -127,11 +152,12 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path):
     shutil.copytree(canary_cohort, cohort)
     series_rel = _drop_middle_slice(cohort, BROKEN_SERIES_PATIENT)
     masks = {p: _rewrite_mask(cohort, p, change) for p, (change, _) in MASK_CASES.items()}
+    masks |= {p: change(cohort, p) for p, (change, _) in DICOM_MASK_CASES.items()}
     work = root / "work"
     work.mkdir()
     (work / "run.yaml").write_text(directory_config(cohort), encoding="utf-8")
     targets = [f"results/crops/{BROKEN_SERIES_PATIENT}.npz"]
-    targets += [f"results/masks/{p}/pre.nii.gz" for p in MASK_CASES]
+    targets += [f"results/masks/{p}/pre.nii.gz" for p in [*MASK_CASES, *DICOM_MASK_CASES]]
     res = run(work, "--cores", "2", "--keep-going", *targets)
     return work, res, series_rel, masks
 
@@ -174,10 +200,10 @@ def test_refused_series_leaves_nothing_and_runs_nothing_downstream(broken_run):
         assert not (work / path).exists(), path
 
 
-@pytest.mark.parametrize("patient", sorted(MASK_CASES))
+@pytest.mark.parametrize("patient", sorted([*MASK_CASES, *DICOM_MASK_CASES]))
 def test_bad_mask_is_refused_and_leaves_nothing(broken_run, patient: str):
     work, _, _, masks = broken_run
-    problem = MASK_CASES[patient][1]
+    problem = {**MASK_CASES, **DICOM_MASK_CASES}[patient][1]
     log = (work / "results/logs/check_mask" / f"{patient}.log").read_text()
     assert f"patient {patient} (pre)" in log, log
     row = _table_row(work / "input_links/cohort/rois.csv", "mask", masks[patient])

@@ -73,7 +73,9 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cohort = root / "cohort"
     synth.write_cohort(
         cohort,
-        synth.SyntheticSettings(N_TRAIN, tuple(N_TEST), SEED, er_share=None),
+        synth.SyntheticSettings.defaults(
+            n_train=N_TRAIN, n_test=tuple(N_TEST), seed=SEED, er_share=None
+        ),
         truth_path=root / "truth.csv",
         workers=2,
     )

@@ -99,7 +99,9 @@ def running(tmp_path_factory: pytest.TempPathFactory, canary_cohort: Path):
     cohort_b = root / "cohort B"
     synth.write_cohort(
         cohort_b,
-        synth.SyntheticSettings(6, (2, 2), 16, er_share={"train": 0.5, "test": 0.5}),
+        synth.SyntheticSettings.defaults(
+            n_train=6, n_test=(2, 2), seed=16, er_share={"train": 0.5, "test": 0.5}
+        ),
         truth_path=root / "truth_b.csv",
     )
     ref, work = root / "ref", root / "work"

@@ -254,7 +254,11 @@ def broken_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from recur.synthetic import cohort as synth
 
     cohort = tmp_path_factory.mktemp("rep_cohort") / "cohort"
-    synth.write_cohort(cohort, synth.SyntheticSettings(10, (3, 3), 5, er_share=None), workers=2)
+    synth.write_cohort(
+        cohort,
+        synth.SyntheticSettings.defaults(n_train=10, n_test=(3, 3), seed=5, er_share=None),
+        workers=2,
+    )
     series = pd.read_csv(cohort / "series.csv")
     row = series[
         (series.patient_id == BROKEN) & (series.timepoint == "pre") & (series.phase == "AP")

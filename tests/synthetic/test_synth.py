@@ -341,7 +341,11 @@ def test_blank_cells_rate():
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synth") / "cohort"
-    write_cohort(root, SyntheticSettings(N_TRAIN, tuple(N_TEST), SEED, er_share=None), workers=2)
+    write_cohort(
+        root,
+        SyntheticSettings.defaults(n_train=N_TRAIN, n_test=tuple(N_TEST), seed=SEED, er_share=None),
+        workers=2,
+    )
     return root
 
 
@@ -590,7 +594,7 @@ def test_same_seed_identical_other_seed_different(cohort: Path, tmp_path: Path):
     # draw fresh random UIDs
     rle = N_TRAIN + N_TEST[0]
     row = latent.iloc[rle].to_dict()
-    again = write_patient((row, SEED, rle + 1, str(tmp_path / "again_rle")))
+    again = write_patient((row, SEED, rle + 1, str(tmp_path / "again_rle"), "nifti"))
     pid = row["patient_id"]
     syntaxes = {
         str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
@@ -602,7 +606,7 @@ def test_same_seed_identical_other_seed_different(cohort: Path, tmp_path: Path):
     assert _tree_hash(tmp_path / "again_rle" / "dicom" / pid) == _tree_hash(cohort / "dicom" / pid)
     row = latent.iloc[N_TRAIN].to_dict()  # first patient of siteB (written by a worker)
     pid = row["patient_id"]
-    res = write_patient((row, SEED, N_TRAIN + 1, str(tmp_path / "again")))
+    res = write_patient((row, SEED, N_TRAIN + 1, str(tmp_path / "again"), "nifti"))
     assert _tree_hash(tmp_path / "again" / "dicom" / pid) == _tree_hash(cohort / "dicom" / pid)
     assert (tmp_path / "again" / "rois" / f"{pid}_pre.nii.gz").read_bytes() == (
         cohort / "rois" / f"{pid}_pre.nii.gz"
@@ -616,14 +620,17 @@ def test_same_seed_identical_other_seed_different(cohort: Path, tmp_path: Path):
     clin.to_csv(tmp_path / "clinical.csv", index=False)
     assert (tmp_path / "clinical.csv").read_bytes() == (cohort / "clinical.csv").read_bytes()
     # a different seed gives different pixels and uids
-    other = write_patient((row, SEED + 1, N_TRAIN + 1, str(tmp_path / "other")))
+    other = write_patient((row, SEED + 1, N_TRAIN + 1, str(tmp_path / "other"), "nifti"))
     assert _tree_hash(tmp_path / "other" / "dicom" / pid) != _tree_hash(cohort / "dicom" / pid)
     assert other["series"][0]["series_uid"] != res["series"][0]["series_uid"]
 
 
 def test_write_cohort_refuses_bad_sizes_and_leaves_nothing(tmp_path: Path):
     with pytest.raises(RecurError, match="external test sites"):
-        write_cohort(tmp_path / "cohort", SyntheticSettings(4, (2,) * 6, 1, er_share=None))
+        write_cohort(
+            tmp_path / "cohort",
+            SyntheticSettings.defaults(n_train=4, n_test=(2,) * 6, seed=1, er_share=None),
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -647,7 +654,7 @@ def test_same_bytes_whatever_the_blas_thread_count(tmp_path: Path):
     hashes = []
     for n in (1, 2):
         with threadpool_limits(limits=n, user_api="blas"):
-            write_patient((row, SEED, index + 1, str(tmp_path / f"blas{n}")))
+            write_patient((row, SEED, index + 1, str(tmp_path / f"blas{n}"), "nifti"))
         hashes.append(_tree_hash(tmp_path / f"blas{n}" / "dicom" / row["patient_id"]))
     assert hashes[0] == hashes[1]
 

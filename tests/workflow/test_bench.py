@@ -173,7 +173,8 @@ def test_bench_clinical_sees_the_clinical_table_recur_synth_writes(tmp_path: Pat
     from recur.synthetic.latent import PAPER_ER_SHARE
 
     synth.write_cohort(
-        tmp_path / "cohort", synth.SyntheticSettings(3, (3,), 5, er_share=PAPER_ER_SHARE)
+        tmp_path / "cohort",
+        synth.SyntheticSettings.defaults(n_train=3, n_test=(3,), seed=5, er_share=PAPER_ER_SHARE),
     )
     written = contract.check_clinical(contract.read_table(tmp_path / "cohort" / "clinical.csv"))
     rows = bench_clinical.clinical_rows(5, 3, (3,), PAPER_ER_SHARE)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recur.cli.common import add_on_failure, excludable, exclusion_guard, redactor
-from recur.cli.sections import schema_default
+from recur.cli.sections import add_settings, schema_default
 from recur.constants import TIMEPOINTS
 from recur.errors import RecurError
 from recur.preprocess.settings import CropSettings, RegistrationSettings
@@ -19,13 +19,63 @@ from recur.settings import from_json
 log = logging.getLogger("recur")
 
 REGISTRATION_HELP = "the config section registration as JSON, as the rules pass it"
+ROI_HELP = (
+    "the config section roi as JSON, as the rules pass it (placing SEG / RTSTRUCT masks; "
+    "default: the schema's)"
+)
+
+
+def _roi_settings(a: argparse.Namespace):
+    """``--roi-settings`` as :class:`~recur.preprocess.dicom_rois.RoiSettings` (None: the
+    schema's defaults)."""
+    from recur.preprocess.dicom_rois import RoiSettings
+
+    return from_json(RoiSettings, a.roi_settings, "roi") if a.roi_settings else None
 
 
 def _cmd_check_mask(a: argparse.Namespace) -> None:
     from recur.preprocess import masks
 
-    cohort = masks.CohortMasks(a.cohort_dir, a.rois_table, a.series_table)
+    cohort = masks.CohortMasks(a.cohort_dir, a.rois_table, a.series_table, _roi_settings(a))
     log.info("mask accepted: %s", cohort.check(a.patient, a.timepoint, a.dp, a.out))
+
+
+def _cmd_roi(a: argparse.Namespace) -> None:
+    """``roi``: one mask file (NIfTI, SEG, RTSTRUCT) onto the grid of its reference series as
+    recur converts it (``recur.preprocess.masks.checked_mask``)."""
+    import SimpleITK as sitk
+
+    from recur import config
+    from recur.cli.sections import section_of
+    from recur.io import atomic_path
+    from recur.preprocess import masks
+    from recur.preprocess.dicom_rois import RoiSettings
+    from recur.preprocess.dicom_series import ConvertSettings, SeriesReader
+
+    settings = RoiSettings.from_config(
+        section_of(a, "roi", plane_tolerance_mm=a.plane_tolerance_mm)
+    )
+    convert = ConvertSettings.from_config(config.load_config(a.config)["convert"])
+    source, reference = Path(a.source), Path(a.reference)
+    shown, ref_shown = source.name, reference.name
+    grid = SeriesReader(convert)(
+        reference, series_uid=a.series_uid, context=f"reference series {ref_shown}"
+    ).image
+    dicom = masks.DicomRoiSource(reference, a.series_uid, a.roi, settings)
+    kind, binary = masks.checked_mask(
+        source, grid, who="mask check", mask_name=shown, dp_name=ref_shown, dicom=dicom
+    )
+    with atomic_path(a.out) as tmp:
+        sitk.WriteImage(binary, str(tmp), useCompression=True)
+    n = int(sitk.GetArrayViewFromImage(binary).sum())
+    log.info(
+        "%s mask %s: %d voxels on the grid of reference series %s -> %s",
+        kind,
+        shown,
+        n,
+        ref_shown,
+        a.out,
+    )
 
 
 def _cmd_register(a: argparse.Namespace) -> None:
@@ -66,7 +116,8 @@ def _cmd_register_patient(a: argparse.Namespace) -> None:
         raise RecurError("register-patient --check-roi needs --cohort-dir")
     check_mask = None
     if a.check_roi:
-        cohort, redact = masks.CohortMasks(a.cohort_dir, a.rois_table, a.series_table), redactor(a)
+        cohort = masks.CohortMasks(a.cohort_dir, a.rois_table, a.series_table, _roi_settings(a))
+        redact = redactor(a)
 
         def check_mask(tp: str, dp: Path, out: Path) -> None:  # messages also in --check-log
             with _also_logged_to(a.check_log):
@@ -140,8 +191,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timepoint", required=True, choices=TIMEPOINTS)
     p.add_argument("--dp", required=True, help="the DP NIfTI of this patient and time point")
     p.add_argument("--out", required=True, help="binary uint8 mask to write (.nii.gz)")
+    p.add_argument("--roi-settings", default=None, metavar="JSON", help=ROI_HELP)
     add_on_failure(p)
     p.set_defaults(func=excludable(_cmd_check_mask, "check_mask"))
+
+    p = sub.add_parser(
+        "roi",
+        help="one ROI mask (NIfTI, DICOM SEG or RTSTRUCT) onto its reference series' grid",
+        description="Write the ROI of SOURCE -- a NIfTI label map, a DICOM SEG or an RTSTRUCT "
+        "-- as a binary NIfTI mask on the grid of the reference DICOM series as recur converts "
+        "it, with the checks the workflow applies to rois.csv's masks (docs/guide/rois.md).",
+    )
+    p.add_argument("source", help="the mask file: NIfTI, DICOM SEG or RTSTRUCT")
+    p.add_argument("--reference", required=True, metavar="DICOM_DIR", help="its DP series' folder")
+    p.add_argument("--series-uid", default=None, help="the series in DICOM_DIR (if several)")
+    p.add_argument("--roi", default=None, help="segment label (SEG) or ROI name (RTSTRUCT)")
+    p.add_argument("--out", required=True, metavar="MASK.nii.gz", help="binary mask to write")
+    p.add_argument("--plane-tolerance-mm", type=float, default=None, help="roi.plane_tolerance_mm")
+    add_settings(p, "roi", person=True)
+    p.set_defaults(func=_cmd_roi)
 
     p = sub.add_parser("register", help="register PS, AP and PVP onto DP (one time point)")
     p.add_argument("--indir", required=True, help="folder with {PS,AP,PVP,DP}.nii.gz")
@@ -178,6 +246,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--rois-table", default=schema_default("cohort", "rois"))
     g.add_argument("--series-table", default=None, help="to name the DP series in messages")
     g.add_argument("--check-log", default=None, help="also log the checks (and refusals) here")
+    g.add_argument("--roi-settings", default=None, metavar="JSON", help=ROI_HELP)
     p.set_defaults(func=_cmd_register_patient)
 
     p = sub.add_parser("crop", help="3-slice crops of both time points of one patient")

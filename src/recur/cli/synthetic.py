@@ -16,7 +16,9 @@ def _er_share(a: argparse.Namespace) -> dict[str, float] | None:
 def _cmd_synth(a: argparse.Namespace) -> None:
     from recur.synthetic import cohort as synth
 
-    section = section_of(a, "synthetic", n_train=a.n_train, n_test=a.n_test, seed=a.seed)
+    section = section_of(
+        a, "synthetic", n_train=a.n_train, n_test=a.n_test, seed=a.seed, roi_format=a.roi_format
+    )
     if a.er_share or a.independent_outcomes:
         section["er_share"] = _er_share(a)
     synth.write_cohort(
@@ -35,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-train", type=int, help="patients of the training site")
     p.add_argument("--n-test", type=int, nargs="+", help="patients per external site")
     p.add_argument("--seed", type=int, help="random seed of the generator")
+    p.add_argument(
+        "--roi-format",
+        choices=("nifti", "seg", "rtstruct"),
+        help="write the ROI masks as NIfTI label maps, DICOM SEG or RTSTRUCT",
+    )
     share = p.add_mutually_exclusive_group()
     share.add_argument(
         "--er-share",

@@ -411,7 +411,12 @@ def _check_series_reuse(df: pd.DataFrame, problems: list[str]) -> None:
 
 
 def check_rois(df: pd.DataFrame, patients: list[str], root: Path | None = None) -> pd.DataFrame:
-    """Validate an ROI table: one mask per patient and time point."""
+    """Validate an ROI table: one mask per patient and time point.
+
+    ``mask`` names a NIfTI label map, a DICOM SEG or an RTSTRUCT file; the optional ``roi``
+    column names the segment (SEG) or ROI (RTSTRUCT) to use, and may be empty
+    (:mod:`recur.preprocess.dicom_rois` checks the file itself when the job reads it).
+    """
     table = "rois.csv"
     problems = _missing_columns(df, ("patient_id", "timepoint", "mask"))
     if problems:
@@ -502,12 +507,24 @@ def series_row(series: pd.DataFrame, patient: str, timepoint: str, phase: str) -
 
 def roi_path(rois: pd.DataFrame, root: Path, patient: str, timepoint: str) -> Path:
     """The absolute path of the ROI mask of one patient and time point."""
+    return Path(root) / _roi_row(rois, patient, timepoint)["mask"]
+
+
+def roi_name(rois: pd.DataFrame, patient: str, timepoint: str) -> str | None:
+    """The segment / ROI name of one patient and time point (``roi`` column), or None."""
+    if "roi" not in rois.columns:
+        return None
+    value = _roi_row(rois, patient, timepoint)["roi"]
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _roi_row(rois: pd.DataFrame, patient: str, timepoint: str) -> pd.Series:
     sel = rois[(rois["patient_id"] == patient) & (rois["timepoint"] == timepoint)]
     if len(sel) != 1:
         raise ContractError(
             "rois.csv", [f"patient {patient}: expected one mask for {timepoint}, found {len(sel)}"]
         )
-    return Path(root) / sel.iloc[0]["mask"]
+    return sel.iloc[0]
 
 
 def cohort_summary(cohort: Cohort) -> pd.DataFrame:

@@ -7,7 +7,7 @@ reads the cohort through symbolic links named by pseudonym only::
 
     input_links/cohort                     -> the cohort directory (absolute path)
     input_links/<patient>/<tp>/<phase>     -> cohort/<dicom_dir>     (series.csv)
-    input_links/<patient>/<tp>/roi.nii.gz  -> cohort/<mask>          (rois.csv)
+    input_links/<patient>/<tp>/roi         -> cohort/<mask>          (rois.csv: NIfTI, SEG or RTSTRUCT)
 
 The per-series and per-mask links point *through* ``input_links/cohort`` (relative targets),
 so moving the cohort directory replaces one link only. A link is written only when it is
@@ -36,8 +36,8 @@ from recur.errors import RecurError
 INPUT_LINKS = "input_links"
 #: Name of the link to the cohort directory inside :data:`INPUT_LINKS`.
 COHORT_LINK = "cohort"
-#: File name of the ROI-mask link of a patient and time point.
-ROI_LINK = "roi.nii.gz"
+#: File name of the ROI-mask link of a patient and time point (any of the mask formats).
+ROI_LINK = "roi"
 
 
 def series_link(patient: str, timepoint: str, phase: str, root: str = INPUT_LINKS) -> str:

@@ -235,6 +235,14 @@ class Bundle:
         s = self.settings["convert"]
         return ConvertSettings(**{k: v for k, v in s.items() if k in names})
 
+    def roi_settings(self):  # -> recur.preprocess.dicom_rois.RoiSettings
+        """How the workflow placed SEG / RTSTRUCT masks on the DP grid (the schema's
+        defaults for a bundle written before the roi section existed)."""
+        from recur.preprocess.dicom_rois import RoiSettings
+
+        section = self.settings.get("roi")
+        return RoiSettings.from_config(section) if section else RoiSettings.defaults()
+
     def registration_settings(self):  # -> recur.preprocess.settings.RegistrationSettings
         """The registration settings the workflow used."""
         from recur.preprocess.settings import RegistrationSettings

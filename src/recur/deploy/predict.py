@@ -197,7 +197,9 @@ def prepare_patient(
     )
     if progress:
         progress.step(f"{patient}: check ROI masks, register PS/AP/PVP onto DP")
-    cohort_masks = masks.CohortMasks.from_tables(inputs.rois, inputs.rois_root, inputs.series)
+    cohort_masks = masks.CohortMasks.from_tables(
+        inputs.rois, inputs.rois_root, inputs.series, inputs.series_root, bundle.roi_settings()
+    )
     register.register_patient(
         workdir / "nifti",
         workdir / "registered",

@@ -19,6 +19,8 @@ import SimpleITK as sitk
 
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image
+from recur.preprocess import dicom_rois
+from recur.preprocess.dicom_rois import RoiSettings
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,18 @@ def nonfinite_voxels(path: str | Path) -> int:
     return int(np.count_nonzero(~np.isfinite(raw)))
 
 
+@dataclass(frozen=True)
+class DicomRoiSource:
+    """What a SEG or RTSTRUCT mask needs beyond the DP image: the DP series' DICOM folder
+    (and series UID, when series.csv gives one) to check its references against, the
+    segment / ROI name (rois.csv's ``roi`` column) and the placement settings."""
+
+    dp_folder: Path
+    series_uid: str | None
+    roi: str | None
+    settings: RoiSettings
+
+
 def check_mask_file(
     mask_path: str | Path,
     dp_path: str | Path,
@@ -182,34 +196,99 @@ def check_mask_file(
     mask_name: str | None = None,
     dp_name: str | None = None,
     tolerance: GeometryTolerance | None = None,
+    dicom: DicomRoiSource | None = None,
 ) -> dict[str, float | int | str]:
     """Check ``mask_path`` against ``dp_path``; write the binary copy to ``out_path``.
 
-    ``mask_name`` / ``dp_name`` are how the files are named in messages (the mask relative to
-    the cohort directory). Nothing is written on refusal. Returns a small summary (ROI voxel
-    count and volume in mm³) for the log.
+    ``mask_path`` is a label map on the DP grid (NIfTI) or a DICOM SEG / RTSTRUCT, which is
+    first placed on the DP grid (:func:`recur.preprocess.dicom_rois.dicom_mask`, with
+    ``dicom``). ``mask_name`` / ``dp_name`` are how the files are named in messages (the mask
+    relative to the cohort directory). Nothing is written on refusal. Returns a small summary
+    (format, ROI voxel count and volume in mm³) for the log.
     """
     who = f"patient {patient} ({timepoint})"
     mask_name = mask_name or str(mask_path)
     dp_name = dp_name or str(dp_path)
-    mask = _read(Path(mask_path), who, mask_name, dp_name)
+    if not Path(mask_path).is_file():
+        _read(Path(mask_path), who, mask_name, dp_name)  # raises: file not found
     dp = _read(Path(dp_path), who, dp_name, mask_name)
-    # only a floating-point mask can hold NaN (ITK reads a float-stored NIfTI as float; the
-    # nibabel check costs ~0.5 s of imports, so integer masks -- ITK-SNAP's -- skip it)
-    is_float = mask.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64)
-    n_bad = nonfinite_voxels(mask_path) if is_float else 0
-    if n_bad:
-        MaskCheck._refuse(who, mask_name, dp_name, [f"{n_bad} voxel(s) are NaN or infinite"])
-    binary = MaskCheck(tolerance)(mask, dp, who=who, mask_name=mask_name, image_name=dp_name)
+    kind, binary = checked_mask(
+        mask_path,
+        dp,
+        who=who,
+        mask_name=mask_name,
+        dp_name=dp_name,
+        tolerance=tolerance,
+        dicom=dicom,
+    )
     n = int(np.count_nonzero(sitk.GetArrayViewFromImage(binary)))
     with atomic_path(out_path) as tmp:
         sitk.WriteImage(binary, str(tmp), useCompression=True)
     return {
         "patient": patient,
         "timepoint": timepoint,
+        "format": kind,
         "roi_voxels": n,
         "roi_mm3": float(n * np.prod(binary.GetSpacing())),
     }
+
+
+def checked_mask(
+    mask_path: str | Path,
+    dp: sitk.Image,
+    *,
+    who: str,
+    mask_name: str,
+    dp_name: str,
+    tolerance: GeometryTolerance | None = None,
+    dicom: DicomRoiSource | None = None,
+) -> tuple[str, sitk.Image]:
+    """``(format, binary uint8 mask on the grid of dp)`` of the mask file ``mask_path``
+    (NIfTI label map, DICOM SEG or RTSTRUCT); refusals name ``who`` and both files."""
+    if not Path(mask_path).is_file():
+        _read(Path(mask_path), who, mask_name, dp_name)  # raises: file not found
+    try:
+        kind = dicom_rois.mask_format(mask_path)
+    except dicom_rois.RoiProblem as exc:
+        MaskCheck._refuse(who, mask_name, dp_name, [str(exc)])
+    if kind == "nifti":
+        mask = _read(Path(mask_path), who, mask_name, dp_name)
+        # only a floating-point mask can hold NaN (ITK reads a float-stored NIfTI as float;
+        # the nibabel check costs ~0.5 s of imports, so integer masks -- ITK-SNAP's -- skip it)
+        is_float = mask.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64)
+        n_bad = nonfinite_voxels(mask_path) if is_float else 0
+        if n_bad:
+            MaskCheck._refuse(who, mask_name, dp_name, [f"{n_bad} voxel(s) are NaN or infinite"])
+    else:
+        mask = _dicom_mask(Path(mask_path), kind, dp, dicom, who, mask_name, dp_name)
+    binary = MaskCheck(tolerance)(mask, dp, who=who, mask_name=mask_name, image_name=dp_name)
+    return kind, binary
+
+
+def _dicom_mask(
+    path: Path,
+    kind: str,
+    dp: sitk.Image,
+    dicom: DicomRoiSource | None,
+    who: str,
+    mask_name: str,
+    dp_name: str,
+) -> sitk.Image:
+    """A SEG / RTSTRUCT placed on the grid of ``dp``; every problem is one refusal."""
+    label = {"seg": "DICOM SEG", "rtstruct": "RTSTRUCT"}[kind]
+    if dicom is None:
+        MaskCheck._refuse(
+            who, mask_name, dp_name, [f"a {label} mask needs the DP series' DICOM folder"]
+        )
+    try:
+        series_uid, frame, sops = dicom_rois.reference_identifiers(
+            dicom.dp_folder, dicom.series_uid
+        )
+        reference = dicom_rois.ReferenceSeries(dp, series_uid, frame, sops)
+        return dicom_rois.dicom_mask(path, reference, dicom.roi, dicom.settings)
+    except dicom_rois.RoiProblem as exc:
+        MaskCheck._refuse(who, f"{mask_name} ({label})", dp_name, [str(exc)])
+        raise  # unreachable: _refuse raises
 
 
 class CohortMasks:
@@ -222,25 +301,41 @@ class CohortMasks:
     """
 
     def __init__(
-        self, cohort_dir: str | Path, rois_table: str, series_table: str | None = None
+        self,
+        cohort_dir: str | Path,
+        rois_table: str,
+        series_table: str | None = None,
+        roi_settings: RoiSettings | None = None,
     ) -> None:
         from recur.cohort import contract
 
         self.cohort_dir = Path(cohort_dir)
+        self.series_root = self.cohort_dir
         self.rois_table = rois_table
         self.series = None
         if series_table and (self.cohort_dir / series_table).is_file():
             self.series = contract.read_table(self.cohort_dir / series_table)
+        self.roi_settings = roi_settings or RoiSettings.defaults()
         self._rois = None
         self._dp_by_series = False
 
     @classmethod
-    def from_tables(cls, rois, rois_root: str | Path, series=None) -> CohortMasks:
+    def from_tables(
+        cls,
+        rois,
+        rois_root: str | Path,
+        series=None,
+        series_root: str | Path | None = None,
+        roi_settings: RoiSettings | None = None,
+    ) -> CohortMasks:
         """From tables already read (``recur predict``): ``rois`` (paths relative to
-        ``rois_root``) and, for DP's DICOM folder in messages, ``series``."""
+        ``rois_root``) and ``series`` (folders relative to ``series_root``), for a SEG or
+        RTSTRUCT mask's DP series and for DP's DICOM folder in messages."""
         masks = cls.__new__(cls)
         masks.cohort_dir, masks.rois_table = Path(rois_root), None
+        masks.series_root = Path(series_root) if series_root is not None else masks.cohort_dir
         masks.series, masks._rois = series, rois
+        masks.roi_settings = roi_settings or RoiSettings.defaults()
         masks._dp_by_series = True  # DP is a working file: name it by its DICOM folder only
         return masks
 
@@ -259,16 +354,25 @@ class CohortMasks:
         except ValueError:
             mask_name = str(mask_path)
         dp_name = str(dp)
+        dicom = None
         if self.series is not None:
             try:
                 row = contract.series_row(self.series, patient, timepoint, "DP")
+            except RecurError:
+                row = None
+            if row is not None:
                 dp_name = (
                     f"DP series {row['dicom_dir']}"
                     if self._dp_by_series
                     else f"{dp_name} (from {row['dicom_dir']})"
                 )
-            except RecurError:
-                pass
+                uid = row.get("series_uid")
+                dicom = DicomRoiSource(
+                    dp_folder=self.series_root / row["dicom_dir"],
+                    series_uid=(uid.strip() or None) if isinstance(uid, str) else None,
+                    roi=contract.roi_name(self._rois, patient, timepoint),
+                    settings=self.roi_settings,
+                )
         return check_mask_file(
             mask_path,
             dp,
@@ -277,4 +381,5 @@ class CohortMasks:
             timepoint=timepoint,
             mask_name=mask_name,
             dp_name=dp_name,
+            dicom=dicom,
         )

@@ -55,8 +55,9 @@ def _acquisition_times(rng: np.random.Generator, t0: float) -> dict[str, float]:
     }
 
 
-def write_patient(job: tuple[dict, int, int, str]) -> dict:
-    """Simulate one patient and write its DICOM series and ROI masks under ``root``.
+def write_patient(job: tuple[dict, int, int, str, str]) -> dict:
+    """Simulate one patient and write its DICOM series and ROI masks (NIfTI, SEG or RTSTRUCT,
+    the job's last element) under ``root``.
 
     Returns the rows of ``series.csv``, ``rois.csv`` and the motion part of ``truth.csv``.
     BLAS runs single-threaded here: multi-threaded BLAS may sum in another order, and the last
@@ -69,10 +70,8 @@ def write_patient(job: tuple[dict, int, int, str]) -> dict:
         return _write_patient(job)
 
 
-def _write_patient(job: tuple[dict, int, int, str]) -> dict:
-    import SimpleITK as sitk
-
-    row, seed, number, root_s = job
+def _write_patient(job: tuple[dict, int, int, str, str]) -> dict:
+    row, seed, number, root_s, roi_format = job
     root = Path(root_s)
     pid = row["patient_id"]
     sim = simulate_patient(row, seed, number)
@@ -173,16 +172,47 @@ def _write_patient(job: tuple[dict, int, int, str]) -> dict:
                     "n_slices": grid.size[2],
                 }
             )
-        mask_rel = Path("rois") / f"{pid}_{tp}.nii.gz"
-        img = sitk.GetImageFromArray(st["mask"].astype(np.uint8))
-        img.SetOrigin(grid.origin)
-        img.SetSpacing(grid.spacing)
-        (root / mask_rel).parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(img, str(root / mask_rel), True)
-        roi_rows.append({"patient_id": pid, "timepoint": tp, "mask": mask_rel.as_posix()})
+        dp_folder = root / series_rows[-1]["dicom_dir"]  # DP: the last phase written
+        roi_rows.append(
+            _write_mask(st["mask"], grid, root, pid, tp, roi_format, dp_folder, (seed, pid, tp))
+        )
     for dirpath, _, files in os.walk(root / "dicom" / pid):
         nbytes += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
     return {"series": series_rows, "rois": roi_rows, "motion": motion_rows, "bytes": nbytes}
+
+
+#: The segment label (SEG) / ROI name (RTSTRUCT) of each time point's ROI.
+ROI_LABELS = {"pre": "Tumour", "post": "Ablation zone"}
+
+
+def _write_mask(
+    mask: np.ndarray,
+    grid: Grid,
+    root: Path,
+    pid: str,
+    tp: str,
+    roi_format: str,
+    dp_folder: Path,
+    uid_key: tuple,
+) -> dict[str, str]:
+    """Write one ROI mask (z, y, x on the DP grid) as NIfTI, SEG or RTSTRUCT; its rois.csv
+    row (with the roi column for the DICOM formats)."""
+    rel = Path("rois") / (f"{pid}_{tp}.nii.gz" if roi_format == "nifti" else f"{pid}_{tp}.dcm")
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    row = {"patient_id": pid, "timepoint": tp, "mask": rel.as_posix()}
+    if roi_format == "nifti":
+        import SimpleITK as sitk
+
+        img = sitk.GetImageFromArray(mask.astype(np.uint8))
+        img.SetOrigin(grid.origin)
+        img.SetSpacing(grid.spacing)
+        sitk.WriteImage(img, str(root / rel), True)
+        return row
+    from recur.synthetic import roi_writer
+
+    write = {"seg": roi_writer.write_seg, "rtstruct": roi_writer.write_rtstruct}[roi_format]
+    write(mask, dp_folder, root / rel, label=ROI_LABELS[tp], uid_key=uid_key)
+    return {**row, "roi": ROI_LABELS[tp]}
 
 
 def _worker_init() -> None:
@@ -233,6 +263,8 @@ class SyntheticSettings(SectionSettings):
     seed: int
     #: ``{"train": share, "test": share}`` or None (every outcome an independent draw)
     er_share: Mapping[str, float] | None
+    #: how the ROI masks are written: "nifti", "seg" or "rtstruct"
+    roi_format: str
 
     def __post_init__(self) -> None:
         if self.n_train < 1 or not self.n_test or min(self.n_test) < 1:
@@ -273,7 +305,7 @@ def write_cohort(
         shutil.rmtree(tmp)
     tmp.mkdir()
     rows = latent.to_dict("records")
-    jobs = [(r, int(seed), i + 1, str(tmp)) for i, r in enumerate(rows)]
+    jobs = [(r, int(seed), i + 1, str(tmp), settings.roi_format) for i, r in enumerate(rows)]
     results: list[dict] = []
     try:
         if workers > 1:
