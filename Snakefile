@@ -16,6 +16,7 @@ include: "rules/preprocess.smk"
 include: "rules/models.smk"
 include: "rules/evaluate.smk"
 include: "rules/margin.smk"
+include: "rules/survival.smk"
 include: "rules/reporting.smk"
 include: "rules/bundle.smk"
 

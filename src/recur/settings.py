@@ -165,6 +165,7 @@ SECTION_READERS: dict[str, tuple[str, ...]] = {
     ),
     "convert": ("recur.preprocess.dicom_series:ConvertSettings",),
     "roi": ("recur.preprocess.dicom_rois:RoiSettings",),
+    "survival": ("recur.survival.settings:SurvivalSettings",),
     "split": ("recur.cohort.split:SplitSettings",),
     "gradcam": ("recur.models.gradcam:GradcamSettings",),
     "qc": ("recur.cohort.exclusions:QcSettings",),

@@ -367,3 +367,42 @@ def test_cohort_masks_read_the_roi_column_and_the_dp_folder(series, tmp_path):
     rois.loc[0, "roi"] = ""
     with pytest.raises(RecurError, match=r"patient P1 \(pre\): ROI mask p1.dcm \(DICOM SEG\)"):
         checker.check("P1", "pre", dp_nii, tmp_path / "again.nii.gz")
+
+
+def test_contours_that_enclose_no_voxel_centre_are_refused(series, tmp_path):
+    tiny = np.zeros(SHAPE, dtype=np.uint8)
+    tiny[5, 20, 30] = 1  # one pixel: its contour is a diamond around that centre
+    path = _write_rtstruct(tmp_path / "t", series["dp"], series["grid"], tiny)
+    assert _mask(path, series["ref"]).sum() == 1
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    points = np.asarray(ds.ROIContourSequence[0].ContourSequence[0].ContourData, float)
+    centre = points.reshape(-1, 3).mean(axis=0)
+    shrunk = centre + (points.reshape(-1, 3) - centre) * 0.2  # a diamond between centres
+    moved = dr.voxel_indices(shrunk, series["grid"]) + np.array([0.0, 0.5, 0.5])
+    affine = dr.array_affine(series["grid"])
+    ds.ROIContourSequence[0].ContourSequence[0].ContourData = [
+        f"{v:.4f}" for v in (moved @ affine[:3, :3].T + affine[:3, 3]).ravel()
+    ]
+    ds.save_as(path)
+    with pytest.raises(dr.RoiProblem, match="enclose no voxel centre"):
+        _mask(path, series["ref"])
+
+
+def test_recur_roi_command_writes_the_mask_on_the_converted_grid(series, tmp_path, capsys):
+    from recur.cli.main import main
+
+    seg = _write_seg(tmp_path / "seg.dcm", series["dp"], {"Liver": _truth(), "Tumour": _truth()})
+    out = tmp_path / "mask.nii.gz"
+    ref = str(series["root"] / "dp")
+    assert not main(["roi", str(seg), "--reference", ref, "--roi", "Tumour", "--out", str(out)])
+    written = sitk.ReadImage(str(out))
+    assert not masks.geometry_problems(written, series["grid"])
+    assert np.array_equal(sitk.GetArrayFromImage(written), _truth())
+    again = tmp_path / "again.nii.gz"
+    assert main(["roi", str(seg), "--reference", ref, "--out", str(again)]) == 2  # refused
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1
+    assert "holds 2 segments ('Liver', 'Tumour')" in message
+    assert not again.exists()

@@ -158,7 +158,7 @@ def _plant_in_roi_object(path: Path, date: str, new_uid, uid_map: dict[str, str]
         elif elem.keyword in ("ContentCreatorName", "ROIInterpreter"):
             elem.value = CANARY_ATTRIBUTES["OperatorsName"]
         elif elem.keyword in _ROI_TEXTS:
-            elem.value = f"{CANARY_ROI_TEXT} {elem.keyword}"
+            elem.value = CANARY_ROI_TEXT  # fits every VR of these (CS and SH: 16)
     for key, value in CANARY_ATTRIBUTES.items():
         setattr(ds, key, value)
     ds.PatientBirthDate = CANARY_BIRTH

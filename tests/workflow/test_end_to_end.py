@@ -69,6 +69,26 @@ def test_table2_is_complete_and_cis_contain_estimates(study: Path):
     assert (ok["estimate"] <= ok["ci_high"] + 1e-12).all()
 
 
+def test_survival_table_has_c_index_and_td_auc_of_the_paper_models(study: Path):
+    surv = pd.read_csv(study / "results/tables/survival.csv")
+    assert {"cohort", "model", "metric", "estimate", "ci_low", "ci_high", "n", "n_events"} <= set(
+        surv.columns
+    )
+    for kind in ("cox", "binary"):
+        rows = surv[(surv["kind"] == kind) & (surv["cohort"] == "external")]
+        for model in ("Clinical", "Pre", "PrePost", "DL_Clinical"):
+            have = set(rows.loc[rows["model"] == model, "metric"])
+            assert {"harrell_c", "uno_c", "td_auc_12", "td_auc_24"} <= have, (kind, model)
+    ok = surv.dropna(subset=["estimate"])
+    assert len(ok) > 0.5 * len(surv)
+    assert (ok["ci_low"] <= ok["estimate"] + 1e-12).all()
+    assert (ok["estimate"] <= ok["ci_high"] + 1e-12).all()
+    undefined = surv[surv["estimate"].isna()]
+    assert (undefined["note"].fillna("") != "").all()  # every undefined value says why
+    for name in ("td_auc", "calibration", "km"):
+        assert (study / f"results/figures/survival/{name}_external.png").is_file()
+
+
 def test_crops_have_the_paper_shape(study: Path):
     crops = sorted((study / "results/crops").glob("*.npz"))
     assert len(crops) == 26
@@ -109,7 +129,7 @@ def test_report_has_every_figure(study: Path):
     assert len(page) > 100_000
     text = html.unescape(page)
     # every category of the study is in the report
-    for word in ("Table 2", "ROC", "Kaplan", "Grad-CAM", "QC"):
+    for word in ("Table 2", "ROC", "Kaplan", "Grad-CAM", "QC", "Survival", "time-dependent AUC"):
         assert word.lower() in text.lower(), word
     # every figure the workflow registered for the report was embedded (no missing image)
     pngs = list((study / "results/figures").rglob("*.png"))

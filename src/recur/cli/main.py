@@ -26,6 +26,7 @@ from recur.cli import (
     models,
     preprocess,
     reporting,
+    survival,
     synthetic,
 )
 from recur.errors import RecurError
@@ -39,6 +40,7 @@ REGISTERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     models.register,
     evaluate.register,
     margin.register,
+    survival.register,
     reporting.register,
     deploy.register,
 )

@@ -1,0 +1,106 @@
+# Recurrence-free survival: Cox models of the binary models' predictor sets and the
+# censoring-aware metrics of every model (recur.survival; docs/methods/survival.md).
+
+from recur.evaluate.settings import BootstrapSettings
+from recur.survival.settings import SurvivalSettings
+
+SURV_MARGIN = bool(MARGIN["enabled"] and MARGIN["models"])
+SURV_CAT = "Survival"
+
+
+rule survival:
+    input:
+        **EVAL_INPUT,
+        oof=expand(f"{PRED_DIR}/oof/{{model}}.csv", model=DL_MODELS),
+        margin=[f"{MARGIN_DIR}/margin.csv"] if SURV_MARGIN else [],
+    output:
+        table=f"{TABLES}/survival.csv",
+        md=f"{TABLES}/survival.md",
+        html=report(
+            f"{TABLES}/survival.html",
+            caption="../report/survival_table.rst",
+            category=SURV_CAT,
+            subcategory="Tables",
+        ),
+        compare=report(
+            f"{TABLES}/survival_compare.csv",
+            caption="../report/survival_compare.rst",
+            category=SURV_CAT,
+            subcategory="Tables",
+        ),
+        cox=report(
+            f"{TABLES}/survival_cox.csv",
+            caption="../report/survival_cox.rst",
+            category=SURV_CAT,
+            subcategory="Tables",
+        ),
+        cutoffs=f"{TABLES}/survival_cutoffs.csv",
+        risk=f"{PRED_DIR}/survival.csv",
+        td_auc=report(
+            f"{FIGURES}/survival/td_auc_external.png",
+            caption="../report/survival_td_auc.rst",
+            category=SURV_CAT,
+            subcategory="Figures",
+        ),
+        calibration=report(
+            f"{FIGURES}/survival/calibration_external.png",
+            caption="../report/survival_calibration.rst",
+            category=SURV_CAT,
+            subcategory="Figures",
+        ),
+        km=report(
+            f"{FIGURES}/survival/km_external.png",
+            caption="../report/survival_km.rst",
+            category=SURV_CAT,
+            subcategory="Figures",
+        ),
+        extra=expand(
+            f"{FIGURES}/survival/{{name}}",
+            name=[
+                "td_auc_external.pdf",
+                "td_auc_external.csv",
+                "calibration_external.pdf",
+                "calibration_external.csv",
+                "km_external.pdf",
+                "km_external.csv",
+            ],
+        ),
+    log:
+        f"{LOGS}/survival/survival.log",
+    benchmark:
+        f"{BENCH}/survival/survival.tsv"
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+    params:
+        clinical=clinical_csv,
+        predictions=prediction_args,
+        oof=lambda wildcards, input: " ".join(
+            f"{m}={shlex_quote(p)}" for m, p in zip(DL_MODELS, input.oof)
+        ),
+        margin=lambda wildcards, input: (
+            f"--margin {shlex_quote(input.margin[0])} --margin-features "
+            + " ".join(MARGIN["features"])
+            if input.margin
+            else ""
+        ),
+        stacking=config["dl_clinical"]["stacking"],
+        settings=SurvivalSettings.json(config["survival"]),
+        bootstrap=BootstrapSettings.json(config["evaluate"]),
+        tabular=section_json(config["clinical"]),
+        figdir=lambda wildcards, output: str(Path(output.td_auc).parent),
+    shell:
+        "python -m recur --threads {threads} survival --clinical {params.clinical:q}"
+        " --split {input.split:q} --predictions {params.predictions}"
+        " --oof {params.oof} {params.margin} --stacking {params.stacking}"
+        " --settings {params.settings:q} --bootstrap {params.bootstrap:q}"
+        " --tabular {params.tabular:q} --out {output.table:q} --md {output.md:q}"
+        " --html {output.html:q} --compare {output.compare:q} --cox {output.cox:q}"
+        " --cutoffs {output.cutoffs:q} --risk {output.risk:q}"
+        " --figdir {params.figdir:q} > {log:q} 2>&1"
+
+
+FINAL_TARGETS.extend(rules.survival.output)
