@@ -22,13 +22,9 @@ rule margin_register:
     output:
         tfm=f"{MARGIN_DIR}/{{patient}}/post_to_pre.tfm",
         zone=f"{MARGIN_DIR}/{{patient}}/zone_on_pre.nii.gz",
-        qc=report(
-            f"{MARGIN_DIR}/{{patient}}/qc.png",
-            caption="../report/margin_qc.rst",
-            category=MARGIN_CAT,
-            subcategory="Registration QC",
-            labels={"patient": "{patient}", "figure": "post-to-pre registration"},
-        ),
+        # every patient's picture; the report shows the QC-flagged ones and a sample
+        # (rule report_margin_qc)
+        qc=f"{MARGIN_DIR}/{{patient}}/qc.png",
         qc_json=f"{MARGIN_DIR}/{{patient}}/registration.json",
     log:
         f"{LOGS}/margin_register/{{patient}}.log",

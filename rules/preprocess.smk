@@ -93,13 +93,9 @@ rule crop:
         post_to_pre=post_to_pre_input,
     output:
         npz=f"{RESULTS}/crops/{{patient}}.npz",
-        qc=report(
-            f"{RESULTS}/qc/crops/{{patient}}.png",
-            caption="../report/preprocess_crop_montage.rst",
-            category="QC",
-            subcategory="Crops",
-            labels={"patient": "{patient}", "figure": "crops"},
-        ),
+        # every patient's montage; the report shows the QC-flagged ones and a sample
+        # (rule report_montages)
+        qc=f"{RESULTS}/qc/crops/{{patient}}.png",
     log:
         f"{LOGS}/crop/{{patient}}.log",
     benchmark:

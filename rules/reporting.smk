@@ -151,3 +151,119 @@ FINAL_TARGETS.extend(
         *rules.tripod.output,
     ]
 )
+
+
+# The report shows the QC pictures of the flagged patients and a small sample of the others
+# (recur.constants.REPORT_MONTAGE_SAMPLE); every patient's picture stays in results/qc/crops/
+# and results/margin/<patient>/ (a report with all of them weighs tens of MB).
+rule report_montages:
+    input:
+        crops_qc=f"{RESULTS}/qc/crops.csv",
+        exclusions=QC_EXCLUSIONS,
+        pictures=expand(f"{RESULTS}/qc/crops/{{patient}}.png", patient=PATIENTS),
+    output:
+        report(
+            directory(f"{RESULTS}/report/crops"),
+            patterns=["{patient}.png"],
+            caption="../report/preprocess_crop_montage.rst",
+            category="QC",
+            subcategory="Crops (flagged patients and a sample)",
+            labels={"patient": "{patient}", "figure": "crops"},
+        ),
+    log:
+        f"{LOGS}/report_montages/report_montages.log",
+    benchmark:
+        f"{BENCH}/report_montages/report_montages.tsv"
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    shell:
+        "python -m recur --threads {threads} report-montages --crops-qc {input.crops_qc:q}"
+        " --exclusions {input.exclusions:q} --pictures {input.pictures:q}"
+        " --outdir {output:q} > {log:q} 2>&1"
+
+
+if MARGIN["enabled"]:
+
+    rule report_margin_qc:
+        input:
+            crops_qc=f"{RESULTS}/qc/crops.csv",
+            exclusions=QC_EXCLUSIONS,
+            pictures=lambda wc: expand(
+                f"{MARGIN_DIR}/{{patient}}/qc.png", patient=included_patients(wc)
+            ),
+        output:
+            report(
+                directory(f"{RESULTS}/report/margin_qc"),
+                patterns=["{patient}.png"],
+                caption="../report/margin_qc.rst",
+                category=MARGIN_CAT,
+                subcategory="Registration QC (flagged patients and a sample)",
+                labels={"patient": "{patient}", "figure": "post-to-pre registration"},
+            ),
+        log:
+            f"{LOGS}/report_margin_qc/report_margin_qc.log",
+        benchmark:
+            f"{BENCH}/report_margin_qc/report_margin_qc.tsv"
+        conda:
+            "../envs/stats.yaml"
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=5,
+        shell:
+            "python -m recur --threads {threads} report-montages --by-folder"
+            " --crops-qc {input.crops_qc:q} --exclusions {input.exclusions:q}"
+            " --pictures {input.pictures:q} --outdir {output:q} > {log:q} 2>&1"
+
+    FINAL_TARGETS.append(rules.report_margin_qc.output[0])
+
+
+# The front page of the HTML report (report/workflow.rst includes it): the headline, Table 1
+# and Table 2 inline, Figure 1 and the key external figures, the QC-flagged patients.
+rule report_front:
+    input:
+        table1=f"{TABLES}/table1.csv",
+        table2=f"{TABLES}/table2.csv",
+        table2_html=f"{TABLES}/table2.html",
+        delong=f"{TABLES}/delong.csv",
+        crops_qc=f"{RESULTS}/qc/crops.csv",
+        exclusions=QC_EXCLUSIONS,
+        figure1=f"{RESULTS}/figures/figure1.png",
+        roc=f"{FIGURES}/roc/external.png",
+        dca=f"{FIGURES}/dca/external.png",
+        km=f"{FIGURES}/km/external.png",
+    output:
+        f"{RESULTS}/report/front.html",
+    log:
+        f"{LOGS}/report_front/report_front.log",
+    benchmark:
+        f"{BENCH}/report_front/report_front.tsv"
+    conda:
+        "../envs/stats.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        figures=lambda wildcards, input: " ".join(
+            shlex_quote(f"{title}={path}")
+            for title, path in (
+                ("Figure 1: enrolment flow", input.figure1),
+                ("ROC curves, external test patients", input.roc),
+                ("Decision curves, external test patients", input.dca),
+                ("Kaplan-Meier by risk group, external test patients", input.km),
+            )
+        ),
+    shell:
+        "python -m recur --threads {threads} report-front --table1 {input.table1:q}"
+        " --table2 {input.table2:q} --table2-html {input.table2_html:q}"
+        " --delong {input.delong:q} --crops-qc {input.crops_qc:q}"
+        " --exclusions {input.exclusions:q} --figure {params.figures}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+FINAL_TARGETS.extend([rules.report_montages.output[0], rules.report_front.output[0]])

@@ -71,3 +71,7 @@ SYNTHETIC_TABLES: dict[str, str] = {
 #: the fastest (ISA-L); the voxels are the same at every level. The converted images follow
 #: ``convert.compression_level``.
 DERIVED_NIFTI_GZIP_LEVEL = 1
+
+#: Per-patient QC pictures shown in the HTML report besides the flagged patients' (all of them
+#: stay in results/qc/ and results/margin/).
+REPORT_MONTAGE_SAMPLE = 10

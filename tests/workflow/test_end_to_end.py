@@ -18,7 +18,7 @@ import pytest
 
 from recur.constants import MODELS, SCORE_COLUMNS
 
-from ..conftest import run_snakemake
+from ..conftest import REPO, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -123,13 +123,20 @@ def test_nothing_is_left_to_do(study: Path):
 
 
 def test_report_has_every_figure(study: Path):
-    res = run_snakemake(study, "--report", str(study / "results/report.html"), timeout=600)
+    res = run_snakemake(
+        study,
+        "--report",
+        str(study / "results/report.html"),
+        "--report-metadata",
+        str(REPO / "report" / "metadata.yaml"),
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-4000:]
     page = (study / "results/report.html").read_text(encoding="utf-8", errors="replace")
     assert len(page) > 100_000
     text = html.unescape(page)
     # every category of the study is in the report
-    for word in ("Table 2", "ROC", "Kaplan", "Grad-CAM", "QC", "Survival", "time-dependent AUC"):
+    for word in ("Headline", "Table 1", "Table 2", "ROC", "Kaplan", "Grad-CAM", "QC", "Survival"):
         assert word.lower() in text.lower(), word
     # every figure the workflow registered for the report was embedded (no missing image)
     pngs = list((study / "results/figures").rglob("*.png"))

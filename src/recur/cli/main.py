@@ -22,6 +22,7 @@ from recur.cli import (
     convert,
     deploy,
     evaluate,
+    front,
     margin,
     models,
     preprocess,
@@ -42,6 +43,7 @@ REGISTERS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     margin.register,
     survival.register,
     reporting.register,
+    front.register,
     deploy.register,
 )
 

@@ -7,7 +7,7 @@ reads the cohort through symbolic links named by pseudonym only::
 
     input_links/cohort                     -> the cohort directory (absolute path)
     input_links/<patient>/<tp>/<phase>     -> cohort/<dicom_dir>     (series.csv)
-    input_links/<patient>/<tp>/roi         -> cohort/<mask>          (rois.csv: NIfTI, SEG or RTSTRUCT)
+    input_links/<patient>/<tp>/roi         -> cohort/<mask>          (rois.csv; any mask format)
 
 The per-series and per-mask links point *through* ``input_links/cohort`` (relative targets),
 so moving the cohort directory replaces one link only. A link is written only when it is
