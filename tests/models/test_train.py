@@ -4,6 +4,8 @@ losses, crossfit, jobs)."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import asdict
 
 import numpy as np
@@ -27,6 +29,8 @@ from recur.models.train import (
     TrainConfig,
     TrainSettings,
     configure_torch,
+    epoch_eta,
+    format_duration,
     predict_logits,
     resolve_device,
     sigmoid,
@@ -222,6 +226,48 @@ def test_training_lowers_loss(toy):
         assert len(log) == 8
         assert 1 <= best <= 8
         assert log["train_loss"].iloc[-2:].mean() < 0.85 * log["train_loss"].iloc[0], name
+
+
+def test_epoch_eta_and_format_duration_by_hand():
+    assert format_duration(0) == "0 s"
+    assert format_duration(42.4) == "42 s"
+    assert format_duration(59.6) == "1 min 00 s"
+    assert format_duration(185) == "3 min 05 s"
+    assert format_duration(2 * 3600 + 7 * 60 + 20) == "2 h 07 min"
+    # 3 epochs took 30 s in all: 10 s each, 37 left -> 370 s
+    assert epoch_eta(3, 40, 30.0) == "about 6 min 10 s left"
+    # early stopping could end at epoch 24 (< 40): it may end sooner
+    note = epoch_eta(3, 40, 30.0, earliest_stop=24)
+    assert note == "about 6 min 10 s left (early stopping may end sooner)"
+    # not before the last epoch: no such note
+    assert epoch_eta(1, 8, 2.5, earliest_stop=8) == "about 18 s left"
+    assert epoch_eta(40, 40, 400.0, earliest_stop=24) == "last epoch"
+
+
+def test_training_logs_one_line_per_epoch_with_the_time_left(toy, caplog):
+    """One log line per epoch run: ``epoch k/N``, the metrics and the time left (with the
+    early-stopping note while early stopping could still end before epoch N)."""
+    configure_torch(0, threads=1)
+    labels = read_outcome(toy["clinical"]).to_dict()
+    split = pd.read_csv(toy["split"])
+    ids = list(split.loc[split["split"] != "test", "patient_id"])
+    items = make_items(ids, toy["crops"], labels)
+    settings = TrainSettings.defaults(
+        epochs=3, patience=1, min_epochs=1, smooth_epochs=1, batch_size=8, seed=0
+    )
+    caplog.set_level(logging.INFO, logger="recur.models.train")
+    _, log, _ = train_model(toy_train_config().architecture("Pre"), items, items[:8], settings)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == len(log)
+    line = re.compile(
+        r"epoch (\d)/3: train loss .*, tune AUC .* \(\d+\.\d s\); "
+        r"(about \d+ s left( \(early stopping may end sooner\))?|last epoch)"
+    )
+    matches = [line.fullmatch(text) for text in lines]
+    assert all(matches), lines
+    assert [int(m.group(1)) for m in matches] == list(log["epoch"])
+    # after epoch 1 (kept), epoch 2 could already stop it (patience 1)
+    assert lines[0].endswith("left (early stopping may end sooner)")
 
 
 def test_standardise_targets_and_masked_huber_by_hand():

@@ -67,16 +67,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_config_doc)
 
     p = sub.add_parser("scan", help="draft series.csv from a raw DICOM export tree")
-    p.add_argument("dicom_root")
-    p.add_argument("--out", default="series_draft.csv")
+    p.add_argument("dicom_root", help="root folder of the DICOM export (walked once, headers only)")
+    p.add_argument(
+        "--out",
+        default="series_draft.csv",
+        help="draft series table to write, for review (default: series_draft.csv)",
+    )
     p.add_argument("--config", help="config YAML whose scan.phase_patterns to use")
     p.set_defaults(func=_cmd_scan)
 
     p = sub.add_parser("validate-cohort", help="check a cohort directory against the contract")
-    p.add_argument("cohort_dir")
+    p.add_argument("cohort_dir", help="the cohort folder (its tables and DICOM files)")
     for table in ("clinical", "series", "rois"):
         p.add_argument(
-            f"--{table}", default=schema_default("cohort", table), help=f"cohort.{table}"
+            f"--{table}",
+            default=schema_default("cohort", table),
+            help=f"{table} table, relative to COHORT_DIR (config cohort.{table})",
         )
     p.add_argument("--no-outcome", action="store_true", help="outcome columns not required")
     p.add_argument("--out", required=True, help="patients table to write (id, site, cohort)")
@@ -86,7 +92,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patients", required=True, help="patients.csv (patient_id, site, cohort)")
     p.add_argument("--clinical", required=True, help="clinical.csv (patient_id, er)")
     add_settings(p, "split")
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--out", required=True, help="split.csv to write (patient_id, site, cohort, split)"
+    )
     p.add_argument("--exclude", nargs="*", default=[], help="patient ids excluded by config")
     p.add_argument("--qc-exclusions", help="exclusions.csv (qc-exclusions)")
     p.set_defaults(func=_cmd_split)

@@ -52,6 +52,13 @@ def add_evaluation_inputs(p: argparse.ArgumentParser, preds: bool = True) -> Non
         )
 
 
+def add_table_outputs(p: argparse.ArgumentParser, table: str) -> None:
+    """``--out``, ``--md`` and ``--html``: one table written as CSV, Markdown and HTML."""
+    p.add_argument("--out", required=True, help=f"{table} as CSV")
+    p.add_argument("--md", required=True, help=f"{table} as Markdown")
+    p.add_argument("--html", required=True, help=f"{table} as HTML (for the report)")
+
+
 def add_on_failure(p: argparse.ArgumentParser) -> None:
     """``--on-failure stop|exclude`` (config ``qc.on_failure``) for a per-patient step."""
     p.add_argument(

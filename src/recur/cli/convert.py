@@ -88,13 +88,15 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
 
 def _add_cohort_series(p: argparse.ArgumentParser) -> None:
     """The cohort folder, its series table and the patient of a per-patient conversion."""
-    p.add_argument("--cohort-dir", required=True)
+    p.add_argument(
+        "--cohort-dir", required=True, help="the cohort folder (its tables and DICOM files)"
+    )
     p.add_argument(
         "--series-table",
         default=schema_default("cohort", "series"),
         help="series table (relative to the cohort dir unless absolute)",
     )
-    p.add_argument("--patient", required=True)
+    p.add_argument("--patient", required=True, help="patient_id of the patient to convert")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -111,10 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser(
-        "convert-timepoint", help="convert the 4 phases of one patient and time point"
+        "convert-timepoint",
+        help="convert the 4 phases of one patient and time point (the rules run convert-patient)",
     )
     _add_cohort_series(p)
-    p.add_argument("--timepoint", required=True, choices=TIMEPOINTS)
+    p.add_argument("--timepoint", required=True, choices=TIMEPOINTS, help="the time point")
     p.add_argument(
         "--outdir", required=True, help="where {PS,AP,PVP,DP}.nii.gz and acquisition.json go"
     )
@@ -132,7 +135,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="the patient's folder: {pre,post}/{PS,AP,PVP,DP}.nii.gz and acquisition.json go here",
     )
-    p.add_argument("--timepoints", nargs="+", choices=TIMEPOINTS, default=list(TIMEPOINTS))
+    p.add_argument(
+        "--timepoints",
+        nargs="+",
+        choices=TIMEPOINTS,
+        default=list(TIMEPOINTS),
+        help="the time points to convert (default: both)",
+    )
     add_settings(p, "convert")
     add_on_failure(p)
     p.set_defaults(func=_cmd_convert_patient)

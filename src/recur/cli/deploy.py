@@ -9,6 +9,30 @@ from pathlib import Path
 
 log = logging.getLogger("recur")
 
+#: The warning of ``recur predict --help``, as docs/guide/predict.md words it.
+PREDICT_WARNING = """\
+NOT FOR CLINICAL USE. recur is research software, not a medical device. The scores
+come from models trained on the cohort the bundle was built from and have not been
+validated for decisions about individual patients."""
+#: An example command line (the one of docs/guide/predict.md).
+PREDICT_EXAMPLE = """\
+recur --threads 2 predict --bundle results/bundle \\
+    --series new/series.csv --rois new/rois.csv --clinical new/clinical.csv \\
+    --out predictions_new"""
+PREDICT_DESCRIPTION = f"""\
+Score new patients from their DICOM series, ROI masks and clinical variables with the
+model bundle of a workflow run (results/bundle): the Pre, PrePost, Clinical and
+DL_Clinical scores with their risk groups in OUT/predictions.csv, and a one-page
+summary per patient (OUT/<patient>/summary.html). The bundle is verified against its
+manifest and the tables are checked before any image is read.
+
+{PREDICT_WARNING}"""
+PREDICT_EPILOG = f"""\
+example:
+  {PREDICT_EXAMPLE.replace(chr(10), chr(10) + "  ")}
+
+Inputs, outputs and the bundle: docs/guide/predict.md."""
+
 
 def _cmd_bundle(a: argparse.Namespace) -> None:
     import json
@@ -63,7 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_bundle)
 
     p = sub.add_parser(
-        "predict", help="score new patients from DICOM with a model bundle (not for clinical use)"
+        "predict",
+        help="score new patients from DICOM with a model bundle (not for clinical use)",
+        description=PREDICT_DESCRIPTION,
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--bundle", required=True, help="model bundle folder (results/bundle)")
     p.add_argument("--series", required=True, help="series.csv of the new patients")
@@ -81,7 +109,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "table's own folder)",
     )
     p.add_argument("--patients", nargs="*", default=[], help="score only these ids")
-    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=["auto", "cpu", "cuda"],
+        help="where the networks run (default: cpu)",
+    )
     p.add_argument(
         "--keep-work", action="store_true", help="keep the intermediate NIfTI files (out/work)"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from recur.cli.common import add_evaluation_inputs, write_csv
+from recur.cli.common import add_evaluation_inputs, add_table_outputs, write_csv
 from recur.cli.sections import add_settings
 from recur.errors import RecurError
 
@@ -136,48 +136,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     ``importance-figure``."""
     p = sub.add_parser("cutoffs", help="Youden cutoffs of every model on the tuning split")
     add_evaluation_inputs(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="cutoffs.csv to write (model, cutoff)")
     p.set_defaults(func=_cmd_cutoffs)
 
     p = sub.add_parser("table2", help="Table 2 with stratified bootstrap CIs")
     add_evaluation_inputs(p)
-    p.add_argument("--cutoffs", required=True)
+    p.add_argument("--cutoffs", required=True, help="cutoffs.csv (written by cutoffs)")
     add_settings(p, "evaluate (bootstrap, ci_level, seed)")
-    for opt in ("--out", "--md", "--html"):
-        p.add_argument(opt, required=True)
+    add_table_outputs(p, "Table 2")
     p.set_defaults(func=_cmd_table2)
 
     p = sub.add_parser("delong", help="paired DeLong tests of every pair of models")
     add_evaluation_inputs(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="delong.csv to write")
     p.set_defaults(func=_cmd_delong)
 
     p = sub.add_parser("calibration", help="Brier, calibration intercept/slope and plots")
     add_evaluation_inputs(p)
     add_settings(p, "evaluate (lowess_frac)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--figdir", required=True)
+    p.add_argument("--out", required=True, help="calibration.csv to write")
+    p.add_argument(
+        "--figdir", required=True, help="folder of the calibration plots ({cohort}.png, .pdf)"
+    )
     p.set_defaults(func=_cmd_calibration)
 
     p = sub.add_parser("table1", help="baseline characteristics, ER vs non-ER")
-    p.add_argument("--clinical", required=True)
+    p.add_argument("--clinical", required=True, help="clinical.csv of the cohort")
     add_settings(p, "evaluate (normality_alpha)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--md", required=True)
+    p.add_argument("--out", required=True, help="Table 1 as CSV")
+    p.add_argument("--md", required=True, help="Table 1 as Markdown")
     p.set_defaults(func=_cmd_table1)
 
     p = sub.add_parser("figures", help="ROC, decision-curve or Kaplan-Meier figures per cohort")
     add_evaluation_inputs(p)
-    p.add_argument("--kind", required=True, choices=["roc", "dca", "km"])
-    p.add_argument("--outdir", required=True)
+    p.add_argument(
+        "--kind",
+        required=True,
+        choices=["roc", "dca", "km"],
+        help="ROC curves, decision curves or Kaplan-Meier curves of the risk groups",
+    )
+    p.add_argument("--outdir", required=True, help="folder of the figures ({cohort}.png, .pdf)")
     p.add_argument("--cutoffs", help="cutoffs.csv (km)")
     p.add_argument("--settings", metavar="JSON", help="dca: evaluate's dca_min/max/step as JSON")
     p.add_argument("--table", help="km: log-rank table to write")
     p.set_defaults(func=_cmd_figures)
 
     p = sub.add_parser("importance-figure", help="bar chart of MDI feature importance")
-    p.add_argument("--importance", required=True)
-    p.add_argument("--title", default="DL_Clinical")
-    p.add_argument("--png", required=True)
-    p.add_argument("--pdf", required=True)
+    p.add_argument(
+        "--importance", required=True, help="importance.csv (written by dl-clinical-model)"
+    )
+    p.add_argument("--title", default="DL_Clinical", help="figure title (default: DL_Clinical)")
+    p.add_argument("--png", required=True, help="the figure as PNG")
+    p.add_argument("--pdf", required=True, help="the figure as PDF")
     p.set_defaults(func=_cmd_importance_figure)

@@ -131,8 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``margin-register``, ``margin-metrics``, ``margin-figure``, ``margin-model`` and
     ``margin-table``."""
     p = sub.add_parser("margin-register", help="register post DP onto pre DP; zone onto pre")
-    p.add_argument("--pre-dp", required=True)
-    p.add_argument("--post-dp", required=True)
+    p.add_argument("--pre-dp", required=True, help="the pre-ablation DP image (.nii.gz)")
+    p.add_argument("--post-dp", required=True, help="the post-ablation DP image (.nii.gz)")
     p.add_argument("--pre-mask", required=True, help="tumour mask on the pre DP grid")
     p.add_argument("--post-mask", required=True, help="ablation-zone mask on the post DP grid")
     p.add_argument("--out-tfm", required=True, help="post-to-pre transform (.tfm)")
@@ -161,17 +161,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="the metric keys of the config section margin as JSON, as the rules pass it",
     )
-    p.add_argument("--patient", default="?")
+    p.add_argument(
+        "--patient", default="?", help="pseudonym for messages and the JSON's patient_id"
+    )
     p.set_defaults(func=_cmd_margin_metrics)
 
     p = sub.add_parser("margin-figure", help="histogram of one patient's surface margins")
     p.add_argument("--surface", required=True, help=".npz written by margin-metrics")
     p.add_argument("--out", required=True, help="PNG")
-    p.add_argument("--patient", default="?")
+    p.add_argument("--patient", default="?", help="pseudonym for the figure's title")
     p.set_defaults(func=_cmd_margin_figure)
 
     p = sub.add_parser("margin-model", help="Clinical or DL_Clinical + margin features")
-    p.add_argument("--model", required=True, choices=MARGIN_MODELS)
+    p.add_argument("--model", required=True, choices=MARGIN_MODELS, help="the model to fit")
     p.add_argument("--clinical", required=True, help="clinical.csv of the cohort")
     p.add_argument("--split", required=True, help="results/splits/split.csv")
     p.add_argument("--margin", required=True, help="results/margin/margin.csv")
@@ -195,6 +197,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("margin-table", help="gather margin metrics into margin.csv")
     p.add_argument("--metrics", nargs="+", required=True, help="per-patient metric JSONs")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="margin.csv to write")
     p.add_argument("--figure", help="cohort histogram PNG")
     p.set_defaults(func=_cmd_margin_table)

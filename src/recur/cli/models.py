@@ -159,6 +159,15 @@ def _cmd_dl_clinical_model(a: argparse.Namespace) -> None:
     )
 
 
+#: The DL prediction options of a model on the DL signature, and what each is.
+DL_PREDICTIONS = {
+    "--pre": "predictions/Pre.csv",
+    "--prepost": "predictions/PrePost.csv",
+    "--pre-oof": "predictions/oof/Pre.csv (out-of-fold)",
+    "--prepost-oof": "predictions/oof/PrePost.csv (out-of-fold)",
+}
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     """``--device`` (config key ``device``), which the rules always pass."""
     p.add_argument("--device", required=True, choices=DEVICES, help="config key device")
@@ -168,7 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train-dl``, ``signature-dl``, ``ensemble-dl``, ``crossfit-dl``, ``gradcam``,
     ``clinical-model`` and ``dl-clinical-model``."""
     p = sub.add_parser("train-dl", help="train one deep-learning model (full or one fold)")
-    p.add_argument("--model", required=True, choices=DL_MODELS)
+    p.add_argument("--model", required=True, choices=DL_MODELS, help="the network to train")
     p.add_argument("--fold", default="full", help="'full' or a cross-fitting fold 0..K-1")
     p.add_argument("--split", required=True, help="split.csv")
     p.add_argument("--clinical", required=True, help="clinical.csv (er)")
@@ -212,7 +221,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-dir", required=True, help="output folder of the full PrePost model")
     p.add_argument("--predictions", required=True, help="predictions/PrePost.csv")
     p.add_argument("--clinical", required=True, help="clinical.csv (er)")
-    p.add_argument("--crops-dir", required=True)
+    p.add_argument("--crops-dir", required=True, help="folder of {patient}.npz crops")
     p.add_argument("--outdir", required=True, help="folder of {patient}.png and index.csv")
     p.add_argument("--settings", required=True, help="the config section gradcam as JSON")
     _add_device(p)
@@ -229,9 +238,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dl-clinical-model", help="fit DL_Clinical (clinical + DL signature)")
     add_evaluation_inputs(p, preds=False)
     add_tabular_args(p)
-    for opt in ("--pre", "--prepost", "--pre-oof", "--prepost-oof"):
-        p.add_argument(opt, required=True)
-    p.add_argument("--stacking", choices=["crossfit", "in_sample"], required=True)
-    for opt in ("--out", "--model", "--manifest", "--choice", "--importance"):
-        p.add_argument(opt, required=True)
+    for opt, what in DL_PREDICTIONS.items():
+        p.add_argument(opt, required=True, help=what)
+    p.add_argument(
+        "--stacking",
+        choices=["crossfit", "in_sample"],
+        required=True,
+        help="the DL signature of the training patients: out-of-fold or in-sample "
+        "(dl_clinical.stacking)",
+    )
+    p.add_argument("--out", required=True, help="predictions/DL_Clinical.csv")
+    p.add_argument("--model", required=True, help="fitted model (.skops)")
+    p.add_argument("--manifest", required=True, help="JSON manifest with the sha256")
+    p.add_argument("--choice", required=True, help="choice.json: the DL signature used and why")
+    p.add_argument("--importance", required=True, help="feature importance table (CSV)")
     p.set_defaults(func=_cmd_dl_clinical_model)

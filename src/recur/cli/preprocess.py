@@ -18,6 +18,8 @@ from recur.settings import from_json
 
 log = logging.getLogger("recur")
 
+COHORT_DIR_HELP = "the cohort folder (its tables, DICOM files and masks)"
+ROIS_HELP = "rois table (relative to the cohort dir unless absolute; config cohort.rois)"
 REGISTRATION_HELP = "the config section registration as JSON, as the rules pass it"
 ROI_HELP = (
     "the config section roi as JSON, as the rules pass it (placing SEG / RTSTRUCT masks; "
@@ -183,12 +185,15 @@ def _cmd_crop_qc(a: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``check-mask``, ``register``, ``register-patient``, ``crop`` and ``crop-qc``."""
-    p = sub.add_parser("check-mask", help="check an ROI mask against its DP image, copy it")
-    p.add_argument("--cohort-dir", required=True)
-    p.add_argument("--rois-table", default=schema_default("cohort", "rois"))
+    p = sub.add_parser(
+        "check-mask",
+        help="check an ROI mask against its DP image, copy it (the rules run register-patient)",
+    )
+    p.add_argument("--cohort-dir", required=True, help=COHORT_DIR_HELP)
+    p.add_argument("--rois-table", default=schema_default("cohort", "rois"), help=ROIS_HELP)
     p.add_argument("--series-table", default=None, help="to name the DP series in messages")
-    p.add_argument("--patient", required=True)
-    p.add_argument("--timepoint", required=True, choices=TIMEPOINTS)
+    p.add_argument("--patient", required=True, help="patient_id of the mask's patient")
+    p.add_argument("--timepoint", required=True, choices=TIMEPOINTS, help="the mask's time point")
     p.add_argument("--dp", required=True, help="the DP NIfTI of this patient and time point")
     p.add_argument("--out", required=True, help="binary uint8 mask to write (.nii.gz)")
     p.add_argument("--roi-settings", default=None, metavar="JSON", help=ROI_HELP)
@@ -211,10 +216,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_settings(p, "roi", person=True)
     p.set_defaults(func=_cmd_roi)
 
-    p = sub.add_parser("register", help="register PS, AP and PVP onto DP (one time point)")
+    p = sub.add_parser(
+        "register",
+        help="register PS, AP and PVP onto DP, one time point (the rules run register-patient)",
+    )
     p.add_argument("--indir", required=True, help="folder with {PS,AP,PVP,DP}.nii.gz")
     p.add_argument("--mask", default=None, help="checked ROI mask (QC region, optional)")
-    p.add_argument("--outdir", required=True)
+    p.add_argument(
+        "--outdir", required=True, help="where the registered phases, transforms and qc.csv go"
+    )
     p.add_argument("--settings", required=True, help=REGISTRATION_HELP)
     add_on_failure(p)
     p.set_defaults(func=excludable(_cmd_register, "register"))
@@ -224,7 +234,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="check the ROI masks and register both time points of one patient (the "
         "workflow's job)",
     )
-    p.add_argument("--patient", required=True)
+    p.add_argument("--patient", required=True, help="patient_id (messages, exclusions)")
     p.add_argument(
         "--nifti-dir", required=True, help="the patient's converted folder ({pre,post}/*.nii.gz)"
     )
@@ -235,26 +245,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the patient's checked masks ({pre,post}.nii.gz): written by --check-roi, else "
         "read as the QC region when present",
     )
-    p.add_argument("--timepoints", nargs="+", choices=TIMEPOINTS, default=list(TIMEPOINTS))
+    p.add_argument(
+        "--timepoints",
+        nargs="+",
+        choices=TIMEPOINTS,
+        default=list(TIMEPOINTS),
+        help="the time points to register (default: both)",
+    )
     p.add_argument("--settings", required=True, help=REGISTRATION_HELP)
     add_on_failure(p)
     g = p.add_argument_group(
         "mask check first (as check-mask; the checked copies go to --mask-dir)"
     )
     g.add_argument("--check-roi", action="store_true", help="check the cohort's ROI masks first")
-    g.add_argument("--cohort-dir", default=None)
-    g.add_argument("--rois-table", default=schema_default("cohort", "rois"))
+    g.add_argument(
+        "--cohort-dir", default=None, help="the cohort folder of the masks (needed by --check-roi)"
+    )
+    g.add_argument("--rois-table", default=schema_default("cohort", "rois"), help=ROIS_HELP)
     g.add_argument("--series-table", default=None, help="to name the DP series in messages")
     g.add_argument("--check-log", default=None, help="also log the checks (and refusals) here")
     g.add_argument("--roi-settings", default=None, metavar="JSON", help=ROI_HELP)
     p.set_defaults(func=_cmd_register_patient)
 
     p = sub.add_parser("crop", help="3-slice crops of both time points of one patient")
-    p.add_argument("--patient", required=True)
-    p.add_argument("--registered-pre", required=True)
-    p.add_argument("--registered-post", required=True)
-    p.add_argument("--mask-pre", required=True)
-    p.add_argument("--mask-post", required=True)
+    p.add_argument("--patient", required=True, help="patient_id (messages, QC montage)")
+    for tp in TIMEPOINTS:
+        p.add_argument(
+            f"--registered-{tp}",
+            required=True,
+            help=f"the {tp} folder of registered {{PS,AP,PVP,DP}}.nii.gz",
+        )
+    for tp in TIMEPOINTS:
+        p.add_argument(f"--mask-{tp}", required=True, help=f"the checked {tp} ROI mask (.nii.gz)")
     p.add_argument("--out", required=True, help=".npz to write")
     p.add_argument("--qc", default=None, help="QC montage PNG to write")
     p.add_argument(
@@ -268,7 +290,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=excludable(_cmd_crop, "crop"))
 
     p = sub.add_parser("crop-qc", help="cohort QC table of the crops and registrations")
-    p.add_argument("--crops", nargs="+", required=True)
-    p.add_argument("--registration-qc", nargs="*", default=[])
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--crops", nargs="+", required=True, help="every patient's crops ({patient}.npz)"
+    )
+    p.add_argument(
+        "--registration-qc",
+        nargs="*",
+        default=[],
+        help="registration qc.csv files (.../{patient}/{timepoint}/qc.csv)",
+    )
+    p.add_argument("--out", required=True, help="QC table to write (crops.csv)")
     p.set_defaults(func=_cmd_crop_qc)

@@ -83,30 +83,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``qc-exclusions``, ``figure1``, ``table-s1`` and ``tripod``."""
     p = sub.add_parser("qc-exclusions", help="list the patients excluded by QC (exclusions.csv)")
     p.add_argument("--crops", nargs="*", default=[], help="every patient's crops .npz")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="exclusions.csv to write")
     p.set_defaults(func=_cmd_qc_exclusions)
 
     p = sub.add_parser("figure1", help="Figure 1: enrolment flow (PNG, PDF, CSV)")
     p.add_argument("--patients", required=True, help="patients.csv (all cohort patients)")
-    p.add_argument("--config-exclusion", nargs="*", default=[], metavar="ID=REASON")
-    p.add_argument("--qc-exclusions", default=None)
-    p.add_argument("--split", required=True)
-    p.add_argument("--csv", required=True)
-    p.add_argument("--png", required=True)
-    p.add_argument("--pdf", required=True)
+    p.add_argument(
+        "--config-exclusion",
+        nargs="*",
+        default=[],
+        metavar="ID=REASON",
+        help="patients excluded by the config, each with its reason",
+    )
+    p.add_argument("--qc-exclusions", default=None, help="exclusions.csv (qc-exclusions)")
+    p.add_argument("--split", required=True, help="split.csv")
+    p.add_argument("--csv", required=True, help="Figure 1's table (the enrolment flow) as CSV")
+    p.add_argument("--png", required=True, help="Figure 1 as PNG")
+    p.add_argument("--pdf", required=True, help="Figure 1 as PDF")
     p.set_defaults(func=_cmd_figure1)
 
     p = sub.add_parser("table-s1", help="Table S1: MRI acquisition parameters per site/phase")
     p.add_argument("--patients", required=True, help="patients.csv (patient_id, site)")
     p.add_argument("--acquisition", nargs="+", required=True, help="acquisition.json files")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--md", required=True)
-    p.add_argument("--html", required=True)
+    p.add_argument("--csv", required=True, help="Table S1 as CSV")
+    p.add_argument("--md", required=True, help="Table S1 as Markdown")
+    p.add_argument("--html", required=True, help="Table S1 as HTML (for the report)")
     p.set_defaults(func=_cmd_table_s1)
 
     p = sub.add_parser("tripod", help="TRIPOD+AI checklist filled from the run")
-    for opt in ("--clinical", "--split", "--flow", "--table2", "--calibration", "--md", "--html"):
-        p.add_argument(opt, required=True)
+    for opt, what in (
+        ("--clinical", "clinical.csv of the cohort"),
+        ("--split", "split.csv"),
+        ("--flow", "the enrolment flow CSV (figure1 --csv)"),
+        ("--table2", "table2.csv"),
+        ("--calibration", "calibration.csv"),
+        ("--md", "the checklist to write as Markdown"),
+        ("--html", "the checklist to write as HTML (for the report)"),
+    ):
+        p.add_argument(opt, required=True, help=what)
     p.add_argument(
         "--settings",
         required=True,

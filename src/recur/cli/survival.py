@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recur.cli.common import add_evaluation_inputs, write_csv
+from recur.cli.common import add_evaluation_inputs, add_table_outputs, write_csv
 from recur.errors import RecurError
 
 
@@ -109,11 +109,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--oof", nargs="*", metavar="MODEL=PATH", help="out-of-fold DL predictions")
     p.add_argument("--stacking", required=True, help="dl_clinical.stacking")
     p.add_argument("--margin", default=None, help="margin.csv (margin models)")
-    p.add_argument("--margin-features", nargs="*", default=None)
+    p.add_argument(
+        "--margin-features",
+        nargs="*",
+        default=None,
+        help="margin columns of the margin models' predictor sets (config margin.features)",
+    )
     p.add_argument("--settings", required=True, metavar="JSON", help="the survival section")
     p.add_argument("--bootstrap", required=True, metavar="JSON", help="evaluate's bootstrap")
     p.add_argument("--tabular", required=True, metavar="JSON", help="the clinical section")
-    for opt in ("--out", "--md", "--html", "--compare", "--cox", "--cutoffs", "--risk"):
-        p.add_argument(opt, required=True)
-    p.add_argument("--figdir", required=True)
+    add_table_outputs(p, "survival table (C-indices, time-dependent AUC, IBS)")
+    p.add_argument("--compare", required=True, help="paired C-index comparisons (CSV)")
+    p.add_argument(
+        "--cox", required=True, help="hazard ratios and proportional-hazards tests (CSV)"
+    )
+    p.add_argument("--cutoffs", required=True, help="Cox risk cutoffs (CSV)")
+    p.add_argument("--risk", required=True, help="Cox risk predictions of every patient (CSV)")
+    p.add_argument(
+        "--figdir",
+        required=True,
+        help="folder of the survival figures (td_auc, calibration, km of the external cohort)",
+    )
     p.set_defaults(func=_cmd_survival)

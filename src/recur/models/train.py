@@ -376,6 +376,30 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
+def format_duration(seconds: float) -> str:
+    """A duration for a person: ``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def epoch_eta(epoch: int, epochs: int, elapsed_s: float, earliest_stop: int | None = None) -> str:
+    """The progress note of the log line of ``epoch`` (1-based) of ``epochs``, the epochs so
+    far having taken ``elapsed_s`` seconds: the time the remaining epochs take at the mean
+    epoch time so far, and, when early stopping could end training before the last epoch (at
+    ``earliest_stop`` at the soonest), that it may end sooner."""
+    left = epochs - epoch
+    if left <= 0:
+        return "last epoch"
+    note = f"about {format_duration(elapsed_s / epoch * left)} left"
+    if earliest_stop is not None and earliest_stop < epochs:
+        note += " (early stopping may end sooner)"
+    return note
+
+
 @plain_tensors()
 def train_model(
     arch: Architecture,
@@ -394,7 +418,8 @@ def train_model(
     (:func:`~recur.models.selection.select_epoch`: smoothed tuning AUC from ``min_epochs`` on;
     early stopping after ``patience`` epochs from ``min_epochs`` on without a better one).
     ``on_select(epoch, states)``, when given, is called at the end with the window's state
-    dicts (oldest first).
+    dicts (oldest first). Each epoch logs one line: ``epoch k/N``, its losses, AUCs and time,
+    and :func:`epoch_eta`'s estimate of the time left.
     """
     device = torch.device(device)
     configure_torch(settings.seed, threads=torch.get_num_threads())
@@ -481,20 +506,26 @@ def train_model(
                 "seconds": time.perf_counter() - t0,
             }
         )
-        log.info(
-            "epoch %d: train loss %.4f (auxiliary %.4f), tune loss %.4f, tune AUC %.3f "
-            "(smoothed %.3f), lr %.2g (%.1f s)",
-            *(rows[-1][c] for c in LOG_COLUMNS),
-        )
         window.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         kept = select_epoch(pd.DataFrame(rows), settings.min_epochs, settings.smooth_epochs)
         if kept == epoch:
             best_epoch, since_best, best_window = epoch, 0, list(window)
         elif epoch >= settings.min_epochs:
             since_best += 1
-            if since_best >= settings.patience:
-                log.info("early stop: no tune improvement for %d epochs", settings.patience)
-                break
+        # the first epoch early stopping could end on: patience - since_best more epochs
+        # without a better one, counted from min_epochs on
+        earliest_stop = max(epoch + 1, settings.min_epochs) + settings.patience - since_best - 1
+        log.info(
+            "epoch %d/%d: train loss %.4f (auxiliary %.4f), tune loss %.4f, tune AUC %.3f "
+            "(smoothed %.3f), lr %.2g (%.1f s); %s",
+            epoch,
+            settings.epochs,
+            *(rows[-1][c] for c in LOG_COLUMNS[1:]),
+            epoch_eta(epoch, settings.epochs, sum(r["seconds"] for r in rows), earliest_stop),
+        )
+        if since_best >= settings.patience:
+            log.info("early stop: no tune improvement for %d epochs", settings.patience)
+            break
     assert best_window is not None
     if on_select is not None:
         on_select(best_epoch, best_window)
