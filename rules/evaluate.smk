@@ -212,8 +212,10 @@ rule delong:
     input:
         **EVAL_INPUT,
     output:
-        report(
-            f"{TABLES}/delong.csv",
+        csv=f"{TABLES}/delong.csv",
+        md=f"{TABLES}/delong.md",
+        html=report(
+            f"{TABLES}/delong.html",
             caption="../report/evaluate_delong.rst",
             category=EVAL_CAT,
             subcategory="Tables",
@@ -233,16 +235,18 @@ rule delong:
         predictions=prediction_args,
     shell:
         "python -m recur --threads {threads} delong --clinical {params.clinical:q}"
-        " --split {input.split:q} --predictions {params.predictions} --out {output:q}"
-        " > {log:q} 2>&1"
+        " --split {input.split:q} --predictions {params.predictions}"
+        " --out {output.csv:q} --md {output.md:q} --html {output.html:q} > {log:q} 2>&1"
 
 
 rule calibration:
     input:
         **EVAL_INPUT,
     output:
-        table=report(
-            f"{TABLES}/calibration.csv",
+        table=f"{TABLES}/calibration.csv",
+        md=f"{TABLES}/calibration.md",
+        html=report(
+            f"{TABLES}/calibration.html",
             caption="../report/evaluate_calibration_table.rst",
             category=EVAL_CAT,
             subcategory="Tables",
@@ -272,7 +276,7 @@ rule calibration:
         "python -m recur --threads {threads} calibration --clinical {params.clinical:q}"
         " --split {input.split:q} --predictions {params.predictions}"
         " --settings {params.settings:q} --out {output.table:q} --figdir {params.figdir:q}"
-        " > {log:q} 2>&1"
+        " --md {output.md:q} --html {output.html:q} > {log:q} 2>&1"
 
 
 rule table1:
@@ -370,8 +374,10 @@ rule km_figures:
         **EVAL_INPUT,
         cutoffs=f"{TABLES}/cutoffs.csv",
     output:
-        table=report(
-            f"{TABLES}/km_logrank.csv",
+        table=f"{TABLES}/km_logrank.csv",
+        md=f"{TABLES}/km_logrank.md",
+        html=report(
+            f"{TABLES}/km_logrank.html",
             caption="../report/evaluate_km_table.rst",
             category=EVAL_CAT,
             subcategory="Tables",
@@ -397,8 +403,8 @@ rule km_figures:
     shell:
         "python -m recur --threads {threads} figures --kind km --clinical {params.clinical:q}"
         " --split {input.split:q} --predictions {params.predictions}"
-        " --cutoffs {input.cutoffs:q} --table {output.table:q}"
-        " --outdir {params.outdir:q} > {log:q} 2>&1"
+        " --cutoffs {input.cutoffs:q} --table {output.table:q} --md {output.md:q}"
+        " --html {output.html:q} --outdir {params.outdir:q} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(

@@ -41,6 +41,11 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 # --------------------------------------------------------------------------- outcome and tables
 #: Early recurrence (``er`` = 1): a recurrence within this many months of the ablation.
 ER_HORIZON_MONTHS = 24.0
+#: Fewer events than this in a cohort flag its rows of the evaluation tables (Table 2, DeLong,
+#: calibration, log-rank, survival): estimates from so few events are unstable, whatever their
+#: intervals say (events: ER for the binary tables, RFS events for the log-rank and survival
+#: tables).
+MIN_EVENTS = 10
 #: The five predictors of the paper's Clinical model (columns of ``clinical.csv``).
 CLINICAL_FEATURES: tuple[str, ...] = (
     "tumor_size_cm",

@@ -76,14 +76,23 @@ def test_youden_cutoff_known_roc_and_tie_rule():
 # --------------------------------------------------------------------------- bootstrap
 
 
-def test_bootstrap_degenerate_all_correct_is_one_one():
+def test_bootstrap_degenerate_all_correct_wilson_for_proportions():
     y = [0, 0, 0, 1, 1, 1]
     s = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
     t = metrics.bootstrap_ci(y, s, cutoff=0.5, n_boot=500, seed=3, level=0.95).set_index("metric")
     assert list(t.index) == list(metrics.METRICS)
     assert (t["estimate"] == 1.0).all()
-    assert (t["ci_low"] == 1.0).all()
     assert (t["ci_high"] == 1.0).all()
+    # AUC and F1 keep their zero-width bootstrap interval, with a note
+    assert (t.loc[["auc", "f1"], "ci_low"] == 1.0).all()
+    assert (t.loc[["auc", "f1"], "ci_method"] == "bootstrap").all()
+    assert t.loc["auc", "note"].startswith("AUC 1.000: the scores separate the classes")
+    # the proportions at 1 get Wilson's lower bound k / (k + z^2): 3/3 and 6/6
+    z2 = stats.norm.ppf(0.975) ** 2
+    for m in ("sensitivity", "specificity", "ppv", "npv"):
+        assert t.loc[m, "ci_method"] == "wilson"
+        assert t.loc[m, "ci_low"] == pytest.approx(3 / (3 + z2))  # 0.4385
+    assert t.loc["accuracy", "ci_low"] == pytest.approx(6 / (6 + z2))  # 0.6097
 
 
 def _slow_bootstrap(y, s, cutoff, n_boot, seed, level=0.95):
@@ -212,12 +221,26 @@ def test_delong_hand_example():
     assert r["p"] == pytest.approx(2 * stats.norm.sf(0.25 / math.sqrt(0.125)))
 
 
-def test_delong_identical_scores_p_one():
+def test_delong_identical_scores_undefined_with_note():
     y = [0, 1, 0, 1, 1]
     s = [0.1, 0.7, 0.4, 0.3, 0.9]
     r = metrics.delong_test(y, s, s)
     assert r["diff"] == 0.0
-    assert r["p"] == 1.0
+    assert r["se"] == 0.0
+    assert math.isnan(r["z"])
+    assert math.isnan(r["p"])
+    assert r["note"].startswith("the two models rank the patients identically")
+    assert "z and p are undefined" in r["note"]
+
+
+def test_delong_both_perfect_undefined_with_note():
+    y = [0, 0, 1, 1]
+    r = metrics.delong_test(y, [0.1, 0.2, 0.8, 0.9], [0.2, 0.1, 0.9, 0.8])
+    assert (r["auc_a"], r["auc_b"]) == (1.0, 1.0)
+    assert math.isnan(r["p"])
+    assert r["note"].startswith("both models separate the classes perfectly")
+    # a defined test has an empty note
+    assert metrics.delong_test(y, [0.1, 0.8, 0.2, 0.9], [0.2, 0.1, 0.9, 0.8])["note"] == ""
 
 
 # --------------------------------------------------------------------------- calibration
@@ -305,11 +328,17 @@ def test_table2_long_format_and_ci_contains_estimate(frame):
     ext = frame[frame["split"] == "test"]
     assert row["estimate"] == pytest.approx(roc_auc_score(ext["er"], ext["M1"]))
     assert (row["n"], row["n_events"]) == (16, 4)
+    assert list(t.columns) == list(tables.TABLE2_COLUMNS)
     wide = tables.table2_wide(t)
     assert list(wide.columns) == [
         "Cohort",
         "Model",
         *[metrics.METRIC_LABELS[m] for m in metrics.METRICS],
+        "TP",
+        "FP",
+        "TN",
+        "FN",
+        "Flag",
     ]
     assert len(wide) == 10
     assert tables.format_estimate(0.74, 0.4623, 0.935) == "0.740 [0.462, 0.935]"

@@ -61,21 +61,41 @@ def _cmd_table2(a: argparse.Namespace) -> None:
         level=st.ci_level,
     )
     wide = tables.table2_wide(long)
-    note = (
-        f"\nEstimate [{st.ci_level:.0%} CI]; stratified percentile bootstrap, "
-        f"{st.bootstrap} resamples, seed {st.seed}; cutoffs = Youden index on the tuning "
-        "split. NA = undefined (0/0).\n"
-    )
+    note = tables.table2_footnote(st.ci_level, st.bootstrap, st.seed)
     write_csv(long, a.out)
-    write_text_atomic(a.md, tables.markdown_table(wide) + note)
-    write_text_atomic(a.html, wide.to_html(index=False, border=0) + f"<p>{note}</p>\n")
+    write_text_atomic(a.md, tables.markdown_table(wide) + f"\n{note}\n")
+    write_text_atomic(a.html, tables.html_table(wide, note))
+
+
+def _write_documents(table, note: str, md: str | None, html: str | None) -> None:
+    """The Markdown and HTML renderings of ``table`` (rounded, p-values formatted)."""
+    from recur.evaluate import tables
+    from recur.io import write_text_atomic
+
+    md_text, html_text = tables.table_documents(table, note)
+    if md:
+        write_text_atomic(md, md_text)
+    if html:
+        write_text_atomic(html, html_text)
+
+
+def _few_events_note() -> str:
+    from recur.constants import MIN_EVENTS
+
+    return f"flag: a cohort with fewer than {MIN_EVENTS} events, whose estimates are unstable."
 
 
 def _cmd_delong(a: argparse.Namespace) -> None:
     from recur.evaluate import tables
 
     frame, models = _eval_frame(a)
-    write_csv(tables.delong_table(frame, models), a.out)
+    table = tables.delong_table(frame, models)
+    write_csv(table, a.out)
+    note = (
+        "Paired two-sided DeLong tests of AUC(a) = AUC(b) (diff = a - b); no correction for "
+        "multiple comparisons. NA = undefined, the reason in note. " + _few_events_note()
+    )
+    _write_documents(table, note, a.md, a.html)
 
 
 def _cmd_calibration(a: argparse.Namespace) -> None:
@@ -87,6 +107,12 @@ def _cmd_calibration(a: argparse.Namespace) -> None:
     table = tables.calibration_table(frame, models)
     figures.cohort_figures(frame, models, "calibration", a.figdir, frac=st.lowess_frac)
     write_csv(table, a.out)
+    note = (
+        "Calibration intercept (in the large; 0 is ideal) and slope (1 is ideal) from logistic "
+        "regression of the outcome on logit(predicted probability). NA = undefined, the "
+        "reason in note. " + _few_events_note()
+    )
+    _write_documents(table, note, a.md, a.html)
 
 
 def _cmd_table1(a: argparse.Namespace) -> None:
@@ -101,7 +127,7 @@ def _cmd_table1(a: argparse.Namespace) -> None:
 
 
 def _cmd_figures(a: argparse.Namespace) -> None:
-    from recur.evaluate import figures
+    from recur.evaluate import figures, tables
     from recur.evaluate.settings import DecisionCurveSettings
 
     frame, models = _eval_frame(a)
@@ -116,10 +142,19 @@ def _cmd_figures(a: argparse.Namespace) -> None:
     table = figures.cohort_figures(
         frame, models, a.kind, a.outdir, cutoffs=cutoffs, thresholds=thresholds
     )
-    if a.table:
+    if a.table or a.md or a.html:
         if table is None:
             raise RecurError(f"figures --kind {a.kind} writes no table")
-        write_csv(table, a.table)
+        if a.kind == "km":
+            table = tables.km_logrank_table(table)
+        if a.table:
+            write_csv(table, a.table)
+        note = (
+            "Log-rank tests of recurrence-free survival, high risk (score >= the tuning "
+            "cutoff) against low risk; NA when a group is empty; n_events = RFS events. "
+            + _few_events_note()
+        )
+        _write_documents(table, note, a.md, a.html)
 
 
 def _cmd_importance_figure(a: argparse.Namespace) -> None:
@@ -149,6 +184,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("delong", help="paired DeLong tests of every pair of models")
     add_evaluation_inputs(p)
     p.add_argument("--out", required=True, help="delong.csv to write")
+    p.add_argument("--md", help="the table as Markdown (rounded)")
+    p.add_argument("--html", help="the table as HTML (rounded)")
     p.set_defaults(func=_cmd_delong)
 
     p = sub.add_parser("calibration", help="Brier, calibration intercept/slope and plots")
@@ -158,6 +195,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--figdir", required=True, help="folder of the calibration plots ({cohort}.png, .pdf)"
     )
+    p.add_argument("--md", help="the table as Markdown (rounded)")
+    p.add_argument("--html", help="the table as HTML (rounded)")
     p.set_defaults(func=_cmd_calibration)
 
     p = sub.add_parser("table1", help="baseline characteristics, ER vs non-ER")
@@ -179,6 +218,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cutoffs", help="cutoffs.csv (km)")
     p.add_argument("--settings", metavar="JSON", help="dca: evaluate's dca_min/max/step as JSON")
     p.add_argument("--table", help="km: log-rank table to write")
+    p.add_argument("--md", help="km: the log-rank table as Markdown (rounded)")
+    p.add_argument("--html", help="km: the log-rank table as HTML (rounded)")
     p.set_defaults(func=_cmd_figures)
 
     p = sub.add_parser("importance-figure", help="bar chart of MDI feature importance")

@@ -10,13 +10,19 @@ Conventions (see ``docs/methods/statistics.md``):
   the quantity is undefined, not 0. Bootstrap CIs are taken over the resamples in which the
   metric is defined; the number of undefined resamples is reported.
 * Percentile bootstrap CIs are widened, when needed, to contain the point estimate.
+* A proportion at 0 or 1 has a zero-width bootstrap interval (every resample gives the same
+  value); it gets a Wilson score interval instead (:func:`metric_interval`). An AUC or F1 at a
+  bound, or with a zero-width interval, keeps its bootstrap interval with a note saying so.
+* A statistic that the data cannot define (a DeLong test with zero variance, a calibration
+  slope under separation) is NaN with the reason in a ``note``, never a number that looks
+  like a result.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,6 +35,17 @@ from recur.errors import RecurError
 CLASS_METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 #: Every metric of Table 2.
 METRICS: tuple[str, ...] = ("auc", *CLASS_METRICS)
+#: The threshold metrics that are proportions k / n of the confusion counts (F1 is not).
+PROPORTION_METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "ppv", "npv")
+#: The interval of a proportion whose bootstrap interval has zero width (statsmodels
+#: ``proportion_confint`` method): the Wilson score interval (:func:`proportion_interval`).
+PROPORTION_CI_METHOD = "wilson"
+#: The ``ci_method`` of each row of Table 2: percentile bootstrap, Wilson score interval, or
+#: none (the estimate itself is undefined).
+CI_METHODS: tuple[str, ...] = ("bootstrap", PROPORTION_CI_METHOD, "none")
+#: A calibration slope beyond +-this is reported as undefined: such a slope comes from a fit
+#: that nearly separates the outcomes, and its value says nothing about calibration.
+CALIBRATION_SLOPE_LIMIT = 10.0
 METRIC_LABELS: dict[str, str] = {
     "auc": "AUC",
     "accuracy": "Accuracy",
@@ -103,6 +120,30 @@ def metrics_from_counts(tp, fp, tn, fn) -> dict[str, np.ndarray]:
         "ppv": _ratio(tp, tp + fp),
         "npv": _ratio(tn, tn + fn),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def confusion_counts(y: object, score: object, cutoff: float) -> dict[str, int]:
+    """``tp, fp, tn, fn`` of calling a patient positive when ``score >= cutoff``."""
+    yy, s = _check_pair(y, score, both_classes=False)
+    pred = s >= cutoff
+    pos = yy == 1
+    return {
+        "tp": int((pred & pos).sum()),
+        "fp": int((pred & ~pos).sum()),
+        "tn": int((~pred & ~pos).sum()),
+        "fn": int((~pred & pos).sum()),
+    }
+
+
+def proportion_counts(tp: int, fp: int, tn: int, fn: int) -> dict[str, tuple[int, int]]:
+    """``(k, n)`` of each metric of :data:`PROPORTION_METRICS`: the metric is k / n."""
+    return {
+        "accuracy": (tp + tn, tp + fp + tn + fn),
+        "sensitivity": (tp, tp + fn),
+        "specificity": (tn, tn + fp),
+        "ppv": (tp, tp + fp),
+        "npv": (tn, tn + fn),
     }
 
 
@@ -210,6 +251,91 @@ def percentile_ci(values: np.ndarray, estimate: float, level: float) -> tuple[fl
     return float(lo), float(hi), n_undef
 
 
+def proportion_interval(
+    k: int, n: int, level: float, method: str = PROPORTION_CI_METHOD
+) -> tuple[float, float]:
+    """Confidence interval of the proportion ``k / n`` (statsmodels ``proportion_confint``).
+
+    ``method`` ``"wilson"`` (the default, :data:`PROPORTION_CI_METHOD`) is the Wilson score
+    interval: it inverts the score test, so at k = 0 it is [0, z^2 / (n + z^2)] and at k = n
+    [n / (n + z^2), 1], never of zero width and never outside [0, 1]. It is the interval
+    Brown, Cai & DasGupta (2001, Stat Sci 16:101) and Agresti & Coull (1998) recommend for
+    small n: its coverage is close to the nominal level, where the Clopper-Pearson interval
+    (``"beta"``, available here) guarantees at least the nominal coverage by being markedly
+    wider (at k = 0, n = 5, 95%: upper bound 0.522 against Wilson's 0.434). ``n`` = 0 gives
+    NaN bounds.
+    """
+    from statsmodels.stats.proportion import proportion_confint
+
+    if method not in ("wilson", "beta"):
+        raise RecurError(f"proportion interval method {method!r}: expected 'wilson' or 'beta'")
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0 <= k <= n:
+        raise RecurError(f"proportion {k}/{n}: need 0 <= k <= n")
+    lo, hi = proportion_confint(int(k), int(n), alpha=1.0 - level, method=method)
+    # Wilson's bound at k = 0 or k = n is 0 or 1 up to rounding; report it exactly
+    lo = 0.0 if k == 0 else float(lo)
+    hi = 1.0 if k == n else float(hi)
+    return lo, hi
+
+
+def metric_interval(
+    metric: str,
+    estimate: float,
+    boot: np.ndarray,
+    counts: Mapping[str, int],
+    level: float,
+) -> dict[str, object]:
+    """The interval of one Table 2 metric: ``ci_low, ci_high, n_undefined, ci_method, note``.
+
+    The percentile bootstrap interval (:func:`percentile_ci`) of the resample values ``boot``,
+    except where it has zero width, which happens when the estimate is 0 or 1 (every resample
+    of a stratified bootstrap then repeats it: a sensitivity of 5/5 is 1 in every resample):
+
+    * a proportion (:data:`PROPORTION_METRICS`) gets the Wilson score interval of its
+      confusion counts (:func:`proportion_interval`), ``ci_method`` ``"wilson"``: at 5/5 the
+      95% interval is [0.566, 1], not [1, 1];
+    * AUC and F1 have no such closed form here; they keep the bootstrap interval and the
+      ``note`` says that it is degenerate (an AUC of 1 or 0 is a perfect separation of the
+      classes in this cohort, not a certainty about new patients).
+
+    ``counts`` holds ``tp, fp, tn, fn`` of the full sample. An undefined estimate (0/0) has
+    ``ci_method`` ``"none"``.
+    """
+    lo, hi, n_undef = percentile_ci(boot, estimate, level)
+    out: dict[str, object] = {
+        "ci_low": lo,
+        "ci_high": hi,
+        "n_undefined": n_undef,
+        "ci_method": "bootstrap",
+        "note": "",
+    }
+    if not np.isfinite(estimate):
+        out["ci_method"] = "none"
+        return out
+    boundary = estimate <= 0.0 or estimate >= 1.0
+    zero_width = np.isfinite(lo) and np.isfinite(hi) and hi - lo <= 1e-12
+    if not (boundary or zero_width):
+        return out
+    label = METRIC_LABELS.get(metric, metric)
+    if metric in PROPORTION_METRICS:
+        k, n = proportion_counts(**{c: int(counts[c]) for c in ("tp", "fp", "tn", "fn")})[metric]
+        out["ci_low"], out["ci_high"] = proportion_interval(k, n, level)
+        out["ci_method"] = PROPORTION_CI_METHOD
+        out["note"] = (
+            f"{label} {k}/{n}: Wilson score interval (the bootstrap interval has zero width)"
+        )
+    elif metric == "auc" and boundary:
+        out["note"] = (
+            f"AUC {estimate:.3f}: the scores separate the classes perfectly in this cohort; "
+            "the bootstrap interval is degenerate"
+        )
+    else:
+        out["note"] = f"{label} {estimate:.3f}: the bootstrap interval is degenerate"
+    return out
+
+
 def bootstrap_ci(
     y: object,
     score: object,
@@ -219,23 +345,25 @@ def bootstrap_ci(
     seed: int,
     level: float,
 ) -> pd.DataFrame:
-    """Point estimates and stratified percentile-bootstrap CIs of every Table 2 metric.
+    """Point estimates and CIs of every Table 2 metric: stratified percentile bootstrap, or
+    Wilson where that has zero width (:func:`metric_interval`).
 
     ``y`` must hold 0/1 (a single class is allowed: AUC, and the class-specific metrics,
     are then NaN). Returns a DataFrame with one row per metric of :data:`METRICS` and columns
-    ``metric, estimate, ci_low, ci_high, n_undefined`` (resamples where the metric was 0/0).
+    ``metric, estimate, ci_low, ci_high, n_undefined`` (resamples where the metric was 0/0),
+    ``ci_method, note``.
     """
     yy, s = _check_pair(y, score, both_classes=False)
     if n_boot < 1:
         raise RecurError(f"n_boot must be >= 1, got {n_boot}")
     point = resampled_metrics(yy, s, cutoff, np.arange(yy.size)[None, :])
     boot = resampled_metrics(yy, s, cutoff, stratified_indices(yy, n_boot, seed))
+    counts = confusion_counts(yy, s, cutoff)
     rows = []
     for m in METRICS:
         est = float(point[m][0])
-        lo, hi, n_undef = percentile_ci(boot[m], est, level)
         rows.append(
-            {"metric": m, "estimate": est, "ci_low": lo, "ci_high": hi, "n_undefined": n_undef}
+            {"metric": m, "estimate": est, **metric_interval(m, est, boot[m], counts, level)}
         )
     return pd.DataFrame(rows)
 
@@ -295,12 +423,14 @@ def delong_auc_cov(y: object, scores: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return aucs, sx / m + sz / n
 
 
-def delong_test(y: object, score_a: object, score_b: object) -> dict[str, float]:
+def delong_test(y: object, score_a: object, score_b: object) -> dict[str, float | str]:
     """Paired two-sided DeLong test of AUC(a) = AUC(b) on the same patients.
 
-    Returns ``auc_a, auc_b, diff (a - b), se, z, p``. When the variance of the difference is
-    zero (e.g. identical rankings) the test is undefined: ``z`` = 0 and ``p`` = 1 if the AUCs
-    are equal, else ``z`` = +-inf and ``p`` = 0.
+    Returns ``auc_a, auc_b, diff (a - b), se, z, p, note``. When the variance of the
+    difference is zero the test is undefined: ``se`` is 0, ``z`` and ``p`` are NaN and
+    ``note`` gives the reason (the two models rank the patients identically, both separate
+    the classes perfectly, or the structural components are constant). Otherwise ``note`` is
+    empty.
     """
     yy = check_binary(y)
     a = check_scores(score_a, yy.size, "score_a")
@@ -308,10 +438,16 @@ def delong_test(y: object, score_a: object, score_b: object) -> dict[str, float]
     aucs, cov = delong_auc_cov(yy, np.vstack([a, b]))
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    note = ""
     if var <= 1e-15:
-        z = 0.0 if abs(diff) < 1e-12 else math.copysign(math.inf, diff)
-        p = 1.0 if z == 0.0 else 0.0
-        se = 0.0
+        se, z, p = 0.0, math.nan, math.nan
+        if np.array_equal(_midranks(a), _midranks(b)):
+            why = "the two models rank the patients identically"
+        elif all(min(v, 1.0 - v) < 1e-12 for v in aucs):
+            why = f"both models separate the classes perfectly (AUC {aucs[0]:g} and {aucs[1]:g})"
+        else:
+            why = "the AUC structural components of both models are constant"
+        note = f"{why}: the variance of the AUC difference is 0, so z and p are undefined"
     else:
         se = math.sqrt(var)
         z = diff / se
@@ -323,6 +459,7 @@ def delong_test(y: object, score_a: object, score_b: object) -> dict[str, float]
         "se": se,
         "z": z,
         "p": p,
+        "note": note,
     }
 
 
@@ -340,35 +477,68 @@ def _logit(p: np.ndarray, eps: float) -> np.ndarray:
     return np.log(q / (1.0 - q))
 
 
-def calibration_intercept_slope(y: object, score: object, eps: float = 1e-6) -> tuple[float, float]:
-    """Calibration intercept (in the large) and slope of predicted probabilities.
+def calibration_fit(y: object, score: object, eps: float = 1e-6) -> dict[str, float | str]:
+    """Calibration intercept (in the large) and slope of predicted probabilities, with the
+    reason when either is undefined: ``{"intercept", "slope", "note"}``.
 
     Slope: coefficient of logit(p) in the logistic regression y ~ 1 + logit(p). Intercept:
     calibration-in-the-large, the constant of y ~ 1 with offset logit(p) (0 when the mean
-    prediction matches the event rate). Probabilities are clipped to [eps, 1 - eps]. Returns
-    NaN for a fit that does not converge (e.g. perfect separation).
+    prediction matches the event rate). Probabilities are clipped to [eps, 1 - eps].
+
+    The slope is NaN, the reason in ``note``, when the predictions are constant (no slope to
+    fit), when they separate the outcomes (every event scored at least as high as every
+    non-event, or the reverse: the maximum-likelihood slope is infinite, and a fit that
+    stops returns an arbitrary large number), when the fit does not converge, or when
+    ``|slope|`` exceeds :data:`CALIBRATION_SLOPE_LIMIT` (near-separation). The intercept is a
+    separate one-parameter fit that separation does not affect; it is NaN only when that fit
+    fails. ``note`` is empty when both are defined.
     """
     import statsmodels.api as sm
 
     yy, s = _check_pair(y, score)
     lp = _logit(s, eps)
     fam = sm.families.Binomial()
-    out = []
+    icpt, slope, notes = math.nan, math.nan, []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             r0 = sm.GLM(yy, np.ones((yy.size, 1)), family=fam, offset=lp).fit()
-            out.append(float(r0.params[0]) if r0.converged else math.nan)
-        except Exception:
-            out.append(math.nan)
-        try:
-            if np.ptp(lp) == 0:
-                raise ValueError("constant predictions")
-            r1 = sm.GLM(yy, sm.add_constant(lp, has_constant="add"), family=fam).fit()
-            out.append(float(r1.params[1]) if r1.converged else math.nan)
-        except Exception:
-            out.append(math.nan)
-    return out[0], out[1]
+            if r0.converged and np.isfinite(r0.params[0]):
+                icpt = float(r0.params[0])
+            else:
+                notes.append("intercept: the logistic fit did not converge")
+        except Exception as exc:
+            notes.append(f"intercept: the logistic fit failed ({type(exc).__name__})")
+        ev, non = lp[yy == 1], lp[yy == 0]
+        if np.ptp(lp) == 0:
+            notes.append("slope: constant predictions")
+        elif non.max() <= ev.min() or ev.max() <= non.min():
+            notes.append(
+                "slope: the predictions separate the outcomes perfectly, so the logistic fit "
+                "has no finite slope"
+            )
+        else:
+            try:
+                r1 = sm.GLM(yy, sm.add_constant(lp, has_constant="add"), family=fam).fit()
+                b = float(r1.params[1])
+                if not (r1.converged and np.isfinite(b)):
+                    notes.append("slope: the logistic fit did not converge")
+                elif abs(b) > CALIBRATION_SLOPE_LIMIT:
+                    notes.append(
+                        f"slope: the fit gives {b:.3g}, beyond +-{CALIBRATION_SLOPE_LIMIT:g} "
+                        "(near-separation), unstable"
+                    )
+                else:
+                    slope = b
+            except Exception as exc:
+                notes.append(f"slope: the logistic fit failed ({type(exc).__name__})")
+    return {"intercept": icpt, "slope": slope, "note": "; ".join(notes)}
+
+
+def calibration_intercept_slope(y: object, score: object, eps: float = 1e-6) -> tuple[float, float]:
+    """``(intercept, slope)`` of :func:`calibration_fit` (NaN where undefined)."""
+    r = calibration_fit(y, score, eps)
+    return r["intercept"], r["slope"]
 
 
 def calibration_curve_lowess(

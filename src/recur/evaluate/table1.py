@@ -205,9 +205,9 @@ def _count(k: int, n: int) -> str:
 
 
 def _fmt_p(p: float) -> str:
-    if not np.isfinite(p):
-        return "NA"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    from recur.evaluate.tables import format_p
+
+    return format_p(p)
 
 
 def to_markdown(t: pd.DataFrame) -> str:

@@ -31,7 +31,7 @@ import pandas as pd
 from recur.constants import ER_HORIZON_MONTHS
 from recur.errors import RecurError
 from recur.evaluate.metrics import percentile_ci, stratified_indices, youden_cutoff
-from recur.evaluate.tables import cohort_masks
+from recur.evaluate.tables import cohort_masks, few_events_flag
 from recur.survival import cox, metrics
 from recur.survival.settings import SurvivalSettings
 
@@ -49,6 +49,7 @@ SURVIVAL_COLUMNS = (
     "n_events",
     "n_undefined",
     "note",
+    "flag",
 )
 
 
@@ -299,6 +300,7 @@ def survival_table(
                         "n_events": int(e.sum()),
                         "n_undefined": n_undef,
                         "note": note,
+                        "flag": few_events_flag(int(e.sum())),
                     }
                 )
         pairs = list(itertools.combinations([k for k in risks if k[1] == "cox"], 2))
@@ -322,6 +324,7 @@ def survival_table(
                     "p": p,
                     "n": int(mask.sum()),
                     "n_events": int(e.sum()),
+                    "flag": few_events_flag(int(e.sum())),
                 }
             )
     return pd.DataFrame(rows, columns=list(SURVIVAL_COLUMNS)), pd.DataFrame(compare)
@@ -329,7 +332,8 @@ def survival_table(
 
 def survival_wide(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """survival.csv as one row per cohort, model and kind, one ``estimate [low, high]`` cell per
-    metric (``undefined`` where it is, the reason in the notes column)."""
+    metric (``undefined`` where it is, the reason in the notes column), then ``flag`` (a
+    cohort with few RFS events, :func:`recur.evaluate.tables.few_events_flag`)."""
     from recur.evaluate.tables import format_estimate
 
     def cell(r: pd.Series) -> str:
@@ -349,5 +353,12 @@ def survival_wide(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     for r in long[long["note"].fillna("") != ""].itertuples():
         notes.setdefault((r.cohort, r.model, r.kind), []).append(f"{r.metric}: {r.note}")
     wide["notes"] = ["; ".join(notes.get(key, [])) for key in wide.index]
-    order = [c for c in long["metric"].unique() if c in wide.columns] + ["notes"]
+    flag = long["flag"] if "flag" in long.columns else pd.Series("", index=long.index)
+    firsts = (
+        long.assign(flag=flag.fillna("").astype(str))
+        .groupby(["cohort", "model", "kind"], sort=False)["flag"]
+        .first()
+    )
+    wide["flag"] = [firsts.get(key, "") for key in wide.index]
+    order = [c for c in long["metric"].unique() if c in wide.columns] + ["notes", "flag"]
     return wide[order].reset_index()
