@@ -4,15 +4,15 @@ The trained models of a workflow run (its verified bundle, ``results/bundle``) s
 external cohort made by the same generator with another seed (fresh patients, the test sites
 siteB/siteC), every patient going through the workflow's own functions from DICOM
 (:func:`recur.deploy.predict.prepare_patient`: conversion, mask check, registration, crops) in a
-process pool, then :func:`recur.deploy.predict.dl_scores` /
-:func:`recur.deploy.predict.tabular_scores`. Each model's AUC (DeLong 95% CI) is printed beside the
-ceiling the generator's truth allows for the information that model sees
-(:func:`recur.synthetic.ceilings.information_ceilings`: Pre = tumour size + pre-image latents,
-PrePost = + margin, Clinical = the clinical variables, DL_Clinical = clinical + the chosen
-signature's information), the same without the satellite nodule (Pre and PrePost: a latent the
-crops barely show), and, for a synthetic study, the "learnable" ceilings
-(:func:`recur.synthetic.ceilings.learnable_ceilings`: a logistic regression on the true latents
-fitted on the study's training patients).
+process pool, then :func:`recur.deploy.predict.dl_network_scores` (recalibrated:
+:func:`recur.deploy.predict.recalibrated_scores`) / :func:`recur.deploy.predict.tabular_scores`.
+Each model's AUC (DeLong 95% CI) is printed beside the ceiling the generator's truth allows
+for the information that model sees (:func:`recur.synthetic.ceilings.information_ceilings`:
+Pre = tumour size + pre-image latents, PrePost = + margin, Clinical = the clinical variables,
+DL_Clinical = clinical + the chosen signature's information), the same without the satellite
+nodule (Pre and PrePost: a latent the crops barely show), and, for a synthetic study, the
+"learnable" ceilings (:func:`recur.synthetic.ceilings.learnable_ceilings`: a logistic
+regression on the true latents fitted on the study's training patients).
 
     .venv/bin/python bench/bench_external.py --study /work/main --cohort /tmp/ext/cohort \\
         [--n-test 500 500 --seed 7] [--workers 2] [--csv out.csv]
@@ -233,12 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     table = inputs.clinical.set_index("patient_id").loc[ok].reset_index()
     models = predict.load_dl_models(bundle)
-    sig = predict.dl_scores(bundle, ok, work / "crops", models=models)
+    network = predict.dl_network_scores(bundle, ok, work / "crops", models=models)
+    sig = predict.recalibrated_scores(bundle, network)
     # the same networks scored on the plain view only (train.tta off), for comparison
     plain_models = {m: (net, replace(arch, tta=False)) for m, (net, arch) in models.items()}
     plain = predict.dl_scores(bundle, ok, work / "crops", models=plain_models)
     tta_on = {m: arch.tta for m, (_, arch) in models.items()}
-    scores = {**sig, **predict.tabular_scores(bundle, table, sig)}
+    scores = {**sig, **predict.tabular_scores(bundle, table, network)}
 
     truth, _ = synth.load_truth(truth_csv)
     truth = truth.set_index("patient_id").loc[ok].reset_index()
@@ -278,7 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if a.csv:
         out.to_csv(a.csv, index=False)
-    pd.DataFrame({"patient_id": ok, **{m: scores[m] for m in seen}, "er": y}).to_csv(
+    # the DL models' recalibrated scores, their networks' outputs ({m}_raw: the signature the
+    # fusion models take) and the truth's ER
+    raw = {f"{m}_raw": network[m] for m in ("Pre", "PrePost")}
+    pd.DataFrame({"patient_id": ok, **{m: scores[m] for m in seen}, **raw, "er": y}).to_csv(
         work / scores_name(bundle_dir), index=False
     )
     return 0

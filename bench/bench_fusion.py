@@ -97,7 +97,9 @@ def measure(study: Path, cohorts: list[Path]) -> list[dict]:
     clinical, split, full, oof = study_tables(study)
     choice, _ = tabular.choose_signature(full, clinical)
     name = f"{choice}_signature"
-    ext[name] = ext[choice].astype(float)
+    # the signature is the network's output (a scores file of a bundle before recalibration
+    # has the score alone, which is that output)
+    ext[name] = ext[f"{choice}_raw" if f"{choice}_raw" in ext.columns else choice].astype(float)
     truth, _ = synth.load_truth(study / "results" / "synthetic" / "truth.csv")
     fit_ids = set(split.loc[split["split"] == "train", "patient_id"])
     pooled_truth = (

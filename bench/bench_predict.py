@@ -93,10 +93,11 @@ def stages_once(study: Path, patient: str, threads: int, out: Path) -> dict[str,
     )
     times["stage_convert_mask_register_crop"] = time.perf_counter() - t
     t = time.perf_counter()
-    scores = rp.dl_scores(bundle, [patient], out / "crops")
+    network = rp.dl_network_scores(bundle, [patient], out / "crops")
+    rp.recalibrated_scores(bundle, network)
     times["stage_dl_models"] = time.perf_counter() - t
     t = time.perf_counter()
-    rp.tabular_scores(bundle, inputs.clinical, scores)
+    rp.tabular_scores(bundle, inputs.clinical, network)
     times["stage_tabular_models"] = time.perf_counter() - t
     return times
 

@@ -1,4 +1,5 @@
-# Portable model bundle for `recur predict`: models, settings, cutoffs, manifest.
+# Portable model bundle for `recur predict`: models, their recalibration, settings, cutoffs,
+# manifest.
 # No patient data: no ids, no predictions tables.
 import json
 
@@ -44,6 +45,8 @@ rule bundle:
             f"{RESULTS}/models/PrePost/{SIGNATURE_DIR}/{{name}}",
             name=["weights.pt", "model.json"],
         ),
+        pre_recalibration=f"{RESULTS}/models/Pre/recalibration.json",
+        prepost_recalibration=f"{RESULTS}/models/PrePost/recalibration.json",
         clinical_model=f"{RESULTS}/models/Clinical/model.skops",
         clinical_manifest=f"{RESULTS}/models/Clinical/manifest.json",
         dl_clinical_model=f"{RESULTS}/models/DL_Clinical/model.skops",
@@ -69,7 +72,9 @@ rule bundle:
         outdir=lambda wc, output: str(Path(output[0]).parent),
     shell:
         "python -m recur --threads {threads} bundle --pre {params.pre:q}"
-        " --prepost {params.prepost:q} --clinical-model {input.clinical_model:q}"
+        " --prepost {params.prepost:q} --pre-recalibration {input.pre_recalibration:q}"
+        " --prepost-recalibration {input.prepost_recalibration:q}"
+        " --clinical-model {input.clinical_model:q}"
         " --clinical-manifest {input.clinical_manifest:q}"
         " --dl-clinical-model {input.dl_clinical_model:q}"
         " --dl-clinical-manifest {input.dl_clinical_manifest:q} --choice {input.choice:q}"

@@ -140,14 +140,20 @@ rule ensemble_dl:
         " --outdir {params.outdir:q} --device {params.device} > {log:q} 2>&1"
 
 
+# The signature network's scores, recalibrated on the tuning split (logistic recalibration,
+# recur.evaluate.recalibration): predictions/{model}.csv has the recalibrated probability
+# (score) and the network's output (raw_score); the fit goes to recalibration.json, which the
+# out-of-fold table and the bundle reuse.
 rule signature_dl:
     input:
         weights=f"{MODELS_DIR}/{{model}}/full/weights.pt",
         meta=f"{MODELS_DIR}/{{model}}/full/model.json",
         training_log=f"{MODELS_DIR}/{{model}}/full/training_log.csv",
         scores=f"{MODELS_DIR}/{{model}}/{SIGNATURE_DIR}/scores.csv",
+        cohort=cohort_input("clinical"),
     output:
         predictions=f"{RESULTS}/predictions/{{model}}.csv",
+        recalibration=f"{MODELS_DIR}/{{model}}/recalibration.json",
         figure=report(
             f"{RESULTS}/figures/training/{{model}}.png",
             caption="../report/models_training.rst",
@@ -168,9 +174,11 @@ rule signature_dl:
         runtime=5,
     params:
         model_dir=lambda wc: f"{MODELS_DIR}/{wc.model}/full",
+        clinical=clinical_csv,
     shell:
         "python -m recur --threads {threads} signature-dl {params.model_dir:q}"
-        " --scores {input.scores:q} --out {output.predictions:q}"
+        " --scores {input.scores:q} --clinical {params.clinical:q}"
+        " --recalibration {output.recalibration:q} --out {output.predictions:q}"
         " --figure {output.figure:q} > {log:q} 2>&1"
 
 
@@ -182,6 +190,7 @@ rule crossfit_dl:
             fold=DL_FOLDS[1:],
             allow_missing=True,
         ),
+        recalibration=rules.signature_dl.output.recalibration,
     output:
         f"{RESULTS}/predictions/oof/{{model}}.csv",
     log:
@@ -203,7 +212,8 @@ rule crossfit_dl:
         ),
     shell:
         "python -m recur --threads {threads} crossfit-dl --full {params.full:q}"
-        " --folds {params.folds} --out {output:q} > {log:q} 2>&1"
+        " --folds {params.folds} --recalibration {input.recalibration:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule gradcam:

@@ -28,6 +28,8 @@ def test_table_columns():
     assert len(c.CLINICAL_FEATURES) == 5
     assert c.SPLIT_COLUMNS[0] == c.SCORE_COLUMNS[0] == "patient_id"
     assert set(c.SCORE_COLUMNS) - set(c.SPLIT_COLUMNS) == {"score"}
+    assert c.DL_SCORE_COLUMNS[:-1] == c.SCORE_COLUMNS
+    assert c.DL_SCORE_COLUMNS[-1] == "raw_score"
     assert c.SPLITS == ("train", "tune", "test")
     assert c.ER_HORIZON_MONTHS == 24.0
 

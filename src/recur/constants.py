@@ -58,11 +58,17 @@ CLINICAL_FEATURES: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "tune", "test")
 #: Columns of ``split.csv``: one row per patient.
 SPLIT_COLUMNS: tuple[str, ...] = ("patient_id", "site", "cohort", "split")
-#: Columns of the workflow's score table of one model (``predictions/<model>.csv``, its
-#: out-of-fold ``predictions/oof/<model>.csv`` and a training job's ``scores.csv``): one row
-#: per patient. ``recur predict``'s wide ``predictions.csv`` is another table
+#: Columns of the workflow's score table of one model (``predictions/<model>.csv`` of the
+#: tabular and margin models, a training job's ``scores.csv``): one row per patient.
+#: ``recur predict``'s wide ``predictions.csv`` is another table
 #: (:data:`recur.deploy.predict.PREDICT_OUTPUT_COLUMNS`).
 SCORE_COLUMNS: tuple[str, ...] = ("patient_id", "cohort", "split", "score")
+#: Columns of a deep-learning model's prediction tables (``predictions/<model>.csv`` and the
+#: out-of-fold ``predictions/oof/<model>.csv`` of Pre and PrePost): ``score`` is the
+#: probability recalibrated on the tuning split (:mod:`recur.evaluate.recalibration`), which
+#: the evaluation and ``recur predict`` report; ``raw_score`` the network's output, which the
+#: stacking models (DL_Clinical, DL_Clinical_Margin, the Cox models) take as the signature.
+DL_SCORE_COLUMNS: tuple[str, ...] = (*SCORE_COLUMNS, "raw_score")
 
 #: File names of the cohort tables the synthetic generator writes (a user's cohort names its
 #: own: config ``cohort.clinical``, ``cohort.series``, ``cohort.rois``).

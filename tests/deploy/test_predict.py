@@ -18,6 +18,7 @@ from recur.constants import MODELS
 from recur.deploy import bundle as rb
 from recur.deploy import predict as rp
 from recur.errors import RecurError
+from recur.evaluate.recalibration import Recalibration, recalibrate_table, write_recalibration
 from recur.io import sha256
 from recur.margin.settings import CrossTimeSettings
 from recur.preprocess.settings import CropSettings, RegistrationSettings
@@ -41,13 +42,24 @@ def _settings(cfg: dict | None = None) -> dict:
     }
 
 
+#: The stand-in recalibrations of :func:`_fake_sources`.
+FAKE_RECALIBRATION = {
+    "Pre": Recalibration(0.0, 1.0, "identity", 6, 0, "all of one class"),
+    "PrePost": Recalibration(-1.25, 0.8, "logistic", 6, 3),
+}
+
+
 def _fake_sources(root: Path) -> dict:
-    """Stand-in model files (bytes only: the bundle copies and hashes, never reads them)."""
+    """Stand-in model files (bytes only: the bundle copies and hashes, never reads them) and
+    recalibrations (read: they must be valid)."""
+    recal = {}
     for m in ("Pre", "PrePost"):
         d = root / m
         d.mkdir(parents=True)
         (d / "weights.pt").write_bytes(bytes(range(256)) * 4)
         (d / "model.json").write_text(json.dumps({"model": m}))
+        recal[m] = root / f"{m}_recalibration.json"
+        write_recalibration(recal[m], FAKE_RECALIBRATION[m], m)
     tab = {}
     for m in ("Clinical", "DL_Clinical"):
         (root / f"{m}.skops").write_bytes(b"skops" + m.encode())
@@ -65,6 +77,7 @@ def _fake_sources(root: Path) -> dict:
     ).to_csv(root / "cutoffs.csv", index=False)
     return {
         "dl_models": {"Pre": root / "Pre", "PrePost": root / "PrePost"},
+        "recalibrations": recal,
         "tabular_models": tab,
         "choice": root / "choice.json",
         "cutoffs": root / "cutoffs.csv",
@@ -94,6 +107,8 @@ def test_write_bundle_lists_every_file_with_its_sha256(toy_bundle: Path) -> None
     b = rb.load_bundle(toy_bundle)
     assert b.signature == "PrePost"
     assert b.cutoffs == {"Pre": 0.5, "PrePost": 0.25, "Clinical": 0.4, "DL_Clinical": 0.6}
+    assert manifest["bundle_format"] == rb.BUNDLE_FORMAT == 2
+    assert b.recalibrations == FAKE_RECALIBRATION
 
 
 @pytest.mark.parametrize(
@@ -102,6 +117,10 @@ def test_write_bundle_lists_every_file_with_its_sha256(toy_bundle: Path) -> None
         (lambda b: _flip(b / "models/PrePost/weights.pt"), "models/PrePost/weights.pt"),
         (lambda b: (b / "settings.json").write_text("{}"), "settings.json"),
         (lambda b: (b / "models/Pre/model.json").unlink(), "models/Pre/model.json is missing"),
+        (
+            lambda b: (b / "models/PrePost/recalibration.json").write_text("{}"),
+            "models/PrePost/recalibration.json",
+        ),
         (lambda b: (b / "notes.txt").write_text("x"), "notes.txt is not in manifest.json"),
         (lambda b: (b / "manifest.json").unlink(), "manifest.json not found"),
         (lambda b: (b / "manifest.json").write_text("{"), "manifest.json cannot be read"),
@@ -154,6 +173,40 @@ def test_bundle_settings_rebuild_the_workflow_settings(tmp_path: Path) -> None:
     with pytest.raises(RecurError, match="margin"):
         b.cross_time_settings()
     assert b.convert_settings().min_slices == cfg["convert"]["min_slices"]
+
+
+def test_predict_recalibrates_as_the_workflow(toy_bundle: Path, tmp_path: Path) -> None:
+    """The probabilities `recur predict` reports for Pre and PrePost are the workflow's
+    ``score``: the bundle's recalibration.json applied to the network's output, the same
+    function and parameters as recalibrate_table (signature-dl)."""
+    b = rb.load_bundle(toy_bundle)
+    raw = np.array([0.02, 0.3, 0.5, 0.77, 0.999])
+    table = pd.DataFrame(
+        {"patient_id": list("ABCDE"), "cohort": "test", "split": "test", "score": raw}
+    )
+    got = rp.recalibrated_scores(b, {"Pre": raw, "PrePost": raw})
+    for m in ("Pre", "PrePost"):
+        want = recalibrate_table(table, FAKE_RECALIBRATION[m])
+        np.testing.assert_array_equal(got[m], want["score"])
+        np.testing.assert_array_equal(want["raw_score"], raw)
+    np.testing.assert_array_equal(got["Pre"], raw)  # the identity keeps the output
+    logit = np.log(raw / (1 - raw))
+    np.testing.assert_allclose(got["PrePost"], 1 / (1 + np.exp(1.25 - 0.8 * logit)))
+    # a format 1 bundle (written before the recalibration) reads as the identity
+    manifest = json.loads((toy_bundle / "manifest.json").read_text())
+    for m in ("Pre", "PrePost"):
+        (toy_bundle / f"models/{m}/recalibration.json").unlink()
+        del manifest["files"][f"models/{m}/recalibration.json"]
+    manifest["bundle_format"] = 1
+    (toy_bundle / "manifest.json").write_text(json.dumps(manifest))
+    old = rb.load_bundle(toy_bundle)
+    assert {r.method for r in old.recalibrations.values()} == {"identity"}
+    got = rp.recalibrated_scores(old, {"Pre": raw, "PrePost": raw})
+    np.testing.assert_array_equal(got["PrePost"], raw)
+    manifest["bundle_format"] = 2
+    (toy_bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RecurError, match=r"does not list models/Pre/recalibration\.json"):
+        rb.load_bundle(toy_bundle)
 
 
 # --------------------------------------------------------------------------- predict units

@@ -389,3 +389,13 @@ def test_read_predictions_checks_columns(tmp_path):
     p.write_text("patient_id,cohort,split,score\na,train,train,\n")
     with pytest.raises(RecurError, match="patient a"):
         readers.read_predictions(p, "M")
+    # a DL model's table: the recalibrated score and the network's raw_score
+    p.write_text("patient_id,cohort,split,score,raw_score\na,train,train,0.2,0.6\n")
+    df = readers.read_predictions(p, "M")
+    assert (df.loc[0, "score"], df.loc[0, "raw_score"]) == (0.2, 0.6)
+    p.write_text("patient_id,cohort,split,score,raw_score\na,train,train,0.2,x\n")
+    with pytest.raises(RecurError, match="non-numeric raw_score"):
+        readers.read_predictions(p, "M")
+    p.write_text("patient_id,cohort,split,raw_score,score\na,train,train,0.6,0.2\n")
+    with pytest.raises(RecurError, match="columns"):
+        readers.read_predictions(p, "M")

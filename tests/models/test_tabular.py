@@ -111,6 +111,25 @@ def test_crossfit_uses_oof_for_train_and_full_elsewhere():
         tabular.signature_values(full["PrePost"], oof.iloc[1:], split, "crossfit")
 
 
+def test_signature_is_the_network_output_not_the_recalibrated_score():
+    """A DL prediction table's signature is its raw_score; the out-of-fold table must carry
+    the same columns."""
+    clinical, split, full = _cohort()
+    raw = full["PrePost"]
+    table = raw.assign(raw_score=raw["score"], score=0.2 + 0.1 * raw["score"])
+    oof = table.assign(raw_score=0.123)
+    raw_oof = raw.assign(score=0.123)
+    for stacking in ("crossfit", "in_sample"):
+        sig = tabular.signature_values(table, oof, split, stacking)
+        want = tabular.signature_values(raw, raw_oof, split, stacking)
+        pd.testing.assert_series_equal(sig, want)
+    assert tabular.tune_auc(table, clinical) == tabular.tune_auc(raw, clinical)
+    cf = tabular.signature_values(table, oof, split, "crossfit")
+    assert (cf[(split["split"] == "train").to_numpy()] == 0.123).all()
+    with pytest.raises(RecurError, match="raw_score in one of them only"):
+        tabular.signature_values(table, raw, split, "crossfit")
+
+
 def test_dl_signature_reads_chooses_and_stacks_by_hand(tmp_path):
     """Six patients: on the three tuning patients (C with ER; D, E without) Pre ranks C
     above E only (AUC 0.5), PrePost above both (AUC 1): PrePost's signature is chosen. With

@@ -17,8 +17,9 @@ from monai.data import get_track_meta
 from recur.cli.main import main
 from recur.cohort.split import make_split, read_outcome, write_split
 from recur.config import defaults
-from recur.constants import SCORE_COLUMNS
+from recur.constants import DL_SCORE_COLUMNS, SCORE_COLUMNS
 from recur.errors import RecurError
+from recur.evaluate.recalibration import fit_on_tune, read_recalibration
 from recur.models.crossfit import crossfit_table, job_patients
 from recur.models.data import Augmentation, make_dataset, make_items, plain_tensors
 from recur.models.jobs import load_model, read_aux_targets, read_offset_covariates
@@ -435,20 +436,29 @@ def test_fold_jobs_and_signature_cli(toy, tmp_path):
     for k in ("0", "1"):
         s = _train_cli(toy, tmp_path / k, fold=k, epochs=1)
         assert (s["split"] == "train").all()
-    oof = tmp_path / "oof.csv"
-    cmd = ["crossfit-dl", "--full", str(full)]
-    cmd += ["--folds", str(tmp_path / "0"), str(tmp_path / "1"), "--out", str(oof)]
-    assert main(cmd) == 0
     pred, fig = tmp_path / "pred.csv", tmp_path / "curve.png"
-    cmd = ["signature-dl", str(full), "--out", str(pred), "--figure", str(fig)]
+    recal = tmp_path / "recalibration.json"
+    cmd = ["signature-dl", str(full), "--clinical", str(toy["clinical"])]
+    cmd += ["--recalibration", str(recal), "--out", str(pred), "--figure", str(fig)]
+    assert main(cmd) == 0
+    oof = tmp_path / "oof.csv"
+    cmd = ["crossfit-dl", "--full", str(full), "--recalibration", str(recal)]
+    cmd += ["--folds", str(tmp_path / "0"), str(tmp_path / "1"), "--out", str(oof)]
     assert main(cmd) == 0
     pred_df = pd.read_csv(pred, dtype={"patient_id": str})
     oof_df = pd.read_csv(oof, dtype={"patient_id": str})
-    assert list(pred_df.columns) == list(oof_df.columns) == list(SCORE_COLUMNS)
+    assert list(pred_df.columns) == list(oof_df.columns) == list(DL_SCORE_COLUMNS)
     assert fig.read_bytes()[:4] == b"\x89PNG"
+    # the network's output as it scored the patients; score its recalibration on the tune split
+    scores = pd.read_csv(full / "scores.csv", dtype={"patient_id": str})
+    np.testing.assert_allclose(pred_df["raw_score"], scores["score"])
+    rec = fit_on_tune(scores, read_outcome(toy["clinical"]))
+    assert read_recalibration(recal) == rec
+    for df in (pred_df, oof_df):
+        np.testing.assert_allclose(df["score"], rec.apply(df["raw_score"]), rtol=1e-6)
     same = oof_df["split"] != "train"
-    np.testing.assert_allclose(oof_df.loc[same, "score"], pred_df.loc[same, "score"])
-    assert not np.allclose(oof_df.loc[~same, "score"], pred_df.loc[~same, "score"])
+    np.testing.assert_allclose(oof_df.loc[same, "raw_score"], pred_df.loc[same, "raw_score"])
+    assert not np.allclose(oof_df.loc[~same, "raw_score"], pred_df.loc[~same, "raw_score"])
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recur.constants import MODELS, SCORE_COLUMNS
+from recur.constants import DL_MODELS, DL_SCORE_COLUMNS, MODELS, SCORE_COLUMNS
 
 from ..conftest import REPO, run_snakemake
 
@@ -34,9 +34,31 @@ def test_every_model_scores_every_patient(study: Path):
     assert set(split["split"]) == {"train", "tune", "test"}
     for model in MODELS:
         pred = pd.read_csv(study / f"results/predictions/{model}.csv")
-        assert list(pred.columns) == list(SCORE_COLUMNS)
+        columns = DL_SCORE_COLUMNS if model in DL_MODELS else SCORE_COLUMNS
+        assert list(pred.columns) == list(columns)
         assert sorted(pred["patient_id"]) == sorted(patients["patient_id"])
         assert pred["score"].between(0, 1).all(), model
+
+
+def test_dl_scores_are_the_stored_recalibration_of_the_network_output(study: Path):
+    """predictions/{Pre,PrePost}.csv and their out-of-fold tables: score is the map in
+    models/<model>/recalibration.json applied to raw_score (ranks kept); the bundle holds
+    the same file."""
+    from recur.evaluate.recalibration import read_recalibration
+
+    for model in DL_MODELS:
+        path = study / f"results/models/{model}/recalibration.json"
+        rec = read_recalibration(path)
+        bundled = study / f"results/bundle/models/{model}/recalibration.json"
+        assert bundled.read_bytes() == path.read_bytes()
+        for table in (f"predictions/{model}.csv", f"predictions/oof/{model}.csv"):
+            pred = pd.read_csv(study / "results" / table)
+            assert list(pred.columns) == list(DL_SCORE_COLUMNS)
+            np.testing.assert_allclose(
+                pred["score"], rec.apply(pred["raw_score"]), rtol=1e-6, atol=1e-9
+            )
+            ordered = pred.sort_values("raw_score")["score"].to_numpy()
+            assert (np.diff(ordered) >= 0).all(), table  # an increasing map
 
 
 def test_both_tabular_estimators_run(study: Path):

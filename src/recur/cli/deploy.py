@@ -42,6 +42,7 @@ def _cmd_bundle(a: argparse.Namespace) -> None:
     manifest = bundle.write_bundle(
         a.out,
         dl_models={"Pre": a.pre, "PrePost": a.prepost},
+        recalibrations={"Pre": a.pre_recalibration, "PrePost": a.prepost_recalibration},
         tabular_models={
             "Clinical": (a.clinical_model, a.clinical_manifest),
             "DL_Clinical": (a.dl_clinical_model, a.dl_clinical_manifest),
@@ -76,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bundle", help="assemble the portable model bundle (results/bundle)")
     p.add_argument("--pre", required=True, help="folder of the full Pre model")
     p.add_argument("--prepost", required=True, help="folder of the full PrePost model")
+    p.add_argument("--pre-recalibration", required=True, help="Pre recalibration.json")
+    p.add_argument("--prepost-recalibration", required=True, help="PrePost recalibration.json")
     p.add_argument("--clinical-model", required=True, help="Clinical model.skops")
     p.add_argument("--clinical-manifest", required=True, help="Clinical manifest.json")
     p.add_argument("--dl-clinical-model", required=True, help="DL_Clinical model.skops")

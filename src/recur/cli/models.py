@@ -33,11 +33,35 @@ def _cmd_train_dl(a: argparse.Namespace) -> None:
     )
 
 
+def _log_recalibration(model: str, rec) -> None:
+    if rec.method == "logistic":
+        log.info(
+            "%s: recalibrated on %d tuning patients (%d ER): logit(p) = %.4f + %.4f logit(score)",
+            model,
+            rec.n,
+            rec.n_events,
+            rec.intercept,
+            rec.slope,
+        )
+    else:
+        log.warning(
+            "%s: recalibration on %d tuning patients (%d ER): %s (intercept %.4f, slope %.4f)",
+            model,
+            rec.n,
+            rec.n_events,
+            rec.note,
+            rec.intercept,
+            rec.slope,
+        )
+
+
 def _cmd_signature_dl(a: argparse.Namespace) -> None:
     import json
 
     import pandas as pd
 
+    from recur.cohort.split import read_outcome
+    from recur.evaluate import recalibration
     from recur.io import atomic_path
     from recur.models import crossfit, jobs
 
@@ -45,10 +69,15 @@ def _cmd_signature_dl(a: argparse.Namespace) -> None:
     scores = Path(a.scores) if a.scores else model_dir / "scores.csv"
     table = crossfit.signature_table(pd.read_csv(scores, dtype={"patient_id": str}))
     meta = json.loads((model_dir / "model.json").read_text())
+    rec = recalibration.fit_on_tune(table, read_outcome(a.clinical))
+    _log_recalibration(meta["model"], rec)
     train_log = pd.read_csv(model_dir / "training_log.csv")
     jobs.plot_training(train_log, meta["model"], a.figure, meta.get("selected_epoch"))
+    recalibration.write_recalibration(a.recalibration, rec, meta["model"])
     with atomic_path(a.out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.8g")
+        recalibration.recalibrate_table(table, rec).to_csv(
+            tmp, index=False, float_format=recalibration.FLOAT_FORMAT
+        )
 
 
 def _cmd_ensemble_dl(a: argparse.Namespace) -> None:
@@ -63,6 +92,7 @@ def _cmd_ensemble_dl(a: argparse.Namespace) -> None:
 def _cmd_crossfit_dl(a: argparse.Namespace) -> None:
     import pandas as pd
 
+    from recur.evaluate import recalibration
     from recur.io import atomic_path
     from recur.models import crossfit
 
@@ -70,8 +100,11 @@ def _cmd_crossfit_dl(a: argparse.Namespace) -> None:
         return pd.read_csv(Path(d) / "scores.csv", dtype={"patient_id": str})
 
     table = crossfit.crossfit_table(read(a.full), [read(d) for d in a.folds])
+    rec = recalibration.read_recalibration(a.recalibration)
     with atomic_path(a.out) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.8g")
+        recalibration.recalibrate_table(table, rec).to_csv(
+            tmp, index=False, float_format=recalibration.FLOAT_FORMAT
+        )
 
 
 def _cmd_gradcam(a: argparse.Namespace) -> None:
@@ -194,6 +227,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("signature-dl", help="signature CSV + training curve of a full model")
     p.add_argument("model_dir", help="output folder of train-dl --fold full")
+    p.add_argument("--clinical", required=True, help="clinical.csv (er of the tune split)")
+    p.add_argument(
+        "--recalibration", required=True, help="models/{model}/recalibration.json to write"
+    )
     p.add_argument("--out", required=True, help="predictions/{model}.csv")
     p.add_argument("--figure", required=True, help="training-curve PNG")
     p.add_argument(
@@ -214,6 +251,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("crossfit-dl", help="out-of-fold signature from the fold models")
     p.add_argument("--full", required=True, help="output folder of the full model")
     p.add_argument("--folds", required=True, nargs="+", help="output folders of the folds")
+    p.add_argument(
+        "--recalibration", required=True, help="models/{model}/recalibration.json (signature-dl)"
+    )
     p.add_argument("--out", required=True, help="predictions/oof/{model}.csv")
     p.set_defaults(func=_cmd_crossfit_dl)
 

@@ -10,7 +10,8 @@ patient data (no ids, no predictions)::
     cutoffs.csv                        Youden cutoff of each model on the tuning split
     models/Pre/{weights.pt,model.json}           Pre signature network (weights only): the
                                                  full + fold models' ensemble, or the full model
-    models/PrePost/{weights.pt,model.json}       PrePost signature network
+    models/Pre/recalibration.json                its logistic recalibration (tuning split)
+    models/PrePost/{weights.pt,model.json,recalibration.json}  PrePost signature network
     models/Clinical/{model.skops,manifest.json}  Clinical ExtraTrees pipeline
     models/DL_Clinical/{model.skops,manifest.json,choice.json}  DL_Clinical + chosen signature
 
@@ -20,6 +21,10 @@ bundle whose manifest does not verify (a changed, missing or extra file) with a
 :class:`~recur.errors.RecurError` naming the file. The manifest is a checksum, not a
 signature: it detects corruption and accidental edits, not a deliberate forgery that also
 rewrites the manifest.
+
+Bundle format 2 added the recalibration of the DL models (``recalibration.json``); a format 1
+bundle has none, and its workflow reported the networks' scores as they are, so it reads as
+the identity map.
 """
 
 from __future__ import annotations
@@ -38,10 +43,13 @@ import pandas as pd
 from recur import __version__
 from recur.constants import DL_MODELS, MODELS, TABULAR_MODELS
 from recur.errors import RecurError
+from recur.evaluate.recalibration import Recalibration, read_recalibration
 from recur.io import sha256
 
 #: Version of the bundle layout (bumped when files move or change meaning).
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2
+#: The first bundle format with the DL models' ``recalibration.json``.
+RECALIBRATION_FORMAT = 2
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
 CUTOFFS = "cutoffs.csv"
@@ -57,11 +65,14 @@ SETTINGS_SECTIONS: tuple[str, ...] = (
 )
 
 
-def required_files() -> list[str]:
-    """Relative paths every bundle holds besides ``manifest.json`` (sorted)."""
+def required_files(bundle_format: int = BUNDLE_FORMAT) -> list[str]:
+    """Relative paths every bundle of ``bundle_format`` holds besides ``manifest.json``
+    (sorted)."""
     files = [SETTINGS, CUTOFFS]
     for m in DL_MODELS:
         files += [f"models/{m}/weights.pt", f"models/{m}/model.json"]
+        if bundle_format >= RECALIBRATION_FORMAT:
+            files.append(f"models/{m}/recalibration.json")
     for m in TABULAR_MODELS:
         files += [f"models/{m}/model.skops", f"models/{m}/manifest.json"]
     files.append("models/DL_Clinical/choice.json")
@@ -92,6 +103,7 @@ def write_bundle(
     outdir: str | Path,
     *,
     dl_models: Mapping[str, str | Path],
+    recalibrations: Mapping[str, str | Path],
     tabular_models: Mapping[str, tuple[str | Path, str | Path]],
     choice: str | Path,
     cutoffs: str | Path,
@@ -101,6 +113,7 @@ def write_bundle(
 
     ``dl_models[m]`` is the folder of the signature network of ``m`` (``weights.pt``,
     ``model.json``; the ensemble or the full model, ``train.signature``),
+    ``recalibrations[m]`` its ``recalibration.json`` (checked by reading it),
     ``tabular_models[m]`` the ``(model.skops, manifest.json)`` pair, ``choice`` the
     DL_Clinical ``choice.json``, ``cutoffs`` the cutoffs table, ``settings`` the sections of
     :data:`SETTINGS_SECTIONS`. Returns the manifest written.
@@ -114,6 +127,10 @@ def write_bundle(
             raise RecurError(f"bundle: the {m} model folder is missing")
         for name in ("weights.pt", "model.json"):
             sources[f"models/{m}/{name}"] = Path(dl_models[m]) / name
+        if m not in recalibrations:
+            raise RecurError(f"bundle: the {m} recalibration is missing")
+        read_recalibration(recalibrations[m])
+        sources[f"models/{m}/recalibration.json"] = Path(recalibrations[m])
     for m in TABULAR_MODELS:
         if m not in tabular_models:
             raise RecurError(f"bundle: the {m} model files are missing")
@@ -180,12 +197,13 @@ def verify_manifest(bundle_dir: str | Path) -> dict[str, Any]:
         raise RecurError(f"bundle {root}: {MANIFEST} not found") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RecurError(f"bundle {root}: {MANIFEST} cannot be read ({exc})") from None
-    if int(manifest.get("bundle_format", 0)) > BUNDLE_FORMAT:
+    fmt = bundle_format(manifest)
+    if fmt > BUNDLE_FORMAT:
         raise RecurError(
             f"bundle {root}: format {manifest.get('bundle_format')} is newer than this recur "
             f"({__version__}) reads (format {BUNDLE_FORMAT})"
         )
-    missing = sorted(set(required_files()) - set(files))
+    missing = sorted(set(required_files(fmt)) - set(files))
     if missing:
         raise RecurError(f"bundle {root}: {MANIFEST} does not list {', '.join(missing)}")
     present = {
@@ -206,15 +224,26 @@ def verify_manifest(bundle_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def bundle_format(manifest: Mapping[str, Any]) -> int:
+    """The layout version a manifest records (0 when it records none)."""
+    try:
+        return int(manifest.get("bundle_format", 0))
+    except (TypeError, ValueError):
+        raise RecurError(f"{MANIFEST}: bundle_format {manifest.get('bundle_format')!r}") from None
+
+
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle: its folder, manifest, settings, cutoffs and chosen signature."""
+    """A verified bundle: its folder, manifest, settings, cutoffs, chosen signature and the
+    DL models' recalibration."""
 
     root: Path
     manifest: dict[str, Any]
     settings: dict[str, Any]
     cutoffs: dict[str, float]
     signature: str
+    #: ``{DL model: its recalibration}`` (the identity in a format 1 bundle)
+    recalibrations: dict[str, Recalibration]
 
     def dl_model_dir(self, model: str) -> Path:
         """Folder of the Pre or PrePost network (``weights.pt``, ``model.json``)."""
@@ -285,4 +314,9 @@ def load_bundle(bundle_dir: str | Path) -> Bundle:
     if signature not in DL_MODELS:
         raise RecurError(f"bundle {root}: choice.json names signature {signature!r}")
     cutoffs = check_cutoffs(pd.read_csv(root / CUTOFFS), f"bundle {root}: {CUTOFFS}")
-    return Bundle(root, manifest, settings, cutoffs, signature)
+    if bundle_format(manifest) >= RECALIBRATION_FORMAT:
+        recal = {m: read_recalibration(root / f"models/{m}/recalibration.json") for m in DL_MODELS}
+    else:
+        note = f"bundle format {bundle_format(manifest)}: no recalibration, scores as given"
+        recal = {m: Recalibration.identity(note) for m in DL_MODELS}
+    return Bundle(root, manifest, settings, cutoffs, signature, recal)

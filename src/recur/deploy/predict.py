@@ -10,9 +10,12 @@ gets the score the workflow would have given it:
 2. :func:`recur.preprocess.masks.check_mask_file` (ROI mask against its DP series);
 3. :func:`recur.preprocess.register.register_timepoint_dir` (PS/AP/PVP onto DP);
 4. :func:`recur.preprocess.crop_files.crop_patient_files` (3-slice crops + QC montage);
-5. :func:`recur.models.jobs.load_model` + :func:`recur.models.train.predict_logits` (Pre, PrePost);
+5. :func:`recur.models.jobs.load_model` + :func:`recur.models.train.predict_logits` (Pre, PrePost),
+   then the bundle's recalibration of each
+   (:func:`recur.evaluate.recalibration.apply_recalibration`: the workflow's ``score``);
 6. :func:`recur.models.tabular.load_model` + :func:`recur.models.tabular.predict_scores` (Clinical,
-   DL_Clinical with the bundle's chosen signature, as for the workflow's test patients);
+   DL_Clinical with the bundle's chosen signature, the network's output as for the workflow's
+   test patients);
 7. :func:`recur.evaluate.tables.risk_groups` at the bundle's Youden cutoffs;
 8. :func:`recur.models.gradcam.explain_patient` (PrePost Grad-CAM) and a one-page HTML summary.
 
@@ -273,16 +276,17 @@ def load_tabular_models(bundle: Bundle) -> dict:
     return out
 
 
-def dl_scores(
+def dl_network_scores(
     bundle: Bundle,
     patients: Sequence[str],
     crops_dir: Path,
     device: str = "cpu",
     models: dict | None = None,
 ) -> dict[str, np.ndarray]:
-    """Pre and PrePost ER probabilities of ``patients`` (crop files ``crops_dir/{id}.npz``),
-    as the workflow scores them (:func:`recur.models.train.predict_logits`, evaluation
-    transform)."""
+    """The Pre and PrePost networks' outputs for ``patients`` (crop files
+    ``crops_dir/{id}.npz``), as the workflow scores them (:func:`recur.models.train.predict_logits`,
+    evaluation transform): the ``raw_score`` of its prediction tables, and the signature
+    DL_Clinical takes."""
     from recur.models import train
     from recur.models.data import make_dataset, make_items
 
@@ -298,22 +302,43 @@ def dl_scores(
     return out
 
 
+def recalibrated_scores(bundle: Bundle, network: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Pre and PrePost ER probabilities from the networks' outputs (:func:`dl_network_scores`)
+    with the bundle's recalibration: the workflow's ``score``."""
+    return {m: bundle.recalibrations[m].apply(network[m]) for m in DL_MODELS}
+
+
+def dl_scores(
+    bundle: Bundle,
+    patients: Sequence[str],
+    crops_dir: Path,
+    device: str = "cpu",
+    models: dict | None = None,
+) -> dict[str, np.ndarray]:
+    """Pre and PrePost ER probabilities of ``patients`` as the workflow reports them: the
+    networks' outputs (:func:`dl_network_scores`), recalibrated (:func:`recalibrated_scores`)."""
+    return recalibrated_scores(
+        bundle, dl_network_scores(bundle, patients, crops_dir, device, models)
+    )
+
+
 def tabular_scores(
     bundle: Bundle,
     clinical: pd.DataFrame,
-    signatures: dict[str, np.ndarray],
+    network: dict[str, np.ndarray],
     models: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Clinical and DL_Clinical ER probabilities of the rows of ``clinical``.
 
-    DL_Clinical reads the bundle's chosen signature (the signature network's score, as the workflow
-    gives its tuning and test patients).
+    DL_Clinical reads the bundle's chosen signature from ``network``, the networks' outputs
+    (:func:`dl_network_scores`, not the recalibrated scores), as the workflow gives its tuning
+    and test patients.
     """
     from recur.models import tabular
 
     models = models or load_tabular_models(bundle)
     data = clinical.reset_index(drop=True).copy()
-    data[f"{bundle.signature}_signature"] = np.asarray(signatures[bundle.signature], dtype=float)
+    data[f"{bundle.signature}_signature"] = np.asarray(network[bundle.signature], dtype=float)
     return {m: tabular.predict_scores(model, data, feats) for m, (model, feats) in models.items()}
 
 
@@ -500,9 +525,10 @@ def predict(
         executor.shutdown()
 
     progress.step("Pre and PrePost networks")
-    scores: dict[str, np.ndarray] = dict(dl_scores(bundle, ids, crops_dir, device, dl_models))
+    network = dl_network_scores(bundle, ids, crops_dir, device, dl_models)
+    scores = recalibrated_scores(bundle, network)
     progress.step("Clinical and DL_Clinical models")
-    scores.update(tabular_scores(bundle, inputs.clinical, scores, tab_models))
+    scores.update(tabular_scores(bundle, inputs.clinical, network, tab_models))
     table = predictions_table(ids, scores, bundle.cutoffs)
 
     info = {

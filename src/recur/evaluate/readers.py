@@ -13,32 +13,37 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from recur.constants import SCORE_COLUMNS, SPLIT_COLUMNS
+from recur.constants import DL_SCORE_COLUMNS, SCORE_COLUMNS, SPLIT_COLUMNS
 from recur.errors import RecurError
 
 
 def read_predictions(path: object, model: str) -> pd.DataFrame:
-    """Read ``predictions/<model>.csv`` (columns exactly :data:`recur.constants.SCORE_COLUMNS`:
-    patient_id, cohort, split, score)."""
+    """Read ``predictions/<model>.csv``: columns exactly :data:`recur.constants.SCORE_COLUMNS`
+    (patient_id, cohort, split, score) or, for a deep-learning model,
+    :data:`recur.constants.DL_SCORE_COLUMNS` (the same and raw_score). ``score`` is the
+    probability every evaluation reads."""
     from pathlib import Path
 
     p = Path(str(path))
     if not p.is_file():
         raise RecurError(f"model {model}: predictions file not found: {p}")
     df = pd.read_csv(p, dtype={"patient_id": str, "cohort": str, "split": str})
-    expected = list(SCORE_COLUMNS)
-    if list(df.columns) != expected:
-        raise RecurError(f"{p.name} ({model}): columns {list(df.columns)}; expected {expected}")
+    if list(df.columns) not in (list(SCORE_COLUMNS), list(DL_SCORE_COLUMNS)):
+        raise RecurError(
+            f"{p.name} ({model}): columns {list(df.columns)}; expected {list(SCORE_COLUMNS)} "
+            f"or {list(DL_SCORE_COLUMNS)}"
+        )
     if df["patient_id"].duplicated().any():
         dup = df.loc[df["patient_id"].duplicated(), "patient_id"].iloc[0]
         raise RecurError(f"{p.name} ({model}): patient {dup} is listed more than once")
-    bad = ~np.isfinite(pd.to_numeric(df["score"], errors="coerce"))
-    if bad.any():
-        raise RecurError(
-            f"{p.name} ({model}): patient {df.loc[bad, 'patient_id'].iloc[0]} has a "
-            "missing or non-numeric score"
-        )
-    df["score"] = df["score"].astype(float)
+    for col in [c for c in ("score", "raw_score") if c in df.columns]:
+        bad = ~np.isfinite(pd.to_numeric(df[col], errors="coerce"))
+        if bad.any():
+            raise RecurError(
+                f"{p.name} ({model}): patient {df.loc[bad, 'patient_id'].iloc[0]} has a "
+                f"missing or non-numeric {col}"
+            )
+        df[col] = df[col].astype(float)
     return df
 
 

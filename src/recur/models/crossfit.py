@@ -6,8 +6,9 @@ One training job trains one model on one set of patients (:func:`job_patients`):
 * fold ``k`` (0..K-1): the ``train`` split without cross-fitting fold ``k``; it scores the
   patients of fold ``k`` only (they are out-of-fold for it).
 
-:func:`signature_table` and :func:`crossfit_table` assemble the prediction CSVs
-(:data:`recur.constants.SCORE_COLUMNS`) from the jobs' scores.
+:func:`signature_table` and :func:`crossfit_table` assemble the networks' score tables
+(:data:`recur.constants.SCORE_COLUMNS`) from the jobs' scores; the prediction CSVs add the
+recalibrated probability to them (:func:`recur.evaluate.recalibration.recalibrate_table`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def job_patients(
 
 
 def signature_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """The signature CSV of a full model: exactly ``patient_id, cohort, split, score``."""
+    """The score table of a full model: exactly ``patient_id, cohort, split, score``."""
     missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
     if missing:
         raise RecurError(f"scores table: missing column(s) {', '.join(missing)}")

@@ -4,8 +4,9 @@ regression on tabular predictors.
 * **Clinical**: the paper's five clinical predictors
   (:data:`recur.constants.CLINICAL_FEATURES`) inside a ``Pipeline`` whose ``SimpleImputer``
   handles missing values; the whole pipeline is fitted on the train split only.
-* **DL_Clinical**: the same on the five predictors plus the signature (predicted ER
-  probability) of the deep-learning model with the higher tuning AUC (Pre or PrePost).
+* **DL_Clinical**: the same on the five predictors plus the signature (the network's
+  output, ``raw_score`` of the DL prediction tables, not the recalibrated ``score``) of the
+  deep-learning model with the higher tuning AUC (Pre or PrePost).
   Stacking: ``in_sample`` (the paper's: the full model's signature everywhere) or
   ``crossfit`` (training patients carry their out-of-fold signature).
 
@@ -55,6 +56,11 @@ LOG_PREDICTORS: tuple[str, ...] = ("afp_ng_ml",)
 DISCRETE_PREDICTORS: tuple[str, ...] = ("tumor_number", "hbv")
 #: Suffix of a DL signature column (a probability; the logistic model takes its log-odds).
 SIGNATURE_SUFFIX = "_signature"
+#: The column of a DL prediction table that is the signature: the network's output. The
+#: recalibrated ``score`` (fitted on the tuning split) is how the evaluation reads the DL
+#: model; a stacking model fits its own map from the network's output on the training
+#: patients, so the tuning outcomes stay out of its fit.
+NETWORK_SCORE = "raw_score"
 #: Probabilities are clipped to [EPS, 1 - EPS] before their log-odds are taken.
 EPS = 1e-6
 #: The penalty grid of the logistic model: ``cs`` values of C, log-spaced over these powers.
@@ -241,12 +247,19 @@ def clinical_model(
     return fit_and_score(_with_split(clinical, split), list(CLINICAL_FEATURES), settings, n_jobs)
 
 
+def network_scores(table: pd.DataFrame) -> pd.Series:
+    """The network's output per row of a DL prediction table: its :data:`NETWORK_SCORE`
+    column, or ``score`` in a table without one (a score table of a training job)."""
+    return table[NETWORK_SCORE if NETWORK_SCORE in table.columns else "score"]
+
+
 def tune_auc(pred: pd.DataFrame, clinical: pd.DataFrame) -> float:
-    """AUC of a prediction table on its tune split."""
-    t = pred[pred["split"] == "tune"].merge(clinical[["patient_id", "er"]], on="patient_id")
+    """AUC of a DL prediction table's network output on its tune split."""
+    t = pred.assign(signature=network_scores(pred))
+    t = t[t["split"] == "tune"].merge(clinical[["patient_id", "er"]], on="patient_id")
     if t.empty:
         raise RecurError("no patient in the tune split: cannot choose the DL signature")
-    return auc(t["er"], t["score"])
+    return auc(t["er"], t["signature"])
 
 
 def choose_signature(
@@ -265,21 +278,27 @@ def choose_signature(
 def signature_values(
     full: pd.DataFrame, oof: pd.DataFrame | None, split: pd.DataFrame, stacking: str
 ) -> pd.Series:
-    """The DL signature of every patient of ``split`` (Series indexed by patient_id).
+    """The DL signature (:func:`network_scores`) of every patient of ``split`` (Series
+    indexed by patient_id).
 
     ``crossfit``: train-split patients take their out-of-fold score from ``oof``; tune and
     test patients the full model's score. ``in_sample``: the full model's score for all.
     """
     if stacking not in STACKING:
         raise RecurError(f"dl_clinical.stacking = {stacking!r}; expected one of {STACKING}")
-    full_s = full.set_index("patient_id")["score"]
+    full_s = pd.Series(network_scores(full).to_numpy(), index=full["patient_id"].to_numpy())
     ids = split["patient_id"]
     out = ids.map(full_s)
     if stacking == "crossfit":
         if oof is None:
             raise RecurError("crossfit stacking needs the out-of-fold predictions")
+        if (NETWORK_SCORE in full.columns) != (NETWORK_SCORE in oof.columns):
+            raise RecurError(
+                f"the full-model and out-of-fold predictions differ in their columns "
+                f"({NETWORK_SCORE} in one of them only)"
+            )
         is_train = (split["split"] == "train").to_numpy()
-        oof_s = oof.set_index("patient_id")["score"]
+        oof_s = pd.Series(network_scores(oof).to_numpy(), index=oof["patient_id"].to_numpy())
         out[is_train] = ids[is_train].map(oof_s)
     if out.isna().any():
         pid = ids[out.isna()].iloc[0]
