@@ -46,7 +46,9 @@ def _cmd_signature_dl(a: argparse.Namespace) -> None:
     table = crossfit.signature_table(pd.read_csv(scores, dtype={"patient_id": str}))
     meta = json.loads((model_dir / "model.json").read_text())
     train_log = pd.read_csv(model_dir / "training_log.csv")
-    jobs.plot_training(train_log, meta["model"], a.figure, meta.get("selected_epoch"))
+    jobs.plot_training(
+        train_log, meta["model"], a.figure, meta.get("selected_epoch"), pdf=a.figure_pdf
+    )
     with atomic_path(a.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.8g")
 
@@ -187,6 +189,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", help="output folder of train-dl --fold full")
     p.add_argument("--out", required=True, help="predictions/{model}.csv")
     p.add_argument("--figure", required=True, help="training-curve PNG")
+    p.add_argument("--figure-pdf", default=None, help="the training curve as PDF too")
     p.add_argument(
         "--scores", default=None, help="scores.csv to publish (default: the model folder's)"
     )

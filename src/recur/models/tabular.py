@@ -41,7 +41,7 @@ from sklearn.linear_model import LogisticRegressionCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
 
-from recur.constants import CLINICAL_FEATURES, DL_MODELS
+from recur.constants import CLINICAL_FEATURES, DL_MODELS, SIGNATURE_SUFFIX
 from recur.errors import RecurError
 from recur.evaluate.metrics import auc
 from recur.io import atomic_path, sha256, write_text_atomic
@@ -53,8 +53,6 @@ ESTIMATORS: tuple[str, ...] = ("extra_trees", "logistic")
 LOG_PREDICTORS: tuple[str, ...] = ("afp_ng_ml",)
 #: Predictors the logistic model takes as they are (binary or counts): never splined.
 DISCRETE_PREDICTORS: tuple[str, ...] = ("tumor_number", "hbv")
-#: Suffix of a DL signature column (a probability; the logistic model takes its log-odds).
-SIGNATURE_SUFFIX = "_signature"
 #: Probabilities are clipped to [EPS, 1 - EPS] before their log-odds are taken.
 EPS = 1e-6
 #: The penalty grid of the logistic model: ``cs`` values of C, log-spaced over these powers.
