@@ -81,13 +81,14 @@ rule margin_figure:
     input:
         f"{MARGIN_DIR}/{{patient}}/surface.npz",
     output:
-        report(
+        png=report(
             f"{RESULTS}/figures/margin/{{patient}}.png",
             caption="../report/margin_patient.rst",
             category=MARGIN_CAT,
             subcategory="Per-patient margins",
             labels={"patient": "{patient}", "figure": "surface margins"},
         ),
+        pdf=f"{RESULTS}/figures/margin/{{patient}}.pdf",
     log:
         f"{LOGS}/margin_figure/{{patient}}.log",
     benchmark:
@@ -100,7 +101,7 @@ rule margin_figure:
         runtime=5,
     shell:
         "python -m recur --threads {threads} margin-figure --patient {wildcards.patient}"
-        " --surface {input:q} --out {output:q} > {log:q} 2>&1"
+        " --surface {input:q} --out {output.png:q} --pdf {output.pdf:q} > {log:q} 2>&1"
 
 
 rule margin_table:
@@ -121,6 +122,7 @@ rule margin_table:
             category=MARGIN_CAT,
             subcategory="Cohort",
         ),
+        figure_pdf=f"{RESULTS}/figures/margin/cohort.pdf",
     log:
         f"{LOGS}/margin_table/margin_table.log",
     benchmark:
@@ -133,7 +135,8 @@ rule margin_table:
         runtime=5,
     shell:
         "python -m recur --threads {threads} margin-table --metrics {input:q}"
-        " --out {output.table:q} --figure {output.figure:q} > {log:q} 2>&1"
+        " --out {output.table:q} --figure {output.figure:q}"
+        " --figure-pdf {output.figure_pdf:q} > {log:q} 2>&1"
 
 
 rule margin_clinical_model:
@@ -206,17 +209,15 @@ rule margin_dl_clinical_model:
 if MARGIN["enabled"]:
     FINAL_TARGETS.extend(
         [
-            rules.margin_table.output.table,
-            rules.margin_table.output.figure,
-            *expand(rules.margin_figure.output[0], patient=MARGIN_FIG_PATIENTS),
+            *rules.margin_table.output,
+            *expand(rules.margin_figure.output, patient=MARGIN_FIG_PATIENTS),
         ]
         if ON_FAILURE != "exclude"
         else [
-            rules.margin_table.output.table,
-            rules.margin_table.output.figure,
+            *rules.margin_table.output,
             # QC-excluded patients are known only after the qc_exclusions checkpoint
             lambda wc: expand(
-                rules.margin_figure.output[0],
+                rules.margin_figure.output,
                 patient=[p for p in included_patients(wc) if p in MARGIN_FIG_PATIENTS],
             ),
         ]

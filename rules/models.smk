@@ -160,6 +160,7 @@ rule signature_dl:
             category="Deep-learning models",
             subcategory="Training curves",
         ),
+        figure_pdf=f"{RESULTS}/figures/training/{{model}}.pdf",
     log:
         f"{LOGS}/signature_dl/{{model}}.log",
     benchmark:
@@ -179,7 +180,7 @@ rule signature_dl:
         "python -m recur --threads {threads} signature-dl {params.model_dir:q}"
         " --scores {input.scores:q} --clinical {params.clinical:q}"
         " --recalibration {output.recalibration:q} --out {output.predictions:q}"
-        " --figure {output.figure:q} > {log:q} 2>&1"
+        " --figure {output.figure:q} --figure-pdf {output.figure_pdf:q} > {log:q} 2>&1"
 
 
 rule crossfit_dl:
@@ -256,5 +257,7 @@ rule gradcam:
 
 FINAL_TARGETS += expand(f"{RESULTS}/predictions/{{model}}.csv", model=DL_MODELS)
 FINAL_TARGETS += expand(f"{RESULTS}/predictions/oof/{{model}}.csv", model=DL_MODELS)
-FINAL_TARGETS += expand(f"{RESULTS}/figures/training/{{model}}.png", model=DL_MODELS)
+FINAL_TARGETS += expand(
+    f"{RESULTS}/figures/training/{{model}}.{{ext}}", model=DL_MODELS, ext=("png", "pdf")
+)
 FINAL_TARGETS.append(rules.gradcam.output[0])

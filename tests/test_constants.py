@@ -41,3 +41,15 @@ def test_the_module_imports_nothing_of_the_package():
     assert [(n.module, [a.name for a in n.names]) for n in imports] == [
         ("__future__", ["annotations"])
     ]
+
+
+def test_variable_labels_name_every_predictor_and_table1_uses_them():
+    from recur.evaluate.table1 import VARIABLES
+    from recur.margin.models import FEATURES
+
+    for name in (*c.CLINICAL_FEATURES, *FEATURES):
+        assert c.variable_label(name) == c.VARIABLE_LABELS[name] != name
+    assert c.variable_label("tp_g_l") == "Total protein (g/L)"
+    assert c.variable_label("PrePost_signature") == "PrePost DL signature"
+    assert c.variable_label("unknown_column") == "unknown_column"
+    assert all(v.label == c.VARIABLE_LABELS[v.column] for v in VARIABLES)

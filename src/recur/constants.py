@@ -54,6 +54,43 @@ CLINICAL_FEATURES: tuple[str, ...] = (
     "tp_g_l",
     "afp_ng_ml",
 )
+#: Labels of the clinical and margin variables in tables and figures (name and unit).
+VARIABLE_LABELS: dict[str, str] = {
+    "age": "Age (y)",
+    "sex": "Gender",
+    "comorbidity": "Comorbidities",
+    "hbv": "HBV",
+    "albi": "ALBI score",
+    "cirrhosis": "Cirrhosis",
+    "tumor_size_cm": "Tumor size (cm)",
+    "tumor_number": "Number of tumors",
+    "tumor_multiple": "No. of tumor",
+    "afp_ng_ml": "AFP (ng/mL)",
+    "alb_g_l": "ALB (g/L)",
+    "tp_g_l": "Total protein (g/L)",
+    "ast_u_l": "AST (U/L)",
+    "alt_u_l": "ALT (U/L)",
+    "tbil_umol_l": "TBIL (μmol/L)",
+    "min_margin_mm": "Minimal ablative margin (mm)",
+    "pct_lt0": "Tumour surface with margin < 0 mm (%)",
+    "pct_lt5": "Tumour surface with margin < 5 mm (%)",
+    "pct_ge5": "Tumour surface with margin ≥ 5 mm (%)",
+}
+#: Suffix of a deep-learning signature's feature name (``PrePost_signature``; a probability,
+#: the logistic model takes its log-odds).
+SIGNATURE_SUFFIX = "_signature"
+
+
+def variable_label(name: str) -> str:
+    """The label of a variable in figures: :data:`VARIABLE_LABELS`, ``<model> DL signature``
+    for a signature feature, else the name itself."""
+    if name in VARIABLE_LABELS:
+        return VARIABLE_LABELS[name]
+    if name.endswith(SIGNATURE_SUFFIX):
+        return f"{name[: -len(SIGNATURE_SUFFIX)]} DL signature"
+    return name
+
+
 #: The values of the ``split`` column, in reporting order.
 SPLITS: tuple[str, ...] = ("train", "tune", "test")
 #: Columns of ``split.csv``: one row per patient.

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from recur.evaluate import figures
+from recur.constants import MODELS_PAPER_ORDER
+from recur.evaluate import figures, metrics
+from recur.figstyle import OKABE_ITO
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +74,111 @@ def test_km_table_counts_and_empty_group(frame, tmp_path):
 
 
 def test_importance_figure(tmp_path):
-    imp = pd.DataFrame({"feature": ["a", "b"], "importance": [0.7, 0.3]})
-    figures.save_figure(figures.importance_figure(imp), tmp_path / "i.png", tmp_path / "i.pdf")
+    imp = pd.DataFrame(
+        {"feature": ["tp_g_l", "PrePost_signature", "other"], "importance": [0.5, 0.3, 0.2]}
+    )
+    fig = figures.importance_figure(imp)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["other", "PrePost DL signature", "Total protein (g/L)"]  # ascending
+    figures.save_figure(fig, tmp_path / "i.png", tmp_path / "i.pdf")
     assert (tmp_path / "i.png").stat().st_size > 1000
     assert b"CreationDate" not in (tmp_path / "i.pdf").read_bytes()
+
+
+def test_model_styles_distinct_and_paper_models_fixed():
+    paper = list(MODELS_PAPER_ORDER)
+    eight = [*paper, "Clinical_Margin", "DL_Clinical_Margin", "M1", "M2"]
+    styles = [figures.model_style(m, eight) for m in eight]
+    pairs = {(s["color"], str(s["linestyle"])) for s in styles}
+    assert len(pairs) == 8
+    assert len({s["color"] for s in styles}) == 8  # eight colours before any repeats
+    assert len({str(s["linestyle"]) for s in styles}) == 8
+    assert set(s["color"] for s in styles) == set(OKABE_ITO.values())
+    # the paper's models keep their style whatever else the figure shows, and in any order
+    fixed = {
+        "Clinical": "#0072B2",
+        "Pre": "#E69F00",
+        "PrePost": "#009E73",
+        "DL_Clinical": "#D55E00",
+    }
+    for models in (paper, paper[::-1], ["M9", *eight[::-1]], ["DL_Clinical"]):
+        for m in set(models) & set(paper):
+            assert figures.model_style(m, models) == figures.model_style(m, paper)
+            assert figures.model_style(m, models)["color"] == fixed[m]
+    # others take the next free slots in the figure's order
+    assert figures.model_style("M1", ["M1"]) == figures.model_style("Clinical_Margin", eight)
+    # beyond eight models colours repeat with another dash pattern: pairs stay distinct
+    many = [f"X{i}" for i in range(40)]
+    pairs = {
+        (s["color"], str(s["linestyle"])) for s in (figures.model_style(m, many) for m in many)
+    }
+    assert len(pairs) == 40
+
+
+def test_roc_legend_gives_auc_and_its_delong_ci(frame):
+    sub = frame[frame["split"] == "test"]
+    fig = figures.roc_figure(sub, ["M1", "M2"], "external")
+    try:
+        texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    finally:
+        plt.close(fig)
+    assert len(texts) == 2
+    assert all(re.fullmatch(r"M\d: AUC [01]\.\d{3} \[[01]\.\d{3}, [01]\.\d{3}\]", t) for t in texts)
+    a, lo, hi = figures.auc_delong_ci(sub["er"], sub["M1"])
+    aucs, cov = metrics.delong_auc_cov(sub["er"], sub["M1"].to_numpy()[None, :])
+    assert a == pytest.approx(aucs[0])
+    assert hi - a == pytest.approx(min(1.96 * np.sqrt(cov[0, 0]), 1 - a), rel=1e-3)
+    assert texts[0] == f"M1: AUC {a:.3f} [{lo:.3f}, {hi:.3f}]"
+    assert 0 <= lo <= a <= hi <= 1
+
+
+def test_km_table_has_hazard_ratios_and_panels_say_the_direction():
+    rng = np.random.default_rng(5)
+    n = 40
+    score = rng.uniform(0, 1, n)
+    time = rng.exponential(30 * np.exp(-1.5 * score))  # a high score recurs sooner
+    censor = rng.uniform(10, 60, n)
+    sub = pd.DataFrame(
+        {
+            "er": (time <= 24).astype(int),
+            "rfs_months": np.minimum(time, censor),
+            "rfs_event": (time <= censor).astype(int),
+            "M1": score,
+            "M3": 1 - score,
+            "M2": rng.uniform(0, 1, n),
+        }
+    )
+    fig, tab = figures.km_figure(
+        sub, ["M1", "M3", "M2"], "training", {"M1": 0.5, "M3": 0.5, "M2": 2.0}
+    )
+    try:
+        titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    finally:
+        plt.close(fig)
+    assert {"hr", "hr_low", "hr_high"} <= set(tab.columns)
+    m1, m3, m2 = (tab.set_index("model").loc[m] for m in ("M1", "M3", "M2"))
+    assert m1["hr_low"] <= m1["hr"] <= m1["hr_high"]
+    assert m1["hr"] > 1  # M1 is informative: its high-risk group recurs more
+    assert m3["hr_low"] <= m3["hr"] <= m3["hr_high"]
+    assert m3["hr"] < 1  # the inverse of M1
+    assert np.isnan([m2["hr"], m2["hr_low"], m2["hr_high"]]).all()  # nobody is high risk
+    # a Cox model on the group indicator alone: lifelines by hand
+    from lifelines import CoxPHFitter
+
+    high = (sub["M1"] >= 0.5).astype(int)
+    cph = CoxPHFitter().fit(
+        pd.DataFrame({"t": sub["rfs_months"], "e": sub["rfs_event"], "h": high}), "t", "e"
+    )
+    assert m1["hr"] == pytest.approx(float(np.exp(cph.params_["h"])))
+    assert m1["hr_low"] == pytest.approx(float(cph.summary.loc["h", "exp(coef) lower 95%"]))
+    assert "high-risk group recurs more" in titles[0]
+    assert f"{m1['hr']:.2f} [{m1['hr_low']:.2f}, {m1['hr_high']:.2f}]" in titles[0]
+    assert "recurs less: the split is inverted" in titles[1]
+    assert "not estimable" in titles[2]
+
+
+def test_hazard_ratio_undefined_without_events_in_a_group():
+    t = np.array([1.0, 2, 3, 4, 5, 6])
+    high = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
+    assert np.isnan(figures.hazard_ratio(t, np.array([1, 1, 0, 0, 0, 0]), high)).all()
+    assert np.isnan(figures.hazard_ratio(t, np.array([1, 0, 1, 1, 0, 1]), np.zeros(6, bool))).all()

@@ -11,6 +11,8 @@ import SimpleITK as sitk
 
 from recur.cli.main import main as cli_main
 from recur.errors import RecurError
+from recur.figstyle import OKABE_ITO
+from recur.margin import plots
 from recur.margin.files import load_surface, register_files
 from recur.margin.masks import region_mask, roi_slices, signed_distance, zone_on_pre
 from recur.margin.metrics import (
@@ -399,6 +401,8 @@ def test_cli_register_metrics_figure_table(tmp_path):
                 str(out / "s.npz"),
                 "--out",
                 str(out / "fig.png"),
+                "--pdf",
+                str(out / "fig.pdf"),
                 "--patient",
                 "P0001",
             ]
@@ -418,6 +422,8 @@ def test_cli_register_metrics_figure_table(tmp_path):
                 str(out / "margin.csv"),
                 "--figure",
                 str(out / "c.png"),
+                "--figure-pdf",
+                str(out / "c.pdf"),
             ]
         )
         == 0
@@ -426,6 +432,10 @@ def test_cli_register_metrics_figure_table(tmp_path):
     assert list(table.columns) == list(TABLE_COLUMNS)
     assert table["patient_id"].tolist() == ["P0001", "P0002"]
     assert (out / "c.png").stat().st_size > 1000
+    for pdf in ("fig.pdf", "c.pdf"):
+        data = (out / pdf).read_bytes()
+        assert data[:5] == b"%PDF-"
+        assert b"CreationDate" not in data
 
 
 def test_cli_errors_name_the_patient_and_file(tmp_path, capsys):
@@ -552,3 +562,9 @@ def test_clinical_margin_model_uses_the_margin():
     assert feats[-2:] == ["Pre_signature", "pct_lt0"]
     with pytest.raises(RecurError, match="needs the DL signature"):
         fit_margin_model("DL_Clinical_Margin", clinical, split, margins, ["pct_lt0"], st)
+
+
+def test_margin_classes_are_colour_blind_safe_and_hatched():
+    assert set(plots.COLOURS.values()) <= set(OKABE_ITO.values())
+    assert len(set(plots.COLOURS.values())) == len(set(plots.HATCHES.values())) == 3
+    assert [plots.margin_class(v) for v in (-0.1, 0.0, 4.9, 5.0)] == ["lt0", "lt5", "lt5", "ge5"]

@@ -58,6 +58,8 @@ def test_per_patient_traffic_light_figures(results: Path):
     figs = sorted(p.name for p in (results / "figures/margin").glob("P*.png"))
     assert figs == ["P0001.png", "P0002.png"]  # tiny config: figure_patients 2
     assert (results / "figures/margin/cohort.png").stat().st_size > 5000
+    for name in ("P0001", "P0002", "cohort"):  # a PDF beside every PNG
+        assert (results / f"figures/margin/{name}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_margin_models_are_evaluated_against_the_models_without_margin(results: Path):

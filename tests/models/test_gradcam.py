@@ -57,6 +57,10 @@ def test_select_patients_most_confident_per_cohort_and_group():
     assert list(chosen["group"]) == ["TN", "TP"]
     with pytest.raises(RecurError, match="zz"):
         select_patients(pred, er, 0.5, 1, patients=["zz"])
+    external = select_patients(pred, er, 0.5, n_per_group=1, splits=["test"])
+    assert set(external["patient_id"]) == {"d", "e"}
+    assert list(select_patients(pred, er, 0.5, 1, ["a"], splits=["test"])["patient_id"]) == ["a"]
+    assert GradcamSettings.defaults().splits == ("test",)  # external patients by default
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +112,12 @@ def test_run_gradcam_writes_pngs_and_index(trained, tmp_path):
     settings = GradcamSettings.defaults(n_per_group=1)
     index = run_gradcam(model, pred, pd.Series(labels), paths["crops"], out, settings)
     files = sorted(p.name for p in out.iterdir())
-    assert files == sorted([*index["file"], "index.csv"])
-    assert 1 <= len(index) <= 8
+    pdfs = [f.replace(".png", ".pdf") for f in index["file"]]
+    assert files == sorted([*index["file"], *pdfs, "index.csv"])
+    assert 1 <= len(index) <= 4
+    assert set(index["split"]) == {"test"}  # the default: external test patients only
     assert (out / index["file"].iloc[0]).read_bytes()[:4] == b"\x89PNG"
+    assert (out / pdfs[0]).read_bytes()[:5] == b"%PDF-"
     table = pd.read_csv(out / "index.csv")
     assert {"patient_id", "score", "er", "group", "cutoff", "file"} <= set(table.columns)
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temp dir left
@@ -131,3 +138,30 @@ def test_explained_network_is_the_full_model_of_an_ensemble():
     full, fold = network("PrePost"), network("PrePost")
     assert explained_network(EnsembleNet([full, fold])) is full
     assert explained_network(full) is full
+
+
+def test_plot_patient_has_a_colour_bar_and_the_patient_sides(monkeypatch, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from recur import figstyle
+    from recur.models.gradcam import plot_patient
+
+    drawn = {}
+
+    def keep(fig, png, pdf=None):
+        drawn["fig"], drawn["files"] = fig, (png, pdf)
+
+    monkeypatch.setattr(figstyle, "save_figure", keep)
+    maps = np.zeros((2, 16, 16), dtype=np.float32)
+    maps[0, 4:8, 4:8] = 1.0
+    images = np.random.default_rng(0).normal(size=(2, 16, 16))
+    plot_patient(images, maps, maps > 0, "t", tmp_path / "a.png", pdf=tmp_path / "a.pdf")
+    fig = drawn["fig"]
+    assert drawn["files"] == (tmp_path / "a.png", tmp_path / "a.pdf")
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 1
+    assert "relative to the patient's peak" in bars[0].get_ylabel()
+    assert bars[0].get_ylim() == (0.0, 1.0)
+    letters = {t.get_text() for t in fig.axes[0].texts}
+    assert letters == {"R", "L"}
+    plt.close(fig)

@@ -60,13 +60,74 @@ def test_upscale_and_montage_layout():
         gap=4,
     )
     arr = np.asarray(img)
-    # width: row labels (8 px per character of the longest, + gap) + 3 panels + 4 gaps
-    assert arr.shape[1] == 8 * 4 + 4 + 3 * 20 + 4 * 4
-    # height: title and column-label lines (14 px each) + gap + 2 panels + 3 gaps
-    assert arr.shape[0] == 2 * 14 + 4 + 2 * 10 + 3 * 4
+    lh = qc_images.line_height()
+    assert lh >= qc_images.FONT_SIZE  # labels readable: a 14 px font
+    # width: row labels (the longest, + 2 gaps) + 3 panels + 4 gaps
+    assert arr.shape[1] == qc_images.text_width("post") + 2 * 4 + 3 * 20 + 4 * 4
+    # height: title and column-label lines + gap + 2 panels + 3 gaps
+    assert arr.shape[0] == 2 * lh + 4 + 2 * 10 + 3 * 4
     assert (arr == 0).all(axis=2).sum() >= 6 * 10 * 20  # the six black panels are there
     with pytest.raises(ValueError, match="same size"):
         qc_images.montage([[panel, np.zeros((5, 5, 3), dtype=np.uint8)]])
+
+
+def test_scale_bar_picks_the_longest_round_length_that_fits():
+    assert qc_images.scale_bar(256, 0.375) == (20, 53)  # 0.3 * 256 px = 28.8 mm
+    assert qc_images.scale_bar(100, 0.5) == (10, 20)  # 15 mm room
+    assert qc_images.scale_bar(10, 0.5) == (1, 2)  # nothing fits: the shortest
+    with pytest.raises(ValueError, match="> 0"):
+        qc_images.scale_bar(100, 0.0)
+
+
+def test_orientation_letters_follow_the_direction_matrix():
+    assert qc_images.orientation_letters(np.eye(3)) == ("R", "L", "A", "P")  # LPS: radiological
+    flipped = np.diag([-1.0, -1.0, 1.0])  # RAS-like axes: columns run left -> right
+    assert qc_images.orientation_letters(flipped) == ("L", "R", "P", "A")
+    # coronal, rows run along the matrix's second column, +z: inferior -> superior
+    coronal = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    assert qc_images.orientation_letters(coronal) == ("R", "L", "I", "S")
+    note = qc_images.orientation_note(("R", "L", "A", "P"))
+    assert "image right = patient's left (L)" in note
+
+
+def test_montage_draws_scale_bar_and_orientation_on_each_row():
+    grey = np.full((130, 120, 3), 128, dtype=np.uint8)
+    gap = 4
+    kw = {"title": "P0001", "col_labels": ["PS", "AP"], "gap": gap}
+    plain = np.asarray(qc_images.montage([[grey, grey], [grey, grey]], **kw))
+    arr = np.asarray(
+        qc_images.montage(
+            [[grey, grey], [grey, grey]],
+            **kw,
+            mm_per_pixel=[0.5, 0.25],
+            orientation=("R", "L", "A", "P"),
+            note="image left = patient's right (R)",
+        )
+    )
+    top = 2 * qc_images.line_height() + gap
+    assert arr.shape[0] > plain.shape[0]  # the note line
+    for i, mpp in enumerate((0.5, 0.25)):
+        _, px = qc_images.scale_bar(120, mpp)
+        y0 = top + gap + i * (130 + gap)
+        x0 = gap
+        # the bar: a white run of `px` pixels, 8 px above the panel's bottom edge
+        row = arr[y0 + 130 - 8, x0 : x0 + 120]
+        white = (row == 255).all(axis=1)
+        assert white[6 : 6 + px].all()
+        assert not white[6 + px : 6 + px + 10].any()
+        assert (row[5] == 0).all()  # its black rim
+        # the letters change the first panel only; the second stays plain grey
+        assert (arr[y0 : y0 + 130, x0 + 120 + gap : x0 + 240 + gap] == 128).all()
+        assert (arr[y0 : y0 + 30, x0 + 40 : x0 + 80] != 128).any()  # "A" at the top
+    assert (plain[top + gap : top + gap + 130, gap : gap + 120] == 128).all()
+    # a small panel keeps R and L, and leaves its top and bottom to the image and the bar
+    small = np.full((60, 60, 3), 128, dtype=np.uint8)
+    arr = np.asarray(qc_images.montage([[small]], gap=gap, orientation=("R", "L", "A", "P")))
+    y0 = 2 * gap  # no title or labels: a gap above the panel row and one inside it
+    assert (arr[y0 : y0 + 15, gap + 20 : gap + 40] == 128).all()  # no "A"
+    assert (arr[y0 + 20 : y0 + 40, gap : gap + 15] != 128).any()  # "R"
+    with pytest.raises(ValueError, match="one mm_per_pixel per row"):
+        qc_images.montage([[grey], [grey]], mm_per_pixel=[0.5])
 
 
 def test_save_png_is_a_plain_png_without_text_chunks(tmp_path):

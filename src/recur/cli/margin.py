@@ -74,13 +74,13 @@ def _cmd_margin_figure(a: argparse.Namespace) -> None:
     from recur.margin.files import load_surface
     from recur.margin.plots import plot_patient_margins
 
-    plot_patient_margins(load_surface(a.surface), a.patient, a.out)
+    plot_patient_margins(load_surface(a.surface), a.patient, a.out, a.pdf)
 
 
 def _cmd_margin_table(a: argparse.Namespace) -> None:
     from recur.margin.files import table_files
 
-    table = table_files(a.metrics, a.out, a.figure)
+    table = table_files(a.metrics, a.out, a.figure, a.figure_pdf)
     log.info("wrote %d patients to %s", len(table), a.out)
 
 
@@ -169,6 +169,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("margin-figure", help="histogram of one patient's surface margins")
     p.add_argument("--surface", required=True, help=".npz written by margin-metrics")
     p.add_argument("--out", required=True, help="PNG")
+    p.add_argument("--pdf", default=None, help="the figure as PDF too")
     p.add_argument("--patient", default="?", help="pseudonym for the figure's title")
     p.set_defaults(func=_cmd_margin_figure)
 
@@ -199,4 +200,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="per-patient metric JSONs")
     p.add_argument("--out", required=True, help="margin.csv to write")
     p.add_argument("--figure", help="cohort histogram PNG")
+    p.add_argument("--figure-pdf", default=None, help="the cohort figure as PDF too")
     p.set_defaults(func=_cmd_margin_table)

@@ -72,7 +72,9 @@ def _cmd_signature_dl(a: argparse.Namespace) -> None:
     rec = recalibration.fit_on_tune(table, read_outcome(a.clinical))
     _log_recalibration(meta["model"], rec)
     train_log = pd.read_csv(model_dir / "training_log.csv")
-    jobs.plot_training(train_log, meta["model"], a.figure, meta.get("selected_epoch"))
+    jobs.plot_training(
+        train_log, meta["model"], a.figure, meta.get("selected_epoch"), pdf=a.figure_pdf
+    )
     recalibration.write_recalibration(a.recalibration, rec, meta["model"])
     with atomic_path(a.out) as tmp:
         recalibration.recalibrate_table(table, rec).to_csv(
@@ -233,6 +235,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="predictions/{model}.csv")
     p.add_argument("--figure", required=True, help="training-curve PNG")
+    p.add_argument("--figure-pdf", default=None, help="the training curve as PDF too")
     p.add_argument(
         "--scores", default=None, help="scores.csv to publish (default: the model folder's)"
     )

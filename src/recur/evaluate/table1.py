@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from recur.constants import VARIABLE_LABELS
 from recur.errors import RecurError
 
 
@@ -32,22 +33,29 @@ class Variable:
 
 
 NO_YES = ((0, "Absence"), (1, "Presence"))
-#: Table 1 variables in the paper's order; those absent from clinical.csv are skipped.
+
+
+def _variable(column: str, kind: str, levels: tuple[tuple[object, str], ...] = ()) -> Variable:
+    return Variable(column, VARIABLE_LABELS[column], kind, levels)
+
+
+#: Table 1 variables in the paper's order, labelled by :data:`recur.constants.VARIABLE_LABELS`;
+#: those absent from clinical.csv are skipped.
 VARIABLES: tuple[Variable, ...] = (
-    Variable("age", "Age (y)", "continuous"),
-    Variable("sex", "Gender", "categorical", (("F", "Female"), ("M", "Male"))),
-    Variable("comorbidity", "Comorbidities", "categorical", NO_YES),
-    Variable("hbv", "HBV", "categorical", NO_YES),
-    Variable("albi", "ALBI score", "continuous"),
-    Variable("cirrhosis", "Cirrhosis", "categorical", NO_YES),
-    Variable("tumor_size_cm", "Tumor size (cm)", "continuous"),
-    Variable("tumor_multiple", "No. of tumor", "categorical", ((0, "Single"), (1, "Multiple"))),
-    Variable("afp_ng_ml", "AFP (ng/mL)", "continuous"),
-    Variable("alb_g_l", "ALB (g/L)", "continuous"),
-    Variable("tp_g_l", "TP (g/L)", "continuous"),
-    Variable("ast_u_l", "AST (U/L)", "continuous"),
-    Variable("alt_u_l", "ALT (U/L)", "continuous"),
-    Variable("tbil_umol_l", "TBIL (μmol/L)", "continuous"),
+    _variable("age", "continuous"),
+    _variable("sex", "categorical", (("F", "Female"), ("M", "Male"))),
+    _variable("comorbidity", "categorical", NO_YES),
+    _variable("hbv", "categorical", NO_YES),
+    _variable("albi", "continuous"),
+    _variable("cirrhosis", "categorical", NO_YES),
+    _variable("tumor_size_cm", "continuous"),
+    _variable("tumor_multiple", "categorical", ((0, "Single"), (1, "Multiple"))),
+    _variable("afp_ng_ml", "continuous"),
+    _variable("alb_g_l", "continuous"),
+    _variable("tp_g_l", "continuous"),
+    _variable("ast_u_l", "continuous"),
+    _variable("alt_u_l", "continuous"),
+    _variable("tbil_umol_l", "continuous"),
 )
 COHORT_LABELS = {"train": "Training", "test": "External"}
 

@@ -148,9 +148,13 @@ def load_surface(path: str | Path) -> SurfaceMargins:
 
 
 def table_files(
-    metrics: Sequence[str | Path], out: str | Path, figure: str | Path | None = None
+    metrics: Sequence[str | Path],
+    out: str | Path,
+    figure: str | Path | None = None,
+    figure_pdf: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Gather per-patient metric JSONs into ``margin.csv`` (and the cohort figure)."""
+    """Gather per-patient metric JSONs into ``margin.csv`` (and the cohort figure: PNG
+    ``figure``, PDF ``figure_pdf``)."""
     recs = []
     for p in metrics:
         try:
@@ -161,5 +165,5 @@ def table_files(
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4g")
     if figure:
-        plot_cohort_margins(table, figure)
+        plot_cohort_margins(table, figure, figure_pdf)
     return table

@@ -11,8 +11,9 @@ also show which time point drove the prediction. The backward pass runs with the
 mode (dropout and BatchNorm frozen); cuDNN is switched off for it because cuDNN's RNN backward
 refuses eval mode.
 
-:func:`select_patients` picks the patients to show (true and false predictions per cohort) and
-:func:`plot_patient` draws one PNG; :func:`run_gradcam` does it all for the workflow.
+:func:`select_patients` picks the patients to show (true and false predictions per cohort,
+by default among the external test patients) and :func:`plot_patient` draws one figure (PNG
+and PDF, with a colour bar); :func:`run_gradcam` does it all for the workflow.
 """
 
 from __future__ import annotations
@@ -123,12 +124,14 @@ def select_patients(
     cutoff: float,
     n_per_group: int,
     patients: Sequence[str] = (),
+    splits: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The patients to explain, with ``er``, ``group`` (TP/FN/TN/FP) and ``cutoff`` columns.
 
-    With ``patients`` given, exactly those (in that order). Otherwise, per cohort and group,
-    the ``n_per_group`` most confident ones (largest ``|score - cutoff|``; ties by id): the
-    clearest correct predictions and the most confident errors.
+    With ``patients`` given, exactly those (in that order). Otherwise, among the patients of
+    ``splits`` (empty: every split), per cohort and group the ``n_per_group`` most confident
+    ones (largest ``|score - cutoff|``; ties by id): the clearest correct predictions and the
+    most confident errors.
     """
     df = predictions.copy()
     df["er"] = er.reindex(df["patient_id"].to_numpy()).to_numpy()
@@ -139,6 +142,8 @@ def select_patients(
         df = df.set_index("patient_id").loc[list(patients)].reset_index()
     else:
         df = df[df["er"].notna()]
+        if splits:
+            df = df[df["split"].isin(list(splits))]
     df["group"] = ""
     known = df["er"].notna()
     df.loc[known, "group"] = prediction_groups(
@@ -165,8 +170,11 @@ def plot_patient(
     title: str,
     path: str | Path,
     alpha: float = 0.45,
+    pdf: str | Path | None = None,
 ) -> None:
-    """PNG: DP middle slice and its Grad-CAM overlay for pre (top) and post (bottom).
+    """PNG (and ``pdf``): DP middle slice and its Grad-CAM overlay for pre (top) and post
+    (bottom), with a colour bar of the map's scale (0-1, the patient's peak = 1). The crops
+    are in the LPS frame (radiological view): R and L mark the patient's right and left.
 
     ``images``, ``maps`` (2, H, W); ``masks`` (2, H, W) ROI outlines (tumour, ablation zone).
     """
@@ -175,7 +183,10 @@ def plot_patient(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(5.2, 5.6), dpi=110)
+    from recur.figstyle import save_figure
+
+    fig, axes = plt.subplots(2, 2, figsize=(6.0, 5.6), layout="constrained")
+    heat = None
     for t, name in enumerate(("pre-ablation", "1 month post")):
         img = images[t]
         lo, hi = np.percentile(img, [1, 99])
@@ -185,16 +196,30 @@ def plot_patient(
             if masks[t].any():
                 ax.contour(masks[t], levels=[0.5], colors="cyan", linewidths=0.6)
             if j == 1:
-                ax.imshow(maps[t], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+                heat = ax.imshow(maps[t], cmap="jet", alpha=alpha, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[t, 0].set_ylabel(f"{name} DP", fontsize=8)
-    axes[0, 0].set_title("crop", fontsize=8)
-    axes[0, 1].set_title("Grad-CAM (ER logit)", fontsize=8)
+        axes[t, 0].set_ylabel(f"{name} DP", fontsize=9)
+        for x, letter, ha in ((0.02, "R", "left"), (0.98, "L", "right")):  # LPS crops
+            axes[t, 0].text(
+                x,
+                0.5,
+                letter,
+                transform=axes[t, 0].transAxes,
+                ha=ha,
+                va="center",
+                color="white",
+                fontsize=9,
+                fontweight="bold",
+            )
+    axes[0, 0].set_title("crop (cyan: ROI)", fontsize=9)
+    axes[0, 1].set_title("Grad-CAM (ER logit)", fontsize=9)
+    bar = fig.colorbar(heat, ax=axes[:, 1], shrink=0.8, aspect=25)
+    bar.solids.set(alpha=1.0)
+    bar.set_label("Grad-CAM, relative to the patient's peak\n(0 = no evidence for ER)", fontsize=8)
+    bar.ax.tick_params(labelsize=8)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    save_figure(fig, path, pdf)
 
 
 def explain_patient(
@@ -204,8 +229,10 @@ def explain_patient(
     title: str,
     path: str | Path,
     device: torch.device | str = "cpu",
+    pdf: str | Path | None = None,
 ) -> np.ndarray:
-    """Grad-CAM of one patient's crop file drawn by :func:`plot_patient` into ``path``.
+    """Grad-CAM of one patient's crop file drawn by :func:`plot_patient` into ``path`` (and
+    ``pdf``).
 
     Used by :func:`run_gradcam` (workflow) and ``recur predict``. Returns the (2, H, W) maps.
     """
@@ -213,7 +240,7 @@ def explain_patient(
     roi = cam.wrapper.model.in_channels > CHANNELS_PER_TIMEPOINT
     x = torch.from_numpy(model_input(crops, masks, 2, roi, crop_frame(crops_path)))[None]
     maps = cam(x.to(device))[0]
-    plot_patient(crops[:, 3, 1], maps, masks[:, 1], title, path)
+    plot_patient(crops[:, 3, 1], maps, masks[:, 1], title, path, pdf=pdf)
     return maps
 
 
@@ -225,6 +252,7 @@ class GradcamSettings(SectionSettings):
     SECTION = "gradcam"
 
     patients: tuple[str, ...]
+    splits: tuple[str, ...]
     n_per_group: int
     cutoff: float | None
 
@@ -239,16 +267,21 @@ def run_gradcam(
     *,
     device: torch.device | str = "cpu",
 ) -> pd.DataFrame:
-    """Write ``{patient}.png`` and ``index.csv`` for the selected patients into ``outdir``.
+    """Write ``{patient}.png``, ``{patient}.pdf`` and ``index.csv`` for the selected patients
+    into ``outdir``.
 
-    ``settings.cutoff=None`` uses the Youden threshold of the tune split. ``outdir`` is
-    replaced only after every figure was drawn. Returns the index table.
+    ``settings.cutoff=None`` uses the Youden threshold of the tune split; with no
+    ``settings.patients`` they are picked among ``settings.splits`` (default: the external
+    test split). ``outdir`` is replaced only after every figure was drawn. Returns the index
+    table.
     """
     cutoff, n_per_group, patients = settings.cutoff, settings.n_per_group, settings.patients
     if cutoff is None:
         tune = predictions[predictions["split"] == "tune"]
         cutoff = youden_cutoff(er.reindex(tune["patient_id"]).to_numpy(), tune["score"])
-    chosen = select_patients(predictions, er, cutoff, n_per_group, patients)
+    chosen = select_patients(predictions, er, cutoff, n_per_group, patients, settings.splits)
+    if chosen.empty:
+        log.warning("gradcam: no patient with a known outcome in split(s) %s", settings.splits)
     cam = PrePostGradCAM(model.to(device).eval())
     outdir = Path(outdir)
     outdir.parent.mkdir(parents=True, exist_ok=True)
@@ -263,7 +296,8 @@ def run_gradcam(
             )
             name = f"{row.patient_id}.png"
             crops_path = Path(crops_dir) / f"{row.patient_id}.npz"
-            explain_patient(cam, crops_path, row.patient_id, title, tmp / name, device)
+            pdf = tmp / f"{row.patient_id}.pdf"
+            explain_patient(cam, crops_path, row.patient_id, title, tmp / name, device, pdf)
             files.append(name)
         index = chosen.assign(file=files)
         index.to_csv(tmp / "index.csv", index=False, float_format="%.6g")

@@ -279,31 +279,39 @@ def load_model(
 
 
 def plot_training(
-    train_log: pd.DataFrame, title: str, path: str | Path, selected_epoch: int | None = None
+    train_log: pd.DataFrame,
+    title: str,
+    path: str | Path,
+    selected_epoch: int | None = None,
+    pdf: str | Path | None = None,
 ) -> None:
-    """Training curve PNG: train/tune loss and tune AUC per epoch, the kept epoch marked."""
+    """Training curve PNG (and ``pdf``): train/tune loss and tune AUC per epoch, the kept epoch
+    marked (Okabe–Ito colours, one line style per curve)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax1 = plt.subplots(figsize=(6, 3.6), dpi=120)
-    ax1.plot(train_log["epoch"], train_log["train_loss"], label="train loss", color="tab:blue")
-    ax1.plot(train_log["epoch"], train_log["tune_loss"], label="tune loss", color="tab:orange")
+    from recur.figstyle import OKABE_ITO, save_figure
+
+    fig, ax1 = plt.subplots(figsize=(6, 3.6))
+    epoch = train_log["epoch"]
+    ax1.plot(epoch, train_log["train_loss"], label="train loss", color=OKABE_ITO["blue"])
+    ax1.plot(epoch, train_log["tune_loss"], "--", label="tune loss", color=OKABE_ITO["vermillion"])
     ax1.set_xlabel("epoch")
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_ylabel("BCE loss (ER weighted)")
     ax2 = ax1.twinx()
-    ax2.plot(
-        train_log["epoch"], train_log["tune_auc"], label="tune AUC", color="tab:green", alpha=0.5
-    )
+    green = OKABE_ITO["bluish_green"]
+    ax2.plot(epoch, train_log["tune_auc"], ":", label="tune AUC", color=green, alpha=0.7)
     if "tune_auc_smoothed" in train_log.columns:
         ax2.plot(
-            train_log["epoch"],
+            epoch,
             train_log["tune_auc_smoothed"],
             label="tune AUC (smoothed, selects)",
-            color="darkgreen",
+            color=green,
+            lw=2,
         )
     ax2.set_ylabel("tune AUC")
     ax2.set_ylim(0, 1)
@@ -317,6 +325,4 @@ def plot_training(
     ax1.legend(h1 + h2, l1 + l2, loc="lower left", fontsize=8)
     ax1.set_title(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path, pdf)

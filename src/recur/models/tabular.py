@@ -42,7 +42,7 @@ from sklearn.linear_model import LogisticRegressionCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, SplineTransformer, StandardScaler
 
-from recur.constants import CLINICAL_FEATURES, DL_MODELS
+from recur.constants import CLINICAL_FEATURES, DL_MODELS, SIGNATURE_SUFFIX
 from recur.errors import RecurError
 from recur.evaluate.metrics import auc
 from recur.io import atomic_path, sha256, write_text_atomic
@@ -54,8 +54,6 @@ ESTIMATORS: tuple[str, ...] = ("extra_trees", "logistic")
 LOG_PREDICTORS: tuple[str, ...] = ("afp_ng_ml",)
 #: Predictors the logistic model takes as they are (binary or counts): never splined.
 DISCRETE_PREDICTORS: tuple[str, ...] = ("tumor_number", "hbv")
-#: Suffix of a DL signature column (a probability; the logistic model takes its log-odds).
-SIGNATURE_SUFFIX = "_signature"
 #: The column of a DL prediction table that is the signature: the network's output. The
 #: recalibrated ``score`` (fitted on the tuning split) is how the evaluation reads the DL
 #: model; a stacking model fits its own map from the network's output on the training

@@ -25,10 +25,20 @@ def _read(path: Path, who: str) -> sitk.Image:
     return read_image(path, who=who, what="image", volume=False)
 
 
-def qc_montage(crops: np.ndarray, masks: np.ndarray, title: str, path: str | Path) -> None:
+def qc_montage(
+    crops: np.ndarray,
+    masks: np.ndarray,
+    title: str,
+    path: str | Path,
+    spacing: np.ndarray | None = None,
+) -> None:
     """Save a PNG: rows = time points, columns = phases, middle slice, ROI outlined in red.
 
-    The title is the pseudonym only and the PNG carries no metadata chunks.
+    The crops are in the LPS frame (:mod:`recur.preprocess.crops`), so the first panel of each
+    row is marked R (image left), L (image right), A (top) and P (bottom): the radiological
+    view, the patient's left on the image's right. ``spacing`` ((time points, 3) mm, column,
+    row and slice spacing of each time point's crops) adds a scale bar to each row. The title
+    is the pseudonym only and the PNG carries no metadata chunks.
     """
     from recur.preprocess import qc_images
 
@@ -44,11 +54,16 @@ def qc_montage(crops: np.ndarray, masks: np.ndarray, title: str, path: str | Pat
         ]
         for t in range(n_t)
     ]
+    letters = qc_images.orientation_letters(np.eye(3))  # LPS
+    mm_per_pixel = None if spacing is None else [float(sp[0]) / factor for sp in spacing]
     image = qc_images.montage(
         rows,
         title=title,
         col_labels=[PHASES[p] if p < len(PHASES) else str(p) for p in range(n_p)],
         row_labels=[TIMEPOINTS[t] if t < len(TIMEPOINTS) else str(t) for t in range(n_t)],
+        mm_per_pixel=mm_per_pixel,
+        orientation=letters,
+        note=qc_images.orientation_note(letters),
     )
     qc_images.save_png(image, path)
 
@@ -118,5 +133,5 @@ def crop_patient_files(
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
     if qc_png is not None:
-        qc_montage(crops, mk, patient, qc_png)
+        qc_montage(crops, mk, patient, qc_png, arrays["spacing"])
     return result

@@ -1,8 +1,8 @@
 """Figures of the survival stage (each returns a matplotlib Figure; saved with
 :func:`recur.evaluate.figures.save_figure`, deterministic PNG + PDF).
 
-* :func:`td_auc_figure`: time-dependent AUC of every Cox model (solid) and of its binary
-  namesake's score (dashed) over the curve grid, one cohort.
+* :func:`td_auc_figure`: time-dependent AUC over the curve grid, one cohort: the Cox models
+  (left panel) and their binary namesakes' scores (right panel).
 * :func:`calibration_figure`: predicted 24-month recurrence of each Cox model against the
   Kaplan–Meier estimate, by risk group (quantiles of predicted risk), one cohort.
 * The Kaplan–Meier curves by the Cox models' risk groups reuse
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from recur.evaluate.figures import _color
+from recur.figstyle import model_style
 from recur.survival import metrics
 
 
@@ -29,30 +29,32 @@ def td_auc_figure(
     binary: Mapping[str, np.ndarray],
     grid: Sequence[float],
 ) -> tuple[Figure, pd.DataFrame]:
-    """The curves and their values (``model, kind, month, auc``; NaN where undefined)."""
+    """The curves (left panel: the Cox models; right: the binary models' scores; each model
+    in its :func:`~recur.figstyle.model_style`) and their values (``model, kind, month, auc``;
+    NaN where undefined)."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    names = list(dict.fromkeys([*risks, *binary]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5), sharey=True)
     rows = []
-    for kind, scores, style in (("cox", risks, "-"), ("binary", binary, "--")):
+    panels = (("cox", risks, "Cox models"), ("binary", binary, "Binary models' scores"))
+    for ax, (kind, scores, heading) in zip(axes, panels, strict=True):
         for name, risk in scores.items():
             auc = metrics.td_auc(*train, *test, risk, list(grid))
             ok = np.isfinite(auc)
             if ok.any():
-                label = f"{name} ({'Cox' if kind == 'cox' else 'binary score'})"
-                ax.plot(np.asarray(grid)[ok], auc[ok], style, color=_color(name), label=label)
+                style = model_style(name, names)
+                ax.plot(np.asarray(grid)[ok], auc[ok], **style, lw=1.8, ms=4, label=name)
             rows += [
                 {"cohort": cohort, "model": name, "kind": kind, "month": t, "auc": a}
                 for t, a in zip(grid, auc, strict=True)
             ]
-    ax.axhline(0.5, color="#999999", lw=0.8, ls=":")
-    ax.set(
-        xlabel="Months after ablation",
-        ylabel="Time-dependent AUC (cumulative/dynamic)",
-        ylim=(0.0, 1.0),
-        title=f"{cohort} (n={len(test[0])}, recurrences={int(np.sum(test[1]))})",
-    )
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+        ax.axhline(0.5, color="#999999", lw=0.8, ls=":")
+        ax.set(xlabel="Months after ablation", ylim=(0.0, 1.0), title=heading)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="lower right")
+    axes[0].set_ylabel("Time-dependent AUC (cumulative/dynamic)")
+    fig.suptitle(f"{cohort} (n={len(test[0])}, recurrences={int(np.sum(test[1]))})")
     fig.tight_layout()
     return fig, pd.DataFrame(rows)
 
@@ -94,8 +96,9 @@ def calibration_figure(
     horizon: float,
     groups: int,
 ) -> tuple[Figure, pd.DataFrame]:
-    """One panel per Cox model: predicted recurrence by ``horizon`` months (1 - S) against the
-    Kaplan–Meier estimate per risk group, with its 95% CI; and the table of the points."""
+    """One panel per Cox model (points and top edge in its :func:`~recur.figstyle.model_style`):
+    predicted recurrence by ``horizon`` months (1 - S) against the Kaplan–Meier estimate per
+    risk group, with its 95% CI; and the table of the points."""
     import matplotlib.pyplot as plt
 
     n = len(predicted)
@@ -105,6 +108,7 @@ def calibration_figure(
     parts = []
     for ax, (name, pred) in zip(axes.ravel(), predicted.items(), strict=False):
         table = calibration_groups(pred, time, event, horizon, groups)
+        style = model_style(name, list(predicted))
         ax.errorbar(
             table["predicted"],
             table["observed"],
@@ -112,18 +116,19 @@ def calibration_figure(
                 (table["observed"] - table["observed_low"]).clip(lower=0),
                 (table["observed_high"] - table["observed"]).clip(lower=0),
             ],
-            fmt="o",
-            color=_color(name),
+            fmt=style["marker"],
+            color=style["color"],
             capsize=2,
         )
         ax.plot([0, 1], [0, 1], color="#999999", lw=0.8, ls=":")
         ax.set(
             xlim=(0, 1),
             ylim=(0, 1),
-            title=name,
             xlabel=f"Predicted recurrence by {horizon:g} months",
             ylabel="Observed (Kaplan–Meier)",
         )
+        ax.set_title(name)
+        ax.spines["top"].set(color=style["color"], linewidth=3)
         parts.append(table.assign(cohort=cohort, model=name))
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
