@@ -163,8 +163,10 @@ def hazard_ratio(
     coef = float(cph.params_["high"])
     se = float(cph.standard_errors_["high"])
     z = float(norm.ppf(0.5 + level / 2))
-    values = (math.exp(coef), math.exp(coef - z * se), math.exp(coef + z * se))
-    return values if all(map(math.isfinite, values)) else (math.nan, math.nan, math.nan)
+    logs = (coef, coef - z * se, coef + z * se)
+    if not all(math.isfinite(v) and abs(v) < 700 for v in logs):  # exp() would overflow
+        return math.nan, math.nan, math.nan
+    return tuple(math.exp(v) for v in logs)
 
 
 def _hr_text(hr: float, low: float, high: float) -> str:
