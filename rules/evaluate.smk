@@ -15,7 +15,7 @@ FIGURES = f"{RESULTS}/figures"
 EVAL_COHORTS = ["training", "tuning", "external"] + sorted(
     PATIENT_TABLE.loc[PATIENT_TABLE["cohort"] == "test", "site"].unique()
 )
-EVAL_CAT = "Evaluation"
+EVAL_CAT = "2 Evaluation"
 _report = report  # the name `report` at the start of a line is a Snakemake keyword
 
 
@@ -87,13 +87,13 @@ rule dl_clinical_model:
             f"{RESULTS}/models/DL_Clinical/choice.json",
             caption="../report/evaluate_choice.rst",
             category=EVAL_CAT,
-            subcategory="DL_Clinical model",
+            subcategory="6 DL_Clinical model",
         ),
         importance=report(
             f"{RESULTS}/models/DL_Clinical/importance.csv",
             caption="../report/evaluate_importance.rst",
             category=EVAL_CAT,
-            subcategory="DL_Clinical model",
+            subcategory="6 DL_Clinical model",
         ),
     log:
         f"{LOGS}/dl_clinical_model/dl_clinical_model.log",
@@ -126,7 +126,7 @@ rule importance_figure:
             f"{FIGURES}/importance/DL_Clinical.png",
             caption="../report/evaluate_importance_figure.rst",
             category=EVAL_CAT,
-            subcategory="DL_Clinical model",
+            subcategory="6 DL_Clinical model",
         ),
         pdf=f"{FIGURES}/importance/DL_Clinical.pdf",
     log:
@@ -152,7 +152,7 @@ rule cutoffs:
             f"{TABLES}/cutoffs.csv",
             caption="../report/evaluate_cutoffs.rst",
             category=EVAL_CAT,
-            subcategory="Tables",
+            subcategory="1 Tables",
         ),
     log:
         f"{LOGS}/cutoffs/cutoffs.log",
@@ -184,7 +184,7 @@ rule table2:
             f"{TABLES}/table2.html",
             caption="../report/evaluate_table2.rst",
             category=EVAL_CAT,
-            subcategory="Tables",
+            subcategory="1 Tables",
         ),
     log:
         f"{LOGS}/table2/table2.log",
@@ -218,7 +218,7 @@ rule delong:
             f"{TABLES}/delong.html",
             caption="../report/evaluate_delong.rst",
             category=EVAL_CAT,
-            subcategory="Tables",
+            subcategory="1 Tables",
         ),
     log:
         f"{LOGS}/delong/delong.log",
@@ -249,12 +249,12 @@ rule calibration:
             f"{TABLES}/calibration.html",
             caption="../report/evaluate_calibration_table.rst",
             category=EVAL_CAT,
-            subcategory="Tables",
+            subcategory="1 Tables",
         ),
         png=cohort_reports(
             f"{FIGURES}/calibration/{{cohort}}.png",
             "../report/evaluate_calibration.rst",
-            "Calibration",
+            "4 Calibration",
         ),
         pdf=expand(f"{FIGURES}/calibration/{{cohort}}.pdf", cohort=EVAL_COHORTS),
     log:
@@ -287,7 +287,7 @@ rule table1:
             f"{TABLES}/table1.csv",
             caption="../report/evaluate_table1.rst",
             category=EVAL_CAT,
-            subcategory="Tables",
+            subcategory="1 Tables",
         ),
         md=f"{TABLES}/table1.md",
     log:
@@ -314,7 +314,7 @@ rule roc_figures:
         **EVAL_INPUT,
     output:
         png=cohort_reports(
-            f"{FIGURES}/roc/{{cohort}}.png", "../report/evaluate_roc.rst", "ROC"
+            f"{FIGURES}/roc/{{cohort}}.png", "../report/evaluate_roc.rst", "2 ROC"
         ),
         pdf=expand(f"{FIGURES}/roc/{{cohort}}.pdf", cohort=EVAL_COHORTS),
     log:
@@ -344,7 +344,7 @@ rule dca_figures:
         png=cohort_reports(
             f"{FIGURES}/dca/{{cohort}}.png",
             "../report/evaluate_dca.rst",
-            "Decision curves",
+            "3 Decision curves",
         ),
         pdf=expand(f"{FIGURES}/dca/{{cohort}}.pdf", cohort=EVAL_COHORTS),
     log:
@@ -380,10 +380,12 @@ rule km_figures:
             f"{TABLES}/km_logrank.html",
             caption="../report/evaluate_km_table.rst",
             category=EVAL_CAT,
-            subcategory="Tables",
+            subcategory="1 Tables",
         ),
         png=cohort_reports(
-            f"{FIGURES}/km/{{cohort}}.png", "../report/evaluate_km.rst", "Kaplan-Meier"
+            f"{FIGURES}/km/{{cohort}}.png",
+            "../report/evaluate_km.rst",
+            "5 Kaplan-Meier",
         ),
         pdf=expand(f"{FIGURES}/km/{{cohort}}.pdf", cohort=EVAL_COHORTS),
     log:

@@ -5,7 +5,7 @@ from recur.margin.settings import CrossTimeSettings, MarginMetricSettings
 
 MARGIN = config["margin"]
 MARGIN_DIR = f"{RESULTS}/margin"
-MARGIN_CAT = "Ablative margin"
+MARGIN_CAT = "4 Ablative margin"
 MARGIN_FIG_PATIENTS = (
     PATIENTS
     if MARGIN["figure_patients"] is None

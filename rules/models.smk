@@ -157,7 +157,7 @@ rule signature_dl:
         figure=report(
             f"{RESULTS}/figures/training/{{model}}.png",
             caption="../report/models_training.rst",
-            category="Deep-learning models",
+            category="5 Deep-learning models",
             subcategory="Training curves",
         ),
         figure_pdf=f"{RESULTS}/figures/training/{{model}}.pdf",
@@ -229,7 +229,7 @@ rule gradcam:
             directory(f"{RESULTS}/figures/gradcam"),
             patterns=["{name}.png"],
             caption="../report/models_gradcam.rst",
-            category="Deep-learning models",
+            category="5 Deep-learning models",
             subcategory="Grad-CAM",
         ),
     log:

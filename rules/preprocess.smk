@@ -137,7 +137,7 @@ rule crop_qc:
         report(
             f"{RESULTS}/qc/crops.csv",
             caption="../report/preprocess_crop_qc.rst",
-            category="QC",
+            category="6 QC",
             subcategory="Crops",
             labels={"table": "crop and registration QC"},
         ),

@@ -1,7 +1,7 @@
 # Study reporting: QC exclusions, Figure 1 (enrolment flow), Table S1 (MRI acquisition),
 # TRIPOD+AI checklist (docs/guide/reporting.md).
 
-REPORTING_CAT = "Study reporting"
+REPORTING_CAT = "1 Cohort and reporting"
 
 
 # Every patient's crops file is real data or an exclusion placeholder (qc.on_failure
@@ -14,7 +14,7 @@ checkpoint qc_exclusions:
         report(
             QC_EXCLUSIONS,
             caption="../report/reporting_exclusions.rst",
-            category="QC",
+            category="6 QC",
             subcategory="Exclusions",
             labels={"table": "patients excluded by QC"},
         ),
@@ -166,7 +166,7 @@ rule report_montages:
             directory(f"{RESULTS}/report/crops"),
             patterns=["{patient}.png"],
             caption="../report/preprocess_crop_montage.rst",
-            category="QC",
+            category="6 QC",
             subcategory="Crops (flagged patients and a sample)",
             labels={"patient": "{patient}", "figure": "crops"},
         ),

@@ -5,7 +5,7 @@ from recur.evaluate.settings import BootstrapSettings
 from recur.survival.settings import SurvivalSettings
 
 SURV_MARGIN = bool(MARGIN["enabled"] and MARGIN["models"])
-SURV_CAT = "Survival"
+SURV_CAT = "3 Survival"
 
 
 rule survival:
@@ -20,19 +20,19 @@ rule survival:
             f"{TABLES}/survival.html",
             caption="../report/survival_table.rst",
             category=SURV_CAT,
-            subcategory="Tables",
+            subcategory="1 Tables",
         ),
         compare=report(
             f"{TABLES}/survival_compare.csv",
             caption="../report/survival_compare.rst",
             category=SURV_CAT,
-            subcategory="Tables",
+            subcategory="1 Tables",
         ),
         cox=report(
             f"{TABLES}/survival_cox.csv",
             caption="../report/survival_cox.rst",
             category=SURV_CAT,
-            subcategory="Tables",
+            subcategory="1 Tables",
         ),
         cutoffs=f"{TABLES}/survival_cutoffs.csv",
         risk=f"{PRED_DIR}/survival.csv",
@@ -40,19 +40,19 @@ rule survival:
             f"{FIGURES}/survival/td_auc_external.png",
             caption="../report/survival_td_auc.rst",
             category=SURV_CAT,
-            subcategory="Figures",
+            subcategory="2 Figures",
         ),
         calibration=report(
             f"{FIGURES}/survival/calibration_external.png",
             caption="../report/survival_calibration.rst",
             category=SURV_CAT,
-            subcategory="Figures",
+            subcategory="2 Figures",
         ),
         km=report(
             f"{FIGURES}/survival/km_external.png",
             caption="../report/survival_km.rst",
             category=SURV_CAT,
-            subcategory="Figures",
+            subcategory="2 Figures",
         ),
         extra=expand(
             f"{FIGURES}/survival/{{name}}",

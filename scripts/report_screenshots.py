@@ -21,9 +21,9 @@ from pathlib import Path
 
 #: picture name -> (menu category, subcategory, end of the result's path)
 SECTIONS = {
-    "table2.png": ("Evaluation", "Tables", "tables/table2.html"),
-    "survival_td_auc.png": ("Survival", "Figures", "figures/survival/td_auc_external.png"),
-    "roc_external.png": ("Evaluation", "ROC", "figures/roc/external.png"),
+    "table2.png": ("2 Evaluation", "1 Tables", "tables/table2.html"),
+    "survival_td_auc.png": ("3 Survival", "2 Figures", "figures/survival/td_auc_external.png"),
+    "roc_external.png": ("2 Evaluation", "2 ROC", "figures/roc/external.png"),
 }
 WINDOW = "1400,1100"
 

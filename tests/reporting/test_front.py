@@ -96,3 +96,30 @@ def test_front_page_holds_the_tables_and_the_flags(tmp_path):
     assert "data:image/png;base64," in page
     assert page.count("<figure>") == 1
     assert "QC-flagged patients (1)" in page
+
+
+def test_a_model_below_chance_on_the_tuning_split_is_flagged():
+    from recur.deploy.predict import below_chance_flag
+
+    tune = pd.DataFrame(
+        [
+            {
+                "cohort": "tuning",
+                "model": "Pre",
+                "metric": "auc",
+                "estimate": 0.47,
+                "ci_low": 0.3,
+                "ci_high": 0.6,
+                "n": 51,
+                "n_events": 12,
+            }
+        ]
+    )
+    h = front.headline(pd.concat([_table2(), tune]), _delong())
+    assert h["below_chance"] == [
+        "Pre: tuning AUC 0.47 < 0.5 (it ranked the tuning patients worse than chance; its "
+        "cutoff and external results are not to be used)"
+    ]
+    assert below_chance_flag("Pre", 0.47).startswith("tuning AUC 0.47 < 0.5")
+    assert below_chance_flag("Pre", 0.5) == ""
+    assert below_chance_flag("Pre", None) == ""

@@ -34,7 +34,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -244,6 +244,8 @@ class Bundle:
     signature: str
     #: ``{DL model: its recalibration}`` (the identity in a format 1 bundle)
     recalibrations: dict[str, Recalibration]
+    #: ``{model: its AUC on the tuning split}`` (empty for a bundle written before it was kept)
+    tune_aucs: dict[str, float] = field(default_factory=dict)
 
     def dl_model_dir(self, model: str) -> Path:
         """Folder of the Pre or PrePost network (``weights.pt``, ``model.json``)."""
@@ -313,10 +315,16 @@ def load_bundle(bundle_dir: str | Path) -> Bundle:
         raise RecurError(f"bundle {root}: settings or choice.json unreadable ({exc})") from None
     if signature not in DL_MODELS:
         raise RecurError(f"bundle {root}: choice.json names signature {signature!r}")
-    cutoffs = check_cutoffs(pd.read_csv(root / CUTOFFS), f"bundle {root}: {CUTOFFS}")
+    cut_table = pd.read_csv(root / CUTOFFS)
+    cutoffs = check_cutoffs(cut_table, f"bundle {root}: {CUTOFFS}")
+    tune_aucs = (
+        dict(zip(cut_table["model"], cut_table["tune_auc"].astype(float), strict=True))
+        if "tune_auc" in cut_table
+        else {}
+    )
     if bundle_format(manifest) >= RECALIBRATION_FORMAT:
         recal = {m: read_recalibration(root / f"models/{m}/recalibration.json") for m in DL_MODELS}
     else:
         note = f"bundle format {bundle_format(manifest)}: no recalibration, scores as given"
         recal = {m: Recalibration.identity(note) for m in DL_MODELS}
-    return Bundle(root, manifest, settings, cutoffs, signature, recal)
+    return Bundle(root, manifest, settings, cutoffs, signature, recal, tune_aucs)

@@ -363,19 +363,30 @@ def _png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def below_chance_flag(model: str, tune_auc: float | None) -> str:
+    """The flag of a model whose AUC on the study's tuning split is below 0.5 (empty
+    otherwise): it ranked those patients worse than chance, so its score is not to be used."""
+    if tune_auc is None or not tune_auc < 0.5:
+        return ""
+    return f"tuning AUC {tune_auc:.2f} < 0.5: {model} ranked the tuning patients worse than chance"
+
+
 def summary_html(
     row: pd.Series,
     cutoffs: dict[str, float],
     crops_png: Path,
     gradcam_png: Path,
     bundle_info: dict[str, str],
+    tune_aucs: dict[str, float] | None = None,
 ) -> str:
-    """One-page HTML summary of one patient (images embedded, no external file)."""
+    """One-page HTML summary of one patient (images embedded, no external file). A model whose
+    tuning AUC (``tune_aucs``) is below 0.5 is flagged in its row."""
     e = html.escape
     pid = str(row["patient_id"])
     rows = "\n".join(
         f"<tr><td>{e(m)}</td><td>{row[m]:.3f}</td><td>{cutoffs[m]:.3f}</td>"
-        f"<td class='{e(row[m + RISK_SUFFIX])}'>{e(row[m + RISK_SUFFIX])} risk</td></tr>"
+        f"<td class='{e(row[m + RISK_SUFFIX])}'>{e(row[m + RISK_SUFFIX])} risk</td>"
+        f"<td>{e(below_chance_flag(m, (tune_aucs or {}).get(m)))}</td></tr>"
         for m in MODELS
     )
     about = ", ".join(f"{e(k)} {e(v)}" for k, v in bundle_info.items())
@@ -391,7 +402,7 @@ img {{max-width: 48%; vertical-align: top}}
 <h2>Early recurrence (ER within 2 years) after thermal ablation: patient {e(pid)}</h2>
 <p class="warn">{e(NOT_FOR_CLINICAL_USE)}</p>
 <table><tr><th>model</th><th>predicted ER probability</th><th>cutoff (Youden, tuning split)</th>
-<th>risk group</th></tr>
+<th>risk group</th><th>flag</th></tr>
 {rows}
 </table>
 <p>Risk group: high when the score is at least the model's cutoff. Pre: pre-ablation MRI;
@@ -550,7 +561,7 @@ def predict(
         progress.step(f"{pid}: summary")
         write_text_atomic(
             out / pid / "summary.html",
-            summary_html(r, bundle.cutoffs, out / pid / "crops.png", png, info),
+            summary_html(r, bundle.cutoffs, out / pid / "crops.png", png, info, bundle.tune_aucs),
         )
     with atomic_path(out / "predictions.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.8g", lineterminator="\n")

@@ -28,6 +28,7 @@ from recur.evaluate.metrics import (
     METRIC_LABELS,
     METRICS,
     PROPORTION_CI_METHOD,
+    auc,
     brier,
     calibration_fit,
     check_binary,
@@ -141,6 +142,9 @@ def cutoffs_table(frame: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
                 "model": m,
                 "cutoff": c,
                 "youden_j": cm["sensitivity"] + cm["specificity"] - 1.0,
+                # below 0.5: the model ranks the tuning patients worse than chance (flagged
+                # in the report and by recur predict)
+                "tune_auc": auc(tune["er"], tune[m]),
                 "n_tune": len(tune),
                 "n_events_tune": int(tune["er"].sum()),
             }

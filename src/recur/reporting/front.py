@@ -39,6 +39,13 @@ def headline(table2: pd.DataFrame, delong: pd.DataFrame, cutoffs_model: str | No
     ext = table2[(table2["cohort"] == HEADLINE_COHORT) & (table2["metric"] == "auc")]
     if ext.empty:
         return {}
+    tune = table2[(table2["cohort"] == "tuning") & (table2["metric"] == "auc")]
+    below = [
+        f"{r.model}: tuning AUC {r.estimate:.2f} < 0.5 (it ranked the tuning patients worse "
+        "than chance; its cutoff and external results are not to be used)"
+        for r in tune.itertuples()
+        if r.estimate < 0.5
+    ]
     aucs = [(r.model, _ci(r.estimate, r.ci_low, r.ci_high)) for r in ext.itertuples()]
     best = ext.loc[ext["estimate"].idxmax()]
     out = {
@@ -47,6 +54,7 @@ def headline(table2: pd.DataFrame, delong: pd.DataFrame, cutoffs_model: str | No
         "aucs": aucs,
         "best": str(best["model"]),
         "comparison": "",
+        "below_chance": below,
     }
     rows = delong[(delong["cohort"] == HEADLINE_COHORT)]
     pair = rows[
@@ -128,6 +136,9 @@ def front_page(
             f"recurrence). Best external AUC: <b>{html.escape(h['best'])}</b>. "
             f"{html.escape(h['comparison'])}</p><ul>{items}</ul>"
         )
+        parts += [
+            f'<p style="color:#b00"><b>Flag</b>: {html.escape(w)}</p>' for w in h["below_chance"]
+        ]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
     parts.append("<h2>Table 1: patient characteristics</h2>")
     parts.append(table1.fillna("").rename(columns=_TABLE1_HEADERS).to_html(index=False, border=0))
