@@ -164,7 +164,7 @@ rule report_montages:
     output:
         report(
             directory(f"{RESULTS}/report/crops"),
-            patterns=["{patient}.png"],
+            patterns=["{patient}.jpg"],
             caption="../report/preprocess_crop_montage.rst",
             category="6 QC",
             subcategory="Crops (flagged patients and a sample)",
@@ -198,7 +198,7 @@ if MARGIN["enabled"]:
         output:
             report(
                 directory(f"{RESULTS}/report/margin_qc"),
-                patterns=["{patient}.png"],
+                patterns=["{patient}.jpg"],
                 caption="../report/margin_qc.rst",
                 category=MARGIN_CAT,
                 subcategory="Registration QC (flagged patients and a sample)",

@@ -120,6 +120,10 @@ SYNTHETIC_TABLES: dict[str, str] = {
 #: ``convert.compression_level``.
 DERIVED_NIFTI_GZIP_LEVEL = 1
 
-#: Per-patient QC pictures shown in the HTML report besides the flagged patients' (all of them
-#: stay in results/qc/ and results/margin/).
+#: Per-patient QC pictures in the HTML report: the first flagged patients (by pseudonym; the
+#: front page lists every flagged patient with the reason) and a random sample of the others,
+#: at most this wide (pixels). Every patient's picture stays in results/qc/ and
+#: results/margin/.
+REPORT_MONTAGE_FLAGGED = 20
 REPORT_MONTAGE_SAMPLE = 10
+REPORT_PICTURE_WIDTH = 900

@@ -73,6 +73,8 @@ def test_flagged_patients_and_the_montage_selection():
     assert {"P1", "P9"} <= set(chosen)
     assert len(chosen) == 2 + 5
     assert chosen == front.montage_selection(flagged, patients, 5, seed=0)  # reproducible
+    capped = front.montage_selection(flagged, patients, 0, seed=0, max_flagged=1)
+    assert capped == ["P1"]  # P9 is not among the patients with a picture
 
 
 def test_front_page_holds_the_tables_and_the_flags(tmp_path):

@@ -40,19 +40,34 @@ def _cmd_report_front(a: argparse.Namespace) -> None:
 def _cmd_report_montages(a: argparse.Namespace) -> None:
     import shutil
 
-    from recur.constants import REPORT_MONTAGE_SAMPLE
+    from PIL import Image
+
+    from recur.constants import (
+        REPORT_MONTAGE_FLAGGED,
+        REPORT_MONTAGE_SAMPLE,
+        REPORT_PICTURE_WIDTH,
+    )
     from recur.reporting import front
 
     flagged = _read_flagged(a.crops_qc, a.exclusions)
     pictures = {Path(p).parent.name if a.by_folder else Path(p).stem: Path(p) for p in a.pictures}
-    chosen = front.montage_selection(flagged, sorted(pictures), REPORT_MONTAGE_SAMPLE, seed=0)
+    chosen = front.montage_selection(
+        flagged, sorted(pictures), REPORT_MONTAGE_SAMPLE, 0, REPORT_MONTAGE_FLAGGED
+    )
     out = Path(a.outdir)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for patient in chosen:
         if patient in pictures and pictures[patient].is_file():
-            shutil.copyfile(pictures[patient], tmp / f"{patient}.png")
+            # JPEG at most REPORT_PICTURE_WIDTH wide: half a PNG's size for these noisy MR
+            # montages, and the report is only for looking (the PNGs stay in results/)
+            with Image.open(pictures[patient]) as im:
+                rgb = im.convert("RGB")
+                if rgb.width > REPORT_PICTURE_WIDTH:
+                    height = round(rgb.height * REPORT_PICTURE_WIDTH / rgb.width)
+                    rgb = rgb.resize((REPORT_PICTURE_WIDTH, height), Image.Resampling.LANCZOS)
+                rgb.save(tmp / f"{patient}.jpg", quality=85, optimize=True)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 

@@ -159,11 +159,19 @@ def front_page(
     return "\n".join(parts) + "\n"
 
 
-def montage_selection(flagged: pd.DataFrame, patients: Sequence[str], sample: int, seed: int):
-    """The patients whose montages go into the report: every flagged one and ``sample`` others
-    drawn at random (fixed seed), sorted."""
-    chosen = set(flagged["patient_id"])
-    rest = sorted(set(patients) - chosen)
+def montage_selection(
+    flagged: pd.DataFrame,
+    patients: Sequence[str],
+    sample: int,
+    seed: int,
+    max_flagged: int | None = None,
+):
+    """The patients whose montages go into the report: the flagged ones (the first
+    ``max_flagged`` by pseudonym, all when None) and ``sample`` others drawn at random (fixed
+    seed), sorted."""
+    flagged_ids = sorted(set(flagged["patient_id"]) & set(patients))
+    chosen = set(flagged_ids[:max_flagged] if max_flagged is not None else flagged_ids)
+    rest = sorted(set(patients) - set(flagged_ids))
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(rest), size=min(sample, len(rest)), replace=False) if rest else []
     return sorted(chosen | {rest[i] for i in pick})
