@@ -133,7 +133,7 @@ rule tripod:
         settings=section_json(
             {
                 name: config[name]
-                for name in ("split", "clinical", "dl_clinical", "qc", "train")
+                for name in ("split", "clinical", "dl_clinical", "qc", "train", "margin")
             }
         ),
     shell:

@@ -12,6 +12,7 @@ import pytest
 from recur.cohort.exclusions import Exclusion, write_placeholders
 from recur.errors import RecurError
 from recur.reporting import report as rp
+from recur.reporting import tripod
 from recur.reporting.design import StudyDesign
 
 
@@ -185,7 +186,7 @@ def test_tripod_items_fill_what_the_run_knows():
         offset_models=(),
         offset_variables=(),
     )
-    items = rp.tripod_items(clinical, split, flow, table2, cal, settings)
+    items = tripod.tripod_items(clinical, split, flow, table2, cal, settings)
     by = items.set_index("item")
     spec_item = by.index[by["text"].str.startswith("Deep-learning models")][0]
     spec = by.loc[spec_item, "text"]
@@ -199,7 +200,7 @@ def test_tripod_items_fill_what_the_run_knows():
         offset_models=("Pre", "PrePost"),
         offset_variables=("hbv", "afp_ng_ml"),
     )
-    spec = rp.tripod_items(clinical, split, flow, table2, cal, other).set_index("item")
+    spec = tripod.tripod_items(clinical, split, flow, table2, cal, other).set_index("item")
     spec = spec.loc[spec_item, "text"]
     assert "out-of-fold DL signatures (cross-fitting)" in spec
     assert "Clinical model: L2-penalised logistic regression (penalty chosen by" in spec
@@ -211,7 +212,7 @@ def test_tripod_items_fill_what_the_run_knows():
     assert "AUC 0.700 (95% CI 0.550–0.850" in by.loc["23a", "text"]
     assert "Brier 0.200" in by.loc["23b", "text"]
     assert "1 excluded by configuration and 1 by image QC" in by.loc["20a-c", "text"]
-    assert by.loc["1", "status"] == rp.AUTHORS
+    assert by.loc["1", "status"] == tripod.AUTHORS
     md = rp.to_markdown(items)
     assert md.count("\n") == len(items) + 2
 
@@ -351,3 +352,66 @@ def test_study_design_reads_each_section_through_its_settings_class():
     sections["split"]["tune_fraction"] = 1.5
     with pytest.raises(RecurError, match="tune fraction"):
         StudyDesign.from_sections(sections)
+
+
+def test_tripod_describes_every_model_and_flags_few_events():
+    clinical = pd.DataFrame({"patient_id": ["P1", "P2"], "er": [1, 0], "afp_ng_ml": [1.0, 2.0]})
+    split = pd.DataFrame(
+        {
+            "patient_id": ["P1", "P2"],
+            "site": ["A", "B"],
+            "cohort": ["train", "test"],
+            "split": ["train", "test"],
+        }
+    )
+    flow = rp.flow_table(*_flow_inputs())
+    table2 = pd.DataFrame(
+        {
+            "cohort": ["external"],
+            "model": ["PrePost"],
+            "metric": ["auc"],
+            "estimate": [0.8],
+            "ci_low": [0.6],
+            "ci_high": [0.9],
+            "n": [35],
+            "n_events": [7],
+        }
+    )
+    cal = pd.DataFrame(
+        {
+            "cohort": ["external"],
+            "model": ["PrePost"],
+            "brier": [0.12],
+            "intercept": [0.09],
+            "slope": [float("nan")],
+            "n_events": [7],
+        }
+    )
+    design = StudyDesign(
+        clinical_features=("afp_ng_ml",),
+        tune_fraction=0.2,
+        impute="median",
+        on_failure="stop",
+        stacking="crossfit",
+        clinical_estimator="logistic",
+        dl_clinical_estimator="logistic",
+        offset_models=(),
+        offset_variables=(),
+        signature="ensemble",
+        crossfit_folds=3,
+        tta=True,
+        margin_target=("PrePost",),
+        aux_weight=3.0,
+        margin_models=True,
+        margin_features=("min_margin_mm", "pct_lt5"),
+    )
+    by = tripod.tripod_items(clinical, split, flow, table2, cal, design).set_index("item")
+    text = " ".join(by["text"])
+    assert "mean logit of the full model and its 3 cross-fitting fold models" in text
+    assert "8 dihedral views of the crops (test-time augmentation)" in text
+    assert "PrePost also learns the measured minimal ablative margin" in text
+    assert "Clinical_Margin and DL_Clinical_Margin" in text
+    assert "(min_margin_mm, pct_lt5)" in text
+    assert "recalibrated on the tuning split" in text
+    assert "events = 7) [fewer than 10 events]" in by.loc["23a", "text"]
+    assert "slope undefined [fewer than 10 events]" in by.loc["23b", "text"]

@@ -58,7 +58,7 @@ def _cmd_tripod(a: argparse.Namespace) -> None:
     import pandas as pd
 
     from recur.cohort import split
-    from recur.reporting import report as reporting
+    from recur.reporting import tripod as reporting
     from recur.reporting.design import StudyDesign
 
     design = StudyDesign.from_sections(json.loads(a.settings))

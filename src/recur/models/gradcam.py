@@ -196,7 +196,10 @@ def plot_patient(
             if masks[t].any():
                 ax.contour(masks[t], levels=[0.5], colors="cyan", linewidths=0.6)
             if j == 1:
-                heat = ax.imshow(maps[t], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+                # a perceptually uniform, colour-blind-safe map (not jet), transparent where
+                # the map is near 0 so that the anatomy stays visible under no evidence
+                shown = np.ma.masked_less(maps[t], 0.05)
+                heat = ax.imshow(shown, cmap="inferno", alpha=alpha, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[t, 0].set_ylabel(f"{name} DP", fontsize=9)
