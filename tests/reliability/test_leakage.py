@@ -80,11 +80,14 @@ def test_out_of_fold_signatures_come_from_models_that_did_not_see_the_patient(st
                 dtype={"patient_id": str},
             ).set_index("patient_id")
             fold_train = set(scores.index)
-            # the fold model scored its held-out patients, and those got that score
+            # the fold model scored its held-out patients, and those got that score (the
+            # network's output: ``score`` is its recalibration on the tuning split)
             assert held <= fold_train | held
             for p in held:
                 assert p in scores.index, (model, k, p)
-                assert oof.loc[p, "score"] == pytest.approx(scores.loc[p, "score"], rel=1e-6)
+                assert oof.loc[p, "raw_score"] == pytest.approx(
+                    scores.loc[p, "score"], rel=1e-6
+                )
 
 
 def _registered_copy(study: Path, patient: str, dest: Path) -> dict[str, Path]:

@@ -60,6 +60,7 @@ BOOTSTRAP_RULES = {
     "roc_figures",
     "dca_figures",
     "margin_table",
+    "survival",  # its CIs use Table 2's resamples (evaluate's bootstrap and seed)
 }
 
 
