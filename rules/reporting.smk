@@ -133,7 +133,14 @@ rule tripod:
         settings=section_json(
             {
                 name: config[name]
-                for name in ("split", "clinical", "dl_clinical", "qc", "train", "margin")
+                for name in (
+                    "split",
+                    "clinical",
+                    "dl_clinical",
+                    "qc",
+                    "train",
+                    "margin",
+                )
             }
         ),
     shell:

@@ -85,9 +85,7 @@ def test_out_of_fold_signatures_come_from_models_that_did_not_see_the_patient(st
             assert held <= fold_train | held
             for p in held:
                 assert p in scores.index, (model, k, p)
-                assert oof.loc[p, "raw_score"] == pytest.approx(
-                    scores.loc[p, "score"], rel=1e-6
-                )
+                assert oof.loc[p, "raw_score"] == pytest.approx(scores.loc[p, "score"], rel=1e-6)
 
 
 def _registered_copy(study: Path, patient: str, dest: Path) -> dict[str, Path]:
