@@ -144,6 +144,20 @@ def test_read_acquisitions_skips_placeholders(tmp_path: Path):
     assert list(rp.read_acquisitions([good, bad])) == [("P1", "pre")]
 
 
+#: A study design of the TRIPOD tests (the paper's choices, no margin models).
+_DESIGN = StudyDesign(
+    clinical_features=("afp_ng_ml",),
+    tune_fraction=0.2,
+    impute="median",
+    on_failure="stop",
+    stacking="in_sample",
+    clinical_estimator="extra_trees",
+    dl_clinical_estimator="extra_trees",
+    offset_models=(),
+    offset_variables=(),
+)
+
+
 def test_tripod_items_fill_what_the_run_knows():
     patients, cfg, qc, split = _flow_inputs()
     flow = rp.flow_table(patients, cfg, qc, split)
@@ -175,17 +189,7 @@ def test_tripod_items_fill_what_the_run_knows():
             "slope": [0.9],
         }
     )
-    settings = StudyDesign(
-        clinical_features=("afp_ng_ml",),
-        tune_fraction=0.2,
-        impute="median",
-        on_failure="stop",
-        stacking="in_sample",
-        clinical_estimator="extra_trees",
-        dl_clinical_estimator="extra_trees",
-        offset_models=(),
-        offset_variables=(),
-    )
+    settings = _DESIGN
     items = tripod.tripod_items(clinical, split, flow, table2, cal, settings)
     by = items.set_index("item")
     spec_item = by.index[by["text"].str.startswith("Deep-learning models")][0]
@@ -387,16 +391,9 @@ def test_tripod_describes_every_model_and_flags_few_events():
             "n_events": [7],
         }
     )
-    design = StudyDesign(
-        clinical_features=("afp_ng_ml",),
-        tune_fraction=0.2,
-        impute="median",
-        on_failure="stop",
+    design = dataclasses.replace(
+        _DESIGN,
         stacking="crossfit",
-        clinical_estimator="logistic",
-        dl_clinical_estimator="logistic",
-        offset_models=(),
-        offset_variables=(),
         signature="ensemble",
         crossfit_folds=3,
         tta=True,
