@@ -116,12 +116,38 @@ def test_survival_table_rows_cis_and_paired_comparisons():
 
 
 def test_resamples_are_table2s():
-    """The CI of survival.bootstrap resamples uses the first rows of Table 2's draw."""
-    from recur.evaluate.metrics import stratified_indices
+    """The CIs use the first survival.bootstrap rows of the draw Table 2 makes for the cohort
+    (stratified_indices with Table 2's resample count and seed + cohort index), which differ
+    from a fresh draw of that smaller size."""
+    from recur.evaluate.metrics import percentile_ci, stratified_indices
+    from recur.survival import metrics
 
-    y = _cohort()["er"].to_numpy()
-    full = stratified_indices(y, 50, 7)
-    assert np.array_equal(stratified_indices(y, 50, 7)[:30], full[:30])
+    frame = _cohort()
+    models = stage.fit_cox_models(frame, {"Clinical": list(CLINICAL_FEATURES)}, TABULAR, 0.01)
+    scores = stage.cox_scores(models, frame, SETTINGS.curve_grid())
+    long, _ = stage.survival_table(
+        frame, scores, [], SETTINGS, table2_resamples=50, seed=1, level=0.95
+    )
+    row = long[(long["cohort"] == "external") & (long["metric"] == "harrell_c")].iloc[0]
+    ext = (frame["split"] == "test").to_numpy()  # external: the third cohort (seed + 2)
+    y = frame["er"].to_numpy()[ext]
+    idx = stratified_indices(y, 50, 1 + 2)[: SETTINGS.bootstrap]
+    assert not np.array_equal(idx, stratified_indices(y, SETTINGS.bootstrap, 1 + 2))
+    train = (frame["split"] == "train").to_numpy()
+    t, e = frame["rfs_months"].to_numpy(float), frame["rfs_event"].to_numpy(int)
+    boot = metrics.bootstrap_metrics(
+        t[train],
+        e[train],
+        t[ext],
+        e[ext],
+        {"c": scores["Clinical"][0][ext]},
+        {"c": None},
+        idx,
+        tau=24.0,
+        auc_times=SETTINGS.auc_months,
+    )
+    lo, hi, _ = percentile_ci(boot["c"]["harrell_c"], row["estimate"], 0.95)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi))
 
 
 def test_analyse_writes_every_table_and_figure():
