@@ -120,10 +120,19 @@ SYNTHETIC_TABLES: dict[str, str] = {
 #: ``convert.compression_level``.
 DERIVED_NIFTI_GZIP_LEVEL = 1
 
+#: Resolution of the PNG figures (dots per inch; a PDF is written beside each).
+FIGURE_DPI = 150
+#: Resolution of figures that show the 128-pixel crops (Grad-CAM): a panel is still wider
+#: than the crop's pixels.
+IMAGE_FIGURE_DPI = 100
+#: Colours of a palette PNG (the most a PNG palette holds), used for plots.
+PALETTE_COLOURS = 256
 #: Per-patient QC pictures in the HTML report: the first flagged patients (by pseudonym; the
 #: front page lists every flagged patient with the reason) and a random sample of the others,
 #: at most this wide (pixels). Every patient's picture stays in results/qc/ and
 #: results/margin/.
-REPORT_MONTAGE_FLAGGED = 20
-REPORT_MONTAGE_SAMPLE = 10
-REPORT_PICTURE_WIDTH = 900
+REPORT_MONTAGE_FLAGGED = 10
+REPORT_MONTAGE_SAMPLE = 5
+REPORT_PICTURE_WIDTH = 800
+#: JPEG quality of those pictures (the PNGs in results/ are lossless).
+REPORT_PICTURE_QUALITY = 80
