@@ -107,6 +107,11 @@ SCORE_COLUMNS: tuple[str, ...] = ("patient_id", "cohort", "split", "score")
 #: stacking models (DL_Clinical, DL_Clinical_Margin, the Cox models) take as the signature.
 DL_SCORE_COLUMNS: tuple[str, ...] = (*SCORE_COLUMNS, "raw_score")
 
+#: The files of one fitted Cox model (``results/models/survival/<model>/``, as the model bundle
+#: carries it; :mod:`recur.survival.files`): the design pipeline (skops), its manifest and the
+#: coefficients with the baseline cumulative hazard.
+COX_MODEL_FILES: tuple[str, ...] = ("design.skops", "design.json", "cox.json")
+
 #: File names of the cohort tables the synthetic generator writes (a user's cohort names its
 #: own: config ``cohort.clinical``, ``cohort.series``, ``cohort.rois``).
 SYNTHETIC_TABLES: dict[str, str] = {
