@@ -98,7 +98,7 @@ SPLIT_COLUMNS: tuple[str, ...] = ("patient_id", "site", "cohort", "split")
 #: Columns of the workflow's score table of one model (``predictions/<model>.csv`` of the
 #: tabular and margin models, a training job's ``scores.csv``): one row per patient.
 #: ``recur predict``'s wide ``predictions.csv`` is another table
-#: (:data:`recur.deploy.predict.PREDICT_OUTPUT_COLUMNS`).
+#: (:func:`recur.deploy.scoring.predictions_wide`).
 SCORE_COLUMNS: tuple[str, ...] = ("patient_id", "cohort", "split", "score")
 #: Columns of a deep-learning model's prediction tables (``predictions/<model>.csv`` and the
 #: out-of-fold ``predictions/oof/<model>.csv`` of Pre and PrePost): ``score`` is the

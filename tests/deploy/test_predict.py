@@ -17,6 +17,8 @@ from recur.config import defaults
 from recur.constants import MODELS
 from recur.deploy import bundle as rb
 from recur.deploy import predict as rp
+from recur.deploy import summary
+from recur.deploy.registry import NO_POST, study_entries
 from recur.errors import RecurError
 from recur.evaluate.recalibration import Recalibration, recalibrate_table, write_recalibration
 from recur.io import sha256
@@ -50,37 +52,40 @@ FAKE_RECALIBRATION = {
 
 
 def _fake_sources(root: Path) -> dict:
-    """Stand-in model files (bytes only: the bundle copies and hashes, never reads them) and
-    recalibrations (read: they must be valid)."""
-    recal = {}
+    """Stand-in model files of the four models of a bundle without margin or Cox models (bytes
+    only: the bundle copies and hashes, never reads them) and recalibrations (read: they must
+    be valid)."""
+    files = {}
     for m in ("Pre", "PrePost"):
         d = root / m
         d.mkdir(parents=True)
         (d / "weights.pt").write_bytes(bytes(range(256)) * 4)
         (d / "model.json").write_text(json.dumps({"model": m}))
-        recal[m] = root / f"{m}_recalibration.json"
-        write_recalibration(recal[m], FAKE_RECALIBRATION[m], m)
-    tab = {}
+        write_recalibration(d / "recalibration.json", FAKE_RECALIBRATION[m], m)
+        for name in ("weights.pt", "model.json", "recalibration.json"):
+            files[f"models/{m}/{name}"] = d / name
     for m in ("Clinical", "DL_Clinical"):
         (root / f"{m}.skops").write_bytes(b"skops" + m.encode())
         (root / f"{m}.json").write_text("{}")
-        tab[m] = (root / f"{m}.skops", root / f"{m}.json")
+        files[f"models/{m}/model.skops"] = root / f"{m}.skops"
+        files[f"models/{m}/manifest.json"] = root / f"{m}.json"
     (root / "choice.json").write_text(json.dumps({"signature": "PrePost"}))
+    files["models/DL_Clinical/choice.json"] = root / "choice.json"
     pd.DataFrame(
         {
             "model": ["Clinical", "Pre", "PrePost", "DL_Clinical"],
             "cutoff": [0.4, 0.5, 0.25, 0.6],
             "youden_j": [0.1, 0.2, 0.3, 0.4],
+            "tune_auc": [0.6, 0.7, 0.8, 0.75],
             "n_tune": [6] * 4,
             "n_events_tune": [3] * 4,
         }
     ).to_csv(root / "cutoffs.csv", index=False)
     return {
-        "dl_models": {"Pre": root / "Pre", "PrePost": root / "PrePost"},
-        "recalibrations": recal,
-        "tabular_models": tab,
-        "choice": root / "choice.json",
+        "entries": study_entries(MODELS, (), "PrePost"),
+        "files": files,
         "cutoffs": root / "cutoffs.csv",
+        "primary": "PrePost",
     }
 
 
@@ -99,7 +104,8 @@ def test_write_bundle_lists_every_file_with_its_sha256(toy_bundle: Path) -> None
         for p in toy_bundle.rglob("*")
         if p.is_file() and p != toy_bundle / "manifest.json"
     )
-    assert sorted(manifest["files"]) == rb.required_files() == files
+    entries = study_entries(MODELS, (), "PrePost")
+    assert sorted(manifest["files"]) == rb.required_files(rb.BUNDLE_FORMAT, entries) == files
     assert manifest["files"]["models/Pre/weights.pt"] == sha256(
         toy_bundle / "models/Pre/weights.pt"
     )
@@ -107,8 +113,17 @@ def test_write_bundle_lists_every_file_with_its_sha256(toy_bundle: Path) -> None
     b = rb.load_bundle(toy_bundle)
     assert b.signature == "PrePost"
     assert b.cutoffs == {"Pre": 0.5, "PrePost": 0.25, "Clinical": 0.4, "DL_Clinical": 0.6}
-    assert manifest["bundle_format"] == rb.BUNDLE_FORMAT == 2
+    assert manifest["bundle_format"] == rb.BUNDLE_FORMAT == 3
     assert b.recalibrations == FAKE_RECALIBRATION
+    assert [e.name for e in b.entries] == list(MODELS)
+    assert b.primary == "PrePost"
+    # DL_Clinical reads the PrePost signature: it needs the post-ablation series
+    assert {e.name: e.needs_post for e in b.entries} == {
+        "Pre": False,
+        "PrePost": True,
+        "Clinical": False,
+        "DL_Clinical": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -177,14 +192,15 @@ def test_bundle_settings_rebuild_the_workflow_settings(tmp_path: Path) -> None:
 
 def test_predict_recalibrates_as_the_workflow(toy_bundle: Path, tmp_path: Path) -> None:
     """The probabilities `recur predict` reports for Pre and PrePost are the workflow's
-    ``score``: the bundle's recalibration.json applied to the network's output, the same
-    function and parameters as recalibrate_table (signature-dl)."""
+    ``score``: the bundle's recalibration.json applied to the network's output (as
+    recur.deploy.scoring.score_all does), the same function and parameters as
+    recalibrate_table (signature-dl)."""
     b = rb.load_bundle(toy_bundle)
     raw = np.array([0.02, 0.3, 0.5, 0.77, 0.999])
     table = pd.DataFrame(
         {"patient_id": list("ABCDE"), "cohort": "test", "split": "test", "score": raw}
     )
-    got = rp.recalibrated_scores(b, {"Pre": raw, "PrePost": raw})
+    got = {m: b.recalibrations[m].apply(raw) for m in ("Pre", "PrePost")}
     for m in ("Pre", "PrePost"):
         want = recalibrate_table(table, FAKE_RECALIBRATION[m])
         np.testing.assert_array_equal(got[m], want["score"])
@@ -201,8 +217,7 @@ def test_predict_recalibrates_as_the_workflow(toy_bundle: Path, tmp_path: Path) 
     (toy_bundle / "manifest.json").write_text(json.dumps(manifest))
     old = rb.load_bundle(toy_bundle)
     assert {r.method for r in old.recalibrations.values()} == {"identity"}
-    got = rp.recalibrated_scores(old, {"Pre": raw, "PrePost": raw})
-    np.testing.assert_array_equal(got["PrePost"], raw)
+    np.testing.assert_array_equal(old.recalibrations["PrePost"].apply(raw), raw)
     manifest["bundle_format"] = 2
     (toy_bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RecurError, match=r"does not list models/Pre/recalibration\.json"):
@@ -210,24 +225,6 @@ def test_predict_recalibrates_as_the_workflow(toy_bundle: Path, tmp_path: Path) 
 
 
 # --------------------------------------------------------------------------- predict units
-def test_predictions_table_risk_group_at_cutoff() -> None:
-    scores = {
-        "Pre": np.array([0.5, 0.49]),
-        "PrePost": np.array([0.1, 0.9]),
-        "Clinical": np.array([0.4, 0.0]),
-        "DL_Clinical": np.array([0.7, 0.6]),
-    }
-    cut = {"Pre": 0.5, "PrePost": 0.25, "Clinical": 0.4, "DL_Clinical": 0.65}
-    t = rp.predictions_table(["A", "B"], scores, cut)
-    assert list(t.columns) == rp.PREDICT_OUTPUT_COLUMNS
-    # score == cutoff counts as high risk (the workflow's `score >= cutoff`)
-    assert list(t["Pre_risk"]) == ["high", "low"]
-    assert list(t["PrePost_risk"]) == ["low", "high"]
-    assert list(t["Clinical_risk"]) == ["high", "low"]
-    assert list(t["DL_Clinical_risk"]) == ["high", "low"]
-    assert t.loc[1, "PrePost"] == 0.9
-
-
 def test_new_clinical_needs_no_outcome_site_or_cohort() -> None:
     t = pd.DataFrame(
         {
@@ -278,22 +275,31 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(caplog) -> None:
     assert "[1/2] convert" in caplog.text
 
 
-def test_summary_html_embeds_images_and_warns(tmp_path: Path) -> None:
+def test_summary_html_embeds_images_and_warns(toy_bundle: Path, tmp_path: Path) -> None:
     png = tmp_path / "a.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    row = pd.Series(
+    b = rb.load_bundle(toy_bundle)
+    rows = pd.DataFrame(
         {
             "patient_id": "<P1>",
-            **{m: 0.5 for m in MODELS},
-            **{m + "_risk": "high" for m in MODELS},
+            "model": list(MODELS),
+            "kind": ["dl", "dl", "tabular", "tabular"],
+            "available": [True, False, True, False],
+            "probability": [0.5, np.nan, 0.5, np.nan],
+            "raw_score": [0.4, np.nan, 0.5, np.nan],
+            "cutoff": [0.3] * 4,
+            "risk": ["high", NO_POST, "high", NO_POST],
+            "note": ["", NO_POST, "", NO_POST],
         }
     )
-    page = rp.summary_html(row, dict.fromkeys(MODELS, 0.3), png, png, {"recur": "0.1"})
+    page = summary.summary_html("<P1>", rows, b, None, {"a": png, "b": png, "c": None})
     assert "&lt;P1&gt;" in page
     assert "<P1>" not in page
     assert page.count("data:image/png;base64,iVBORw0KGgpmYWtl") == 2
     assert "NOT FOR CLINICAL USE" in page
-    assert page.count("high risk") == 4
+    assert page.count("high risk") == 2
+    assert page.count(NO_POST) >= 5  # two models (probability, risk group) and the margin
+    assert "Primary model: PrePost" in page
 
 
 def test_predict_refuses_a_tampered_bundle_before_reading_inputs(toy_bundle: Path) -> None:

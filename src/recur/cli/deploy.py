@@ -21,9 +21,12 @@ recur --threads 2 predict --bundle results/bundle \\
     --out predictions_new"""
 PREDICT_DESCRIPTION = f"""\
 Score new patients from their DICOM series, ROI masks and clinical variables with the
-model bundle of a workflow run (results/bundle): the Pre, PrePost, Clinical and
-DL_Clinical scores with their risk groups in OUT/predictions.csv, and a one-page
-summary per patient (OUT/<patient>/summary.html). The bundle is verified against its
+model bundle of a workflow run (results/bundle): every model the study evaluates
+(calibrated probability, raw score, risk group at the study's cutoff, the Cox model's
+12- and 24-month recurrence-free probability, the study's external AUC and C-index),
+the primary model, and the ablative margin, in OUT/predictions.csv and a one-page
+summary per patient (OUT/<patient>/summary.html). A patient without a post-ablation
+series gets the models that do not need it. The bundle is verified against its
 manifest and the tables are checked before any image is read.
 
 {PREDICT_WARNING}"""
