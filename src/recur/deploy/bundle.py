@@ -1,30 +1,32 @@
 """The portable model bundle: everything `recur predict` needs to score a new patient.
 
-``results/bundle/`` holds the trained models and the settings they were trained with, and no
-patient data (no ids, no predictions)::
+``results/bundle/`` holds the trained models, the settings they were trained with and the
+study's performance of each, and no patient data (no ids, no predictions)::
 
     manifest.json                      sha256 of every other file, recur version, layout version
-    settings.json                      convert, registration, crop, architecture, clinical,
-                                       dl_clinical (and margin: the post-to-pre registration)
-                                       settings the workflow used
-    cutoffs.csv                        Youden cutoff of each model on the tuning split
-    models/Pre/{weights.pt,model.json}           Pre signature network (weights only): the
-                                                 full + fold models' ensemble, or the full model
-    models/Pre/recalibration.json                its logistic recalibration (tuning split)
-    models/PrePost/{weights.pt,model.json,recalibration.json}  PrePost signature network
-    models/Clinical/{model.skops,manifest.json}  Clinical ExtraTrees pipeline
-    models/DL_Clinical/{model.skops,manifest.json,choice.json}  DL_Clinical + chosen signature
+    settings.json                      convert, roi, registration, crop, margin, architecture,
+                                       clinical, dl_clinical settings the workflow used
+    models.json                        every model (recur.deploy.registry entries: kind, inputs,
+                                       whether it needs the post series), its study performance
+                                       (cutoff, tuning AUC, external AUC with CI, calibration,
+                                       the Cox model's external C-index) and the primary model
+    cutoffs.csv                        Youden cutoff of each binary model on the tuning split
+    models/<dl>/{weights.pt,model.json,recalibration.json}   Pre, PrePost signature networks
+    models/<tabular>/{model.skops,manifest.json}  Clinical, DL_Clinical, the margin models
+    models/DL_Clinical/choice.json               the DL signature of the fusion models
+    models/survival/<model>/{design.skops,design.json,cox.json}  the Cox model of each
 
 :func:`write_bundle` copies the workflow's files into a temporary folder, writes the manifest
 last and renames the folder into place. :func:`load_bundle` re-hashes every file and refuses a
-bundle whose manifest does not verify (a changed, missing or extra file) with a
-:class:`~recur.errors.RecurError` naming the file. The manifest is a checksum, not a
-signature: it detects corruption and accidental edits, not a deliberate forgery that also
-rewrites the manifest.
+bundle whose manifest does not verify (a changed, missing or extra file, or a file of a model
+of ``models.json`` that the manifest does not list) with a :class:`~recur.errors.RecurError`
+naming the file. The manifest is a checksum, not a signature: it detects corruption and
+accidental edits, not a deliberate forgery that also rewrites the manifest.
 
 Bundle format 2 added the recalibration of the DL models (``recalibration.json``); a format 1
 bundle has none, and its workflow reported the networks' scores as they are, so it reads as
-the identity map.
+the identity map. Format 3 added ``models.json`` and with it the margin and Cox models; a
+format 1 or 2 bundle reads as its four models (Pre, PrePost, Clinical, DL_Clinical).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ import pandas as pd
 from recur.cohort import contract
 from recur.constants import TIMEPOINTS
 from recur.deploy.bundle import Bundle, load_bundle
-from recur.deploy.summary import NOT_FOR_CLINICAL_USE
+from recur.deploy.summary import NOT_FOR_CLINICAL_USE, below_chance_flag
 from recur.errors import RecurError
 from recur.io import atomic_path, write_text_atomic
 
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 #: Placeholder values of the optional clinical columns site/cohort (needed by the contract
 #: checks, never used for scoring).
 PLACEHOLDER = {"site": "new", "cohort": "test"}
-#: Re-exported for the command line's help text.
-__all__ = ["NOT_FOR_CLINICAL_USE", "predict"]
+#: Re-exported (the command line's help text, the report's front page tests).
+__all__ = ["NOT_FOR_CLINICAL_USE", "below_chance_flag", "predict"]
 
 
 # --------------------------------------------------------------------------- progress

@@ -65,9 +65,14 @@ def load_crops(path: str | Path, patient: str = "?") -> tuple[np.ndarray, np.nda
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise RecurError(f"{where}: cannot read the crop file ({exc})") from None
     # one time point: a patient without a post-ablation series (recur predict's Pre model)
-    if crops.ndim != 5 or crops.shape[1:3] != (N_PHASES, N_SLICES) or crops.shape[0] not in (
-        1,
-        N_TIMEPOINTS,
+    if (
+        crops.ndim != 5
+        or crops.shape[1:3] != (N_PHASES, N_SLICES)
+        or crops.shape[0]
+        not in (
+            1,
+            N_TIMEPOINTS,
+        )
     ):
         raise RecurError(f"{where}: 'crops' has shape {crops.shape}, expected (2, 4, 3, S, S)")
     if crops.shape[3] != crops.shape[4]:
