@@ -100,7 +100,8 @@ rule survival:
         bootstrap=BootstrapSettings.json(config["evaluate"]),
         tabular=section_json(config["clinical"]),
         figdir=lambda wildcards, output: str(Path(output.td_auc).parent),
-        models_dir=COX_DIR,
+        # results/models/survival: the folder above each model's folder
+        models_dir=lambda wildcards, output: str(Path(output.models[0]).parent.parent),
     shell:
         "python -m recur --threads {threads} survival --clinical {params.clinical:q}"
         " --split {input.split:q} --predictions {params.predictions}"

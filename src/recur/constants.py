@@ -24,8 +24,7 @@ DL_MODELS: tuple[str, ...] = ("Pre", "PrePost")
 #: The tabular models: the clinical predictors alone, and with the chosen DL signature.
 TABULAR_MODELS: tuple[str, ...] = ("Clinical", "DL_Clinical")
 #: The four models of the study in the order they are built: the DL models, then the tabular
-#: models that take their signature. The order of a model bundle and of the columns of
-#: ``recur predict``'s ``predictions.csv``.
+#: models that take their signature (the models of a format 1 or 2 model bundle, in its order).
 MODELS: tuple[str, ...] = (*DL_MODELS, *TABULAR_MODELS)
 #: The same four models in the paper's order, the clinical baseline first: the order of the
 #: evaluation (the rows of Table 2 and of the cutoffs, calibration and DeLong tables, the

@@ -434,7 +434,6 @@ def predict(
     progress.step("tabular and Cox models")
     long = scoring.score_all(bundle, pts, models)
     table = scoring.predictions_wide(long, bundle, pts)
-    progress.step("risk groups, predictions table")
     for pid in ids:
         rows = long[long["patient_id"] == pid]
         progress.step(f"{pid}: Grad-CAM")
