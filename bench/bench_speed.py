@@ -48,6 +48,8 @@ def code_tree(commit: str | None, work: Path) -> Path:
     ).stdout.strip()
     tree = work / f"code-{sha}"
     if not tree.exists():
+        # a worktree folder deleted by hand stays registered until pruned
+        subprocess.run(["git", "-C", str(REPO), "worktree", "prune"], check=True)
         subprocess.run(
             ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), sha],
             check=True,
