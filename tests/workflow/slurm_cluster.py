@@ -150,7 +150,7 @@ SelectTypeParameters=CR_CPU_Memory
 SlurmdParameters=config_overrides
 ReturnToService=2
 # Finished jobs stay visible to squeue this long: the workflow's status command.
-MinJobAge=600
+MinJobAge=7200
 NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
