@@ -12,8 +12,8 @@ PrePost, Clinical and DL_Clinical scores under ``bench_external_work/``):
    run before the radiomics rules existed has no fitted radiomics models);
 3. every external patient prepared from DICOM with the workflow's functions and the study
    bundle's settings (conversion, mask check, registration: the path of ``recur predict``),
-   then its features (cached per cohort in ``--work``; the time of the extraction alone is
-   kept per patient);
+   then its features (cached per cohort and image settings in ``--work``; the time of the
+   preparation and of the extraction alone kept per patient in ``timing.csv`` there);
 4. each model's AUC (DeLong 95% CI) on the pooled external patients, beside Pre, PrePost,
    Clinical and DL_Clinical on the same patients and the ceilings of each model's information
    (:func:`recur.synthetic.ceilings.information_ceilings`; Radiomics_Pre sees the Pre
@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.limit:
             dl = dl.iloc[: a.limit]
         tag = cohort.parent.name
-        out_dir = a.work / tag / "features"
+        # the features depend on the image settings only: studies with equal settings share them
+        out_dir = a.work / tag / key / "features"
         out_dir.mkdir(parents=True, exist_ok=True)
         jobs = [
             (p, str(out_dir / f"{p}.csv"), str(a.work / tag / "tmp" / p)) for p in dl["patient_id"]
@@ -251,7 +252,13 @@ def main(argv: list[str] | None = None) -> int:
             a.workers,
             tag,
         )
-        timing += [r for r in rows if np.isfinite(r[2])]
+        new = [r for r in rows if np.isfinite(r[2])]
+        timing += new
+        if new:
+            log_path = a.work / tag / key / "timing.csv"
+            pd.DataFrame(new, columns=["patient_id", "prepare_s", "extract_s", "error"]).to_csv(
+                log_path, mode="a", header=not log_path.is_file(), index=False
+            )
         ext_wide = rm.feature_matrix(read_tables(out_dir, dl["patient_id"]))
         ext_wide = ext_wide.reindex(dl["patient_id"])
         for model, (pipe, feats) in fitted.items():
