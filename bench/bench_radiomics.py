@@ -20,7 +20,7 @@ PrePost, Clinical and DL_Clinical scores under ``bench_external_work/``):
    information, Radiomics_PrePost the PrePost, Radiomics_Clinical the clinical variables and
    the PrePost information), and the paired DeLong tests against the DL models.
 
-    .venv/bin/python bench/bench_radiomics.py --study /tmp/studyA --scores scoresA \\
+    .venv/bin/python bench/bench_radiomics.py --study /tmp/studyA [--scores scoresA] \\
         --cohort /tmp/ext7/cohort --cohort /tmp/ext11/cohort [--limit 50] \\
         --work /tmp/radiomics_work --workers 2 --csv bench/results/<file>.csv
 
@@ -169,12 +169,34 @@ def read_tables(folder: Path, patients) -> dict[str, pd.DataFrame]:
     }
 
 
+def cohort_scores(cohort: Path, name: str) -> pd.DataFrame:
+    """The DL and clinical scores of a cohort's patients kept in ``<cohort>/../<name>.csv``
+    (``bench_external.py``'s per-patient scores of one study), joined with the truth."""
+    from recur.synthetic import cohort as synth
+
+    path = cohort.parent / f"{name}.csv"
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found")
+    scores = pd.read_csv(path, dtype={"patient_id": str})
+    truth, _ = synth.load_truth(cohort.parent / "truth.csv")
+    both = scores.merge(truth, on="patient_id", suffixes=("", "_truth"), validate="1:1")
+    if len(both) != len(scores) or (both["er"] != both["er_truth"]).any():
+        raise SystemExit(f"{path}: scores and truth.csv disagree")
+    return both.drop(columns="er_truth")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", type=Path, required=True)
     ap.add_argument("--cohort", type=Path, action="append", required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument(
+        "--scores",
+        default=None,
+        help="the study's scores kept beside each cohort (scoresA: <cohort>/../scoresA.csv); "
+        "default: bench_external.py's file of the study bundle's digest",
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-mc", type=int, default=200)
     ap.add_argument("--csv", type=Path, default=None)
@@ -234,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     key, sname = image_settings_key(bundle.settings), scores_name(bundle_dir)
     parts, timing = [], []
     for i, cohort in enumerate(c.resolve() for c in a.cohort):
-        dl = pooled_scores([cohort], key, sname)
-        dl["patient_id"] = dl["patient_id"].str.split(":", n=1).str[1]
+        dl = cohort_scores(cohort, a.scores) if a.scores else pooled_scores([cohort], key, sname)
+        dl["patient_id"] = dl["patient_id"].str.split(":", n=1).str[-1]
         if a.limit:
             dl = dl.iloc[: a.limit]
         tag = cohort.parent.name
