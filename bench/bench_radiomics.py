@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         table.append(
             {"study": name, "model": f"{m_a} - {m_b}", "auc": round(t["diff"], 3), "p": t["p"]}
         )
-    table = pd.DataFrame(table)
+    table = pd.DataFrame(table).astype({"n": "Int64", "n_er": "Int64"})
     print(f"{len(a.cohort)} cohorts: {len(y)} patients, {int(y.sum())} with ER")
     print(table.to_string(index=False))
     if a.csv:
