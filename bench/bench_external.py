@@ -3,9 +3,9 @@
 The trained models of a workflow run (its verified bundle, ``results/bundle``) score a large
 external cohort made by the same generator with another seed (fresh patients, the test sites
 siteB/siteC), every patient going through the workflow's own functions from DICOM
-(:func:`recur.deploy.predict.prepare_patient`: conversion, mask check, registration, crops) in a
-process pool, then :func:`recur.deploy.predict.dl_network_scores` (recalibrated:
-:func:`recur.deploy.predict.recalibrated_scores`) / :func:`recur.deploy.predict.tabular_scores`.
+(:func:`recur.deploy.predict.prepare_patient`: conversion, mask check, registration, margin,
+crops) in a process pool, then :func:`recur.deploy.scoring.network_outputs` and
+:func:`recur.deploy.scoring.score_all` (the four models Pre, PrePost, Clinical, DL_Clinical).
 Each model's AUC (DeLong 95% CI) is printed beside the ceiling the generator's truth allows
 for the information that model sees (:func:`recur.synthetic.ceilings.information_ceilings`:
 Pre = tumour size + pre-image latents, PrePost = + margin, Clinical = the clinical variables,
@@ -88,7 +88,7 @@ def _prepare(patient: str) -> tuple[str, float, str]:
     tmp = work / "tmp" / patient
     try:
         predict.prepare_patient(
-            patient, _STATE["inputs"], _STATE["bundle"], tmp, out, work / "qc" / f"{patient}.png"
+            patient, _STATE["inputs"], _STATE["bundle"], tmp, out, work / "qc" / patient
         )
     except Exception as exc:  # reported per patient, the run goes on
         return patient, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}"
@@ -232,14 +232,27 @@ def main(argv: list[str] | None = None) -> int:
         cohort / "series.csv", cohort / "rois.csv", cohort / "clinical.csv", cohort_dir=cohort
     )
     table = inputs.clinical.set_index("patient_id").loc[ok].reset_index()
-    models = predict.load_dl_models(bundle)
-    network = predict.dl_network_scores(bundle, ok, work / "crops", models=models)
-    sig = predict.recalibrated_scores(bundle, network)
+    from recur.constants import MODELS
+    from recur.deploy import scoring
+
+    models = scoring.load_models(bundle)
+    pts = scoring.Patients(ok, table, dict.fromkeys(ok, True), work / "crops")
+    pts.network = scoring.network_outputs(bundle, pts, models)
+    wide = scoring.score_all(bundle, pts, models).pivot(
+        index="patient_id", columns="model", values="probability"
+    )
+    scores = {m: wide.loc[ok, m].to_numpy(float) for m in MODELS}
     # the same networks scored on the plain view only (train.tta off), for comparison
-    plain_models = {m: (net, replace(arch, tta=False)) for m, (net, arch) in models.items()}
-    plain = predict.dl_scores(bundle, ok, work / "crops", models=plain_models)
-    tta_on = {m: arch.tta for m, (_, arch) in models.items()}
-    scores = {**sig, **predict.tabular_scores(bundle, table, network)}
+    dl = [e for e in bundle.entries if e.kind == "dl"]
+    plain_models = {
+        **models,
+        **{e.key: (models[e.key][0], replace(models[e.key][1], tta=False)) for e in dl},
+    }
+    plain_net = scoring.network_outputs(bundle, pts, plain_models)
+    plain = {
+        e.name: bundle.recalibrations[e.name].apply([plain_net[e.name][p] for p in ok]) for e in dl
+    }
+    tta_on = {e.name: models[e.key][1].tta for e in dl}
 
     truth, _ = synth.load_truth(truth_csv)
     truth = truth.set_index("patient_id").loc[ok].reset_index()
@@ -281,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         out.to_csv(a.csv, index=False)
     # the DL models' recalibrated scores, their networks' outputs ({m}_raw: the signature the
     # fusion models take) and the truth's ER
-    raw = {f"{m}_raw": network[m] for m in ("Pre", "PrePost")}
+    raw = {f"{m}_raw": [pts.network[m][p] for p in ok] for m in ("Pre", "PrePost")}
     pd.DataFrame({"patient_id": ok, **{m: scores[m] for m in seen}, **raw, "er": y}).to_csv(
         work / scores_name(bundle_dir), index=False
     )

@@ -75,6 +75,7 @@ def cli_once(study: Path, patient: str, threads: int, out: Path) -> tuple[float,
 def stages_once(study: Path, patient: str, threads: int, out: Path) -> dict[str, float]:
     """The stages of :func:`recur.deploy.predict.predict`, timed in this process."""
     from recur.deploy import predict as rp
+    from recur.deploy import scoring
     from recur.deploy.bundle import load_bundle
     from recur.models import train
 
@@ -89,16 +90,22 @@ def stages_once(study: Path, patient: str, threads: int, out: Path) -> dict[str,
     train.configure_torch(0, threads)
     t = time.perf_counter()
     rp.prepare_patient(
-        patient, inputs, bundle, out / "work", out / "crops" / f"{patient}.npz", out / "qc.png"
+        patient, inputs, bundle, out / "work", out / "crops" / f"{patient}.npz", out / patient
     )
-    times["stage_convert_mask_register_crop"] = time.perf_counter() - t
+    times["stage_convert_mask_register_margin_crop"] = time.perf_counter() - t
     t = time.perf_counter()
-    network = rp.dl_network_scores(bundle, [patient], out / "crops")
-    rp.recalibrated_scores(bundle, network)
+    models = scoring.load_models(bundle)
+    times["stage_load_models"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pts = scoring.Patients([patient], inputs.clinical, {patient: True}, out / "crops")
+    margin = out / patient / "margin.csv"
+    if margin.is_file():
+        pts.margins[patient] = pd.read_csv(margin).iloc[0].to_dict()
+    pts.network = scoring.network_outputs(bundle, pts, models)
     times["stage_dl_models"] = time.perf_counter() - t
     t = time.perf_counter()
-    rp.tabular_scores(bundle, inputs.clinical, network)
-    times["stage_tabular_models"] = time.perf_counter() - t
+    scoring.score_all(bundle, pts, models)
+    times["stage_tabular_and_cox_models"] = time.perf_counter() - t
     return times
 
 

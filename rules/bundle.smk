@@ -3,10 +3,20 @@
 # No patient data: no ids, no predictions tables.
 import json
 
-from recur.deploy.bundle import MANIFEST, required_files
+from recur.deploy.bundle import MANIFEST, MODELS_FILE, base_files
+from recur.deploy.registry import workflow_sources
 
 BUNDLE_DIR = f"{RESULTS}/bundle"
-BUNDLE_FILES = [f"{BUNDLE_DIR}/{name}" for name in [MANIFEST, *required_files()]]
+# Every model the study evaluates (EVAL_MODELS) and their Cox models (COX_MODELS): one entry
+# each of recur.deploy.registry; {path in the bundle: workflow file}.
+# The radiomics models (rules/radiomics.smk) stay out: a comparison baseline inside the study,
+# which `recur predict` does not score (it extracts no radiomics features).
+BUNDLE_MODELS = [m for m in EVAL_MODELS if m not in RADIOMICS_MODELS]
+BUNDLE_SOURCES = workflow_sources(BUNDLE_MODELS, COX_MODELS, RESULTS, SIGNATURE_DIR)
+BUNDLE_FILES = [
+    f"{BUNDLE_DIR}/{name}"
+    for name in sorted({MANIFEST, *base_files(), *BUNDLE_SOURCES})
+]
 # The settings `recur predict` must reuse, exactly as this run used them (JSON).
 BUNDLE_SETTINGS = json.dumps(
     {
@@ -37,22 +47,11 @@ BUNDLE_SETTINGS = json.dumps(
 
 rule bundle:
     input:
-        pre=expand(
-            f"{RESULTS}/models/Pre/{SIGNATURE_DIR}/{{name}}",
-            name=["weights.pt", "model.json"],
-        ),
-        prepost=expand(
-            f"{RESULTS}/models/PrePost/{SIGNATURE_DIR}/{{name}}",
-            name=["weights.pt", "model.json"],
-        ),
-        pre_recalibration=f"{RESULTS}/models/Pre/recalibration.json",
-        prepost_recalibration=f"{RESULTS}/models/PrePost/recalibration.json",
-        clinical_model=f"{RESULTS}/models/Clinical/model.skops",
-        clinical_manifest=f"{RESULTS}/models/Clinical/manifest.json",
-        dl_clinical_model=f"{RESULTS}/models/DL_Clinical/model.skops",
-        dl_clinical_manifest=f"{RESULTS}/models/DL_Clinical/manifest.json",
-        choice=f"{RESULTS}/models/DL_Clinical/choice.json",
+        models=list(BUNDLE_SOURCES.values()),
         cutoffs=f"{RESULTS}/tables/cutoffs.csv",
+        table2=f"{RESULTS}/tables/table2.csv",
+        survival=f"{RESULTS}/tables/survival.csv",
+        calibration=f"{RESULTS}/tables/calibration.csv",
     output:
         BUNDLE_FILES,
     log:
@@ -66,20 +65,19 @@ rule bundle:
         mem_mb=1000,
         runtime=5,
     params:
-        pre=lambda wc, input: str(Path(input.pre[0]).parent),
-        prepost=lambda wc, input: str(Path(input.prepost[0]).parent),
+        files=" ".join(
+            f"{rel}={shlex_quote(src)}" for rel, src in BUNDLE_SOURCES.items()
+        ),
+        models=" ".join(BUNDLE_MODELS),
+        cox=" ".join(COX_MODELS),
         settings=BUNDLE_SETTINGS,
         outdir=lambda wc, output: str(Path(output[0]).parent),
     shell:
-        "python -m recur --threads {threads} bundle --pre {params.pre:q}"
-        " --prepost {params.prepost:q} --pre-recalibration {input.pre_recalibration:q}"
-        " --prepost-recalibration {input.prepost_recalibration:q}"
-        " --clinical-model {input.clinical_model:q}"
-        " --clinical-manifest {input.clinical_manifest:q}"
-        " --dl-clinical-model {input.dl_clinical_model:q}"
-        " --dl-clinical-manifest {input.dl_clinical_manifest:q} --choice {input.choice:q}"
-        " --cutoffs {input.cutoffs:q} --settings {params.settings:q} --out {params.outdir:q}"
-        " > {log:q} 2>&1"
+        "python -m recur --threads {threads} bundle --file {params.files}"
+        " --models {params.models} --cox-models {params.cox} --cutoffs {input.cutoffs:q}"
+        " --table2 {input.table2:q} --survival {input.survival:q}"
+        " --calibration {input.calibration:q} --settings {params.settings:q}"
+        " --out {params.outdir:q} > {log:q} 2>&1"
 
 
 FINAL_TARGETS.extend(BUNDLE_FILES)

@@ -14,7 +14,9 @@ PRED_DIR = f"{RESULTS}/predictions"
 TABLES = f"{RESULTS}/tables"
 FIGURES = f"{RESULTS}/figures"
 # Table 2 cohorts: the splits, then every external site by name (known before any job runs).
-EVAL_COHORTS = ["training", "tuning", "external"] + sorted(
+# The report shows the splits' figures; each site's figure stays in results/figures/<kind>/.
+SPLIT_COHORTS = ["training", "tuning", "external"]
+EVAL_COHORTS = SPLIT_COHORTS + sorted(
     PATIENT_TABLE.loc[PATIENT_TABLE["cohort"] == "test", "site"].unique()
 )
 EVAL_CAT = "2 Evaluation"
@@ -26,14 +28,18 @@ _report = report  # the name `report` at the start of a line is a Snakemake keyw
 prediction_args = lambda wildcards, input: " ".join(
     f"{m}={shlex_quote(p)}" for m, p in zip(EVAL_MODELS, input.predictions)
 )
-# The per-cohort PNGs of a figure kind, each wrapped for the report:
+# The per-cohort PNGs of a figure kind, the splits' wrapped for the report:
 cohort_reports = lambda pattern, caption, subcategory: [
-    _report(
-        pattern.format(cohort=c),
-        caption=caption,
-        category=EVAL_CAT,
-        subcategory=subcategory,
-        labels={"figure": subcategory, "cohort": c},
+    (
+        _report(
+            pattern.format(cohort=c),
+            caption=caption,
+            category=EVAL_CAT,
+            subcategory=subcategory,
+            labels={"figure": subcategory, "cohort": c},
+        )
+        if c in SPLIT_COHORTS
+        else pattern.format(cohort=c)
     )
     for c in EVAL_COHORTS
 ]

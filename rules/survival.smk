@@ -1,11 +1,16 @@
 # Recurrence-free survival: Cox models of the binary models' predictor sets and the
 # censoring-aware metrics of every model (recur.survival; docs/methods/survival.md).
 
+from recur.constants import COX_MODEL_FILES
 from recur.evaluate.settings import BootstrapSettings
 from recur.survival.settings import SurvivalSettings
 
 SURV_MARGIN = bool(MARGIN["enabled"] and MARGIN["models"])
 SURV_CAT = "3 Survival"
+# The Cox models, one per binary model of the study (the margin models' with margin models);
+# their fits go to results/models/survival/<model>/ for the model bundle.
+COX_MODELS = [*MODELS_PAPER_ORDER, *(MARGIN_MODELS if SURV_MARGIN else [])]
+COX_DIR = f"{RESULTS}/models/survival"
 
 
 rule survival:
@@ -36,6 +41,9 @@ rule survival:
         ),
         cutoffs=f"{TABLES}/survival_cutoffs.csv",
         risk=f"{PRED_DIR}/survival.csv",
+        models=expand(
+            f"{COX_DIR}/{{model}}/{{name}}", model=COX_MODELS, name=COX_MODEL_FILES
+        ),
         td_auc=report(
             f"{FIGURES}/survival/td_auc_external.png",
             caption="../report/survival_td_auc.rst",
@@ -92,6 +100,8 @@ rule survival:
         bootstrap=BootstrapSettings.json(config["evaluate"]),
         tabular=section_json(config["clinical"]),
         figdir=lambda wildcards, output: str(Path(output.td_auc).parent),
+        # results/models/survival: the folder above each model's folder
+        models_dir=lambda wildcards, output: str(Path(output.models[0]).parent.parent),
     shell:
         "python -m recur --threads {threads} survival --clinical {params.clinical:q}"
         " --split {input.split:q} --predictions {params.predictions}"
@@ -100,6 +110,7 @@ rule survival:
         " --tabular {params.tabular:q} --out {output.table:q} --md {output.md:q}"
         " --html {output.html:q} --compare {output.compare:q} --cox {output.cox:q}"
         " --cutoffs {output.cutoffs:q} --risk {output.risk:q}"
+        " --models-dir {params.models_dir:q}"
         " --figdir {params.figdir:q} > {log:q} 2>&1"
 
 

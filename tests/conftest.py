@@ -69,7 +69,19 @@ def failed_logs(workdir: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole workflow run once (``snakemake --cores 2``) on the tiny synthetic cohort."""
+    """The whole workflow run once (``snakemake --cores 2``) on the tiny synthetic cohort.
+
+    ``RECUR_TINY_STUDY=DIR`` brings the tiny study in ``DIR`` up to date instead (Snakemake
+    reruns only what changed since its last run there), so the slow tests of one stage can be
+    rerun without the whole workflow."""
+    reuse = os.environ.get("RECUR_TINY_STUDY")
+    if reuse:
+        work = Path(reuse)
+        (work / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
+        res = run_snakemake(work, "--cores", "2")
+        if res.returncode != 0:
+            pytest.fail(f"workflow failed:\n{res.stderr[-6000:]}\n{failed_logs(work)[-6000:]}")
+        return work
     work = tmp_path_factory.mktemp("study")
     (work / "tiny.yaml").write_text(TINY_CONFIG, encoding="utf-8")
     res = run_snakemake(work, "--cores", "2")

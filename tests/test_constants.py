@@ -15,7 +15,7 @@ def test_phases_and_time_points_in_acquisition_order():
 
 
 def test_the_two_model_orders_hold_the_same_four_models():
-    # built (and bundled, and `recur predict`'s columns): the DL models, then the tabular ones
+    # built (and bundled by format 1 and 2 bundles): the DL models, then the tabular ones
     assert c.MODELS == ("Pre", "PrePost", "Clinical", "DL_Clinical")
     assert (*c.DL_MODELS, *c.TABULAR_MODELS) == c.MODELS
     # evaluated and reported: the clinical baseline first

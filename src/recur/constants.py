@@ -24,8 +24,7 @@ DL_MODELS: tuple[str, ...] = ("Pre", "PrePost")
 #: The tabular models: the clinical predictors alone, and with the chosen DL signature.
 TABULAR_MODELS: tuple[str, ...] = ("Clinical", "DL_Clinical")
 #: The four models of the study in the order they are built: the DL models, then the tabular
-#: models that take their signature. The order of a model bundle and of the columns of
-#: ``recur predict``'s ``predictions.csv``.
+#: models that take their signature (the models of a format 1 or 2 model bundle, in its order).
 MODELS: tuple[str, ...] = (*DL_MODELS, *TABULAR_MODELS)
 #: The same four models in the paper's order, the clinical baseline first: the order of the
 #: evaluation (the rows of Table 2 and of the cutoffs, calibration and DeLong tables, the
@@ -106,7 +105,7 @@ SPLIT_COLUMNS: tuple[str, ...] = ("patient_id", "site", "cohort", "split")
 #: Columns of the workflow's score table of one model (``predictions/<model>.csv`` of the
 #: tabular and margin models, a training job's ``scores.csv``): one row per patient.
 #: ``recur predict``'s wide ``predictions.csv`` is another table
-#: (:data:`recur.deploy.predict.PREDICT_OUTPUT_COLUMNS`).
+#: (:func:`recur.deploy.scoring.predictions_wide`).
 SCORE_COLUMNS: tuple[str, ...] = ("patient_id", "cohort", "split", "score")
 #: Columns of a deep-learning model's prediction tables (``predictions/<model>.csv`` and the
 #: out-of-fold ``predictions/oof/<model>.csv`` of Pre and PrePost): ``score`` is the
@@ -114,6 +113,11 @@ SCORE_COLUMNS: tuple[str, ...] = ("patient_id", "cohort", "split", "score")
 #: the evaluation and ``recur predict`` report; ``raw_score`` the network's output, which the
 #: stacking models (DL_Clinical, DL_Clinical_Margin, the Cox models) take as the signature.
 DL_SCORE_COLUMNS: tuple[str, ...] = (*SCORE_COLUMNS, "raw_score")
+
+#: The files of one fitted Cox model (``results/models/survival/<model>/``, as the model bundle
+#: carries it; :mod:`recur.survival.files`): the design pipeline (skops), its manifest and the
+#: coefficients with the baseline cumulative hazard.
+COX_MODEL_FILES: tuple[str, ...] = ("design.skops", "design.json", "cox.json")
 
 #: File names of the cohort tables the synthetic generator writes (a user's cohort names its
 #: own: config ``cohort.clinical``, ``cohort.series``, ``cohort.rois``).
@@ -128,10 +132,19 @@ SYNTHETIC_TABLES: dict[str, str] = {
 #: ``convert.compression_level``.
 DERIVED_NIFTI_GZIP_LEVEL = 1
 
+#: Resolution of the PNG figures (dots per inch; a PDF is written beside each).
+FIGURE_DPI = 150
+#: Resolution of figures that show the 128-pixel crops (Grad-CAM): a panel is still wider
+#: than the crop's pixels.
+IMAGE_FIGURE_DPI = 100
+#: Colours of a palette PNG (the most a PNG palette holds), used for plots.
+PALETTE_COLOURS = 256
 #: Per-patient QC pictures in the HTML report: the first flagged patients (by pseudonym; the
 #: front page lists every flagged patient with the reason) and a random sample of the others,
 #: at most this wide (pixels). Every patient's picture stays in results/qc/ and
 #: results/margin/.
-REPORT_MONTAGE_FLAGGED = 20
-REPORT_MONTAGE_SAMPLE = 10
-REPORT_PICTURE_WIDTH = 900
+REPORT_MONTAGE_FLAGGED = 10
+REPORT_MONTAGE_SAMPLE = 5
+REPORT_PICTURE_WIDTH = 800
+#: JPEG quality of those pictures (the PNGs in results/ are lossless).
+REPORT_PICTURE_QUALITY = 80

@@ -10,8 +10,13 @@ colour ``i mod 8`` and line style ``(i + i // 8) mod 8``: beyond eight models th
 repeat with another dash pattern, so the (colour, line style) pairs of up to 64 models differ.
 
 :func:`save_figure` writes a matplotlib figure as PNG (150 dpi) and PDF without software or
-date metadata. The module imports matplotlib only inside :func:`save_figure`, so the stages
-without scikit-learn (margin, deep-learning models) share it.
+date metadata. Plots (curves, bars, text) are stored as a 256-colour palette PNG: a
+matplotlib plot has a few hundred distinct colours, mostly anti-aliasing shades, so the
+picture looks the same at about a third of the bytes (the report embeds every figure). Figures
+that show images (Grad-CAM) keep full colour (``palette=False``): a palette would band their
+continuous maps. The PDF beside each PNG is the print version. The module imports matplotlib
+and Pillow only inside :func:`save_figure`, so the stages without scikit-learn (margin,
+deep-learning models) share it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recur.constants import MODELS_PAPER_ORDER
+from recur.constants import FIGURE_DPI, MODELS_PAPER_ORDER, PALETTE_COLOURS
 from recur.io import atomic_path
 
 if TYPE_CHECKING:
@@ -84,8 +89,20 @@ def model_style(model: str, models: Sequence[str] = ()) -> dict[str, object]:
     }
 
 
-def save_figure(fig: Figure, png: str | Path, pdf: str | Path | None = None) -> None:
-    """Write ``fig`` as PNG (and PDF) atomically, without metadata; then close it."""
+def save_figure(
+    fig: Figure,
+    png: str | Path,
+    pdf: str | Path | None = None,
+    *,
+    palette: bool = True,
+    dpi: int = FIGURE_DPI,
+) -> None:
+    """Write ``fig`` as PNG (and PDF) atomically, without metadata; then close it.
+
+    ``palette``: store the PNG with a 256-colour palette (plots); ``False`` for figures that
+    show images with continuous colour maps. ``dpi``: the PNG's resolution."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,7 +110,21 @@ def save_figure(fig: Figure, png: str | Path, pdf: str | Path | None = None) -> 
 
     try:
         with atomic_path(png) as tmp:
-            fig.savefig(tmp, format="png", dpi=150, metadata={"Software": None})
+            if palette:
+                from PIL import Image
+
+                buffer = io.BytesIO()
+                fig.savefig(buffer, format="png", dpi=dpi)
+                buffer.seek(0)
+                with Image.open(buffer) as rendered:
+                    quantised = rendered.convert("RGB").quantize(
+                        colors=PALETTE_COLOURS,
+                        method=Image.Quantize.MEDIANCUT,
+                        dither=Image.Dither.NONE,
+                    )
+                quantised.save(tmp, format="png", optimize=True)
+            else:
+                fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
         if pdf is not None:
             with atomic_path(pdf) as tmp:
                 fig.savefig(

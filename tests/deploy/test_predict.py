@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,11 @@ import pandas as pd
 import pytest
 
 from recur.config import defaults
-from recur.constants import MODELS
+from recur.constants import MARGIN_MODELS, MODELS
 from recur.deploy import bundle as rb
 from recur.deploy import predict as rp
+from recur.deploy import summary
+from recur.deploy.registry import NO_POST, study_entries
 from recur.errors import RecurError
 from recur.evaluate.recalibration import Recalibration, recalibrate_table, write_recalibration
 from recur.io import sha256
@@ -50,37 +53,40 @@ FAKE_RECALIBRATION = {
 
 
 def _fake_sources(root: Path) -> dict:
-    """Stand-in model files (bytes only: the bundle copies and hashes, never reads them) and
-    recalibrations (read: they must be valid)."""
-    recal = {}
+    """Stand-in model files of the four models of a bundle without margin or Cox models (bytes
+    only: the bundle copies and hashes, never reads them) and recalibrations (read: they must
+    be valid)."""
+    files = {}
     for m in ("Pre", "PrePost"):
         d = root / m
         d.mkdir(parents=True)
         (d / "weights.pt").write_bytes(bytes(range(256)) * 4)
         (d / "model.json").write_text(json.dumps({"model": m}))
-        recal[m] = root / f"{m}_recalibration.json"
-        write_recalibration(recal[m], FAKE_RECALIBRATION[m], m)
-    tab = {}
+        write_recalibration(d / "recalibration.json", FAKE_RECALIBRATION[m], m)
+        for name in ("weights.pt", "model.json", "recalibration.json"):
+            files[f"models/{m}/{name}"] = d / name
     for m in ("Clinical", "DL_Clinical"):
         (root / f"{m}.skops").write_bytes(b"skops" + m.encode())
         (root / f"{m}.json").write_text("{}")
-        tab[m] = (root / f"{m}.skops", root / f"{m}.json")
+        files[f"models/{m}/model.skops"] = root / f"{m}.skops"
+        files[f"models/{m}/manifest.json"] = root / f"{m}.json"
     (root / "choice.json").write_text(json.dumps({"signature": "PrePost"}))
+    files["models/DL_Clinical/choice.json"] = root / "choice.json"
     pd.DataFrame(
         {
             "model": ["Clinical", "Pre", "PrePost", "DL_Clinical"],
             "cutoff": [0.4, 0.5, 0.25, 0.6],
             "youden_j": [0.1, 0.2, 0.3, 0.4],
+            "tune_auc": [0.6, 0.7, 0.8, 0.75],
             "n_tune": [6] * 4,
             "n_events_tune": [3] * 4,
         }
     ).to_csv(root / "cutoffs.csv", index=False)
     return {
-        "dl_models": {"Pre": root / "Pre", "PrePost": root / "PrePost"},
-        "recalibrations": recal,
-        "tabular_models": tab,
-        "choice": root / "choice.json",
+        "entries": study_entries(MODELS, (), "PrePost"),
+        "files": files,
         "cutoffs": root / "cutoffs.csv",
+        "primary": "PrePost",
     }
 
 
@@ -99,7 +105,8 @@ def test_write_bundle_lists_every_file_with_its_sha256(toy_bundle: Path) -> None
         for p in toy_bundle.rglob("*")
         if p.is_file() and p != toy_bundle / "manifest.json"
     )
-    assert sorted(manifest["files"]) == rb.required_files() == files
+    entries = study_entries(MODELS, (), "PrePost")
+    assert sorted(manifest["files"]) == rb.required_files(rb.BUNDLE_FORMAT, entries) == files
     assert manifest["files"]["models/Pre/weights.pt"] == sha256(
         toy_bundle / "models/Pre/weights.pt"
     )
@@ -107,8 +114,17 @@ def test_write_bundle_lists_every_file_with_its_sha256(toy_bundle: Path) -> None
     b = rb.load_bundle(toy_bundle)
     assert b.signature == "PrePost"
     assert b.cutoffs == {"Pre": 0.5, "PrePost": 0.25, "Clinical": 0.4, "DL_Clinical": 0.6}
-    assert manifest["bundle_format"] == rb.BUNDLE_FORMAT == 2
+    assert manifest["bundle_format"] == rb.BUNDLE_FORMAT == 3
     assert b.recalibrations == FAKE_RECALIBRATION
+    assert [e.name for e in b.entries] == list(MODELS)
+    assert b.primary == "PrePost"
+    # DL_Clinical reads the PrePost signature: it needs the post-ablation series
+    assert {e.name: e.needs_post for e in b.entries} == {
+        "Pre": False,
+        "PrePost": True,
+        "Clinical": False,
+        "DL_Clinical": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -177,14 +193,15 @@ def test_bundle_settings_rebuild_the_workflow_settings(tmp_path: Path) -> None:
 
 def test_predict_recalibrates_as_the_workflow(toy_bundle: Path, tmp_path: Path) -> None:
     """The probabilities `recur predict` reports for Pre and PrePost are the workflow's
-    ``score``: the bundle's recalibration.json applied to the network's output, the same
-    function and parameters as recalibrate_table (signature-dl)."""
+    ``score``: the bundle's recalibration.json applied to the network's output (as
+    recur.deploy.scoring.score_all does), the same function and parameters as
+    recalibrate_table (signature-dl)."""
     b = rb.load_bundle(toy_bundle)
     raw = np.array([0.02, 0.3, 0.5, 0.77, 0.999])
     table = pd.DataFrame(
         {"patient_id": list("ABCDE"), "cohort": "test", "split": "test", "score": raw}
     )
-    got = rp.recalibrated_scores(b, {"Pre": raw, "PrePost": raw})
+    got = {m: b.recalibrations[m].apply(raw) for m in ("Pre", "PrePost")}
     for m in ("Pre", "PrePost"):
         want = recalibrate_table(table, FAKE_RECALIBRATION[m])
         np.testing.assert_array_equal(got[m], want["score"])
@@ -201,8 +218,7 @@ def test_predict_recalibrates_as_the_workflow(toy_bundle: Path, tmp_path: Path) 
     (toy_bundle / "manifest.json").write_text(json.dumps(manifest))
     old = rb.load_bundle(toy_bundle)
     assert {r.method for r in old.recalibrations.values()} == {"identity"}
-    got = rp.recalibrated_scores(old, {"Pre": raw, "PrePost": raw})
-    np.testing.assert_array_equal(got["PrePost"], raw)
+    np.testing.assert_array_equal(old.recalibrations["PrePost"].apply(raw), raw)
     manifest["bundle_format"] = 2
     (toy_bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RecurError, match=r"does not list models/Pre/recalibration\.json"):
@@ -210,24 +226,6 @@ def test_predict_recalibrates_as_the_workflow(toy_bundle: Path, tmp_path: Path) 
 
 
 # --------------------------------------------------------------------------- predict units
-def test_predictions_table_risk_group_at_cutoff() -> None:
-    scores = {
-        "Pre": np.array([0.5, 0.49]),
-        "PrePost": np.array([0.1, 0.9]),
-        "Clinical": np.array([0.4, 0.0]),
-        "DL_Clinical": np.array([0.7, 0.6]),
-    }
-    cut = {"Pre": 0.5, "PrePost": 0.25, "Clinical": 0.4, "DL_Clinical": 0.65}
-    t = rp.predictions_table(["A", "B"], scores, cut)
-    assert list(t.columns) == rp.PREDICT_OUTPUT_COLUMNS
-    # score == cutoff counts as high risk (the workflow's `score >= cutoff`)
-    assert list(t["Pre_risk"]) == ["high", "low"]
-    assert list(t["PrePost_risk"]) == ["low", "high"]
-    assert list(t["Clinical_risk"]) == ["high", "low"]
-    assert list(t["DL_Clinical_risk"]) == ["high", "low"]
-    assert t.loc[1, "PrePost"] == 0.9
-
-
 def test_new_clinical_needs_no_outcome_site_or_cohort() -> None:
     t = pd.DataFrame(
         {
@@ -278,22 +276,31 @@ def test_progress_bar_on_a_terminal_and_log_lines_otherwise(caplog) -> None:
     assert "[1/2] convert" in caplog.text
 
 
-def test_summary_html_embeds_images_and_warns(tmp_path: Path) -> None:
+def test_summary_html_embeds_images_and_warns(toy_bundle: Path, tmp_path: Path) -> None:
     png = tmp_path / "a.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    row = pd.Series(
+    b = rb.load_bundle(toy_bundle)
+    rows = pd.DataFrame(
         {
             "patient_id": "<P1>",
-            **{m: 0.5 for m in MODELS},
-            **{m + "_risk": "high" for m in MODELS},
+            "model": list(MODELS),
+            "kind": ["dl", "dl", "tabular", "tabular"],
+            "available": [True, False, True, False],
+            "probability": [0.5, np.nan, 0.5, np.nan],
+            "raw_score": [0.4, np.nan, 0.5, np.nan],
+            "cutoff": [0.3] * 4,
+            "risk": ["high", NO_POST, "high", NO_POST],
+            "note": ["", NO_POST, "", NO_POST],
         }
     )
-    page = rp.summary_html(row, dict.fromkeys(MODELS, 0.3), png, png, {"recur": "0.1"})
+    page = summary.summary_html("<P1>", rows, b, None, {"a": png, "b": png, "c": None})
     assert "&lt;P1&gt;" in page
     assert "<P1>" not in page
     assert page.count("data:image/png;base64,iVBORw0KGgpmYWtl") == 2
     assert "NOT FOR CLINICAL USE" in page
-    assert page.count("high risk") == 4
+    assert page.count("high risk") == 2
+    assert page.count(NO_POST) >= 5  # two models (probability, risk group) and the margin
+    assert "Primary model: PrePost" in page
 
 
 def test_predict_refuses_a_tampered_bundle_before_reading_inputs(toy_bundle: Path) -> None:
@@ -314,27 +321,27 @@ def _recur(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def scored(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """`recur predict` on the tiny study's external test patients, from their DICOM."""
-    cohort = tiny_study / "results" / "synthetic" / "cohort"
+def _new_patient_tables(study: Path, ids: list[str], where: Path, drop_post=()) -> Path:
+    """The tiny study's patients ``ids`` as new patients: no outcome, site or cohort columns;
+    the patients of ``drop_post`` without any post-ablation row."""
+    cohort = study / "results" / "synthetic" / "cohort"
     clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
-    test = clinical[clinical["cohort"] == "test"]
-    ids = list(test["patient_id"])  # every external test patient (10), both sites
-    work = tmp_path_factory.mktemp("predict")
-    tables = work / "tables"
-    tables.mkdir()
-    # a new patient's table: no outcome, site or cohort columns
+    where.mkdir(parents=True)
     keep = ["patient_id", "tumor_size_cm", "tumor_number", "hbv", "tp_g_l", "afp_ng_ml"]
-    test[test["patient_id"].isin(ids)][keep].to_csv(tables / "clinical.csv", index=False)
+    clinical[clinical["patient_id"].isin(ids)][keep].to_csv(where / "clinical.csv", index=False)
     for name in ("series.csv", "rois.csv"):
         t = pd.read_csv(cohort / name, dtype=str)
-        t[t["patient_id"].isin(ids)].to_csv(tables / name, index=False)
-    out = work / "out"
-    res = _recur(
+        t = t[t["patient_id"].isin(ids)]
+        t = t[~(t["patient_id"].isin(list(drop_post)) & (t["timepoint"] == "post"))]
+        t.to_csv(where / name, index=False)
+    return cohort
+
+
+def _predict(study: Path, tables: Path, cohort: Path, out: Path, *extra: str):
+    return _recur(
         "predict",
         "--bundle",
-        str(tiny_study / "results" / "bundle"),
+        str(study / "results" / "bundle"),
         "--series",
         str(tables / "series.csv"),
         "--rois",
@@ -345,7 +352,20 @@ def scored(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         str(cohort),
         "--out",
         str(out),
+        *extra,
     )
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`recur predict` on the tiny study's external test patients, from their DICOM."""
+    cohort = tiny_study / "results" / "synthetic" / "cohort"
+    clinical = pd.read_csv(cohort / "clinical.csv", dtype=str)
+    ids = list(clinical.loc[clinical["cohort"] == "test", "patient_id"])  # 10, both sites
+    work = tmp_path_factory.mktemp("predict")
+    _new_patient_tables(tiny_study, ids, work / "tables")
+    out = work / "out"
+    res = _predict(tiny_study, work / "tables", cohort, out)
     assert res.returncode == 0, res.stderr[-4000:]
     return {"ids": ids, "out": out, "study": tiny_study, "stderr": res.stderr}
 
@@ -367,32 +387,105 @@ def test_bundle_holds_no_patient_id(tiny_study: Path) -> None:
     assert not any("predictions" in p.name for p in root.rglob("*"))
 
 
+def _workflow(study: Path, model: str) -> pd.DataFrame:
+    return pd.read_csv(
+        study / "results" / "predictions" / f"{model}.csv", dtype={"patient_id": str}
+    ).set_index("patient_id")
+
+
 @pytest.mark.slow
-def test_predict_reproduces_the_workflow_scores(scored: dict) -> None:
-    out, ids = scored["out"], scored["ids"]
-    got = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str})
-    assert list(got["patient_id"]) == ids
-    assert list(got.columns) == rp.PREDICT_OUTPUT_COLUMNS
-    cut = pd.read_csv(scored["study"] / "results" / "tables" / "cutoffs.csv")
+def test_predict_reproduces_every_model_margin_and_cox_of_the_workflow(scored: dict) -> None:
+    """Every model of the study: probability, raw score and risk group equal the workflow's
+    predictions/<model>.csv; the margin equals margin.csv's row; each Cox model's 12- and
+    24-month recurrence-free probability equals the survival stage's."""
+    out, ids, study = scored["out"], scored["ids"], scored["study"]
+    results = study / "results"
+    got = pd.read_csv(out / "predictions.csv", dtype={"patient_id": str}).set_index("patient_id")
+    assert list(got.index) == ids
+    bundle = rb.load_bundle(results / "bundle")
+    models = [e.name for e in bundle.binary]
+    assert models == ["Clinical", "Pre", "PrePost", "DL_Clinical", *MARGIN_MODELS]
+    assert sorted(e.name for e in bundle.entries if e.kind == "survival") == sorted(models)
+    cut = pd.read_csv(results / "tables" / "cutoffs.csv")
     cut = dict(zip(cut["model"], cut["cutoff"], strict=True))
-    for model in MODELS:
-        want = pd.read_csv(
-            scored["study"] / "results" / "predictions" / f"{model}.csv",
-            dtype={"patient_id": str},
-        ).set_index("patient_id")
-        np.testing.assert_allclose(
-            got[model], want.loc[ids, "score"], rtol=0, atol=1e-5, err_msg=model
-        )
-        high = want.loc[ids, "score"].to_numpy() >= cut[model]
-        assert list(got[f"{model}_risk"]) == ["high" if h else "low" for h in high]
+    cox = pd.read_csv(results / "predictions" / "survival.csv", dtype={"patient_id": str})
+    for model in models:
+        want = _workflow(study, model).loc[ids]
+        raw = want["raw_score"] if "raw_score" in want else want["score"]
+        np.testing.assert_allclose(got[model], want["score"], rtol=0, atol=1e-5, err_msg=model)
+        np.testing.assert_allclose(got[f"{model}_raw"], raw, rtol=0, atol=1e-5, err_msg=model)
+        high = want["score"].to_numpy() >= cut[model]
+        assert list(got[f"{model}_risk"]) == ["high" if h else "low" for h in high], model
+        assert (got[f"{model}_cutoff"] == cut[model]).all()
+        assert got[f"{model}_version"].str.fullmatch("[0-9a-f]{12}").all()
+        c = cox[cox["model"] == model].set_index("patient_id").loc[ids]
+        for t in ("12", "24"):
+            np.testing.assert_allclose(
+                got[f"{model}_rfs_{t}m"], c[f"rfs_{t}m"], rtol=0, atol=1e-6, err_msg=model
+            )
+    margin = pd.read_csv(results / "margin" / "margin.csv", dtype={"patient_id": str})
+    margin = margin.set_index("patient_id").loc[ids]
+    for col in ("min_margin_mm", "pct_lt0", "pct_lt5"):
+        np.testing.assert_array_equal(got[col], margin[col], err_msg=col)
+    primary = pd.read_csv(results / "bundle" / "cutoffs.csv")
+    assert (got["primary_model"] == primary.loc[primary["tune_auc"].idxmax(), "model"]).all()
     for pid in ids:
-        for name in ("crops.png", "gradcam.png", "summary.html"):
+        for name in ("crops.png", "gradcam.png", "margin.png", "margin_overlay.png"):
             assert (out / pid / name).stat().st_size > 1000, (pid, name)
-        assert "base64," in (out / pid / "summary.html").read_text()
+        page = (out / pid / "summary.html").read_text()
+        assert page.count("base64,") == 4
+        assert "Primary model: " in page
+        assert "Minimal ablative margin" in page
         assert (out / "crops" / f"{pid}.npz").is_file()
     assert not (out / "work").exists()
-    # not a terminal: plain log lines per step
+    # not a terminal: plain log lines, numbered by one counter from 1 to its total
+    steps = [tuple(map(int, m)) for m in re.findall(r"\[(\d+)/(\d+)\]", scored["stderr"])]
+    assert [k for k, _ in steps] == list(range(1, len(steps) + 1))
+    assert {n for _, n in steps} == {len(steps)}
     assert "check ROI masks, register PS/AP/PVP onto DP" in scored["stderr"]
+
+
+@pytest.mark.slow
+def test_predict_without_the_post_series_gives_the_pre_only_models(
+    scored: dict, tmp_path: Path
+) -> None:
+    """A patient whose post-ablation rows are removed gets the models that read only the
+    pre-ablation images and the clinical variables, equal to the workflow's; the others and
+    the margin read "not available: no post-ablation series"; the other patient is scored as
+    with its post series."""
+    study, ids = scored["study"], scored["ids"]
+    pid, other = ids[0], ids[1]
+    cohort = _new_patient_tables(study, [pid, other], tmp_path / "tables", drop_post=[pid])
+    res = _predict(study, tmp_path / "tables", cohort, tmp_path / "out")
+    assert res.returncode == 0, res.stderr[-4000:]
+    got = pd.read_csv(tmp_path / "out" / "predictions.csv", dtype={"patient_id": str})
+    got = got.set_index("patient_id")
+    full = pd.read_csv(scored["out"] / "predictions.csv", dtype={"patient_id": str})
+    full = full.set_index("patient_id")
+    bundle = rb.load_bundle(study / "results" / "bundle")
+    assert bool(got.loc[pid, "post_series"]) is False
+    assert got.loc[pid, "margin_note"] == NO_POST
+    assert np.isnan(got.loc[pid, "min_margin_mm"])
+    pre_only = [e.name for e in bundle.binary if not e.needs_post]
+    assert {"Clinical", "Pre"} <= set(pre_only)
+    for e in bundle.binary:
+        if e.needs_post:
+            assert got.loc[pid, f"{e.name}_risk"] == NO_POST, e.name
+            assert np.isnan(got.loc[pid, e.name]), e.name
+        else:
+            want = _workflow(study, e.name).loc[pid, "score"]
+            assert got.loc[pid, e.name] == pytest.approx(want, abs=1e-5), e.name
+            assert got.loc[pid, f"{e.name}_risk"] in ("high", "low")
+            assert np.isfinite(got.loc[pid, f"{e.name}_rfs_24m"]), e.name
+    for c in full.columns:
+        a, b = got.loc[other, c], full.loc[other, c]
+        if isinstance(b, float):
+            assert a == pytest.approx(b, abs=1e-6, nan_ok=True), c
+        else:
+            assert a == b, c
+    page = (tmp_path / "out" / pid / "summary.html").read_text()
+    assert page.count(NO_POST) >= 1 + 2 * (len(bundle.binary) - len(pre_only))
+    assert not (tmp_path / "out" / pid / "gradcam.png").exists()
 
 
 @pytest.mark.slow

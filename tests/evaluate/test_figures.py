@@ -182,3 +182,30 @@ def test_hazard_ratio_undefined_without_events_in_a_group():
     high = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
     assert np.isnan(figures.hazard_ratio(t, np.array([1, 1, 0, 0, 0, 0]), high)).all()
     assert np.isnan(figures.hazard_ratio(t, np.array([1, 0, 1, 1, 0, 1]), np.zeros(6, bool))).all()
+
+
+def test_plots_are_saved_as_palette_pngs_and_images_in_full_colour(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from recur.figstyle import save_figure
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1], color=OKABE_ITO["vermillion"], linewidth=4)
+    save_figure(fig, tmp_path / "plot.png", tmp_path / "plot.pdf", dpi=50)
+    with Image.open(tmp_path / "plot.png") as im:
+        assert im.mode == "P"  # 256-colour palette
+        assert im.size == (100, 100)  # 2 in at 50 dpi
+        colours = {c for _, c in im.convert("RGB").getcolors()}
+    assert (0xD5, 0x5E, 0x00) in colours  # the line's colour is kept exactly
+    assert (255, 255, 255) in colours
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.imshow(np.linspace(0, 1, 256 * 256).reshape(256, 256), cmap="inferno")
+    save_figure(fig, tmp_path / "image.png", palette=False, dpi=100)
+    with Image.open(tmp_path / "image.png") as im:
+        assert im.mode in ("RGB", "RGBA")
+        assert len(im.convert("RGB").getcolors(1 << 24)) > 256  # a continuous map, not banded

@@ -148,8 +148,8 @@ def test_plot_patient_has_a_colour_bar_and_the_patient_sides(monkeypatch, tmp_pa
 
     drawn = {}
 
-    def keep(fig, png, pdf=None):
-        drawn["fig"], drawn["files"] = fig, (png, pdf)
+    def keep(fig, png, pdf=None, **options):
+        drawn["fig"], drawn["files"], drawn["options"] = fig, (png, pdf), options
 
     monkeypatch.setattr(figstyle, "save_figure", keep)
     maps = np.zeros((2, 16, 16), dtype=np.float32)
@@ -158,6 +158,7 @@ def test_plot_patient_has_a_colour_bar_and_the_patient_sides(monkeypatch, tmp_pa
     plot_patient(images, maps, maps > 0, "t", tmp_path / "a.png", pdf=tmp_path / "a.pdf")
     fig = drawn["fig"]
     assert drawn["files"] == (tmp_path / "a.png", tmp_path / "a.pdf")
+    assert drawn["options"]["palette"] is False  # a continuous map is not banded
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert len(bars) == 1
     assert "relative to the patient's peak" in bars[0].get_ylabel()

@@ -125,3 +125,12 @@ def test_a_model_below_chance_on_the_tuning_split_is_flagged():
     assert below_chance_flag("Pre", 0.47).startswith("tuning AUC 0.47 < 0.5")
     assert below_chance_flag("Pre", 0.5) == ""
     assert below_chance_flag("Pre", None) == ""
+
+
+def test_report_pictures_are_rgb_and_at_most_the_report_width():
+    from PIL import Image
+
+    wide = front.report_picture(Image.new("RGBA", (1600, 400)), width=800)
+    assert (wide.mode, wide.size) == ("RGB", (800, 200))  # aspect kept
+    narrow = front.report_picture(Image.new("L", (300, 100)), width=800)
+    assert (narrow.mode, narrow.size) == ("RGB", (300, 100))  # never enlarged

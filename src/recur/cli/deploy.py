@@ -21,9 +21,12 @@ recur --threads 2 predict --bundle results/bundle \\
     --out predictions_new"""
 PREDICT_DESCRIPTION = f"""\
 Score new patients from their DICOM series, ROI masks and clinical variables with the
-model bundle of a workflow run (results/bundle): the Pre, PrePost, Clinical and
-DL_Clinical scores with their risk groups in OUT/predictions.csv, and a one-page
-summary per patient (OUT/<patient>/summary.html). The bundle is verified against its
+model bundle of a workflow run (results/bundle): every model the study evaluates
+(calibrated probability, raw score, risk group at the study's cutoff, the Cox model's
+12- and 24-month recurrence-free probability, the study's external AUC and C-index),
+the primary model, and the ablative margin, in OUT/predictions.csv and a one-page
+summary per patient (OUT/<patient>/summary.html). A patient without a post-ablation
+series gets the models that do not need it. The bundle is verified against its
 manifest and the tables are checked before any image is read.
 
 {PREDICT_WARNING}"""
@@ -37,19 +40,38 @@ Inputs, outputs and the bundle: docs/guide/predict.md."""
 def _cmd_bundle(a: argparse.Namespace) -> None:
     import json
 
-    from recur.deploy import bundle
+    import pandas as pd
 
+    from recur.deploy import bundle, registry
+    from recur.errors import RecurError
+    from recur.evaluate.tables import primary_model
+
+    files = {}
+    for item in a.file:
+        if "=" not in item:
+            raise RecurError(f"--file expects BUNDLE_PATH=SOURCE, got {item!r}")
+        rel, src = item.split("=", 1)
+        files[rel] = src
+    if registry.CHOICE_FILE not in files:
+        raise RecurError(f"bundle: --file {registry.CHOICE_FILE}=... is required")
+    choice = json.loads(Path(files[registry.CHOICE_FILE]).read_text(encoding="utf-8"))
+    entries = registry.study_entries(a.models, a.cox_models, str(choice["signature"]))
+    cutoffs = pd.read_csv(a.cutoffs)
+
+    def table(path: str | None):
+        return pd.read_csv(path) if path else None
+
+    performance = bundle.study_performance(
+        entries, cutoffs, table(a.table2), table(a.survival), table(a.calibration)
+    )
     manifest = bundle.write_bundle(
         a.out,
-        dl_models={"Pre": a.pre, "PrePost": a.prepost},
-        recalibrations={"Pre": a.pre_recalibration, "PrePost": a.prepost_recalibration},
-        tabular_models={
-            "Clinical": (a.clinical_model, a.clinical_manifest),
-            "DL_Clinical": (a.dl_clinical_model, a.dl_clinical_manifest),
-        },
-        choice=a.choice,
+        entries=entries,
+        files=files,
         cutoffs=a.cutoffs,
         settings=json.loads(a.settings),
+        performance=performance,
+        primary=primary_model(cutoffs, a.models) if "tune_auc" in cutoffs else None,
     )
     log.info("bundle %s: %d files + manifest.json", a.out, len(manifest["files"]))
 
@@ -75,16 +97,20 @@ def _cmd_predict(a: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``bundle`` and ``predict``."""
     p = sub.add_parser("bundle", help="assemble the portable model bundle (results/bundle)")
-    p.add_argument("--pre", required=True, help="folder of the full Pre model")
-    p.add_argument("--prepost", required=True, help="folder of the full PrePost model")
-    p.add_argument("--pre-recalibration", required=True, help="Pre recalibration.json")
-    p.add_argument("--prepost-recalibration", required=True, help="PrePost recalibration.json")
-    p.add_argument("--clinical-model", required=True, help="Clinical model.skops")
-    p.add_argument("--clinical-manifest", required=True, help="Clinical manifest.json")
-    p.add_argument("--dl-clinical-model", required=True, help="DL_Clinical model.skops")
-    p.add_argument("--dl-clinical-manifest", required=True, help="DL_Clinical manifest.json")
-    p.add_argument("--choice", required=True, help="DL_Clinical choice.json")
+    p.add_argument(
+        "--file",
+        nargs="+",
+        required=True,
+        metavar="BUNDLE_PATH=SOURCE",
+        help="every model file, by its path in the bundle (recur.deploy.registry."
+        "workflow_sources), and the DL_Clinical choice.json",
+    )
+    p.add_argument("--models", nargs="+", required=True, help="the binary models to carry")
+    p.add_argument("--cox-models", nargs="*", default=[], help="the Cox models to carry")
     p.add_argument("--cutoffs", required=True, help="results/tables/cutoffs.csv")
+    p.add_argument("--table2", default=None, help="results/tables/table2.csv (external AUC)")
+    p.add_argument("--survival", default=None, help="results/tables/survival.csv (C-index)")
+    p.add_argument("--calibration", default=None, help="results/tables/calibration.csv")
     p.add_argument("--settings", required=True, help="JSON: the settings sections used")
     p.add_argument("--out", required=True, help="bundle folder to write (replaced)")
     p.set_defaults(func=_cmd_bundle)

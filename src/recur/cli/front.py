@@ -45,7 +45,7 @@ def _cmd_report_montages(a: argparse.Namespace) -> None:
     from recur.constants import (
         REPORT_MONTAGE_FLAGGED,
         REPORT_MONTAGE_SAMPLE,
-        REPORT_PICTURE_WIDTH,
+        REPORT_PICTURE_QUALITY,
     )
     from recur.reporting import front
 
@@ -60,14 +60,11 @@ def _cmd_report_montages(a: argparse.Namespace) -> None:
     tmp.mkdir(parents=True)
     for patient in chosen:
         if patient in pictures and pictures[patient].is_file():
-            # JPEG at most REPORT_PICTURE_WIDTH wide: half a PNG's size for these noisy MR
-            # montages, and the report is only for looking (the PNGs stay in results/)
+            # JPEG: half a PNG's size for these noisy MR montages, and the report is only
+            # for looking (the PNGs stay in results/)
             with Image.open(pictures[patient]) as im:
-                rgb = im.convert("RGB")
-                if rgb.width > REPORT_PICTURE_WIDTH:
-                    height = round(rgb.height * REPORT_PICTURE_WIDTH / rgb.width)
-                    rgb = rgb.resize((REPORT_PICTURE_WIDTH, height), Image.Resampling.LANCZOS)
-                rgb.save(tmp / f"{patient}.jpg", quality=85, optimize=True)
+                picture = front.report_picture(im)
+            picture.save(tmp / f"{patient}.jpg", quality=REPORT_PICTURE_QUALITY, optimize=True)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
 

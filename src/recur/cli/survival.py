@@ -82,6 +82,11 @@ def _cmd_survival(a: argparse.Namespace) -> None:
     write_csv(result.cox, a.cox)
     write_csv(result.cutoffs, a.cutoffs)
     write_csv(result.predictions, a.risk)
+    if a.models_dir:
+        from recur.survival.files import write_cox_model
+
+        for name, model in result.models.items():
+            write_cox_model(model, Path(a.models_dir) / name, design, settings.auc_months)
     figdir = Path(a.figdir)
     for name in ("td_auc", "calibration", "km"):
         png = figdir / f"{name}_{analysis.FIGURE_COHORT}.png"
@@ -125,6 +130,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--cutoffs", required=True, help="Cox risk cutoffs (CSV)")
     p.add_argument("--risk", required=True, help="Cox risk predictions of every patient (CSV)")
+    p.add_argument(
+        "--models-dir",
+        default=None,
+        help="folder for the fitted Cox models, one subfolder per model (design.skops, "
+        "design.json, cox.json: what the model bundle carries)",
+    )
     p.add_argument(
         "--figdir",
         required=True,

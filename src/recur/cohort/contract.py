@@ -14,6 +14,7 @@ import os
 import re
 import unicodedata
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -359,8 +360,15 @@ def _check_keys(
         problems.append(f"{desc} is listed more than once (rows {rows})")
 
 
-def check_series(df: pd.DataFrame, patients: list[str], root: Path | None = None) -> pd.DataFrame:
-    """Validate a series table: every patient has the 4 phases at both time points."""
+def check_series(
+    df: pd.DataFrame,
+    patients: list[str],
+    root: Path | None = None,
+    timepoints: Mapping[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
+    """Validate a series table: every patient has the 4 phases at both time points (at the
+    time points ``timepoints[patient]`` for a patient listed there: ``recur predict`` scores a
+    patient without a post-ablation series with the models that do not need it)."""
     table = "series.csv"
     problems = _missing_columns(df, ("patient_id", "timepoint", "phase", "dicom_dir"))
     if problems:
@@ -382,7 +390,8 @@ def check_series(df: pd.DataFrame, patients: list[str], root: Path | None = None
     _check_series_reuse(out, problems)
     have = set(zip(out["patient_id"], out["timepoint"], out["phase"], strict=True))
     for pid in patients:
-        missing = [f"{t}/{ph}" for t in TIMEPOINTS for ph in PHASES if (pid, t, ph) not in have]
+        tps = (timepoints or {}).get(pid, TIMEPOINTS)
+        missing = [f"{t}/{ph}" for t in tps for ph in PHASES if (pid, t, ph) not in have]
         if missing:
             problems.append(f"patient {pid}: no series for {', '.join(missing)}")
     if problems:
@@ -410,8 +419,14 @@ def _check_series_reuse(df: pd.DataFrame, problems: list[str]) -> None:
         )
 
 
-def check_rois(df: pd.DataFrame, patients: list[str], root: Path | None = None) -> pd.DataFrame:
-    """Validate an ROI table: one mask per patient and time point.
+def check_rois(
+    df: pd.DataFrame,
+    patients: list[str],
+    root: Path | None = None,
+    timepoints: Mapping[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
+    """Validate an ROI table: one mask per patient and time point (the time points
+    ``timepoints[patient]`` for a patient listed there, as :func:`check_series`).
 
     ``mask`` names a NIfTI label map, a DICOM SEG or an RTSTRUCT file; the optional ``roi``
     column names the segment (SEG) or ROI (RTSTRUCT) to use, and may be empty
@@ -429,7 +444,7 @@ def check_rois(df: pd.DataFrame, patients: list[str], root: Path | None = None) 
     _check_paths(out, table, "mask", root, problems, kind="file")
     have = set(zip(out["patient_id"], out["timepoint"], strict=True))
     for pid in patients:
-        missing = [t for t in TIMEPOINTS if (pid, t) not in have]
+        missing = [t for t in (timepoints or {}).get(pid, TIMEPOINTS) if (pid, t) not in have]
         if missing:
             problems.append(f"patient {pid}: no ROI mask for time point(s) {', '.join(missing)}")
     if problems:

@@ -1,39 +1,42 @@
 """The portable model bundle: everything `recur predict` needs to score a new patient.
 
-``results/bundle/`` holds the trained models and the settings they were trained with, and no
-patient data (no ids, no predictions)::
+``results/bundle/`` holds the trained models, the settings they were trained with and the
+study's performance of each, and no patient data (no ids, no predictions)::
 
     manifest.json                      sha256 of every other file, recur version, layout version
-    settings.json                      convert, registration, crop, architecture, clinical,
-                                       dl_clinical (and margin: the post-to-pre registration)
-                                       settings the workflow used
-    cutoffs.csv                        Youden cutoff of each model on the tuning split
-    models/Pre/{weights.pt,model.json}           Pre signature network (weights only): the
-                                                 full + fold models' ensemble, or the full model
-    models/Pre/recalibration.json                its logistic recalibration (tuning split)
-    models/PrePost/{weights.pt,model.json,recalibration.json}  PrePost signature network
-    models/Clinical/{model.skops,manifest.json}  Clinical ExtraTrees pipeline
-    models/DL_Clinical/{model.skops,manifest.json,choice.json}  DL_Clinical + chosen signature
+    settings.json                      convert, roi, registration, crop, margin, architecture,
+                                       clinical, dl_clinical settings the workflow used
+    models.json                        every model (recur.deploy.registry entries: kind, inputs,
+                                       whether it needs the post series), its study performance
+                                       (cutoff, tuning AUC, external AUC with CI, calibration,
+                                       the Cox model's external C-index) and the primary model
+    cutoffs.csv                        Youden cutoff of each binary model on the tuning split
+    models/<dl>/{weights.pt,model.json,recalibration.json}   Pre, PrePost signature networks
+    models/<tabular>/{model.skops,manifest.json}  Clinical, DL_Clinical, the margin models
+    models/DL_Clinical/choice.json               the DL signature of the fusion models
+    models/survival/<model>/{design.skops,design.json,cox.json}  the Cox model of each
 
 :func:`write_bundle` copies the workflow's files into a temporary folder, writes the manifest
 last and renames the folder into place. :func:`load_bundle` re-hashes every file and refuses a
-bundle whose manifest does not verify (a changed, missing or extra file) with a
-:class:`~recur.errors.RecurError` naming the file. The manifest is a checksum, not a
-signature: it detects corruption and accidental edits, not a deliberate forgery that also
-rewrites the manifest.
+bundle whose manifest does not verify (a changed, missing or extra file, or a file of a model
+of ``models.json`` that the manifest does not list) with a :class:`~recur.errors.RecurError`
+naming the file. The manifest is a checksum, not a signature: it detects corruption and
+accidental edits, not a deliberate forgery that also rewrites the manifest.
 
 Bundle format 2 added the recalibration of the DL models (``recalibration.json``); a format 1
 bundle has none, and its workflow reported the networks' scores as they are, so it reads as
-the identity map.
+the identity map. Format 3 added ``models.json`` and with it the margin and Cox models; a
+format 1 or 2 bundle reads as its four models (Pre, PrePost, Clinical, DL_Clinical).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,18 +44,23 @@ from typing import Any
 import pandas as pd
 
 from recur import __version__
-from recur.constants import DL_MODELS, MODELS, TABULAR_MODELS
+from recur.constants import DL_MODELS, MODELS
+from recur.deploy.registry import CHOICE_FILE, ModelEntry, study_entries
 from recur.errors import RecurError
 from recur.evaluate.recalibration import Recalibration, read_recalibration
 from recur.io import sha256
 
 #: Version of the bundle layout (bumped when files move or change meaning).
-BUNDLE_FORMAT = 2
+BUNDLE_FORMAT = 3
 #: The first bundle format with the DL models' ``recalibration.json``.
 RECALIBRATION_FORMAT = 2
+#: The first bundle format whose models are listed in ``models.json`` (every model the study
+#: evaluates, its Cox models, their cutoffs and study performance).
+REGISTRY_FORMAT = 3
 MANIFEST = "manifest.json"
 SETTINGS = "settings.json"
 CUTOFFS = "cutoffs.csv"
+MODELS_FILE = "models.json"
 #: The settings sections a bundle must record (the config sections of the same name; the
 #: architecture is the ``train`` section's network keys).
 SETTINGS_SECTIONS: tuple[str, ...] = (
@@ -65,17 +73,31 @@ SETTINGS_SECTIONS: tuple[str, ...] = (
 )
 
 
-def required_files(bundle_format: int = BUNDLE_FORMAT) -> list[str]:
-    """Relative paths every bundle of ``bundle_format`` holds besides ``manifest.json``
-    (sorted)."""
-    files = [SETTINGS, CUTOFFS]
-    for m in DL_MODELS:
-        files += [f"models/{m}/weights.pt", f"models/{m}/model.json"]
-        if bundle_format >= RECALIBRATION_FORMAT:
-            files.append(f"models/{m}/recalibration.json")
-    for m in TABULAR_MODELS:
-        files += [f"models/{m}/model.skops", f"models/{m}/manifest.json"]
-    files.append("models/DL_Clinical/choice.json")
+def legacy_entries(signature: str = "PrePost") -> list[ModelEntry]:
+    """The models of a bundle written before ``models.json`` (format 1 and 2): Pre, PrePost,
+    Clinical, DL_Clinical."""
+    return study_entries(MODELS, (), signature)
+
+
+def base_files(bundle_format: int = BUNDLE_FORMAT) -> list[str]:
+    """The files every bundle of ``bundle_format`` holds besides ``manifest.json`` and its
+    models' files."""
+    files = [SETTINGS, CUTOFFS, CHOICE_FILE]
+    if bundle_format >= REGISTRY_FORMAT:
+        files.append(MODELS_FILE)
+    return sorted(files)
+
+
+def required_files(
+    bundle_format: int = BUNDLE_FORMAT, entries: Sequence[ModelEntry] | None = None
+) -> list[str]:
+    """Relative paths a bundle of ``bundle_format`` holding ``entries`` (by default the
+    models of a format 1/2 bundle) holds besides ``manifest.json`` (sorted)."""
+    files = set(base_files(bundle_format))
+    for e in entries if entries is not None else legacy_entries():
+        files.update(e.files)
+        if e.kind == "dl" and bundle_format < RECALIBRATION_FORMAT:
+            files.discard(f"{e.folder}/recalibration.json")
     return sorted(files)
 
 
@@ -87,60 +109,129 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: dict(v) if isinstance(v, Mapping) else v for k, v in settings.items()}
 
 
-def check_cutoffs(table: pd.DataFrame, where: str = CUTOFFS) -> dict[str, float]:
-    """``{model: cutoff}`` of a cutoffs table; every model of :data:`recur.constants.MODELS`
-    must be there."""
+def check_cutoffs(
+    table: pd.DataFrame, where: str = CUTOFFS, models: Sequence[str] = MODELS
+) -> dict[str, float]:
+    """``{model: cutoff}`` of a cutoffs table; every one of ``models`` must be there."""
     if not {"model", "cutoff"} <= set(table.columns):
         raise RecurError(f"{where}: columns 'model' and 'cutoff' are required")
     cut = dict(zip(table["model"].astype(str), pd.to_numeric(table["cutoff"]), strict=True))
-    missing = [m for m in MODELS if m not in cut or not pd.notna(cut[m])]
+    missing = [m for m in models if m not in cut or not pd.notna(cut[m])]
     if missing:
         raise RecurError(f"{where}: no cutoff for model(s) {', '.join(missing)}")
-    return {m: float(cut[m]) for m in MODELS}
+    return {m: float(cut[m]) for m in models}
+
+
+def _num(value: object) -> float | None:
+    """A finite float, or None (an undefined estimate: JSON has no NaN)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _estimate(rows: pd.DataFrame) -> dict[str, float | int | None] | None:
+    if rows.empty:
+        return None
+    r = rows.iloc[0]
+    return {k: _num(r[k]) for k in ("estimate", "ci_low", "ci_high") if k in r.index} | {
+        k: int(r[k]) for k in ("n", "n_events") if k in r.index and pd.notna(r[k])
+    }
+
+
+def study_performance(
+    entries: Sequence[ModelEntry],
+    cutoffs: pd.DataFrame,
+    table2: pd.DataFrame | None = None,
+    survival: pd.DataFrame | None = None,
+    calibration: pd.DataFrame | None = None,
+    cohort: str = "external",
+) -> dict[str, dict[str, Any]]:
+    """``{entry key: performance}`` from the study's tables: a binary model's tuning AUC and
+    Youden cutoff (``cutoffs.csv``), external AUC with its CI (``table2.csv``), external
+    calibration intercept, slope and Brier score (``calibration.csv``) and its Cox model's
+    external Harrell C with its CI (``survival.csv``, kind ``cox``). Numbers only, no patient."""
+    out: dict[str, dict[str, Any]] = {}
+    cut = cutoffs.set_index(cutoffs["model"].astype(str))
+    for e in entries:
+        perf: dict[str, Any] = {}
+        if e.kind == "survival":
+            if survival is not None:
+                rows = survival[
+                    (survival["cohort"] == cohort)
+                    & (survival["model"] == e.name)
+                    & (survival["kind"] == "cox")
+                    & (survival["metric"] == "harrell_c")
+                ]
+                perf["c_index"] = _estimate(rows)
+            out[e.key] = perf
+            continue
+        if e.name in cut.index:
+            r = cut.loc[e.name]
+            perf["cutoff"] = float(r["cutoff"])
+            for k in ("tune_auc", "youden_j"):
+                if k in r.index:
+                    perf[k] = _num(r[k])
+        if table2 is not None:
+            rows = table2[
+                (table2["cohort"] == cohort)
+                & (table2["model"] == e.name)
+                & (table2["metric"] == "auc")
+            ]
+            perf["auc"] = _estimate(rows)
+        if calibration is not None:
+            rows = calibration[(calibration["cohort"] == cohort) & (calibration["model"] == e.name)]
+            if not rows.empty:
+                r = rows.iloc[0]
+                perf["calibration"] = {
+                    k: _num(r[k]) for k in ("intercept", "slope", "brier") if k in r.index
+                }
+        out[e.key] = perf
+    return out
 
 
 def write_bundle(
     outdir: str | Path,
     *,
-    dl_models: Mapping[str, str | Path],
-    recalibrations: Mapping[str, str | Path],
-    tabular_models: Mapping[str, tuple[str | Path, str | Path]],
-    choice: str | Path,
+    entries: Sequence[ModelEntry],
+    files: Mapping[str, str | Path],
     cutoffs: str | Path,
     settings: Mapping[str, Any],
+    performance: Mapping[str, Mapping[str, Any]] | None = None,
+    primary: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the bundle in ``outdir`` (replaced as a whole, only once complete).
 
-    ``dl_models[m]`` is the folder of the signature network of ``m`` (``weights.pt``,
-    ``model.json``; the ensemble or the full model, ``train.signature``),
-    ``recalibrations[m]`` its ``recalibration.json`` (checked by reading it),
-    ``tabular_models[m]`` the ``(model.skops, manifest.json)`` pair, ``choice`` the
-    DL_Clinical ``choice.json``, ``cutoffs`` the cutoffs table, ``settings`` the sections of
-    :data:`SETTINGS_SECTIONS`. Returns the manifest written.
+    ``entries``: the models (:mod:`recur.deploy.registry`); ``files``: ``{bundle-relative
+    path: source file}`` of every entry's files and of the DL_Clinical ``choice.json``
+    (a DL model's ``recalibration.json`` is checked by reading it); ``cutoffs``: the cutoffs
+    table (every binary model needs one); ``settings``: the sections of
+    :data:`SETTINGS_SECTIONS`; ``performance``: :func:`study_performance`; ``primary``: the
+    model the study's tuning split ranks first. Writes ``models.json`` (the entries with their
+    performance) and returns the manifest written.
     """
     settings = check_settings(settings)
     cut_table = pd.read_csv(cutoffs)
-    check_cutoffs(cut_table, str(cutoffs))
+    binary = [e.name for e in entries if e.kind != "survival"]
+    check_cutoffs(cut_table, str(cutoffs), binary)
+    keys = [e.key for e in entries]
+    if len(set(keys)) != len(keys):
+        raise RecurError(f"bundle: a model is listed twice ({keys})")
+    if primary is not None and primary not in binary:
+        raise RecurError(f"bundle: the primary model {primary} is not among {binary}")
     sources: dict[str, Path] = {}
-    for m in DL_MODELS:
-        if m not in dl_models:
-            raise RecurError(f"bundle: the {m} model folder is missing")
-        for name in ("weights.pt", "model.json"):
-            sources[f"models/{m}/{name}"] = Path(dl_models[m]) / name
-        if m not in recalibrations:
-            raise RecurError(f"bundle: the {m} recalibration is missing")
-        read_recalibration(recalibrations[m])
-        sources[f"models/{m}/recalibration.json"] = Path(recalibrations[m])
-    for m in TABULAR_MODELS:
-        if m not in tabular_models:
-            raise RecurError(f"bundle: the {m} model files are missing")
-        model_path, manifest_path = tabular_models[m]
-        sources[f"models/{m}/model.skops"] = Path(model_path)
-        sources[f"models/{m}/manifest.json"] = Path(manifest_path)
-    sources["models/DL_Clinical/choice.json"] = Path(choice)
+    for rel in required_files(BUNDLE_FORMAT, entries):
+        if rel in (SETTINGS, CUTOFFS, MODELS_FILE):
+            continue
+        if rel not in files:
+            raise RecurError(f"bundle: no source file for {rel}")
+        sources[rel] = Path(files[rel])
     for rel, src in sources.items():
         if not src.is_file():
             raise RecurError(f"bundle: {src} not found (for {rel})")
+        if rel.endswith("/recalibration.json"):
+            read_recalibration(src)
 
     outdir = Path(outdir)
     outdir.parent.mkdir(parents=True, exist_ok=True)
@@ -150,19 +241,29 @@ def write_bundle(
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, tmp / rel)
         # the bundle's models only, and only model, cutoff and how it was found (no ids)
-        keep = ("model", "cutoff", "youden_j", "n_tune", "n_events_tune")
-        rows = cut_table[cut_table["model"].astype(str).isin(MODELS)]
+        keep = ("model", "cutoff", "youden_j", "tune_auc", "n_tune", "n_events_tune")
+        rows = cut_table[cut_table["model"].astype(str).isin(binary)]
         rows[[c for c in keep if c in rows.columns]].to_csv(
             tmp / CUTOFFS, index=False, lineterminator="\n"
         )
         (tmp / SETTINGS).write_text(
             json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
+        perf = performance or {}
+        registry = {
+            "primary": primary,
+            "primary_rule": "highest AUC on the tuning split (recur.evaluate.tables.primary_model)",
+            "models": [{**e.to_dict(), "performance": dict(perf.get(e.key, {}))} for e in entries],
+        }
+        (tmp / MODELS_FILE).write_text(
+            json.dumps(registry, indent=2, sort_keys=True, allow_nan=False) + "\n",
+            encoding="utf-8",
+        )
         manifest = {
             "format": "recur-model-bundle",
             "bundle_format": BUNDLE_FORMAT,
             "recur_version": __version__,
-            "files": {rel: sha256(tmp / rel) for rel in required_files()},
+            "files": {rel: sha256(tmp / rel) for rel in required_files(BUNDLE_FORMAT, entries)},
         }
         (tmp / MANIFEST).write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -203,7 +304,7 @@ def verify_manifest(bundle_dir: str | Path) -> dict[str, Any]:
             f"bundle {root}: format {manifest.get('bundle_format')} is newer than this recur "
             f"({__version__}) reads (format {BUNDLE_FORMAT})"
         )
-    missing = sorted(set(required_files(fmt)) - set(files))
+    missing = sorted(set(base_files(fmt)) - set(files))
     if missing:
         raise RecurError(f"bundle {root}: {MANIFEST} does not list {', '.join(missing)}")
     present = {
@@ -221,6 +322,10 @@ def verify_manifest(bundle_dir: str | Path) -> dict[str, Any]:
                 f"bundle {root}: file {rel} does not match its sha256 in {MANIFEST} "
                 "(changed or corrupted); refusing to use the bundle"
             )
+    # every file of every model listed (models.json itself verified just above)
+    missing = sorted(set(required_files(fmt, read_entries(root, fmt))) - set(files))
+    if missing:
+        raise RecurError(f"bundle {root}: {MANIFEST} does not list {', '.join(missing)}")
     return manifest
 
 
@@ -232,27 +337,69 @@ def bundle_format(manifest: Mapping[str, Any]) -> int:
         raise RecurError(f"{MANIFEST}: bundle_format {manifest.get('bundle_format')!r}") from None
 
 
+def read_registry(root: Path, bundle_format: int) -> dict[str, Any]:
+    """``models.json`` of a bundle (a format 1/2 bundle: its four models, no performance)."""
+    if bundle_format < REGISTRY_FORMAT:
+        return {"primary": None, "models": [e.to_dict() for e in legacy_entries()]}
+    try:
+        data = json.loads((root / MODELS_FILE).read_text(encoding="utf-8"))
+        [ModelEntry.from_dict(d) for d in data["models"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RecurError(f"bundle {root}: {MODELS_FILE} cannot be read ({exc})") from None
+    return data
+
+
+def read_entries(root: Path, bundle_format: int) -> list[ModelEntry]:
+    """The models a bundle lists (:func:`read_registry`)."""
+    return [ModelEntry.from_dict(d) for d in read_registry(root, bundle_format)["models"]]
+
+
 @dataclass(frozen=True)
 class Bundle:
-    """A verified bundle: its folder, manifest, settings, cutoffs, chosen signature and the
-    DL models' recalibration."""
+    """A verified bundle: its folder, manifest, settings, models (:mod:`recur.deploy.registry`
+    entries) with their cutoffs and study performance, the chosen signature and the DL
+    models' recalibration."""
 
     root: Path
     manifest: dict[str, Any]
     settings: dict[str, Any]
+    #: ``{binary model: Youden cutoff on the tuning split}``
     cutoffs: dict[str, float]
     signature: str
     #: ``{DL model: its recalibration}`` (the identity in a format 1 bundle)
     recalibrations: dict[str, Recalibration]
     #: ``{model: its AUC on the tuning split}`` (empty for a bundle written before it was kept)
     tune_aucs: dict[str, float] = field(default_factory=dict)
+    #: every model of the bundle, binary models first, then the Cox models
+    entries: tuple[ModelEntry, ...] = ()
+    #: ``{entry key: the study's performance}`` (:func:`study_performance`)
+    performance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the model the study's tuning split ranks first (None in a format 1/2 bundle)
+    primary: str | None = None
+
+    @property
+    def binary(self) -> list[ModelEntry]:
+        """The binary models (kinds ``dl`` and ``tabular``), in the bundle's order."""
+        return [e for e in self.entries if e.kind != "survival"]
+
+    def cox(self, model: str) -> ModelEntry | None:
+        """The Cox model of the binary ``model``, if the bundle has one."""
+        return next((e for e in self.entries if e.kind == "survival" and e.name == model), None)
+
+    def model_dir(self, entry: ModelEntry) -> Path:
+        """The folder of a model's files."""
+        return self.root / entry.folder
+
+    def version(self, entry: ModelEntry) -> str:
+        """A model's version: the first 12 hex digits of the sha256 of its first file."""
+        return str(self.manifest["files"].get(entry.files[0], ""))[:12]
 
     def dl_model_dir(self, model: str) -> Path:
         """Folder of the Pre or PrePost network (``weights.pt``, ``model.json``)."""
         return self.root / "models" / model
 
     def tabular_paths(self, model: str) -> tuple[Path, Path]:
-        """``(model.skops, manifest.json)`` of the Clinical or DL_Clinical model."""
+        """``(model.skops, manifest.json)`` of a tabular model."""
         d = self.root / "models" / model
         return d / "model.skops", d / "manifest.json"
 
@@ -304,27 +451,52 @@ class Bundle:
 
 
 def load_bundle(bundle_dir: str | Path) -> Bundle:
-    """Verify ``bundle_dir`` (:func:`verify_manifest`) and read its settings and cutoffs."""
+    """Verify ``bundle_dir`` (:func:`verify_manifest`) and read its settings, models and
+    cutoffs."""
     root = Path(bundle_dir)
     manifest = verify_manifest(root)
+    fmt = bundle_format(manifest)
     try:
         settings = check_settings(json.loads((root / SETTINGS).read_text(encoding="utf-8")))
-        choice = json.loads((root / "models/DL_Clinical/choice.json").read_text("utf-8"))
+        choice = json.loads((root / CHOICE_FILE).read_text("utf-8"))
         signature = str(choice["signature"])
     except (OSError, ValueError, KeyError) as exc:
         raise RecurError(f"bundle {root}: settings or choice.json unreadable ({exc})") from None
     if signature not in DL_MODELS:
         raise RecurError(f"bundle {root}: choice.json names signature {signature!r}")
+    registry = read_registry(root, fmt)
+    entries = tuple(ModelEntry.from_dict(d) for d in registry["models"])
+    if fmt < REGISTRY_FORMAT:
+        entries = tuple(legacy_entries(signature))
+    binary = [e.name for e in entries if e.kind != "survival"]
     cut_table = pd.read_csv(root / CUTOFFS)
-    cutoffs = check_cutoffs(cut_table, f"bundle {root}: {CUTOFFS}")
+    cutoffs = check_cutoffs(cut_table, f"bundle {root}: {CUTOFFS}", binary)
     tune_aucs = (
         dict(zip(cut_table["model"], cut_table["tune_auc"].astype(float), strict=True))
         if "tune_auc" in cut_table
         else {}
     )
-    if bundle_format(manifest) >= RECALIBRATION_FORMAT:
-        recal = {m: read_recalibration(root / f"models/{m}/recalibration.json") for m in DL_MODELS}
+    dl = [e.name for e in entries if e.kind == "dl"]
+    if fmt >= RECALIBRATION_FORMAT:
+        recal = {m: read_recalibration(root / f"models/{m}/recalibration.json") for m in dl}
     else:
-        note = f"bundle format {bundle_format(manifest)}: no recalibration, scores as given"
-        recal = {m: Recalibration.identity(note) for m in DL_MODELS}
-    return Bundle(root, manifest, settings, cutoffs, signature, recal, tune_aucs)
+        note = f"bundle format {fmt}: no recalibration, scores as given"
+        recal = {m: Recalibration.identity(note) for m in dl}
+    performance = {
+        d_["name"] if d_["kind"] != "survival" else f"survival/{d_['name']}": dict(
+            d_.get("performance") or {}
+        )
+        for d_ in registry["models"]
+    }
+    return Bundle(
+        root,
+        manifest,
+        settings,
+        cutoffs,
+        signature,
+        recal,
+        tune_aucs,
+        entries,
+        performance,
+        registry.get("primary"),
+    )

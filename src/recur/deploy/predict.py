@@ -1,66 +1,60 @@
 """`recur predict`: score new patients from DICOM with a verified model bundle.
 
 The input is a cohort in the input contract (``series.csv``, ``rois.csv``, ``clinical.csv``;
-no outcome columns needed; ``site`` and ``cohort`` optional and ignored). Every step calls the
+no outcome columns needed; ``site`` and ``cohort`` optional and ignored). A patient without
+any post-ablation row in ``series.csv`` is scored with the models that do not need the post
+series; the others are marked :data:`recur.deploy.registry.NO_POST`. Every step calls the
 workflow's own functions with the settings recorded in the bundle, so a patient scored here
-gets the score the workflow would have given it:
+gets the numbers the workflow would have given it:
 
-1. :func:`recur.preprocess.convert.convert_timepoint` (DICOM -> de-identified NIfTI, both time
-   points);
-2. :func:`recur.preprocess.masks.check_mask_file` (ROI mask against its DP series);
-3. :func:`recur.preprocess.register.register_timepoint_dir` (PS/AP/PVP onto DP);
+1. :func:`recur.preprocess.convert.convert_patient` (DICOM -> de-identified NIfTI);
+2. :func:`recur.preprocess.register.register_patient` with the ROI masks checked
+   (:class:`recur.preprocess.masks.CohortMasks`) (PS/AP/PVP onto DP);
+3. the margin stage: :func:`recur.margin.files.register_files` (post DP onto pre DP, the QC
+   overlay of tumour and ablation zone), :func:`recur.margin.files.metrics_files`,
+   :func:`recur.margin.files.table_files` (the patient's ``margin.csv`` row) and
+   :func:`recur.margin.plots.plot_patient_margins` (the traffic-light histogram);
 4. :func:`recur.preprocess.crop_files.crop_patient_files` (3-slice crops + QC montage);
-5. :func:`recur.models.jobs.load_model` + :func:`recur.models.train.predict_logits` (Pre, PrePost),
-   then the bundle's recalibration of each
-   (:func:`recur.evaluate.recalibration.apply_recalibration`: the workflow's ``score``);
-6. :func:`recur.models.tabular.load_model` + :func:`recur.models.tabular.predict_scores` (Clinical,
-   DL_Clinical with the bundle's chosen signature, the network's output as for the workflow's
-   test patients);
-7. :func:`recur.evaluate.tables.risk_groups` at the bundle's Youden cutoffs;
-8. :func:`recur.models.gradcam.explain_patient` (PrePost Grad-CAM) and a one-page HTML summary.
+5. every model of the bundle (:mod:`recur.deploy.scoring`): DL networks recalibrated, tabular
+   models, Cox models, risk groups at the study's cutoffs
+   (:func:`recur.evaluate.tables.risk_groups`);
+6. :func:`recur.models.gradcam.explain_patient` (PrePost Grad-CAM) and the one-page summary
+   (:mod:`recur.deploy.summary`).
 
-Outputs in ``--out``: ``predictions.csv`` (one row per patient), ``crops/{patient}.npz``,
-``{patient}/crops.png``, ``{patient}/gradcam.png``, ``{patient}/summary.html``; the
-intermediate NIfTI files go to ``work/`` (removed at the end unless ``keep_work``).
+Outputs in ``--out``: ``predictions.csv`` (one row per patient), ``scores.csv`` (one row per
+patient and model), ``crops/{patient}.npz``, ``{patient}/crops.png``, ``{patient}/gradcam.png``,
+``{patient}/margin.csv``, ``{patient}/margin.png``, ``{patient}/margin_overlay.png``,
+``{patient}/summary.html``; the intermediate NIfTI files go to ``work/`` (removed at the end
+unless ``keep_work``).
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import logging
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
 import pandas as pd
 
 from recur.cohort import contract
-from recur.constants import DL_MODELS, MODELS, TABULAR_MODELS, TIMEPOINTS
+from recur.constants import TIMEPOINTS
 from recur.deploy.bundle import Bundle, load_bundle
+from recur.deploy.summary import NOT_FOR_CLINICAL_USE, below_chance_flag
 from recur.errors import RecurError
 from recur.io import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-RISK_SUFFIX = "_risk"
-#: Columns of ``recur predict``'s ``predictions.csv``, one row per new patient: id, the four
-#: scores, then the four risk groups (models in :data:`recur.constants.MODELS` order). Not the
-#: workflow's per-model score tables (:data:`recur.constants.SCORE_COLUMNS`).
-PREDICT_OUTPUT_COLUMNS: list[str] = ["patient_id", *MODELS, *(m + RISK_SUFFIX for m in MODELS)]
 #: Placeholder values of the optional clinical columns site/cohort (needed by the contract
 #: checks, never used for scoring).
 PLACEHOLDER = {"site": "new", "cohort": "test"}
-NOT_FOR_CLINICAL_USE = (
-    "Research software, not a medical device: NOT FOR CLINICAL USE. The scores come from "
-    "models trained on the cohort the bundle was built from and have not been validated for "
-    "decisions about individual patients."
-)
+#: Re-exported (the command line's help text, the report's front page tests).
+__all__ = ["NOT_FOR_CLINICAL_USE", "below_chance_flag", "predict"]
 
 
 # --------------------------------------------------------------------------- progress
@@ -111,10 +105,15 @@ class NewPatients:
     series_csv: Path
     series_root: Path
     rois_root: Path
+    #: the patients without a post-ablation series (scored with the pre-only models)
+    pre_only: tuple[str, ...] = ()
 
     @property
     def patients(self) -> list[str]:
         return list(self.clinical["patient_id"])
+
+    def has_post(self, patient: str) -> bool:
+        return patient not in self.pre_only
 
 
 def check_new_clinical(table: pd.DataFrame) -> pd.DataFrame:
@@ -158,17 +157,36 @@ def read_inputs(
         series = series[series["patient_id"].isin(ids)].reset_index(drop=True)
     if "patient_id" in rois.columns:
         rois = rois[rois["patient_id"].isin(ids)].reset_index(drop=True)
-    series = contract.check_series(series, ids, series_root)
-    rois = contract.check_rois(rois, ids, rois_root)
-    return NewPatients(clinical, series, rois, series_csv, series_root, rois_root)
+    # a patient with no post-ablation row at all: no post series (the pre-only models);
+    # its post ROI row, if any, is not used
+    pre_only: tuple[str, ...] = ()
+    if {"patient_id", "timepoint"} <= set(series.columns):
+        with_post = set(series.loc[series["timepoint"] == "post", "patient_id"])
+        pre_only = tuple(p for p in ids if p not in with_post)
+    if pre_only and {"patient_id", "timepoint"} <= set(rois.columns):
+        drop = rois["patient_id"].isin(pre_only) & (rois["timepoint"] == "post")
+        rois = rois[~drop].reset_index(drop=True)
+    required = {p: ("pre",) for p in pre_only}
+    series = contract.check_series(series, ids, series_root, required)
+    rois = contract.check_rois(rois, ids, rois_root, required)
+    return NewPatients(clinical, series, rois, series_csv, series_root, rois_root, pre_only)
 
 
 # --------------------------------------------------------------------------- image steps
-def prepare_step_count(bundle: Bundle) -> int:
-    """Progress steps of :func:`prepare_patient`: conversion, masks and registration, the
-    post-to-pre registration (when crops are cut on the pre grid), crop."""
-    cross_time = 1 if bundle.crop_settings().post_frame == "pre" else 0
-    return 2 + cross_time + 1
+def prepare_steps(bundle: Bundle, has_post: bool) -> list[str]:
+    """The labels of :func:`prepare_patient`'s steps for one patient."""
+    steps = ["convert DICOM", "check ROI masks, register PS/AP/PVP onto DP"]
+    if has_post and bundle.settings.get("margin") is not None:
+        steps += ["register post DP onto pre DP", "ablative margin"]
+    return [*steps, "crop"]
+
+
+def margin_settings(bundle: Bundle):  # -> recur.margin.settings.MarginMetricSettings | None
+    """The margin metric settings the workflow used (None: a bundle without them)."""
+    from recur.margin.settings import MarginMetricSettings
+
+    section = bundle.settings.get("margin")
+    return MarginMetricSettings.from_config(section) if section else None
 
 
 def prepare_patient(
@@ -177,29 +195,38 @@ def prepare_patient(
     bundle: Bundle,
     workdir: Path,
     crops_out: Path,
-    qc_png: Path,
-    progress: Progress | None = None,
+    outdir: Path,
+    step: Callable[[str], None] | None = None,
 ) -> Path:
-    """DICOM -> NIfTI -> checked masks -> registration -> crops, for one patient.
+    """DICOM -> NIfTI -> checked masks -> registration -> margin -> crops, for one patient.
 
-    The workflow's functions with the bundle's settings; returns the crop file.
+    The workflow's functions with the bundle's settings; writes ``crops_out`` and, in
+    ``outdir`` (the patient's folder), ``crops.png`` and, with a post series, ``margin.csv``,
+    ``margin.png`` and ``margin_overlay.png``. ``step(label)`` announces each step.
     """
     from recur.preprocess import convert, crop_files, masks, register
 
+    step = step or (lambda label: None)
+    has_post = inputs.has_post(patient)
+    tps = TIMEPOINTS if has_post else ("pre",)
+    labels = iter(prepare_steps(bundle, has_post))
     conv, reg, crop = (
         bundle.convert_settings(),
         bundle.registration_settings(),
         bundle.crop_settings(),
     )
     # the workflow's per-patient steps, in its order: convert-patient, register-patient
-    # (mask checks first), margin-register (crop.post_frame 'pre'), crop
-    if progress:
-        progress.step(f"{patient}: convert DICOM (pre and post)")
+    # (mask checks first), margin-register, margin-metrics, margin-figure, crop
+    step(f"{patient}: {next(labels)} ({' and '.join(tps)})")
     convert.convert_patient(
-        inputs.series_root, inputs.series_csv, patient, workdir / "nifti", settings=conv
+        inputs.series_root,
+        inputs.series_csv,
+        patient,
+        workdir / "nifti",
+        settings=conv,
+        timepoints=tps,
     )
-    if progress:
-        progress.step(f"{patient}: check ROI masks, register PS/AP/PVP onto DP")
+    step(f"{patient}: {next(labels)}")
     cohort_masks = masks.CohortMasks.from_tables(
         inputs.rois, inputs.rois_root, inputs.series, inputs.series_root, bundle.roi_settings()
     )
@@ -209,211 +236,59 @@ def prepare_patient(
         reg,
         masks_dir=workdir / "masks",
         check_mask=lambda tp, dp, out: cohort_masks.check(patient, tp, dp, out),
+        timepoints=tps,
         threads=bundle.registration_threads(),
     )
-    registered = {t: workdir / "registered" / t for t in TIMEPOINTS}
-    checked = {t: workdir / "masks" / f"{t}.nii.gz" for t in TIMEPOINTS}
+    registered = {t: workdir / "registered" / t for t in tps}
+    checked = {t: workdir / "masks" / f"{t}.nii.gz" for t in tps}
     post_to_pre = None
-    if crop.post_frame == "pre":
-        from recur.margin.files import register_files
+    metric_settings = margin_settings(bundle) if has_post else None
+    if has_post and (metric_settings is not None or crop.post_frame == "pre"):
+        from recur.margin import files as margin_files
+        from recur.margin.plots import plot_patient_margins
 
-        if progress:
-            progress.step(f"{patient}: register post DP onto pre DP")
-        post_to_pre = workdir / "margin" / "post_to_pre.tfm"
-        register_files(
+        mdir = workdir / "margin"
+        post_to_pre = mdir / "post_to_pre.tfm"
+        step(f"{patient}: {next(labels)}")
+        margin_files.register_files(
             workdir / "nifti" / "pre" / "DP.nii.gz",
             workdir / "nifti" / "post" / "DP.nii.gz",
             checked["pre"],
             checked["post"],
             post_to_pre,
-            workdir / "margin" / "zone_on_pre.nii.gz",
+            mdir / "zone_on_pre.nii.gz",
             settings=bundle.cross_time_settings(),
+            qc_png=outdir / "margin_overlay.png",
+            qc_json=mdir / "registration.json",
             patient=patient,
         )
-    if progress:
-        progress.step(f"{patient}: crop")
+        if metric_settings is not None:
+            step(f"{patient}: {next(labels)}")
+            margin_files.metrics_files(
+                checked["pre"],
+                checked["post"],
+                mdir / "margin.json",
+                mdir / "surface.npz",
+                metric_settings,
+                transform=post_to_pre,
+                patient=patient,
+            )
+            margin_files.table_files([mdir / "margin.json"], outdir / "margin.csv")
+            plot_patient_margins(
+                margin_files.load_surface(mdir / "surface.npz"), patient, outdir / "margin.png"
+            )
+    step(f"{patient}: {next(labels)}")
     crop_files.crop_patient_files(
-        patient, registered, checked, crops_out, qc_png, crop, post_to_pre
+        patient,
+        registered,
+        checked,
+        crops_out,
+        outdir / "crops.png",
+        crop,
+        post_to_pre if crop.post_frame == "pre" else None,
+        timepoints=tps,
     )
     return crops_out
-
-
-# --------------------------------------------------------------------------- model steps
-def load_dl_models(bundle: Bundle, device: str = "cpu") -> dict:
-    """``{model: (network, architecture)}`` of Pre and PrePost
-    (:func:`recur.models.jobs.load_model`)."""
-    from recur.models import jobs, train
-
-    dev = train.resolve_device(device)
-    out = {}
-    for m in DL_MODELS:
-        model, arch = jobs.load_model(bundle.dl_model_dir(m), dev)
-        if arch.model != m:
-            raise RecurError(f"bundle {bundle.root}: models/{m}/model.json describes {arch.model}")
-        out[m] = (model, arch)
-    return out
-
-
-def load_tabular_models(bundle: Bundle) -> dict:
-    """``{model: (pipeline, features)}`` of Clinical and DL_Clinical
-    (:func:`recur.models.tabular.load_model`: sha256 and trusted types checked)."""
-    import json
-
-    from recur.models import tabular
-
-    out = {}
-    name = f"{bundle.signature}_signature"
-    for m in TABULAR_MODELS:
-        model_path, manifest_path = bundle.tabular_paths(m)
-        model = tabular.load_model(model_path, manifest_path)
-        features = list(json.loads(manifest_path.read_text(encoding="utf-8"))["features"])
-        if m == "DL_Clinical" and name not in features:
-            raise RecurError(
-                f"bundle {bundle.root}: DL_Clinical features {features} lack {name} "
-                "(choice.json and the model disagree)"
-            )
-        out[m] = (model, features)
-    return out
-
-
-def dl_network_scores(
-    bundle: Bundle,
-    patients: Sequence[str],
-    crops_dir: Path,
-    device: str = "cpu",
-    models: dict | None = None,
-) -> dict[str, np.ndarray]:
-    """The Pre and PrePost networks' outputs for ``patients`` (crop files
-    ``crops_dir/{id}.npz``), as the workflow scores them (:func:`recur.models.train.predict_logits`,
-    evaluation transform): the ``raw_score`` of its prediction tables, and the signature
-    DL_Clinical takes."""
-    from recur.models import train
-    from recur.models.data import make_dataset, make_items
-
-    dev = train.resolve_device(device)
-    models = models or load_dl_models(bundle, device)
-    out = {}
-    for m in DL_MODELS:
-        model, arch = models[m]
-        ds = make_dataset(
-            make_items(list(patients), crops_dir), arch.timepoints, None, roi=arch.roi_channel
-        )
-        out[m] = train.sigmoid(train.predict_logits(model, ds, dev, tta=arch.tta))
-    return out
-
-
-def recalibrated_scores(bundle: Bundle, network: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Pre and PrePost ER probabilities from the networks' outputs (:func:`dl_network_scores`)
-    with the bundle's recalibration: the workflow's ``score``."""
-    return {m: bundle.recalibrations[m].apply(network[m]) for m in DL_MODELS}
-
-
-def dl_scores(
-    bundle: Bundle,
-    patients: Sequence[str],
-    crops_dir: Path,
-    device: str = "cpu",
-    models: dict | None = None,
-) -> dict[str, np.ndarray]:
-    """Pre and PrePost ER probabilities of ``patients`` as the workflow reports them: the
-    networks' outputs (:func:`dl_network_scores`), recalibrated (:func:`recalibrated_scores`)."""
-    return recalibrated_scores(
-        bundle, dl_network_scores(bundle, patients, crops_dir, device, models)
-    )
-
-
-def tabular_scores(
-    bundle: Bundle,
-    clinical: pd.DataFrame,
-    network: dict[str, np.ndarray],
-    models: dict | None = None,
-) -> dict[str, np.ndarray]:
-    """Clinical and DL_Clinical ER probabilities of the rows of ``clinical``.
-
-    DL_Clinical reads the bundle's chosen signature from ``network``, the networks' outputs
-    (:func:`dl_network_scores`, not the recalibrated scores), as the workflow gives its tuning
-    and test patients.
-    """
-    from recur.models import tabular
-
-    models = models or load_tabular_models(bundle)
-    data = clinical.reset_index(drop=True).copy()
-    data[f"{bundle.signature}_signature"] = np.asarray(network[bundle.signature], dtype=float)
-    return {m: tabular.predict_scores(model, data, feats) for m, (model, feats) in models.items()}
-
-
-def predictions_table(
-    patients: Sequence[str], scores: dict[str, np.ndarray], cutoffs: dict[str, float]
-) -> pd.DataFrame:
-    """``predictions.csv``: id, the four scores, and ``<model>_risk`` = high (score >= the
-    model's cutoff, as :func:`recur.evaluate.tables.risk_groups`) or low."""
-    from recur.evaluate.tables import risk_groups
-
-    frame = pd.DataFrame({"patient_id": list(patients)})
-    for m in MODELS:
-        frame[m] = np.asarray(scores[m], dtype=float)
-    high = risk_groups(frame, {m: cutoffs[m] for m in MODELS})
-    for m in MODELS:
-        frame[m + RISK_SUFFIX] = np.where(high[m] == 1, "high", "low")
-    return frame[PREDICT_OUTPUT_COLUMNS]
-
-
-# --------------------------------------------------------------------------- summary
-def _png_data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
-def below_chance_flag(model: str, tune_auc: float | None) -> str:
-    """The flag of a model whose AUC on the study's tuning split is below 0.5 (empty
-    otherwise): it ranked those patients worse than chance, so its score is not to be used."""
-    if tune_auc is None or not tune_auc < 0.5:
-        return ""
-    return f"tuning AUC {tune_auc:.2f} < 0.5: {model} ranked the tuning patients worse than chance"
-
-
-def summary_html(
-    row: pd.Series,
-    cutoffs: dict[str, float],
-    crops_png: Path,
-    gradcam_png: Path,
-    bundle_info: dict[str, str],
-    tune_aucs: dict[str, float] | None = None,
-) -> str:
-    """One-page HTML summary of one patient (images embedded, no external file). A model whose
-    tuning AUC (``tune_aucs``) is below 0.5 is flagged in its row."""
-    e = html.escape
-    pid = str(row["patient_id"])
-    rows = "\n".join(
-        f"<tr><td>{e(m)}</td><td>{row[m]:.3f}</td><td>{cutoffs[m]:.3f}</td>"
-        f"<td class='{e(row[m + RISK_SUFFIX])}'>{e(row[m + RISK_SUFFIX])} risk</td>"
-        f"<td>{e(below_chance_flag(m, (tune_aucs or {}).get(m)))}</td></tr>"
-        for m in MODELS
-    )
-    about = ", ".join(f"{e(k)} {e(v)}" for k, v in bundle_info.items())
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>recur: {e(pid)}</title>
-<style>
-body {{font-family: sans-serif; max-width: 60em; margin: 1em auto; font-size: 14px}}
-table {{border-collapse: collapse}} td, th {{border: 1px solid #bbb; padding: 2px 8px}}
-.high {{color: #b00; font-weight: bold}} .low {{color: #060}}
-.warn {{border: 2px solid #b00; padding: 6px; background: #fee}}
-img {{max-width: 48%; vertical-align: top}}
-</style></head><body>
-<h2>Early recurrence (ER within 2 years) after thermal ablation: patient {e(pid)}</h2>
-<p class="warn">{e(NOT_FOR_CLINICAL_USE)}</p>
-<table><tr><th>model</th><th>predicted ER probability</th><th>cutoff (Youden, tuning split)</th>
-<th>risk group</th><th>flag</th></tr>
-{rows}
-</table>
-<p>Risk group: high when the score is at least the model's cutoff. Pre: pre-ablation MRI;
-PrePost: pre + 1-month post-ablation MRI; Clinical: tumour size, number, HBV, total protein,
-AFP; DL_Clinical: Clinical + the {e(bundle_info.get("signature", ""))} signature.</p>
-<h3>Model inputs (QC) and Grad-CAM of the PrePost model</h3>
-<img alt="crops" src="{_png_data_uri(crops_png)}">
-<img alt="Grad-CAM" src="{_png_data_uri(gradcam_png)}">
-<p style="color:#666">Model bundle: {about}.</p>
-</body></html>
-"""
 
 
 # --------------------------------------------------------------------------- driver
@@ -424,31 +299,29 @@ def _child_logging(level: int) -> None:
     )
 
 
+def _log_step(label: str) -> None:
+    """A step of the image process, logged without a number (the main process counts)."""
+    log.info("  %s", label)
+
+
 def _prepare_child(
     patient: str,
     inputs: NewPatients,
     bundle: Bundle,
     workdir: Path,
     crops_out: Path,
-    qc_png: Path,
+    outdir: Path,
     log_steps: bool,
 ) -> Path:
-    """:func:`prepare_patient` in the child process (log lines per step, no bar)."""
-    steps = Progress(prepare_step_count(bundle), _NoTty()) if log_steps else None
-    return prepare_patient(patient, inputs, bundle, workdir, crops_out, qc_png, steps)
+    """:func:`prepare_patient` in the child process (unnumbered log lines, no bar)."""
+    return prepare_patient(
+        patient, inputs, bundle, workdir, crops_out, outdir, _log_step if log_steps else None
+    )
 
 
-class _NoTty:
-    """A stream that is not a terminal (so :class:`Progress` logs its steps)."""
-
-    def isatty(self) -> bool:
-        return False
-
-    def write(self, text: str) -> int:  # pragma: no cover - never called when not a TTY
-        return len(text)
-
-    def flush(self) -> None:  # pragma: no cover
-        pass
+def _read_margin(path: Path) -> dict:
+    row = pd.read_csv(path).iloc[0].to_dict()
+    return {k: v for k, v in row.items() if k != "patient_id"}
 
 
 def predict(
@@ -465,15 +338,19 @@ def predict(
     threads: int | None = None,
     progress_stream: TextIO | None = None,
 ) -> pd.DataFrame:
-    """Score new patients end to end; write the outputs into ``outdir``; return the table.
+    """Score new patients end to end; write the outputs into ``outdir``; return the table
+    of ``predictions.csv``.
 
     The bundle is verified first (a bundle whose manifest does not verify is refused), then
     the inputs; any refusal stops with a :class:`RecurError` naming the patient and file.
     ``predictions.csv`` is written only once every patient was scored. With ``threads >= 2``
     (default: ``RECUR_THREADS``) the image steps run in a second process while this one
-    loads torch and the models; the results are the same.
+    loads torch and the models; the results are the same, and only this process numbers the
+    steps.
     """
     import os
+
+    from recur.deploy import scoring, summary
 
     bundle = load_bundle(bundle_dir)
     inputs = read_inputs(series_csv, rois_csv, clinical_csv, cohort_dir, patients)
@@ -484,18 +361,22 @@ def predict(
     (out / "predictions.csv").unlink(missing_ok=True)
     threads = threads or int(os.environ.get("RECUR_THREADS", "1"))
     parallel = threads >= 2
-    n_prep = 1 if parallel else prepare_step_count(bundle)
-    progress = Progress(len(ids) * (n_prep + 2) + 3, progress_stream)
+    n_prep = sum(1 if parallel else len(prepare_steps(bundle, inputs.has_post(p))) for p in ids)
+    progress = Progress(n_prep + 2 * len(ids) + 3, progress_stream)
     log.info(
-        "bundle %s verified (recur %s, signature %s); %d patient(s)",
+        "bundle %s verified (recur %s, %d models, signature %s, primary %s); %d patient(s), "
+        "%d without a post-ablation series",
         bundle.root,
         bundle.manifest.get("recur_version"),
+        len(bundle.entries),
         bundle.signature,
+        bundle.primary,
         len(ids),
+        len(inputs.pre_only),
     )
 
     def job(pid: str) -> tuple:
-        return (pid, inputs, bundle, work / pid, crops_dir / f"{pid}.npz", out / pid / "crops.png")
+        return (pid, inputs, bundle, work / pid, crops_dir / f"{pid}.npz", out / pid)
 
     executor, futures = None, []
     if parallel:
@@ -510,7 +391,7 @@ def predict(
         )
         futures = [executor.submit(_prepare_child, *job(pid), not progress.tty) for pid in ids]
     try:
-        progress.step("loading the models")
+        progress.step(f"loading the models ({len(bundle.entries)})")
         from recur.models import (
             gradcam,  # torch: imported once the inputs are known good
             train,  # torch: imported once the inputs are known good
@@ -518,16 +399,18 @@ def predict(
 
         train.configure_torch(0, threads)
         dev = train.resolve_device(device)
-        dl_models = load_dl_models(bundle, device)
-        tab_models = load_tabular_models(bundle)
-        cam = gradcam.PrePostGradCAM(gradcam.explained_network(dl_models["PrePost"][0]))
+        models = scoring.load_models(bundle, device)
+        prepost = next((e for e in bundle.entries if e.kind == "dl" and e.needs_post), None)
+        cam = None
+        if prepost is not None:
+            cam = gradcam.PrePostGradCAM(gradcam.explained_network(models[prepost.key][0]))
         if parallel:
             for pid, fut in zip(ids, futures, strict=True):
                 fut.result()
-                progress.step(f"{pid}: images ready (DICOM, masks, registration, crops)")
+                progress.step(f"{pid}: images ready (DICOM, masks, registration, margin, crops)")
         else:
             for pid in ids:
-                prepare_patient(*job(pid), progress)
+                prepare_patient(*job(pid), progress.step)
     except BaseException:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -535,34 +418,49 @@ def predict(
     if executor is not None:
         executor.shutdown()
 
-    progress.step("Pre and PrePost networks")
-    network = dl_network_scores(bundle, ids, crops_dir, device, dl_models)
-    scores = recalibrated_scores(bundle, network)
-    progress.step("Clinical and DL_Clinical models")
-    scores.update(tabular_scores(bundle, inputs.clinical, network, tab_models))
-    table = predictions_table(ids, scores, bundle.cutoffs)
-
-    info = {
-        "recur": str(bundle.manifest.get("recur_version")),
-        "format": str(bundle.manifest.get("bundle_format")),
-        "signature": bundle.signature,
-    }
-    for row in table.itertuples(index=False):
-        pid = row.patient_id
-        r = pd.Series(row._asdict())
+    pts = scoring.Patients(
+        ids,
+        inputs.clinical,
+        {pid: inputs.has_post(pid) for pid in ids},
+        crops_dir,
+        {
+            pid: _read_margin(out / pid / "margin.csv")
+            for pid in ids
+            if inputs.has_post(pid) and (out / pid / "margin.csv").is_file()
+        },
+    )
+    progress.step("DL networks")
+    pts.network = scoring.network_outputs(bundle, pts, models, device)
+    progress.step("tabular and Cox models")
+    long = scoring.score_all(bundle, pts, models)
+    table = scoring.predictions_wide(long, bundle, pts)
+    for pid in ids:
+        rows = long[long["patient_id"] == pid]
         progress.step(f"{pid}: Grad-CAM")
-        title = (
-            f"{pid}: PrePost score {r['PrePost']:.2f} vs cutoff "
-            f"{bundle.cutoffs['PrePost']:.2f} -> {r['PrePost' + RISK_SUFFIX]} risk"
-        )
         png = out / pid / "gradcam.png"
-        with atomic_path(png) as tmp:
-            gradcam.explain_patient(cam, crops_dir / f"{pid}.npz", pid, title, tmp, dev)
+        if cam is not None and inputs.has_post(pid):
+            r = rows[rows["model"] == prepost.name].iloc[0]
+            title = (
+                f"{pid}: {prepost.name} score {r['probability']:.2f} vs cutoff "
+                f"{r['cutoff']:.2f} -> {r['risk']} risk"
+            )
+            with atomic_path(png) as tmp:
+                gradcam.explain_patient(cam, crops_dir / f"{pid}.npz", pid, title, tmp, dev)
         progress.step(f"{pid}: summary")
+        images = {
+            "Model inputs (QC): the crops, ROI outlined": out / pid / "crops.png",
+            "Grad-CAM of the PrePost model": png if png.is_file() else None,
+            "Tumour-surface margins (traffic light)": out / pid / "margin.png",
+            "Tumour (yellow) and ablation zone (cyan) on the registered DP": out
+            / pid
+            / "margin_overlay.png",
+        }
         write_text_atomic(
             out / pid / "summary.html",
-            summary_html(r, bundle.cutoffs, out / pid / "crops.png", png, info, bundle.tune_aucs),
+            summary.summary_html(pid, rows, bundle, pts.margins.get(pid), images),
         )
+    with atomic_path(out / "scores.csv") as tmp:
+        long.to_csv(tmp, index=False, float_format="%.8g", lineterminator="\n")
     with atomic_path(out / "predictions.csv") as tmp:
         table.to_csv(tmp, index=False, float_format="%.8g", lineterminator="\n")
     progress.close(f"{len(ids)} patient(s) scored")

@@ -152,6 +152,20 @@ def cutoffs_table(frame: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def primary_model(cutoffs: pd.DataFrame, models: Sequence[str] | None = None) -> str:
+    """The model the tuning split ranks first: the highest ``tune_auc`` of a cutoffs table
+    (:func:`cutoffs_table`) among ``models`` (default: every model of the table); a tie goes
+    to the earlier model of the table. Chosen before any external patient is looked at, so
+    its external AUC is not selected on the external patients."""
+    rows = cutoffs if models is None else cutoffs[cutoffs["model"].isin(list(models))]
+    if rows.empty or "tune_auc" not in rows.columns:
+        raise RecurError("cutoffs table: no model with a tuning AUC to choose the primary from")
+    aucs = pd.to_numeric(rows["tune_auc"], errors="coerce")
+    if aucs.isna().all():
+        raise RecurError("cutoffs table: every tuning AUC is undefined")
+    return str(rows["model"].iloc[int(np.nanargmax(aucs.to_numpy(float)))])
+
+
 def table2(
     frame: pd.DataFrame,
     models: Sequence[str],

@@ -50,7 +50,8 @@ N_TIMEPOINTS, N_PHASES, N_SLICES = len(TIMEPOINTS), len(PHASES), 3
 
 
 def load_crops(path: str | Path, patient: str = "?") -> tuple[np.ndarray, np.ndarray]:
-    """Read and check one crop file: ``crops`` (2, 4, 3, S, S) float32, ``masks`` (2, 3, S, S).
+    """Read and check one crop file: ``crops`` (2, 4, 3, S, S) float32, ``masks`` (2, 3, S, S)
+    (one time point instead of 2 for a patient without a post-ablation series).
 
     Raises :class:`RecurError` naming the patient and file when it is unreadable or the
     arrays do not have the contracted shapes or contain non-finite values.
@@ -63,15 +64,24 @@ def load_crops(path: str | Path, patient: str = "?") -> tuple[np.ndarray, np.nda
             masks = np.asarray(z["masks"]) if "masks" in z.files else None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise RecurError(f"{where}: cannot read the crop file ({exc})") from None
-    if crops.ndim != 5 or crops.shape[:3] != (N_TIMEPOINTS, N_PHASES, N_SLICES):
+    # one time point: a patient without a post-ablation series (recur predict's Pre model)
+    if (
+        crops.ndim != 5
+        or crops.shape[1:3] != (N_PHASES, N_SLICES)
+        or crops.shape[0]
+        not in (
+            1,
+            N_TIMEPOINTS,
+        )
+    ):
         raise RecurError(f"{where}: 'crops' has shape {crops.shape}, expected (2, 4, 3, S, S)")
     if crops.shape[3] != crops.shape[4]:
         raise RecurError(f"{where}: crops are not square ({crops.shape[3]}x{crops.shape[4]})")
     if not np.isfinite(crops).all():
         raise RecurError(f"{where}: 'crops' contains NaN or infinite values")
     if masks is None:
-        masks = np.zeros((N_TIMEPOINTS, N_SLICES, *crops.shape[3:]), dtype=np.uint8)
-    elif masks.shape != (N_TIMEPOINTS, N_SLICES, *crops.shape[3:]):
+        masks = np.zeros((crops.shape[0], N_SLICES, *crops.shape[3:]), dtype=np.uint8)
+    elif masks.shape != (crops.shape[0], N_SLICES, *crops.shape[3:]):
         raise RecurError(f"{where}: 'masks' has shape {masks.shape}, expected (2, 3, S, S)")
     return crops, masks.astype(np.uint8)
 
@@ -127,6 +137,10 @@ def stack_channels(crops: np.ndarray, timepoints: int) -> np.ndarray:
     """``(2, 4, 3, S, S)`` -> ``(timepoints*12, S, S)``: the first ``timepoints`` time points."""
     if timepoints not in (1, 2):
         raise ValueError("timepoints must be 1 (pre) or 2 (pre, post)")
+    if crops.shape[0] < timepoints:
+        raise RecurError(
+            f"the crops hold {crops.shape[0]} time point(s); the model reads {timepoints}"
+        )
     return np.ascontiguousarray(crops[:timepoints].reshape(-1, *crops.shape[-2:]))
 
 

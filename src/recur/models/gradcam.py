@@ -183,6 +183,7 @@ def plot_patient(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from recur.constants import IMAGE_FIGURE_DPI
     from recur.figstyle import save_figure
 
     fig, axes = plt.subplots(2, 2, figsize=(6.0, 5.6), layout="constrained")
@@ -192,14 +193,16 @@ def plot_patient(
         lo, hi = np.percentile(img, [1, 99])
         for j in range(2):
             ax = axes[t, j]
-            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi)
+            ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             if masks[t].any():
                 ax.contour(masks[t], levels=[0.5], colors="cyan", linewidths=0.6)
             if j == 1:
                 # a perceptually uniform, colour-blind-safe map (not jet), transparent where
                 # the map is near 0 so that the anatomy stays visible under no evidence
                 shown = np.ma.masked_less(maps[t], 0.05)
-                heat = ax.imshow(shown, cmap="inferno", alpha=alpha, vmin=0, vmax=1)
+                heat = ax.imshow(
+                    shown, cmap="inferno", alpha=alpha, vmin=0, vmax=1, interpolation="nearest"
+                )
             ax.set_xticks([])
             ax.set_yticks([])
         axes[t, 0].set_ylabel(f"{name} DP", fontsize=9)
@@ -222,7 +225,7 @@ def plot_patient(
     bar.set_label("Grad-CAM, relative to the patient's peak\n(0 = no evidence for ER)", fontsize=8)
     bar.ax.tick_params(labelsize=8)
     fig.suptitle(title, fontsize=8)
-    save_figure(fig, path, pdf)
+    save_figure(fig, path, pdf, palette=False, dpi=IMAGE_FIGURE_DPI)
 
 
 def explain_patient(

@@ -3,7 +3,7 @@ both time points (:mod:`recur.preprocess.crops`) and write the ``.npz`` and the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,9 +76,13 @@ def crop_patient_files(
     qc_png: str | Path | None,
     settings: CropSettings,
     post_to_pre: str | Path | None = None,
+    timepoints: Sequence[str] = TIMEPOINTS,
 ) -> dict[str, TimepointCrop]:
     """Crop both time points of one patient and write ``out`` (.npz) and ``qc_png``.
 
+    ``timepoints=("pre",)`` crops the pre-ablation time point alone (``recur predict``'s
+    patient without a post-ablation series): the arrays then hold one time point, which the
+    Pre model reads and a model of both time points refuses.
     ``registered[t]`` is the folder with ``{PS,AP,PVP,DP}.nii.gz`` of time point ``t``;
     ``masks[t]`` the checked mask. ``post_to_pre``: the cross-time transform file, required
     by ``post_frame: pre`` (:func:`crop_carried`). Both files are written only after both
@@ -86,7 +90,7 @@ def crop_patient_files(
     """
     s = settings
     transform = None
-    if s.post_frame == "pre":
+    if s.post_frame == "pre" and "post" in timepoints:
         if post_to_pre is None:
             raise RecurError(
                 f"patient {patient}: crop.post_frame 'pre' needs the post-to-pre transform"
@@ -96,7 +100,7 @@ def crop_patient_files(
         )
     result: dict[str, TimepointCrop] = {}
     pre_dp: sitk.Image | None = None
-    for t in TIMEPOINTS:
+    for t in timepoints:
         who = f"patient {patient} ({t})"
         folder = Path(registered[t])
         phases = {ph: _read(folder / f"{ph}.nii.gz", who) for ph in PHASES}
@@ -115,17 +119,17 @@ def crop_patient_files(
             raise RecurError(f"{who}: cannot crop ({masks[t]}): {exc}") from None
         if t == "pre":
             pre_dp = dp
-    crops = np.stack([result[t].crops for t in TIMEPOINTS]).astype(np.float32)
-    mk = np.stack([result[t].masks for t in TIMEPOINTS]).astype(np.uint8)
+    crops = np.stack([result[t].crops for t in timepoints]).astype(np.float32)
+    mk = np.stack([result[t].masks for t in timepoints]).astype(np.uint8)
     arrays = {
         "crops": crops,
         "masks": mk,
-        "slices": np.array([result[t].slices for t in TIMEPOINTS], dtype=np.int32),
-        "centre": np.array([result[t].centre for t in TIMEPOINTS], dtype=np.int32),
-        "spacing": np.array([result[t].spacing for t in TIMEPOINTS], dtype=np.float64),
-        "roi_area_px": np.array([result[t].roi_area_px for t in TIMEPOINTS], dtype=np.int64),
-        "roi_area_mm2": np.array([result[t].roi_area_mm2 for t in TIMEPOINTS], dtype=np.float64),
-        "timepoints": np.array(TIMEPOINTS),
+        "slices": np.array([result[t].slices for t in timepoints], dtype=np.int32),
+        "centre": np.array([result[t].centre for t in timepoints], dtype=np.int32),
+        "spacing": np.array([result[t].spacing for t in timepoints], dtype=np.float64),
+        "roi_area_px": np.array([result[t].roi_area_px for t in timepoints], dtype=np.int64),
+        "roi_area_mm2": np.array([result[t].roi_area_mm2 for t in timepoints], dtype=np.float64),
+        "timepoints": np.array(list(timepoints)),
         "phases": np.array(PHASES),
         "normalisation": np.array(s.normalisation),
         "post_frame": np.array(s.post_frame),

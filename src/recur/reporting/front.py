@@ -3,7 +3,9 @@ QC-flagged patients, as one self-contained HTML fragment (figures embedded), whi
 ``report/workflow.rst`` includes at the top of the HTML report.
 
 :func:`headline` and :func:`flagged_patients` are pure functions over the study's tables;
-:func:`front_page` assembles the fragment from them and the figure files.
+:func:`front_page` assembles the fragment from them and the figure files;
+:func:`montage_selection` and :func:`report_picture` choose and shrink the per-patient QC
+pictures the report shows.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ import base64
 import html
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+from recur.constants import REPORT_PICTURE_WIDTH
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: The cohort of the headline (every external test patient).
 HEADLINE_COHORT = "external"
@@ -175,3 +183,14 @@ def montage_selection(
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(rest), size=min(sample, len(rest)), replace=False) if rest else []
     return sorted(chosen | {rest[i] for i in pick})
+
+
+def report_picture(image: Image.Image, width: int = REPORT_PICTURE_WIDTH) -> Image.Image:
+    """``image`` as RGB, scaled down (Lanczos, aspect kept) to at most ``width`` pixels wide."""
+    from PIL import Image
+
+    rgb = image.convert("RGB")
+    if rgb.width <= width:
+        return rgb
+    height = round(rgb.height * width / rgb.width)
+    return rgb.resize((width, height), Image.Resampling.LANCZOS)

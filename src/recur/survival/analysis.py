@@ -35,6 +35,7 @@ class SurvivalResult:
     calibration: pd.DataFrame  # calibration points (figure cohort)
     km: pd.DataFrame  # log-rank table of the Cox risk groups (figure cohort)
     figures: dict[str, Figure] = field(default_factory=dict)  # name -> figure
+    models: dict[str, stage.CoxModel] = field(default_factory=dict)  # the fitted Cox models
 
 
 def analyse(
@@ -78,6 +79,7 @@ def analyse(
         curves=pd.DataFrame(),
         calibration=pd.DataFrame(),
         km=pd.DataFrame(),
+        models=models,
     )
     mask = cohort_masks(frame).get(FIGURE_COHORT)
     if mask is None or not mask.any():

@@ -183,3 +183,95 @@ def _predictors(cph: CoxPHFitter, X: pd.DataFrame) -> pd.DataFrame:
     if not np.isfinite(x.to_numpy()).all():
         raise RecurError("predictors hold missing or non-finite values")
     return x
+
+
+class CoxRecord:
+    """A fitted Cox model reduced to what scoring needs, storable as JSON: the coefficients,
+    the training means lifelines centres the predictors on, and the Breslow baseline
+    cumulative hazard at fixed times (:func:`cox_record`).
+
+    It answers ``params_``, ``predict_log_partial_hazard`` and ``predict_survival_function``
+    as lifelines' ``CoxPHFitter`` does, so :func:`predict_risk` and :func:`predict_survival`
+    score with either; the survival is given only at the recorded times (no extrapolation
+    from a grid). It holds no patient-level data: aggregate numbers at the recorded times.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        coef: Sequence[float],
+        means: Sequence[float],
+        times: Sequence[float],
+        cumhaz: Sequence[float],
+    ):
+        self.names = [str(n) for n in names]
+        self.coef = np.asarray(coef, dtype=float)
+        self.means = np.asarray(means, dtype=float)
+        self.times = np.asarray(times, dtype=float)
+        self.cumhaz = np.asarray(cumhaz, dtype=float)
+        n = len(self.names)
+        if self.coef.shape != (n,) or self.means.shape != (n,):
+            raise RecurError("Cox record: coefficients and means must match the predictors")
+        if self.times.shape != self.cumhaz.shape or self.times.ndim != 1:
+            raise RecurError("Cox record: baseline times and cumulative hazards must match")
+        if not (np.isfinite(self.coef).all() and np.isfinite(self.cumhaz).all()):
+            raise RecurError("Cox record: non-finite coefficient or baseline hazard")
+
+    @property
+    def params_(self) -> pd.Series:
+        return pd.Series(self.coef, index=self.names)
+
+    def predict_log_partial_hazard(self, X: pd.DataFrame) -> pd.Series:
+        """``(x - mean) . coef`` per row (lifelines' linear predictor)."""
+        x = X[self.names].to_numpy(dtype=float)
+        return pd.Series(np.dot(x - self.means, self.coef), index=X.index)
+
+    def predict_survival_function(self, X: pd.DataFrame, times: Sequence[float]) -> pd.DataFrame:
+        """``exp(-H0(t) exp(lp))``, times x rows (lifelines' layout); ``times`` must be among
+        the recorded ones."""
+        t = np.atleast_1d(np.asarray(times, dtype=float))
+        hit = np.isclose(t[:, None], self.times[None, :], rtol=0, atol=1e-9)
+        if not hit.any(axis=1).all():
+            missing = [float(v) for v in t[~hit.any(axis=1)]]
+            raise RecurError(
+                f"Cox record: no baseline hazard at {missing} months (recorded: "
+                f"{[float(v) for v in self.times]})"
+            )
+        pos = hit.argmax(axis=1)
+        v = np.exp(self.predict_log_partial_hazard(X)).to_numpy()
+        c0 = np.tile(self.cumhaz[pos], (len(X), 1)).T
+        return np.exp(-pd.DataFrame(c0 * v, columns=X.index, index=t))
+
+    def to_dict(self) -> dict:
+        return {
+            "predictors": self.names,
+            "coef": self.coef.tolist(),
+            "means": self.means.tolist(),
+            "baseline_months": self.times.tolist(),
+            "baseline_cumulative_hazard": self.cumhaz.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CoxRecord:
+        try:
+            return cls(
+                d["predictors"],
+                d["coef"],
+                d["means"],
+                d["baseline_months"],
+                d["baseline_cumulative_hazard"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecurError(f"Cox record: unreadable ({exc})") from None
+
+
+def cox_record(cph: CoxPHFitter, times: Sequence[float]) -> CoxRecord:
+    """The :class:`CoxRecord` of a lifelines fit, its baseline cumulative hazard taken at
+    ``times`` as lifelines takes it (linear interpolation between the training times)."""
+    from lifelines.utils import interpolate_at_times
+
+    t = np.unique(np.asarray(times, dtype=float))
+    h0 = interpolate_at_times(cph.baseline_cumulative_hazard_, t)
+    return CoxRecord(
+        list(cph.params_.index), cph.params_.to_numpy(float), cph._norm_mean.to_numpy(float), t, h0
+    )
