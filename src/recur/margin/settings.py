@@ -88,6 +88,8 @@ class CrossTimeSettings(SectionSettings):
             min_step=self.min_step,
             seed=self.seed,
             mask_margin_mm=self.rigid_region_mm,
+            region_margin_mm=None,
+            region_motion_mm=0.0,
         )
 
 
