@@ -8,7 +8,13 @@ distance between the two runs' transforms at the ROI centroid (the phase transfo
 transform ``results/margin/<p>/post_to_pre.tfm`` at the pre tumour's centroid). Used to compare
 a code change with the registration's own noise (two runs with different metric seeds).
 
-    .venv/bin/python bench/compare_runs.py RUN_A/results RUN_B/results [--csv out.csv]
+With ``--truth`` (the synthetic cohort's ``truth.csv``; benchmarks may read it, no rule does),
+each run is also scored against the generator: the post-to-pre error at the pre tumour's
+centre (as ``bench/bench_margin.py``: the true table shift recovered from the ROI centroids,
+to a few tenths of a mm) and the error of ``min_margin_mm`` against the true margin.
+
+    .venv/bin/python bench/compare_runs.py RUN_A/results RUN_B/results [--truth truth.csv] \
+        [--csv out.csv]
 """
 
 from __future__ import annotations
@@ -69,10 +75,33 @@ def compare_patient(a: Path, b: Path, patient: str) -> dict:
     return row
 
 
+def truth_errors(results: Path, truth: Path, patients: list[str]) -> pd.DataFrame:
+    """Per patient: post-to-pre error at the tumour centre and min-margin error (mm)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_margin import shift_error, true_shifts
+    from recur.synthetic import cohort as synth
+
+    table, motions = synth.load_truth(truth)
+    shifts = true_shifts(table, motions)
+    true_margin = table.set_index("patient_id")["margin_mm"]
+    rows = []
+    for p in patients:
+        tx = sitk.ReadTransform(str(results / "margin" / p / "post_to_pre.tfm"))
+        m = json.loads((results / "margin" / p / "margin.json").read_text())
+        rows.append(
+            {
+                "shift_err_mm": shift_error(tx, *shifts[p]),
+                "min_margin_err_mm": abs(float(m["min_margin_mm"]) - float(true_margin[p])),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a")
     ap.add_argument("b")
+    ap.add_argument("--truth", default=None, help="the synthetic cohort's truth.csv")
     ap.add_argument("--csv", default=None)
     args = ap.parse_args(argv)
     a, b = Path(args.a), Path(args.b)
@@ -84,6 +113,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     with pd.option_context("display.width", 160):
         print(f"{len(frame)} patients")
         print(summary.round(4).to_string())
+    if args.truth:
+        for name, run in (("a", a), ("b", b)):
+            err = truth_errors(run, Path(args.truth), patients)
+            print(f"run {name} against the truth (median, max):")
+            print(err.agg(["median", "max"]).T.round(4).to_string())
     if args.csv:
         frame.to_csv(args.csv, index=False)
     return frame
