@@ -4,8 +4,11 @@ Each moving phase is registered to DP with SimpleITK's ``ImageRegistrationMethod
 mutual information on a fixed random sample of voxels (seeded, so reruns are identical),
 a multi-resolution pyramid, a rigid (``Euler3DTransform``) or affine transform initialised on
 the image centres (geometry), regular-step gradient descent with scales from the physical-shift
-estimator. The moving phase is then resampled onto the DP grid with linear interpolation; DP
-itself is only cast to float32.
+estimator. With an ROI mask and ``region_margin_mm`` set (the default), the pyramid and the
+optimisation work on the ROI's neighbourhood only: DP cut to the ROI's box grown by that
+margin, the moving phase to that region grown by ``region_motion_mm``
+(:mod:`recur.preprocess.regions`). The whole moving phase is then resampled onto the whole DP
+grid with linear interpolation; DP itself is only cast to float32.
 
 Convention (SimpleITK's): the returned transform maps points of the DP (fixed) physical
 space to points of the moving phase's physical space, so ``Resample(moving, dp, tx)`` puts
@@ -290,7 +293,8 @@ class PhaseRegistration:
         phase: str = "moving",
         roi_mask: sitk.Image | None = None,
     ) -> PhaseResult:
-        """Register ``moving`` onto ``fixed``; the QC (:data:`QC_COLUMNS`) comes with it.
+        """Register ``moving`` onto ``fixed``; the result carries the transform, the registered
+        image and the QC row.
 
         With ``roi_mask`` and ``region_margin_mm`` set, the pyramid, the optimisation and the
         MI columns of the QC work on the ROI's neighbourhood only (:meth:`regions`), about the
@@ -309,7 +313,8 @@ class PhaseRegistration:
         tx = self.initial_transform(fixed, moving)
         centre = tx.GetCenter()
         f_reg, m_reg = fixed, moving
-        if roi_mask is not None and s.region_margin_mm is not None:
+        in_region = roi_mask is not None and s.region_margin_mm is not None
+        if in_region:
             f_reg, m_reg = self.regions(fixed, moving, roi_mask, tx)
             tx = recentred(tx, image_centre(f_reg))
         iterations = 0
@@ -335,7 +340,7 @@ class PhaseRegistration:
             reg.Execute(f_lvl, m_lvl)
             iterations += int(reg.GetOptimizerIteration())
             stops.append(f"x{factor}: {reg.GetOptimizerStopConditionDescription()}")
-        if f_reg is not fixed:
+        if in_region:
             tx = recentred(tx, centre)
         seconds = time.perf_counter() - t0
 
