@@ -9,7 +9,10 @@ from recur.deploy.registry import workflow_sources
 BUNDLE_DIR = f"{RESULTS}/bundle"
 # Every model the study evaluates (EVAL_MODELS) and their Cox models (COX_MODELS): one entry
 # each of recur.deploy.registry; {path in the bundle: workflow file}.
-BUNDLE_SOURCES = workflow_sources(EVAL_MODELS, COX_MODELS, RESULTS, SIGNATURE_DIR)
+# The radiomics models (rules/radiomics.smk) stay out: a comparison baseline inside the study,
+# which `recur predict` does not score (it extracts no radiomics features).
+BUNDLE_MODELS = [m for m in EVAL_MODELS if m not in RADIOMICS_MODELS]
+BUNDLE_SOURCES = workflow_sources(BUNDLE_MODELS, COX_MODELS, RESULTS, SIGNATURE_DIR)
 BUNDLE_FILES = [
     f"{BUNDLE_DIR}/{name}"
     for name in sorted({MANIFEST, *base_files(), *BUNDLE_SOURCES})
@@ -65,7 +68,7 @@ rule bundle:
         files=" ".join(
             f"{rel}={shlex_quote(src)}" for rel, src in BUNDLE_SOURCES.items()
         ),
-        models=" ".join(EVAL_MODELS),
+        models=" ".join(BUNDLE_MODELS),
         cox=" ".join(COX_MODELS),
         settings=BUNDLE_SETTINGS,
         outdir=lambda wc, output: str(Path(output[0]).parent),

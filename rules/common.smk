@@ -52,6 +52,7 @@ from recur.constants import (  # noqa: E402
     MARGIN_MODELS,
     MODELS_PAPER_ORDER,
     PHASES,
+    RADIOMICS_MODELS,
     TIMEPOINTS,
 )
 from recur.errors import RecurError  # noqa: E402

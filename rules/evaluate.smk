@@ -2,11 +2,13 @@
 # Thin rules: every statistic lives in recur.evaluate (metrics, tables, readers, table1,
 # figures) and recur.models.tabular.
 
-# The models in the paper's order; the margin-extended models (rules/margin.smk) are evaluated
-# like every other model.
+# The models in the paper's order; the margin-extended models (rules/margin.smk) and the
+# radiomics models (rules/radiomics.smk) are evaluated like every other model.
 EVAL_MODELS = list(MODELS_PAPER_ORDER)
 if config["margin"]["enabled"] and config["margin"]["models"]:
     EVAL_MODELS += MARGIN_MODELS
+if config["radiomics"]["enabled"]:
+    EVAL_MODELS += RADIOMICS_MODELS
 SPLIT_CSV = f"{RESULTS}/splits/split.csv"
 PRED_DIR = f"{RESULTS}/predictions"
 TABLES = f"{RESULTS}/tables"

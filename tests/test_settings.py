@@ -65,7 +65,12 @@ def test_the_schema_defaults_build_every_settings_class(section: str):
                 if isinstance(want, dict):  # a nested section: its own class checks it
                     continue
                 got = getattr(built, f.name)
-                assert got == (tuple(want) if isinstance(want, list) else want), f.name
+                assert got == _tuples(want), f.name
+
+
+def _tuples(value):
+    """A config value with its lists (nested ones too) as tuples, as settings hold them."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def test_from_section_takes_the_schema_defaults_and_overrides():

@@ -33,6 +33,11 @@ MODELS_PAPER_ORDER: tuple[str, ...] = ("Clinical", *DL_MODELS, "DL_Clinical")
 #: The margin-extended models (Clinical and DL_Clinical plus ablative-margin features),
 #: evaluated after :data:`MODELS_PAPER_ORDER` when the margin section is enabled.
 MARGIN_MODELS: tuple[str, ...] = ("Clinical_Margin", "DL_Clinical_Margin")
+#: The radiomics models (pyradiomics features of the tumour, the ablation zone and rings
+#: around them; :mod:`recur.radiomics`), evaluated after the margin models when the
+#: radiomics section is enabled: the pre-ablation features, both time points' features, and
+#: the clinical predictors with the Radiomics_PrePost signature.
+RADIOMICS_MODELS: tuple[str, ...] = ("Radiomics_Pre", "Radiomics_PrePost", "Radiomics_Clinical")
 #: The torch devices of training and inference (config key ``device``): ``auto`` takes a CUDA
 #: GPU when there is one, else the CPU.
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -86,7 +91,10 @@ def variable_label(name: str) -> str:
     if name in VARIABLE_LABELS:
         return VARIABLE_LABELS[name]
     if name.endswith(SIGNATURE_SUFFIX):
-        return f"{name[: -len(SIGNATURE_SUFFIX)]} DL signature"
+        model = name[: -len(SIGNATURE_SUFFIX)]
+        if model.startswith("Radiomics_"):
+            return f"{model} radiomics signature"
+        return f"{model} DL signature"
     return name
 
 

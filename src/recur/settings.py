@@ -178,6 +178,10 @@ SECTION_READERS: dict[str, tuple[str, ...]] = {
         "recur.margin.settings:CrossTimeSettings",
         "recur.margin.settings:MarginMetricSettings",
     ),
+    "radiomics": (
+        "recur.radiomics.settings:FeatureSettings",
+        "recur.radiomics.settings:ModelSettings",
+    ),
 }
 RULE_KEYS: dict[str, tuple[str, ...]] = {
     "dl_clinical": ("stacking",),
@@ -185,6 +189,7 @@ RULE_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("threads", "signature"),
     "registration": ("threads",),
     "margin": ("enabled", "models", "figure_patients", "features"),
+    "radiomics": ("enabled", "params"),
 }
 #: Top-level scalar keys (no section of their own): the commands the rules pass each one to,
 #: as the required option of the same name (``--device``).

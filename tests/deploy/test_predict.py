@@ -183,9 +183,16 @@ def test_bundle_settings_rebuild_the_workflow_settings(tmp_path: Path) -> None:
     # a bundle written before crop.post_frame existed: own-frame crops, no margin needed
     old = _settings(cfg)
     del old["crop"]["post_frame"], old["margin"]
+    # and before the registration's region existed: the whole images were registered
+    del old["registration"]["region_margin_mm"], old["registration"]["region_motion_mm"]
     rb.write_bundle(tmp_path / "old", settings=old, **_fake_sources(tmp_path / "src2"))
     b = rb.load_bundle(tmp_path / "old")
     assert b.crop_settings().post_frame == "own"
+    assert b.registration_settings().region_margin_mm is None
+    older = _settings(cfg)
+    del older["margin"]["rigid_motion_mm"]
+    rb.write_bundle(tmp_path / "older", settings=older, **_fake_sources(tmp_path / "src3"))
+    assert rb.load_bundle(tmp_path / "older").cross_time_settings().rigid.region_margin_mm is None
     with pytest.raises(RecurError, match="margin"):
         b.cross_time_settings()
     assert b.convert_settings().min_slices == cfg["convert"]["min_slices"]

@@ -306,6 +306,13 @@ def test_rigid_stage_is_the_phase_registration_with_the_margin_values():
     assert rigid.transform == "rigid"
     assert rigid.mask_margin_mm is None
     assert CrossTimeSettings.defaults().rigid.mask_margin_mm == schema["rigid_region_mm"]
+    # the rigid stage works on the region (the post DP's grown by rigid_motion_mm); without a
+    # region, or with rigid_motion_mm null, on the whole images
+    default = CrossTimeSettings.defaults().rigid
+    assert default.region_margin_mm == schema["rigid_region_mm"]
+    assert default.region_motion_mm == schema["rigid_motion_mm"]
+    assert rigid.region_margin_mm is None
+    assert CrossTimeSettings.defaults(rigid_motion_mm=None).rigid.region_margin_mm is None
     for key in ("histogram_bins", "sampling_fraction", "min_samples", "iterations", "seed"):
         assert getattr(rigid, key) == schema[key], key
     assert list(rigid.shrink_factors) == schema["shrink_factors"]

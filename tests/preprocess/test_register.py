@@ -164,6 +164,52 @@ def test_affine_and_roi_box_metric_recover_translation():
     assert res.qc["ncc_roi_after"] > res.qc["ncc_roi_before"]
 
 
+def test_roi_region_recovers_motion_and_writes_the_whole_grid():
+    fixed = phantom(size=(128, 112, 36), seed=2)
+    true_tx = known_motion(fixed, (1.5, -1.0, 2.0), (3.0, -2.0, 2.0))
+    moving = moved(fixed, true_tx, gain=1.2, offset=10.0)
+    point = np.add(centre_of(fixed), (-25.0, -5.0, 4.0))  # the 'tumour'
+    roi = sitk.Cast(fixed * 0, sitk.sitkUInt8)
+    index = fixed.TransformPhysicalPointToIndex(tuple(point))
+    roi[index] = 1  # one voxel: its box is the voxel itself
+    settings = RegistrationSettings.defaults(region_margin_mm=30.0, region_motion_mm=10.0)
+    reg = PhaseRegistration(settings)
+    # the regions: 30 mm = 15 voxels in x and y, 10 in z (2, 2, 3 mm) on either side of the
+    # voxel; the moving one 10 mm (5, 5, 4 voxels: 3.3 rounded up) more, same grid
+    f_reg, m_reg = reg.regions(fixed, moving, roi, reg.initial_transform(fixed, moving))
+    assert f_reg.GetSize() == (31, 31, 21)
+    np.testing.assert_allclose(
+        f_reg.GetOrigin(),
+        fixed.TransformIndexToPhysicalPoint(
+            [i - g for i, g in zip(index, (15, 15, 10), strict=True)]
+        ),
+    )
+    assert m_reg.GetSize() == (31 + 10, 31 + 10, 21 + 8)
+    res = reg(fixed, moving, phase="AP", roi_mask=roi)
+    assert tre(res.transform, true_tx, point) < 1.0
+    # the transform is centred as without a region, and moves the whole moving phase
+    np.testing.assert_allclose(res.transform.GetCenter(), centre_of(fixed), atol=1e-6)
+    whole = sitk.Resample(moving, fixed, res.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(res.registered), sitk.GetArrayFromImage(whole)
+    )
+    assert res.qc["ncc_after"] > res.qc["ncc_before"]
+    assert res.qc["mi_after"] < res.qc["mi_before"]
+
+
+def test_without_roi_or_region_the_whole_images_are_registered():
+    fixed = phantom(seed=4)
+    true_tx = known_motion(fixed, (0.0, 1.0, 0.0), (2.0, 1.0, -1.0))
+    moving = moved(fixed, true_tx)
+    roi = sitk.Cast(fixed > 450, sitk.sitkUInt8)
+    off = RegistrationSettings.defaults(region_margin_mm=None)
+    a = PhaseRegistration(off)(fixed, moving, roi_mask=roi)
+    b = PhaseRegistration(RegistrationSettings.defaults())(fixed, moving)  # no ROI: whole
+    np.testing.assert_allclose(
+        a.transform.GetParameters(), b.transform.GetParameters(), rtol=0, atol=1e-9
+    )
+
+
 @pytest.mark.slow
 def test_rigid_recovers_known_motion_on_real_ct(testdata: Path):
     reader = sitk.ImageSeriesReader()

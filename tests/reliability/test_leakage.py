@@ -193,3 +193,81 @@ def test_workflow_clinical_model_imputer_holds_train_split_medians(study: Path):
     np.testing.assert_allclose(tabular.imputation_values(model, features), expected)
     everyone = clin[list(CLINICAL_FEATURES)].astype(float).median().to_numpy()
     assert not np.allclose(everyone, expected), "train and all-patient medians coincide"
+
+
+def test_radiomics_features_come_from_the_patients_own_files(study: Path, tmp_path: Path):
+    """A patient's radiomics features are rebuilt from that patient's registered phases and
+    masks alone (no other patient present) by the rule's command and equal the workflow's;
+    the whole-volume normalisation makes an affine change of the patient's own intensities
+    leave the intensity and texture features (bin width on the normalised scale) unchanged."""
+    from recur.radiomics.settings import FeatureSettings
+
+    patient = _split(study)["patient_id"].iloc[1]
+    reference = pd.read_csv(study / "results" / "radiomics" / f"{patient}.csv")
+    reg = _registered_copy(study, patient, tmp_path)
+
+    def extract(out: Path) -> pd.Series:
+        rc = recur_main(
+            [
+                "radiomics-features",
+                "--patient",
+                patient,
+                "--registered-pre",
+                str(reg["pre"]),
+                "--registered-post",
+                str(reg["post"]),
+                "--mask-pre",
+                str(tmp_path / "masks" / "pre.nii.gz"),
+                "--mask-post",
+                str(tmp_path / "masks" / "post.nii.gz"),
+                "--params",
+                str(Path(__file__).resolve().parents[2] / "radiomics_params.yaml"),
+                "--settings",  # the radiomics section of the study's run (the defaults)
+                section_json(section_defaults("radiomics"), FeatureSettings),
+                "--out",
+                str(out),
+            ]
+        )
+        assert rc in (0, None)
+        return pd.read_csv(out).set_index("feature")["value"]
+
+    alone = extract(tmp_path / "alone.csv")
+    pd.testing.assert_series_equal(alone, reference.set_index("feature")["value"])
+    for t in TIMEPOINTS:
+        for phase in PHASES:
+            f = reg[t] / f"{phase}.nii.gz"
+            img = sitk.Cast(sitk.ReadImage(str(f)), sitk.sitkFloat32)
+            sitk.WriteImage(img * 3.0 + 250.0, str(f))
+    rescaled = extract(tmp_path / "rescaled.csv")
+    np.testing.assert_allclose(rescaled.to_numpy(), alone.to_numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_workflow_radiomics_models_are_fitted_on_the_train_split_only(study: Path):
+    """Refitting the study's radiomics models with every tuning and test patient's features
+    and outcome changed gives the same selected features and coefficients as the workflow's
+    stored models."""
+    from recur.evaluate import readers
+    from recur.radiomics import model as rm
+    from recur.radiomics.settings import ModelSettings
+
+    s = _split(study)
+    clinical = readers.read_clinical(study / "results" / "synthetic" / "cohort" / "clinical.csv")
+    tables = {p: pd.read_csv(study / "results" / "radiomics" / f"{p}.csv") for p in s["patient_id"]}
+    wide = rm.feature_matrix(tables)
+    held = s.loc[s["split"] != "train", "patient_id"]
+    wide.loc[held] = np.random.default_rng(0).normal(size=(len(held), wide.shape[1]))
+    changed = clinical.copy()
+    rows = changed["patient_id"].isin(held)
+    changed.loc[rows, "er"] = 1 - changed.loc[rows, "er"]
+    settings = ModelSettings.defaults()
+    for model in rm.MODEL_TIMEPOINTS:
+        folder = study / "results" / "models" / model
+        stored, info = rm.load_pipeline(folder / "model.skops", folder / "manifest.json")
+        refit, _, feats = rm.fit_radiomics_model(model, wide, s, changed, settings)
+        assert feats == info["features"]
+        np.testing.assert_array_equal(
+            refit.named_steps["filter"].support_, stored.named_steps["filter"].support_
+        )
+        np.testing.assert_allclose(
+            refit.named_steps["logistic"].coef_, stored.named_steps["logistic"].coef_, rtol=1e-9
+        )

@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recur.constants import DL_MODELS, DL_SCORE_COLUMNS, MODELS, SCORE_COLUMNS
+from recur.constants import (
+    DL_MODELS,
+    DL_SCORE_COLUMNS,
+    MODELS,
+    RADIOMICS_MODELS,
+    SCORE_COLUMNS,
+)
 
 from ..conftest import REPO, run_snakemake
 
@@ -32,7 +38,7 @@ def test_every_model_scores_every_patient(study: Path):
     patients = pd.read_csv(study / "results/cohort/patients.csv")
     split = pd.read_csv(study / "results/splits/split.csv")
     assert set(split["split"]) == {"train", "tune", "test"}
-    for model in MODELS:
+    for model in (*MODELS, *RADIOMICS_MODELS):
         pred = pd.read_csv(study / f"results/predictions/{model}.csv")
         columns = DL_SCORE_COLUMNS if model in DL_MODELS else SCORE_COLUMNS
         assert list(pred.columns) == list(columns)
@@ -109,6 +115,28 @@ def test_survival_table_has_c_index_and_td_auc_of_the_paper_models(study: Path):
     assert (undefined["note"].fillna("") != "").all()  # every undefined value says why
     for name in ("td_auc", "calibration", "km"):
         assert (study / f"results/figures/survival/{name}_external.png").is_file()
+
+
+def test_radiomics_models_are_evaluated_with_their_selected_features(study: Path):
+    """Every patient has its feature table; the three radiomics models are in Table 2,
+    DeLong and the survival stage's binary-model rows; the selected features are listed."""
+    patients = pd.read_csv(study / "results/cohort/patients.csv")["patient_id"]
+    for p in patients:
+        table = pd.read_csv(study / f"results/radiomics/{p}.csv")
+        assert list(table.columns) == ["feature", "value"]
+        assert table["feature"].str.startswith("pre_DP_tumour__").any()
+        assert table["feature"].str.startswith("post_DP_ring0-5__").any()
+    t2 = pd.read_csv(study / "results/tables/table2.csv")
+    assert set(RADIOMICS_MODELS) <= set(t2["model"])
+    d = pd.read_csv(study / "results/tables/delong.csv")
+    assert set(RADIOMICS_MODELS) <= set(d["model_a"]) | set(d["model_b"])
+    surv = pd.read_csv(study / "results/tables/survival.csv")
+    assert set(RADIOMICS_MODELS) <= set(surv.loc[surv["kind"] == "binary", "model"])
+    sel = pd.read_csv(study / "results/models/radiomics_selected.csv")
+    assert {"model", "feature", "coefficient", "odds_ratio_per_sd"} <= set(sel.columns)
+    assert "Radiomics_Clinical" in set(sel["model"])
+    for model in RADIOMICS_MODELS:
+        assert (study / f"results/models/{model}/manifest.json").is_file()
 
 
 def test_crops_have_the_paper_shape(study: Path):

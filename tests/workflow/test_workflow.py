@@ -20,8 +20,16 @@ from ..cohort.test_contract import write_cohort_tables
 from ..conftest import REPO
 
 #: Rules that run once per patient: conversion and registration cover both time points in one
-#: job each, and the mask check runs inside the register job (no check_mask jobs).
-PER_PATIENT = ("convert", "register", "crop", "margin_register", "margin_metrics")
+#: job each, and the mask check runs inside the register job (no check_mask jobs); the
+#: radiomics features (radiomics.enabled, the default) are one more job per patient.
+PER_PATIENT = (
+    "convert",
+    "register",
+    "crop",
+    "margin_register",
+    "margin_metrics",
+    "radiomics_features",
+)
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -425,7 +425,10 @@ class Bundle:
         """The registration settings the workflow used."""
         from recur.preprocess.settings import RegistrationSettings
 
-        return RegistrationSettings.from_config(self.settings["registration"])
+        # compatibility: bundles written before the region settings existed registered the
+        # whole images (region_motion_mm then unused)
+        old = {"region_margin_mm": None, "region_motion_mm": 0.0}
+        return RegistrationSettings.from_config({**old, **self.settings["registration"]})
 
     def registration_threads(self) -> int:
         """Threads of one registration in the workflow (results may depend on them)."""
@@ -447,7 +450,9 @@ class Bundle:
             raise RecurError(
                 "bundle settings: section margin missing (needed by crop.post_frame 'pre')"
             )
-        return CrossTimeSettings.from_config(self.settings["margin"])
+        # compatibility: bundles written before margin.rigid_motion_mm existed ran the rigid
+        # stage on the whole images (its metric restricted to the region): null
+        return CrossTimeSettings.from_config({"rigid_motion_mm": None, **self.settings["margin"]})
 
 
 def load_bundle(bundle_dir: str | Path) -> Bundle:

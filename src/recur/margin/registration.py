@@ -2,11 +2,12 @@
 
 :class:`CrossTimeRegistration` registers the post-ablation delayed phase (DP) onto the
 pre-ablation DP (rigid: :class:`recur.preprocess.register.PhaseRegistration`, the phase
-registration's engine and settings object, on a liver region around the tumour; optionally a
-B-spline refinement restricted to the region within ``region_mm`` of the tumour), with the
-settings of :class:`recur.margin.settings.CrossTimeSettings` (config section ``margin``).
-:func:`recur.margin.masks.zone_on_pre` then carries the post ablation-zone mask onto the pre
-grid. See ``docs/methods/margin.md``.
+registration's engine and settings object, on a liver region around the tumour: the pre DP
+cut to that region, the post DP to the region grown by the largest expected displacement;
+optionally a B-spline refinement restricted to the region within ``region_mm`` of the
+tumour), with the settings of :class:`recur.margin.settings.CrossTimeSettings` (config
+section ``margin``). :func:`recur.margin.masks.zone_on_pre` then carries the post ablation-zone
+mask onto the pre grid. See ``docs/methods/margin.md``.
 
 Convention (SimpleITK's): the transform maps points of the pre (fixed) physical space to
 points of the post (moving) physical space, so ``Resample(post, pre, tx)`` puts post on the
@@ -155,13 +156,17 @@ class CrossTimeRegistration:
                 last = str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed"
                 qc["bspline_failed"] = last[:200]
         seconds = time.perf_counter() - t0
-        # correlation of pre vs post around the tumour, before and after the final transform
-        where = sitk.GetArrayViewFromImage(region) > 0
-        f_arr = sitk.GetArrayViewFromImage(fixed)
-        before = sitk.Resample(moving, fixed, sitk.Transform(), sitk.sitkLinear, 0.0)
+        # correlation of pre vs post around the tumour, before and after the final transform,
+        # on the region's bounding box (the voxels outside it are not in the region)
+        region_box = _bbox_image(region, region)
+        f_box = _bbox_image(region, fixed)
+        after_box = _bbox_image(region, after)
+        where = sitk.GetArrayViewFromImage(region_box) > 0
+        f_arr = sitk.GetArrayViewFromImage(f_box)
+        before = sitk.Resample(moving, f_box, sitk.Transform(), sitk.sitkLinear, 0.0)
         qc.update(
             ncc_region_before=ncc(f_arr, sitk.GetArrayViewFromImage(before), where),
-            ncc_region_after=ncc(f_arr, sitk.GetArrayViewFromImage(after), where),
+            ncc_region_after=ncc(f_arr, sitk.GetArrayViewFromImage(after_box), where),
             seconds=round(seconds, 3),
         )
         return CrossTimeResult(transform=tx, qc=qc, post_on_pre=after)

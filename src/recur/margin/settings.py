@@ -31,7 +31,10 @@ class CrossTimeSettings(SectionSettings):
     The rigid stage (:attr:`rigid`) is a :class:`recur.preprocess.settings.RegistrationSettings`
     run by :class:`recur.preprocess.register.PhaseRegistration` with the pre DP as fixed and the
     post DP as moving image; ``rigid_region_mm`` restricts its metric to the tumour's bounding
-    box grown by that distance (``None``: whole image). ``deformable``: add a B-spline stage
+    box grown by that distance (``None``: whole image), and the rigid stage then works on that
+    region of the pre DP and on the post DP's region grown by ``rigid_motion_mm`` only
+    (``None``: on the whole images, the metric restricted to the region).
+    ``deformable``: add a B-spline stage
     (control points every ``bspline_spacing_mm``, each displaced at most
     ``max_displacement_mm``) supported on the region within ``region_mm`` of the tumour; its
     metric (same MI / sampling settings) leaves out the tumour and ablation zone grown by
@@ -49,6 +52,7 @@ class CrossTimeSettings(SectionSettings):
     learning_rate: float
     min_step: float
     rigid_region_mm: float | None
+    rigid_motion_mm: float | None
     deformable: bool
     region_mm: float
     bspline_spacing_mm: float
@@ -75,7 +79,8 @@ class CrossTimeSettings(SectionSettings):
     @property
     def rigid(self) -> RegistrationSettings:
         """The rigid stage: the phase registration's settings object with these values (always
-        a rigid transform; the metric's region is ``rigid_region_mm``)."""
+        a rigid transform; the metric's region and the registration's region is
+        ``rigid_region_mm``, the moving image's extra margin ``rigid_motion_mm``)."""
         return RegistrationSettings(
             transform="rigid",
             shrink_factors=self.shrink_factors,
@@ -88,6 +93,8 @@ class CrossTimeSettings(SectionSettings):
             min_step=self.min_step,
             seed=self.seed,
             mask_margin_mm=self.rigid_region_mm,
+            region_margin_mm=self.rigid_region_mm if self.rigid_motion_mm is not None else None,
+            region_motion_mm=self.rigid_motion_mm or 0.0,
         )
 
 

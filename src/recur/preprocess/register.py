@@ -4,8 +4,11 @@ Each moving phase is registered to DP with SimpleITK's ``ImageRegistrationMethod
 mutual information on a fixed random sample of voxels (seeded, so reruns are identical),
 a multi-resolution pyramid, a rigid (``Euler3DTransform``) or affine transform initialised on
 the image centres (geometry), regular-step gradient descent with scales from the physical-shift
-estimator. The moving phase is then resampled onto the DP grid with linear interpolation; DP
-itself is only cast to float32.
+estimator. With an ROI mask and ``region_margin_mm`` set (the default), the pyramid and the
+optimisation work on the ROI's neighbourhood only: DP cut to the ROI's box grown by that
+margin, the moving phase to that region grown by ``region_motion_mm``
+(:mod:`recur.preprocess.regions`). The whole moving phase is then resampled onto the whole DP
+grid with linear interpolation; DP itself is only cast to float32.
 
 Convention (SimpleITK's): the returned transform maps points of the DP (fixed) physical
 space to points of the moving phase's physical space, so ``Resample(moving, dp, tx)`` puts
@@ -19,6 +22,7 @@ work on ``SimpleITK.Image`` objects. The settings are a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +39,13 @@ if TYPE_CHECKING:  # pandas is imported where used: per-patient jobs do not need
 from recur.constants import DERIVED_NIFTI_GZIP_LEVEL, PHASES, TIMEPOINTS
 from recur.errors import RecurError
 from recur.io import atomic_path, read_image, write_nifti_to
+from recur.preprocess.regions import (
+    crop_to_box,
+    image_centre,
+    recentred,
+    roi_box_corners,
+    same_grid,
+)
 from recur.preprocess.settings import RegistrationSettings
 from recur.preprocess.steps import Abandon, Guard, run_step
 
@@ -157,14 +168,6 @@ def transform_summary(tx: sitk.Transform) -> dict[str, float]:
     return out
 
 
-def _covered(moving: sitk.Image, fixed: sitk.Image, tx: sitk.Transform) -> np.ndarray:
-    """Boolean array on the fixed grid: voxels whose ``tx`` image lies inside ``moving``."""
-    ones = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
-    ones.CopyInformation(moving)
-    out = sitk.Resample(ones, fixed, tx, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(out) > 0
-
-
 class PhaseRegistration:
     """Register a moving phase onto the fixed DP volume (MONAI style: settings, then call).
 
@@ -232,6 +235,16 @@ class PhaseRegistration:
         sample of the registration: evaluating at full resolution would cost as much as the
         registration itself, and the x2 level ranks transforms the same way.
         """
+        return self.metrics(fixed, moving, [tx], fixed_mask)[0]
+
+    def metrics(
+        self,
+        fixed: sitk.Image,
+        moving: sitk.Image,
+        transforms: Sequence[sitk.Transform],
+        fixed_mask: sitk.Image | None = None,
+    ) -> list[float]:
+        """:meth:`metric` of each of ``transforms``, the x2 levels built once."""
         fixed = pyramid_level(fixed, 2, 0.0)
         moving = pyramid_level(moving, 2, 0.0)
         if fixed_mask is not None:
@@ -243,9 +256,34 @@ class PhaseRegistration:
                 0,
                 sitk.sitkUInt8,
             )
-        reg = self._method(fixed, fixed_mask)
-        reg.SetInitialTransform(tx, inPlace=False)
-        return float(reg.MetricEvaluate(fixed, moving))
+        out = []
+        for tx in transforms:
+            reg = self._method(fixed, fixed_mask)
+            reg.SetInitialTransform(tx, inPlace=False)
+            out.append(float(reg.MetricEvaluate(fixed, moving)))
+        return out
+
+    def regions(
+        self, fixed: sitk.Image, moving: sitk.Image, roi_mask: sitk.Image, tx: sitk.Transform
+    ) -> tuple[sitk.Image, sitk.Image]:
+        """The fixed and moving images cut to the ROI's neighbourhood (``region_margin_mm``).
+
+        Fixed: the ROI's bounding box grown by ``region_margin_mm``, clipped to the image.
+        Moving: that box's corners carried by ``tx`` (the initial transform), grown further by
+        ``region_motion_mm`` (the largest expected motion), so that every fixed sample finds its
+        moving voxels. Both keep their physical position (:mod:`recur.preprocess.regions`).
+        """
+        s = self.settings
+        f_reg = crop_to_box(fixed, roi_box_corners(roi_mask), s.region_margin_mm)
+        last = [n - 1 for n in f_reg.GetSize()]
+        carried = [
+            tx.TransformPoint(
+                f_reg.TransformIndexToPhysicalPoint([n * k for n, k in zip(last, c, strict=True)])
+            )
+            for c in itertools.product((0, 1), repeat=3)
+        ]
+        m_reg = crop_to_box(moving, carried, s.region_motion_mm)
+        return f_reg, m_reg
 
     def __call__(
         self,
@@ -255,6 +293,14 @@ class PhaseRegistration:
         phase: str = "moving",
         roi_mask: sitk.Image | None = None,
     ) -> PhaseResult:
+        """Register ``moving`` onto ``fixed``; the result carries the transform, the registered
+        image and the QC row.
+
+        With ``roi_mask`` and ``region_margin_mm`` set, the pyramid, the optimisation and the
+        MI columns of the QC work on the ROI's neighbourhood only (:meth:`regions`), about the
+        centre of the fixed region; the transform is returned centred as without a region (on
+        the fixed image's centre) and the registered image covers the whole fixed grid.
+        """
         s = self.settings
         t0 = time.perf_counter()
         fixed = sitk.Cast(fixed, sitk.sitkFloat32)
@@ -265,11 +311,17 @@ class PhaseRegistration:
         identity = sitk.Euler3DTransform()
 
         tx = self.initial_transform(fixed, moving)
+        centre = tx.GetCenter()
+        f_reg, m_reg = fixed, moving
+        in_region = roi_mask is not None and s.region_margin_mm is not None
+        if in_region:
+            f_reg, m_reg = self.regions(fixed, moving, roi_mask, tx)
+            tx = recentred(tx, image_centre(f_reg))
         iterations = 0
         stops = []
         for factor, sigma in zip(s.shrink_factors, s.smoothing_sigmas_mm, strict=True):
-            f_lvl = pyramid_level(fixed, factor, sigma)
-            m_lvl = pyramid_level(moving, factor, sigma)
+            f_lvl = pyramid_level(f_reg, factor, sigma)
+            m_lvl = pyramid_level(m_reg, factor, sigma)
             mask_lvl = None
             if fixed_mask is not None:
                 mask_lvl = sitk.Resample(
@@ -288,29 +340,41 @@ class PhaseRegistration:
             reg.Execute(f_lvl, m_lvl)
             iterations += int(reg.GetOptimizerIteration())
             stops.append(f"x{factor}: {reg.GetOptimizerStopConditionDescription()}")
+        if in_region:
+            tx = recentred(tx, centre)
         seconds = time.perf_counter() - t0
 
-        registered = sitk.Resample(moving, fixed, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        before = sitk.Resample(moving, fixed, identity, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        # voxels outside the moving phase's field of view come out NaN: that is the coverage
+        # the correlations need; they are written as 0
+        registered = sitk.Resample(moving, fixed, tx, sitk.sitkLinear, math.nan, sitk.sitkFloat32)
+        r_arr = sitk.GetArrayFromImage(registered)
+        overlap = ~np.isnan(r_arr)
+        if same_grid(moving, fixed):
+            b_arr = sitk.GetArrayViewFromImage(moving)  # the identity resample, voxel for voxel
+        else:
+            before = sitk.Resample(moving, fixed, identity, sitk.sitkLinear, math.nan)
+            b_arr = sitk.GetArrayFromImage(before)
+            overlap &= ~np.isnan(b_arr)
+        r_arr[np.isnan(r_arr)] = 0.0
+        registered = sitk.GetImageFromArray(r_arr)
+        registered.CopyInformation(fixed)
         # correlations over the voxels the moving phase covers both before and after (voxels
-        # outside its field of view are resampled as 0 and would bias the comparison)
-        overlap = _covered(moving, fixed, identity) & _covered(moving, fixed, tx)
+        # outside its field of view would bias the comparison)
         region = None
         if fixed_mask is not None:
             region = sitk.GetArrayViewFromImage(fixed_mask) > 0
         elif roi_mask is not None:
             # the box image must outlive the view of its voxels (a view of a temporary image
             # read freed memory: the ROI correlations changed from run to run)
-            box = roi_box_mask(roi_mask, 20.0)
-            region = sitk.GetArrayViewFromImage(box) > 0
+            box_img = roi_box_mask(roi_mask, 20.0)
+            region = sitk.GetArrayViewFromImage(box_img) > 0
         f_arr = sitk.GetArrayViewFromImage(fixed)
-        b_arr = sitk.GetArrayViewFromImage(before)
-        r_arr = sitk.GetArrayViewFromImage(registered)
+        mi_before, mi_after = self.metrics(f_reg, m_reg, [identity, tx], fixed_mask)
         qc: dict[str, float | int | str] = {
             "phase": phase,
             "transform": s.transform,
-            "mi_before": self.metric(fixed, moving, identity, fixed_mask),
-            "mi_after": self.metric(fixed, moving, tx, fixed_mask),
+            "mi_before": mi_before,
+            "mi_after": mi_after,
             "ncc_before": normalised_cross_correlation(f_arr, b_arr, overlap),
             "ncc_after": normalised_cross_correlation(f_arr, r_arr, overlap),
             "ncc_roi_before": float("nan"),

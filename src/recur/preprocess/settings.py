@@ -49,7 +49,10 @@ class RegistrationSettings(SectionSettings):
     never fewer than ``min_samples`` voxels (or all of them) so coarse levels stay stable.
     ``mask_margin_mm``: when set and an ROI mask is given, the metric is evaluated only inside
     the ROI's bounding box grown by this margin (in mm) on every side; ``None`` uses the whole
-    image. The cross-time registration (:class:`recur.margin.settings.CrossTimeSettings`)
+    image. ``region_margin_mm``: when set and an ROI mask is given, the pyramid and the
+    optimisation work on the ROI's bounding box grown by this margin (fixed image) and by
+    ``region_motion_mm`` more (moving image) only. The cross-time registration
+    (:class:`recur.margin.settings.CrossTimeSettings`)
     builds one from the ``margin`` section.
     """
 
@@ -66,6 +69,8 @@ class RegistrationSettings(SectionSettings):
     min_step: float
     seed: int
     mask_margin_mm: float | None
+    region_margin_mm: float | None
+    region_motion_mm: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shrink_factors", tuple(int(f) for f in self.shrink_factors))
