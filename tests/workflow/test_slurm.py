@@ -47,8 +47,18 @@ SLURM_EXTRA_ARGS: tuple[str, ...] = ()
 NO_JOB_RULES = frozenset({"all"})
 #: Result folders whose files legitimately differ between runs (timings, timestamps).
 NOT_COMPARED = ("results/logs/", "results/benchmarks/")
+#: Files that differ byte-wise between two processes whatever the data: a skops archive
+#: holds Python object ids (its schema's ``__id__``s and member names). The models they hold
+#: are compared through their predictions (``results/predictions/``, compared byte for byte),
+#: and the JSON records that give their sha256 are compared without it (DIGEST_KEYS).
+NOT_COMPARED_SUFFIXES = (".skops",)
 #: Table columns that hold wall-clock times (e.g. registration QC), left out of the comparison.
 TIMING_COLUMNS = frozenset({"seconds"})
+#: Keys of JSON records that hold wall-clock times (e.g. the margin registration's), left out.
+TIMING_KEYS = frozenset({"seconds", "rigid_seconds", "bspline_seconds"})
+#: Keys of JSON records that hold files' sha256 (model manifests, the bundle's manifest):
+#: every file they name is compared on its own.
+DIGEST_KEYS = frozenset({"sha256", "files"})
 #: Per-run time limit of each snakemake call (seconds).
 RUN_TIMEOUT = 1800
 
@@ -145,8 +155,23 @@ def test_profile_groups_reads_the_localhost_profile():
     assert per_job == 10
 
 
+def _without_timings(doc: object) -> object:
+    if isinstance(doc, dict):
+        skip = TIMING_KEYS | DIGEST_KEYS
+        return {k: _without_timings(v) for k, v in doc.items() if k not in skip}
+    if isinstance(doc, list):
+        return [_without_timings(v) for v in doc]
+    return doc
+
+
 def file_digest(path: Path) -> str:
-    """sha256 of a file; of a CSV table without its wall-clock columns (TIMING_COLUMNS)."""
+    """sha256 of a file; of a CSV table without its wall-clock columns (TIMING_COLUMNS); of a
+    JSON record without its wall-clock keys (TIMING_KEYS) and file digests (DIGEST_KEYS)."""
+    if path.suffix == ".json":
+        import json
+
+        doc = _without_timings(json.loads(path.read_text(encoding="utf-8")))
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
     if path.suffix == ".csv":
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
         if TIMING_COLUMNS & set(table.columns):
@@ -160,7 +185,11 @@ def output_hashes(workdir: Path) -> dict[str, str]:
     hashes = {}
     for path in sorted((workdir / "results").rglob("*")):
         rel = path.relative_to(workdir).as_posix()
-        if path.is_file() and not rel.startswith(NOT_COMPARED):
+        if (
+            path.is_file()
+            and not rel.startswith(NOT_COMPARED)
+            and path.suffix not in NOT_COMPARED_SUFFIXES
+        ):
             hashes[rel] = file_digest(path)
     return hashes
 
@@ -172,6 +201,15 @@ def test_file_digest_ignores_only_timing_columns(tmp_path: Path):
     c.write_text("phase,mi,seconds\nPS,-1.6,0.496\n")
     assert file_digest(a) == file_digest(b)
     assert file_digest(a) != file_digest(c)
+    f, g = tmp_path / "f.json", tmp_path / "g.json"
+    f.write_text('{"tre": 0.5, "seconds": 1.2, "qc": [{"rigid_seconds": 0.7, "ncc": 0.9}]}')
+    g.write_text('{"tre": 0.5, "seconds": 0.3, "qc": [{"rigid_seconds": 0.1, "ncc": 0.9}]}')
+    assert file_digest(f) == file_digest(g)
+    f.write_text('{"file": "model.skops", "sha256": "ab12", "features": ["age"]}')
+    g.write_text('{"file": "model.skops", "sha256": "cd34", "features": ["age"]}')
+    assert file_digest(f) == file_digest(g)
+    g.write_text('{"tre": 0.6, "seconds": 1.2, "qc": [{"rigid_seconds": 0.7, "ncc": 0.9}]}')
+    assert file_digest(f) != file_digest(g)
     d, e = tmp_path / "d.bin", tmp_path / "e.bin"
     d.write_bytes(b"seconds 1")
     e.write_bytes(b"seconds 2")

@@ -184,8 +184,13 @@ def write_flow(flow: pd.DataFrame, csv: str | Path, png: str | Path, pdf: str | 
 
     fig = draw_flow(flow)
     with atomic_path(png) as tpng, atomic_path(pdf) as tpdf, atomic_path(csv) as tcsv:
-        fig.savefig(tpng, format="png", dpi=150, bbox_inches="tight")
-        fig.savefig(tpdf, format="pdf", bbox_inches="tight")
+        fig.savefig(tpng, format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(  # without creation date or software: the same bytes in every run
+            tpdf,
+            format="pdf",
+            bbox_inches="tight",
+            metadata={"Creator": None, "Producer": None, "CreationDate": None},
+        )
         flow.to_csv(tcsv, index=False)
     plt.close(fig)
 
