@@ -136,6 +136,19 @@ def test_out_of_fold_scores_differ_from_in_sample_and_fusion_uses_them():
     assert "Radiomics_PrePost_signature" in set(coef["feature"])
 
 
+def test_out_of_fold_scores_of_a_cohort_with_two_events_use_a_fixed_penalty():
+    wide, split, clinical = toy_cohort(n_train=8)
+    train = split.loc[split["split"] == "train", "patient_id"]
+    er = clinical.set_index("patient_id")["er"]
+    er.loc[train] = [1, 1, 0, 0, 0, 0, 0, 0]  # 2 events: a 2-fold split leaves 1 per fit set
+    clinical["er"] = er.to_numpy()
+    oof = rm.out_of_fold_scores(rm.FUSED, wide, split, clinical, SETTINGS)
+    assert oof.notna().all()
+    assert oof.index.tolist() == train.tolist()
+    pipe = rm.fixed_penalty_pipeline(SETTINGS)
+    assert np.isclose(pipe.named_steps["logistic"].C, 10 ** np.mean(rm.C_RANGE))
+
+
 def test_missing_features_are_imputed_and_a_single_class_is_refused():
     wide, split, clinical = toy_cohort()
     wide.iloc[5, 3] = np.nan

@@ -100,6 +100,27 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return rankdata(x).astype(float)
 
 
+def fixed_penalty_pipeline(settings: ModelSettings) -> Pipeline:
+    """:func:`radiomics_pipeline` with the penalty fixed (C in the middle of the grid, the
+    first l1_ratio) instead of chosen by cross-validation: for a fit set with fewer than 2
+    patients of a class, which no stratified split can cross-validate."""
+    from sklearn.linear_model import LogisticRegression
+
+    pipe = radiomics_pipeline(settings)
+    pipe.steps[-1] = (
+        "logistic",
+        LogisticRegression(
+            C=float(10 ** np.mean(C_RANGE)),
+            l1_ratio=float(settings.l1_ratios[0]),
+            solver="saga",
+            max_iter=5000,
+            tol=1e-3,
+            random_state=settings.seed,
+        ),
+    )
+    return pipe
+
+
 def radiomics_pipeline(settings: ModelSettings, folds: int | None = None) -> Pipeline:
     """The unfitted pipeline: impute, filter, standardise, penalised logistic regression."""
     cv = StratifiedKFold(folds or settings.cv_folds, shuffle=True, random_state=settings.seed)
@@ -207,8 +228,12 @@ def out_of_fold_scores(
     k = _folds(settings, y)
     out = np.full(len(y), np.nan)
     for fit_idx, held in StratifiedKFold(k, shuffle=True, random_state=settings.seed).split(X, y):
-        inner = max(2, min(k, int(np.bincount(y[fit_idx]).min())))
-        pipe = radiomics_pipeline(settings, inner).fit(X[fit_idx], y[fit_idx])
+        rarer = int(np.bincount(y[fit_idx], minlength=2).min())
+        if rarer >= 2:
+            pipe = radiomics_pipeline(settings, max(2, min(k, rarer)))
+        else:  # a tiny cohort: too few events in the fold to cross-validate the penalty
+            pipe = fixed_penalty_pipeline(settings)
+        pipe.fit(X[fit_idx], y[fit_idx])
         out[held] = pipe.predict_proba(X[held])[:, list(pipe.classes_).index(1)]
     return pd.Series(out, index=ids, name=f"{model}{SIGNATURE_SUFFIX}")
 
