@@ -7,12 +7,17 @@ from recur.deploy.bundle import MANIFEST, MODELS_FILE, base_files
 from recur.deploy.registry import workflow_sources
 
 BUNDLE_DIR = f"{RESULTS}/bundle"
-# Every model the study evaluates (EVAL_MODELS) and their Cox models (COX_MODELS): one entry
-# each of recur.deploy.registry; {path in the bundle: workflow file}.
-# The radiomics models (rules/radiomics.smk) stay out: a comparison baseline inside the study,
-# which `recur predict` does not score (it extracts no radiomics features).
-BUNDLE_MODELS = [m for m in EVAL_MODELS if m not in RADIOMICS_MODELS]
-BUNDLE_SOURCES = workflow_sources(BUNDLE_MODELS, COX_MODELS, RESULTS, SIGNATURE_DIR)
+# Every model the study evaluates (EVAL_MODELS, the radiomics models included when enabled)
+# and their Cox models (COX_MODELS): one entry each of recur.deploy.registry; {path in the
+# bundle: workflow file} (with radiomics models, the pyradiomics parameter file too).
+BUNDLE_MODELS = list(EVAL_MODELS)
+BUNDLE_SOURCES = workflow_sources(
+    BUNDLE_MODELS,
+    COX_MODELS,
+    RESULTS,
+    SIGNATURE_DIR,
+    RADIOMICS_PARAMS if config["radiomics"]["enabled"] else None,
+)
 BUNDLE_FILES = [
     f"{BUNDLE_DIR}/{name}"
     for name in sorted({MANIFEST, *base_files(), *BUNDLE_SOURCES})
@@ -40,6 +45,9 @@ BUNDLE_SETTINGS = json.dumps(
         },
         "clinical": config["clinical"],
         "dl_clinical": config["dl_clinical"],
+        # the regions and phases of the radiomics features (not the parameter file's path:
+        # the file itself is in the bundle)
+        "radiomics": json.loads(settings_json(FeatureSettings, config["radiomics"])),
     },
     sort_keys=True,
 )

@@ -110,3 +110,25 @@ def test_building_the_parser_reads_the_schema_once_and_imports_no_validator():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "False"]
+
+
+def test_image_steps_without_the_cohort_tables_import_neither_pandas_nor_pydicom():
+    """The crop and post-to-pre registration jobs read NIfTI files only: their exclusion
+    wrapper (input/output lists, path redaction) must not import pandas or pydicom (~0.35 s
+    and ~0.25 s a job); a step given the cohort's tables (conversion) does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import argparse, sys; from recur.cli.common import _step_files, redactor; "
+        "a = argparse.Namespace(registered_pre='r/pre', registered_post='r/post', "
+        "mask_pre='m/pre.nii.gz', mask_post='m/post.nii.gz', post_to_pre=None, out='c.npz'); "
+        "_step_files(a, 'crop'); redactor(a)('x'); "
+        "b = argparse.Namespace(pre_dp='a', post_dp='b', pre_mask='c', post_mask='d', "
+        "out_tfm='e', out_mask='f', qc=None, qc_json=None); _step_files(b, 'margin_register'); "
+        "print('pandas' in sys.modules, 'pydicom' in sys.modules); "
+        "_step_files(argparse.Namespace(timepoint='pre', outdir='n/pre'), 'convert'); "
+        "print('pydicom' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]

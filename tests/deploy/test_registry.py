@@ -9,17 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recur.constants import COX_MODEL_FILES, MARGIN_MODELS, MODELS_PAPER_ORDER
+from recur.constants import COX_MODEL_FILES, MARGIN_MODELS, MODELS_PAPER_ORDER, RADIOMICS_MODELS
 from recur.deploy import registry
 from recur.errors import RecurError
 from recur.evaluate.tables import primary_model
 from recur.models.tabular import TabularSettings
+from recur.radiomics.model import FUSED
 from recur.survival import cox, files, stage
 
 
 def test_every_evaluated_model_is_one_catalogue_entry() -> None:
-    assert list(registry.CATALOGUE) == [*MODELS_PAPER_ORDER, *MARGIN_MODELS]
-    models = list(registry.CATALOGUE)
+    assert list(registry.CATALOGUE) == [*MODELS_PAPER_ORDER, *MARGIN_MODELS, *RADIOMICS_MODELS]
+    models = [*MODELS_PAPER_ORDER, *MARGIN_MODELS]
     entries = registry.study_entries(models, models, "Pre")
     assert [e.key for e in entries] == [*models, *(f"survival/{m}" for m in models)]
     post = {e.key: e.needs_post for e in entries}
@@ -32,9 +33,34 @@ def test_every_evaluated_model_is_one_catalogue_entry() -> None:
     cox_entry = entries[len(models)]
     assert cox_entry.files == [f"models/survival/Clinical/{f}" for f in COX_MODEL_FILES]
     with pytest.raises(ValueError, match="catalogue"):
-        registry.study_entries(["Radiomics_Pre"], [], "Pre")
+        registry.study_entries(["Radiomics_Lung"], [], "Pre")
     with pytest.raises(ValueError, match="unknown input"):
         registry.ModelEntry("X", "tabular", ("pixels",), False)
+
+
+def test_radiomics_entries_need_post_and_the_parameter_file() -> None:
+    """Radiomics_Pre reads only pre-ablation features; Radiomics_PrePost and, through its
+    signature, Radiomics_Clinical need the post series; a bundle with a radiomics model holds
+    the pyradiomics parameter file."""
+    entries = registry.study_entries(RADIOMICS_MODELS, [], "Pre")
+    assert {e.name: (e.kind, e.needs_post) for e in entries} == {
+        "Radiomics_Pre": ("radiomics", False),
+        "Radiomics_PrePost": ("radiomics", True),
+        "Radiomics_Clinical": ("tabular", True),
+    }
+    assert registry.uses_radiomics(entries)
+    assert not registry.uses_radiomics(entries[2:])
+    assert registry.RADIOMICS_FUSED == FUSED
+    with pytest.raises(ValueError, match="Radiomics_PrePost signature"):
+        registry.study_entries(["Radiomics_Clinical"], [], "Pre")
+    src = registry.workflow_sources(["Radiomics_Pre"], [], "results", "ensemble", "p.yaml")
+    assert src[registry.RADIOMICS_PARAMS] == "p.yaml"
+    assert src["models/Radiomics_Pre/model.skops"] == "results/models/Radiomics_Pre/model.skops"
+    with pytest.raises(ValueError, match="parameter file"):
+        registry.workflow_sources(["Radiomics_Pre"], [], "results", "ensemble")
+    assert registry.RADIOMICS_PARAMS not in registry.workflow_sources(
+        ["Radiomics_Clinical"], [], "results", "ensemble"
+    )
 
 
 def test_workflow_sources_name_the_rules_outputs() -> None:

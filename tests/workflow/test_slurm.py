@@ -63,8 +63,9 @@ DIGEST_KEYS = frozenset({"sha256", "files"})
 RUN_TIMEOUT = 1800
 
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+)")
-#: How snakemake announces a job it runs itself (here: inside the SLURM allocation).
-LOCALRULE = re.compile(r"^localrule (\w+):$", re.MULTILINE)
+#: How snakemake announces a job it runs itself (here: inside the SLURM allocation): a rule's
+#: as "localrule <name>:", a checkpoint's as "localcheckpoint <name>:".
+LOCALRULE = re.compile(r"^local(?:rule|checkpoint) (\w+):$", re.MULTILINE)
 
 
 def in_ci() -> bool:
@@ -278,7 +279,10 @@ def test_workflow_on_slurm_matches_local_run(slurm: LocalSlurm, tmp_path: Path):
     for p, text in zip(logs, texts, strict=True):
         assert "--executor slurm-jobstep" in text, f"{p}:\n{text[-3000:]}"
     ran = Counter(m.group(1) for t in texts for m in LOCALRULE.finditer(t))
-    assert ran == expected_jobs, "\n".join(t[-2000:] for t in texts)
+    assert ran == expected_jobs, (
+        f"missing in the SLURM job steps: {dict(expected_jobs - ran)}, "
+        f"extra: {dict(ran - expected_jobs)}"
+    )
 
     # Same outputs, byte for byte.
     local_hashes, slurm_hashes = output_hashes(local_dir), output_hashes(slurm_dir)

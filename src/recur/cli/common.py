@@ -73,9 +73,11 @@ def add_on_failure(p: argparse.ArgumentParser) -> None:
 def _step_files(a: argparse.Namespace, stage: str) -> tuple[str, list[str], list[str]]:
     """(time point, input files, output files) of one per-patient step, from its arguments;
     the file names inside a folder are the writing stage's (recur.preprocess)."""
-    from recur.preprocess import convert, register
+    from recur.preprocess import register
 
     if stage == "convert":
+        from recur.preprocess import convert  # pydicom: only the conversion imports it
+
         return a.timepoint, [], [str(p) for p in convert.timepoint_outputs(a.outdir)]
     if stage == "check_mask":
         return a.timepoint, [a.dp], [a.out]
@@ -100,12 +102,12 @@ def redactor(a: argparse.Namespace) -> Callable[[str], str]:
     """Takes the cohort's paths out of a per-patient step's messages (recur.cohort.links.redact):
     what a job says is stored under results/logs, and a cohort folder may be named after a
     patient, so a file is named by its table row instead."""
-    from recur.cohort import contract
-    from recur.cohort import links as input_links
-
     cohort_dir = getattr(a, "cohort_dir", None)
     if not cohort_dir:
         return lambda message: message
+    from recur.cohort import contract  # pandas: only the steps that read the cohort's tables
+    from recur.cohort import links as input_links
+
     root = Path(cohort_dir)
     tables = {}
     for attr in ("series_table", "rois_table"):

@@ -5,14 +5,18 @@ study's performance of each, and no patient data (no ids, no predictions)::
 
     manifest.json                      sha256 of every other file, recur version, layout version
     settings.json                      convert, roi, registration, crop, margin, architecture,
-                                       clinical, dl_clinical settings the workflow used
+                                       clinical, dl_clinical, radiomics (regions, phases)
+                                       settings the workflow used
     models.json                        every model (recur.deploy.registry entries: kind, inputs,
                                        whether it needs the post series), its study performance
                                        (cutoff, tuning AUC, external AUC with CI, calibration,
                                        the Cox model's external C-index) and the primary model
     cutoffs.csv                        Youden cutoff of each binary model on the tuning split
     models/<dl>/{weights.pt,model.json,recalibration.json}   Pre, PrePost signature networks
-    models/<tabular>/{model.skops,manifest.json}  Clinical, DL_Clinical, the margin models
+    models/<tabular>/{model.skops,manifest.json}  Clinical, DL_Clinical, the margin models,
+                                                 Radiomics_Clinical
+    models/<radiomics>/{model.skops,manifest.json}  Radiomics_Pre, Radiomics_PrePost
+    radiomics_params.yaml              the pyradiomics parameter file (with radiomics models)
     models/DL_Clinical/choice.json               the DL signature of the fusion models
     models/survival/<model>/{design.skops,design.json,cox.json}  the Cox model of each
 
@@ -45,7 +49,13 @@ import pandas as pd
 
 from recur import __version__
 from recur.constants import DL_MODELS, MODELS
-from recur.deploy.registry import CHOICE_FILE, ModelEntry, study_entries
+from recur.deploy.registry import (
+    CHOICE_FILE,
+    RADIOMICS_PARAMS,
+    ModelEntry,
+    study_entries,
+    uses_radiomics,
+)
 from recur.errors import RecurError
 from recur.evaluate.recalibration import Recalibration, read_recalibration
 from recur.io import sha256
@@ -93,8 +103,11 @@ def required_files(
 ) -> list[str]:
     """Relative paths a bundle of ``bundle_format`` holding ``entries`` (by default the
     models of a format 1/2 bundle) holds besides ``manifest.json`` (sorted)."""
+    entries = list(entries) if entries is not None else legacy_entries()
     files = set(base_files(bundle_format))
-    for e in entries if entries is not None else legacy_entries():
+    if uses_radiomics(entries):
+        files.add(RADIOMICS_PARAMS)
+    for e in entries:
         files.update(e.files)
         if e.kind == "dl" and bundle_format < RECALIBRATION_FORMAT:
             files.discard(f"{e.folder}/recalibration.json")
@@ -379,7 +392,7 @@ class Bundle:
 
     @property
     def binary(self) -> list[ModelEntry]:
-        """The binary models (kinds ``dl`` and ``tabular``), in the bundle's order."""
+        """The binary models (every kind but ``survival``), in the bundle's order."""
         return [e for e in self.entries if e.kind != "survival"]
 
     def cox(self, model: str) -> ModelEntry | None:
@@ -441,6 +454,20 @@ class Bundle:
         # compatibility: bundles written before crop.post_frame existed cropped each time
         # point in its own frame (tests/deploy/test_predict.py loads such a bundle)
         return CropSettings.from_config({"post_frame": "own", **self.settings["crop"]})
+
+    def radiomics_settings(self):  # -> recur.radiomics.settings.FeatureSettings
+        """The regions and phases of the workflow's radiomics features (the ``radiomics``
+        section; the bundle of a study with radiomics models records it)."""
+        from recur.radiomics.settings import FeatureSettings
+
+        if not isinstance(self.settings.get("radiomics"), Mapping):
+            raise RecurError("bundle settings: section radiomics missing (radiomics models)")
+        return FeatureSettings.from_config(self.settings["radiomics"])
+
+    @property
+    def radiomics_params(self) -> Path:
+        """The pyradiomics parameter file the workflow's features used."""
+        return self.root / RADIOMICS_PARAMS
 
     def cross_time_settings(self):  # -> recur.margin.settings.CrossTimeSettings
         """The post-to-pre registration settings (the ``margin`` section) the workflow used."""

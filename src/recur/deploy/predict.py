@@ -15,6 +15,8 @@ gets the numbers the workflow would have given it:
    :func:`recur.margin.files.table_files` (the patient's ``margin.csv`` row) and
    :func:`recur.margin.plots.plot_patient_margins` (the traffic-light histogram);
 4. :func:`recur.preprocess.crop_files.crop_patient_files` (3-slice crops + QC montage);
+   with radiomics models, :func:`recur.radiomics.features.features_files` (the pyradiomics
+   features of the registered phases and masks, with the bundle's parameter file);
 5. every model of the bundle (:mod:`recur.deploy.scoring`): DL networks recalibrated, tabular
    models, Cox models, risk groups at the study's cutoffs
    (:func:`recur.evaluate.tables.risk_groups`);
@@ -44,6 +46,7 @@ import pandas as pd
 from recur.cohort import contract
 from recur.constants import TIMEPOINTS
 from recur.deploy.bundle import Bundle, load_bundle
+from recur.deploy.registry import uses_radiomics
 from recur.deploy.summary import NOT_FOR_CLINICAL_USE, below_chance_flag
 from recur.errors import RecurError
 from recur.io import atomic_path, write_text_atomic
@@ -53,6 +56,9 @@ log = logging.getLogger(__name__)
 #: Placeholder values of the optional clinical columns site/cohort (needed by the contract
 #: checks, never used for scoring).
 PLACEHOLDER = {"site": "new", "cohort": "test"}
+#: A patient's radiomics feature table in its work folder (as the workflow's
+#: ``results/radiomics/<patient>.csv``).
+RADIOMICS_FEATURES = "radiomics.csv"
 #: Re-exported (the command line's help text, the report's front page tests).
 __all__ = ["NOT_FOR_CLINICAL_USE", "below_chance_flag", "predict"]
 
@@ -178,7 +184,10 @@ def prepare_steps(bundle: Bundle, has_post: bool) -> list[str]:
     steps = ["convert DICOM", "check ROI masks, register PS/AP/PVP onto DP"]
     if has_post and bundle.settings.get("margin") is not None:
         steps += ["register post DP onto pre DP", "ablative margin"]
-    return [*steps, "crop"]
+    steps.append("crop")
+    if uses_radiomics(bundle.entries):
+        steps.append("radiomics features")
+    return steps
 
 
 def margin_settings(bundle: Bundle):  # -> recur.margin.settings.MarginMetricSettings | None
@@ -202,7 +211,8 @@ def prepare_patient(
 
     The workflow's functions with the bundle's settings; writes ``crops_out`` and, in
     ``outdir`` (the patient's folder), ``crops.png`` and, with a post series, ``margin.csv``,
-    ``margin.png`` and ``margin_overlay.png``. ``step(label)`` announces each step.
+    ``margin.png`` and ``margin_overlay.png``; with radiomics models, ``radiomics.csv`` in
+    ``workdir``. ``step(label)`` announces each step.
     """
     from recur.preprocess import convert, crop_files, masks, register
 
@@ -288,6 +298,18 @@ def prepare_patient(
         post_to_pre if crop.post_frame == "pre" else None,
         timepoints=tps,
     )
+    if uses_radiomics(bundle.entries):
+        from recur.radiomics.features import features_files
+
+        step(f"{patient}: {next(labels)}")
+        features_files(
+            registered,
+            checked,
+            bundle.radiomics_params,
+            workdir / RADIOMICS_FEATURES,
+            bundle.radiomics_settings(),
+            patient=patient,
+        )
     return crops_out
 
 
@@ -429,8 +451,14 @@ def predict(
             if inputs.has_post(pid) and (out / pid / "margin.csv").is_file()
         },
     )
-    progress.step("DL networks")
+    pts.radiomics = {
+        pid: pd.read_csv(work / pid / RADIOMICS_FEATURES)
+        for pid in ids
+        if (work / pid / RADIOMICS_FEATURES).is_file()
+    }
+    progress.step("DL networks and radiomics models")
     pts.network = scoring.network_outputs(bundle, pts, models, device)
+    pts.radiomics_scores = scoring.radiomics_outputs(bundle, pts, models)
     progress.step("tabular and Cox models")
     long = scoring.score_all(bundle, pts, models)
     table = scoring.predictions_wide(long, bundle, pts)

@@ -5,10 +5,16 @@ at a time, with the workflow's own functions.
   :func:`recur.models.train.predict_logits` (the network's output: the ``raw_score`` of the
   workflow's prediction tables), then the bundle's recalibration
   (:meth:`recur.evaluate.recalibration.Recalibration.apply`: the workflow's ``score``).
-* ``tabular`` (Clinical, DL_Clinical, the margin models): :func:`recur.models.tabular.load_model`
-  + :func:`recur.models.tabular.predict_scores` on the columns the model's manifest lists; a
-  DL signature is the network's output, as the workflow gives its tuning and test patients.
-  The workflow does not recalibrate these models: the raw score is the probability.
+* ``radiomics`` (Radiomics_Pre, Radiomics_PrePost): :func:`recur.radiomics.model.load_pipeline`
+  + :func:`recur.radiomics.model.score` on the patient's radiomics features (extracted in
+  the image steps by :func:`recur.radiomics.features.features_files`, as the workflow's
+  ``radiomics_features`` rule does), before the tabular models (:func:`radiomics_outputs`).
+* ``tabular`` (Clinical, DL_Clinical, the margin models, Radiomics_Clinical):
+  :func:`recur.models.tabular.load_model` + :func:`recur.models.tabular.predict_scores` on the
+  columns the model's manifest lists; a DL signature is the network's output and the
+  Radiomics_PrePost signature that model's score, as the workflow gives its tuning and test
+  patients. The workflow does not recalibrate the tabular and radiomics models: the raw score
+  is the probability.
 * ``survival`` (the Cox models): :func:`recur.survival.files.read_cox_model` +
   :func:`recur.survival.stage.cox_scores`, the recurrence-free probability at the months the
   bundle recorded (``survival.auc_months``: 12 and 24).
@@ -31,7 +37,7 @@ import pandas as pd
 
 from recur.constants import CLINICAL_FEATURES, SIGNATURE_SUFFIX
 from recur.deploy.bundle import Bundle
-from recur.deploy.registry import NO_POST, ModelEntry
+from recur.deploy.registry import NO_POST, RADIOMICS_FUSED, ModelEntry
 from recur.errors import RecurError
 
 #: The margin columns reported for every patient (``margin.csv``'s, as the margin stage writes
@@ -52,6 +58,11 @@ class Patients:
     margins: dict[str, dict] = field(default_factory=dict)
     #: ``{DL model: network output per patient}`` (:func:`network_outputs`)
     network: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: ``{patient: its long radiomics feature table}`` (``feature``, ``value``: the time
+    #: points it has)
+    radiomics: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: ``{radiomics model: score per patient}`` (:func:`radiomics_outputs`)
+    radiomics_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- features
@@ -75,8 +86,28 @@ def _margin(bundle: Bundle, p: Patients) -> pd.DataFrame:
     return pd.DataFrame({c: [r.get(c, np.nan) for r in rows] for c in cols}, dtype=object)
 
 
+def _radiomics_wide(p: Patients, timepoint: str) -> pd.DataFrame:
+    """The features of ``timepoint`` of every patient, one row each (a patient without them:
+    NaN, imputed by the model like a feature the workflow could not extract)."""
+    from recur.radiomics.model import feature_matrix
+
+    wide = feature_matrix(p.radiomics).reindex(p.ids)
+    cols = [c for c in wide.columns if c.split("_", 1)[0] == timepoint]
+    return wide[cols].reset_index(drop=True)
+
+
 def _radiomics(bundle: Bundle, p: Patients) -> pd.DataFrame:
-    raise RecurError("radiomics features: this recur has no radiomics feature function")
+    return _radiomics_wide(p, "pre")
+
+
+def _radiomics_post(bundle: Bundle, p: Patients) -> pd.DataFrame:
+    return _radiomics_wide(p, "post")
+
+
+def _radiomics_signature(bundle: Bundle, p: Patients) -> pd.DataFrame:
+    scores = p.radiomics_scores.get(RADIOMICS_FUSED, {})
+    column = f"{RADIOMICS_FUSED}{SIGNATURE_SUFFIX}"
+    return pd.DataFrame({column: [scores.get(i, np.nan) for i in p.ids]})
 
 
 #: ``{input: function(bundle, patients) -> DataFrame}``: the columns an input gives, one row per
@@ -86,12 +117,17 @@ FEATURE_FUNCTIONS: dict[str, Callable[[Bundle, Patients], pd.DataFrame]] = {
     "signature": _signatures,
     "margin": _margin,
     "radiomics": _radiomics,
+    "radiomics_post": _radiomics_post,
+    "radiomics_signature": _radiomics_signature,
 }
 
 
-def feature_frame(bundle: Bundle, p: Patients) -> pd.DataFrame:
-    """``patient_id`` and the columns of every input the bundle's tabular and Cox models read."""
-    inputs = sorted({i for e in bundle.entries for i in e.inputs if i in FEATURE_FUNCTIONS})
+def feature_frame(bundle: Bundle, p: Patients, inputs: Sequence[str] | None = None) -> pd.DataFrame:
+    """``patient_id`` and the columns of ``inputs`` (default: every input the bundle's
+    tabular, radiomics and Cox models read)."""
+    if inputs is None:
+        inputs = {i for e in bundle.entries for i in e.inputs if i in FEATURE_FUNCTIONS}
+    inputs = sorted(inputs)
     parts = [pd.DataFrame({"patient_id": p.ids})]
     parts += [FEATURE_FUNCTIONS[i](bundle, p) for i in inputs]
     frame = pd.concat(parts, axis=1)
@@ -119,13 +155,30 @@ def load_tabular_model(bundle: Bundle, entry: ModelEntry):
     d = bundle.model_dir(entry)
     model = tabular.load_model(d / "model.skops", d / "manifest.json")
     features = list(json.loads((d / "manifest.json").read_text(encoding="utf-8"))["features"])
-    sig = [f for f in features if f.endswith(SIGNATURE_SUFFIX)]
-    if sig and sig != [f"{bundle.signature}{SIGNATURE_SUFFIX}"]:
+    sig = sorted(f for f in features if f.endswith(SIGNATURE_SUFFIX))
+    if sig != expected_signatures(bundle, entry):
         raise RecurError(
             f"bundle {bundle.root}: {entry.name} features {features} do not use the "
-            f"{bundle.signature} signature choice.json names"
+            f"signature(s) {expected_signatures(bundle, entry)} of models.json and choice.json"
         )
     return model, features
+
+
+def expected_signatures(bundle: Bundle, entry: ModelEntry) -> list[str]:
+    """The signature features an entry's model must read: the DL signature choice.json names
+    (input ``signature``), the Radiomics_PrePost signature (input ``radiomics_signature``)."""
+    names = {"signature": bundle.signature, "radiomics_signature": RADIOMICS_FUSED}
+    return sorted(f"{names[i]}{SIGNATURE_SUFFIX}" for i in entry.inputs if i in names)
+
+
+def load_radiomics_model(bundle: Bundle, entry: ModelEntry):
+    """``(pipeline, features)`` of a radiomics entry (:func:`recur.radiomics.model.load_pipeline`:
+    sha256 and trusted types checked)."""
+    from recur.radiomics.model import load_pipeline
+
+    d = bundle.model_dir(entry)
+    pipe, info = load_pipeline(d / "model.skops", d / "manifest.json")
+    return pipe, list(info["features"])
 
 
 def load_cox_model(bundle: Bundle, entry: ModelEntry):
@@ -137,9 +190,12 @@ def load_cox_model(bundle: Bundle, entry: ModelEntry):
 
 def load_models(bundle: Bundle, device: str = "cpu") -> dict[str, object]:
     """``{entry key: loaded model}`` of every entry of the bundle."""
-    loaders = {"dl": lambda e: load_dl_model(bundle, e, device), "tabular": None, "survival": None}
-    loaders["tabular"] = lambda e: load_tabular_model(bundle, e)
-    loaders["survival"] = lambda e: load_cox_model(bundle, e)
+    loaders = {
+        "dl": lambda e: load_dl_model(bundle, e, device),
+        "tabular": lambda e: load_tabular_model(bundle, e),
+        "radiomics": lambda e: load_radiomics_model(bundle, e),
+        "survival": lambda e: load_cox_model(bundle, e),
+    }
     return {e.key: loaders[e.kind](e) for e in bundle.entries}
 
 
@@ -171,10 +227,32 @@ def network_outputs(
     return out
 
 
+def radiomics_outputs(
+    bundle: Bundle, p: Patients, models: Mapping[str, object]
+) -> dict[str, dict[str, float]]:
+    """``{radiomics model: {patient: score}}`` (:func:`recur.radiomics.model.score`) for the
+    patients each can score (``p.radiomics`` must hold their features)."""
+    from recur.radiomics.model import score
+
+    entries = [e for e in bundle.entries if e.kind == "radiomics"]
+    if not entries:
+        return {}
+    frame = feature_frame(bundle, p, {i for e in entries for i in e.inputs})
+    out = {}
+    for e in entries:
+        ok = np.array([p.has_post[pid] or not e.needs_post for pid in p.ids])
+        pipe, feats = models[e.key]
+        ids = list(np.asarray(p.ids)[ok])
+        values = score(pipe, frame[ok].reset_index(drop=True), feats) if ids else []
+        out[e.name] = dict(zip(ids, np.asarray(values, dtype=float).tolist(), strict=True))
+    return out
+
+
 def score_all(bundle: Bundle, p: Patients, models: Mapping[str, object]) -> pd.DataFrame:
     """Long table, one row per patient and binary model: ``patient_id, model, kind, available,
     probability, raw_score, cutoff, risk, rfs_<t>m... (its Cox model), note``. ``p.network``
-    must hold the DL models' outputs (:func:`network_outputs`)."""
+    must hold the DL models' outputs (:func:`network_outputs`) and ``p.radiomics_scores`` the
+    radiomics models' (:func:`radiomics_outputs`)."""
     from recur.evaluate.tables import risk_groups
     from recur.survival.stage import cox_scores
 
@@ -190,6 +268,9 @@ def score_all(bundle: Bundle, p: Patients, models: Mapping[str, object]) -> pd.D
             if e.kind == "dl":
                 raw[ok] = [p.network[e.name][pid] for pid in np.asarray(p.ids)[ok]]
                 prob[ok] = bundle.recalibrations[e.name].apply(raw[ok])
+            elif e.kind == "radiomics":
+                prob[ok] = [p.radiomics_scores[e.name][pid] for pid in np.asarray(p.ids)[ok]]
+                raw[ok] = prob[ok]
             else:
                 from recur.models import tabular
 

@@ -222,7 +222,8 @@ def patient_features(
 
     ``images``: ``{timepoint: {phase: image}}`` (each time point's phases on its DP grid,
     as the workflow registers them), ``masks``: ``{timepoint: ROI mask}`` on the same grid
-    (the tumour pre-ablation, the ablation zone post-ablation).
+    (the tumour pre-ablation, the ablation zone post-ablation). A time point absent from
+    ``masks`` gives no feature (`recur predict`: a patient without a post-ablation series).
     """
     import pandas as pd
 
@@ -230,7 +231,7 @@ def patient_features(
     rings = {"pre": settings.tumour_rings_mm, "post": settings.zone_rings_mm}
     shape_phase = SHAPE_PHASE if SHAPE_PHASE in settings.phases else settings.phases[-1]
     values: dict[str, float] = {}
-    for tp in ("pre", "post"):
+    for tp in (t for t in ROI_NAMES if t in masks):
         (index, size), regions = timepoint_regions(masks[tp], rings[tp], tp, extractor.pad_voxels)
         for phase in settings.phases:
             image = crop(extractor.normalise(images[tp][phase]), index, size)
@@ -251,8 +252,9 @@ def features_files(
     patient: str = "?",
 ) -> tuple[pd.DataFrame, float]:
     """Read one patient's registered phases (``registered``: ``{timepoint: folder of
-    <phase>.nii.gz}``) and ROI masks (``{timepoint: mask file}``), write the feature table
-    to ``out``; returns it and the extraction's seconds (reading excluded)."""
+    <phase>.nii.gz}``, both time points or only ``pre``) and ROI masks (``{timepoint: mask
+    file}``, the same time points), write the feature table to ``out``; returns it and the
+    extraction's seconds (reading excluded)."""
     import SimpleITK as sitk
 
     from recur.io import atomic_path
@@ -263,14 +265,17 @@ def features_files(
         except RuntimeError:
             raise RecurError(f"{patient}: cannot read the {what} ({Path(path).name})") from None
 
+    timepoints = [t for t in ROI_NAMES if t in registered]
+    if "pre" not in timepoints or set(masks) != set(timepoints):
+        raise RecurError(f"{patient}: radiomics needs the pre time point, one mask each")
     images = {
         tp: {
             ph: read(Path(registered[tp]) / f"{ph}.nii.gz", f"{tp} {ph} image")
             for ph in settings.phases
         }
-        for tp in ("pre", "post")
+        for tp in timepoints
     }
-    roi = {tp: read(Path(masks[tp]), f"{tp} mask") for tp in ("pre", "post")}
+    roi = {tp: read(Path(masks[tp]), f"{tp} mask") for tp in timepoints}
     params = read_params(params_file)
     t0 = time.perf_counter()
     try:
