@@ -2,8 +2,8 @@
 
 Runs ``python -m recur --threads T predict --bundle ... --patients ID`` (a fresh process: Python
 start-up, imports, bundle verification, DICOM conversion of 8 series, mask checks,
-registration of both time points, crops, Pre + PrePost inference, Clinical + DL_Clinical,
-Grad-CAM and the HTML summary) ``--repeats`` times and reports the median; then times the
+registration of both time points, the margin, crops, radiomics features, every model of the
+bundle, Grad-CAM and the HTML summary) ``--repeats`` times and reports the median; then times the
 stages in-process once more (``stage_*`` rows). ``cpu_s`` is the CPU time (user + system) of
 the process, a steadier figure than wall time on a shared machine. Target: under 30 s on 2 CPU cores
 (``ratio`` = median / 30 s; < 1 meets it).
@@ -92,7 +92,7 @@ def stages_once(study: Path, patient: str, threads: int, out: Path) -> dict[str,
     rp.prepare_patient(
         patient, inputs, bundle, out / "work", out / "crops" / f"{patient}.npz", out / patient
     )
-    times["stage_convert_mask_register_margin_crop"] = time.perf_counter() - t
+    times["stage_convert_mask_register_margin_crop_radiomics"] = time.perf_counter() - t
     t = time.perf_counter()
     models = scoring.load_models(bundle)
     times["stage_load_models"] = time.perf_counter() - t
@@ -101,8 +101,12 @@ def stages_once(study: Path, patient: str, threads: int, out: Path) -> dict[str,
     margin = out / patient / "margin.csv"
     if margin.is_file():
         pts.margins[patient] = pd.read_csv(margin).iloc[0].to_dict()
+    features = out / "work" / rp.RADIOMICS_FEATURES
+    if features.is_file():
+        pts.radiomics[patient] = pd.read_csv(features)
     pts.network = scoring.network_outputs(bundle, pts, models)
-    times["stage_dl_models"] = time.perf_counter() - t
+    pts.radiomics_scores = scoring.radiomics_outputs(bundle, pts, models)
+    times["stage_dl_and_radiomics_models"] = time.perf_counter() - t
     t = time.perf_counter()
     scoring.score_all(bundle, pts, models)
     times["stage_tabular_and_cox_models"] = time.perf_counter() - t

@@ -166,8 +166,16 @@ def _without_timings(doc: object) -> object:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file; of a CSV table without its wall-clock columns (TIMING_COLUMNS); of a
-    JSON record without its wall-clock keys (TIMING_KEYS) and file digests (DIGEST_KEYS)."""
+    """sha256 of a file; of a gzip file's content (the deflate stream is not canonical: ISA-L,
+    which recur.io.gzip_file uses, once wrote a different stream for the same registered volume
+    in a SLURM job step than locally); of a CSV table without its wall-clock columns
+    (TIMING_COLUMNS); of a JSON record without its wall-clock keys (TIMING_KEYS) and file
+    digests (DIGEST_KEYS)."""
+    if path.suffix == ".gz":
+        import gzip
+
+        with gzip.open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
     if path.suffix == ".json":
         import json
 
@@ -215,6 +223,16 @@ def test_file_digest_ignores_only_timing_columns(tmp_path: Path):
     d.write_bytes(b"seconds 1")
     e.write_bytes(b"seconds 2")
     assert file_digest(d) != file_digest(e)
+    # two deflate streams of the same content (levels 1 and 9) compare equal; other content not
+    import gzip
+
+    h, i, j = tmp_path / "h.nii.gz", tmp_path / "i.nii.gz", tmp_path / "j.nii.gz"
+    volume = bytes(range(256)) * 400
+    h.write_bytes(gzip.compress(volume, 1, mtime=0))
+    i.write_bytes(gzip.compress(volume, 9, mtime=0))
+    j.write_bytes(gzip.compress(volume[::-1], 1, mtime=0))
+    assert h.read_bytes() != i.read_bytes()
+    assert file_digest(h) == file_digest(i) != file_digest(j)
 
 
 def test_job_stats_parser():
