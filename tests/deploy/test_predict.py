@@ -118,6 +118,15 @@ def test_write_bundle_lists_every_file_with_its_sha256(toy_bundle: Path) -> None
     assert b.recalibrations == FAKE_RECALIBRATION
     assert [e.name for e in b.entries] == list(MODELS)
     assert b.primary == "PrePost"
+    pre = next(e for e in b.entries if e.name == "Pre")
+    assert b.version(pre) == "sha256:" + manifest["files"]["models/Pre/weights.pt"][:12]
+    # a digest of digits only must stay a text in predictions.csv
+    digits = rb.Bundle(**{**b.__dict__, "manifest": {"files": {pre.files[0]: "953028139268ab"}}})
+    table = pd.DataFrame({"Pre_version": [digits.version(pre)]})
+    buf = io.StringIO()
+    table.to_csv(buf, index=False)
+    back = pd.read_csv(io.StringIO(buf.getvalue()))
+    assert back["Pre_version"].tolist() == ["sha256:953028139268"]
     # DL_Clinical reads the PrePost signature: it needs the post-ablation series
     assert {e.name: e.needs_post for e in b.entries} == {
         "Pre": False,
@@ -432,7 +441,7 @@ def test_predict_reproduces_every_model_margin_and_cox_of_the_workflow(scored: d
         high = want["score"].to_numpy() >= cut[model]
         assert list(got[f"{model}_risk"]) == ["high" if h else "low" for h in high], model
         assert (got[f"{model}_cutoff"] == cut[model]).all()
-        assert got[f"{model}_version"].str.fullmatch("[0-9a-f]{12}").all()
+        assert got[f"{model}_version"].str.fullmatch("sha256:[0-9a-f]{12}").all(), model
         if model not in with_cox:
             assert got[f"{model}_rfs_24m"].isna().all(), model
             assert got[f"{model}_cox_version"].isna().all(), model

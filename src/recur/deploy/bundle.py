@@ -404,8 +404,11 @@ class Bundle:
         return self.root / entry.folder
 
     def version(self, entry: ModelEntry) -> str:
-        """A model's version: the first 12 hex digits of the sha256 of its first file."""
-        return str(self.manifest["files"].get(entry.files[0], ""))[:12]
+        """A model's version: ``sha256:`` and the first 12 hex digits of the sha256 of its
+        first file (the prefix keeps a digest of digits only, or of digits around one ``e``,
+        a text for CSV readers such as pandas and spreadsheets); empty if not listed."""
+        digest = str(self.manifest["files"].get(entry.files[0], ""))
+        return f"sha256:{digest[:12]}" if digest else ""
 
     def dl_model_dir(self, model: str) -> Path:
         """Folder of the Pre or PrePost network (``weights.pt``, ``model.json``)."""

@@ -314,8 +314,8 @@ def predictions_wide(
     """``predictions.csv``: one row per patient. ``patient_id``, ``post_series``, the margin
     (:data:`MARGIN_REPORT` and ``margin_note``), ``primary_model``; then per binary model
     ``<m>`` (calibrated probability), ``<m>_raw``, ``<m>_cutoff``, ``<m>_risk``, its Cox
-    model's ``<m>_rfs_<t>m``, ``<m>_version`` (sha256 prefix of its first file) and
-    ``<m>_cox_version``; last ``bundle_recur_version``."""
+    model's ``<m>_rfs_<t>m``, ``<m>_version`` and ``<m>_cox_version``
+    (:meth:`recur.deploy.bundle.Bundle.version`); last ``bundle_recur_version``."""
     out = pd.DataFrame({"patient_id": p.ids})
     out["post_series"] = [p.has_post[pid] for pid in p.ids]
     for c in MARGIN_REPORT:
