@@ -218,3 +218,42 @@ def test_a_patients_features_depend_on_that_patient_only(testdata, tmp_path):
     F.patient_features({"pre": {"DP": other}, "post": {"DP": other}}, masks, settings, params)
     again = F.patient_features(imgs, masks, settings, params)
     pd.testing.assert_frame_equal(alone, again)
+
+
+def test_pre_only_features_are_the_pre_rows_and_a_missing_mask_is_refused(testdata, tmp_path):
+    """`recur predict` on a patient without a post-ablation series: the pre time point alone
+    gives exactly the pre-ablation rows of the two-time-point table (Radiomics_Pre reads
+    only those); a time point without its mask, or no pre time point, is refused naming the
+    patient, and no table is written."""
+    _real_case(testdata, tmp_path)
+    settings = FeatureSettings.defaults(phases=["DP"], tumour_rings_mm=[[0, 5]])
+    both, _ = F.features_files(
+        {"pre": tmp_path / "pre", "post": tmp_path / "post"},
+        {"pre": tmp_path / "pre_mask.nii.gz", "post": tmp_path / "post_mask.nii.gz"},
+        PARAMS,
+        tmp_path / "both.csv",
+        settings,
+        patient="MR1",
+    )
+    pre, _ = F.features_files(
+        {"pre": tmp_path / "pre"},
+        {"pre": tmp_path / "pre_mask.nii.gz"},
+        PARAMS,
+        tmp_path / "pre.csv",
+        settings,
+        patient="MR1",
+    )
+    assert len(pre) > 90
+    assert pre["feature"].str.startswith("pre_").all()
+    want = both[both["feature"].str.startswith("pre_")].reset_index(drop=True)
+    pd.testing.assert_frame_equal(pre, want)
+    for registered, masks in (
+        (
+            {"pre": tmp_path / "pre", "post": tmp_path / "post"},
+            {"pre": tmp_path / "pre_mask.nii.gz"},
+        ),
+        ({"post": tmp_path / "post"}, {"post": tmp_path / "post_mask.nii.gz"}),
+    ):
+        with pytest.raises(RecurError, match=r"^MR1: radiomics needs the pre time point"):
+            F.features_files(registered, masks, PARAMS, tmp_path / "bad.csv", settings, "MR1")
+    assert not (tmp_path / "bad.csv").exists()
